@@ -1,0 +1,2 @@
+//! Criterion benches of key handling.
+fn main() {}

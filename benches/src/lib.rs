@@ -1,0 +1,1 @@
+//! Benches live in `benches/benches/`; the crate exists to hold them.

@@ -1,0 +1,2 @@
+//! `meshcrypt`: the node agent and its subcommands.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The network lab: an underlay bridge, node namespaces and pod namespaces, removed on drop.

@@ -1,0 +1,7 @@
+//! meshcrypt's local lab: a stateful test Kubernetes API server over real HTTP, nodes and pods as
+//! network namespaces joined by an underlay bridge, and the detector that reports plaintext pod
+//! traffic on that underlay. Tests and the demo use it; production code never does.
+
+pub mod apiserver;
+pub mod lab;
+pub mod leak;

@@ -1,0 +1,1 @@
+//! Node keys, the key file, and the Node annotation schema.
