@@ -1,1 +1,2 @@
-//! Benches live in `benches/benches/`; the crate exists to hold them.
+//! meshcrypt's benchmarks live in `benches/benches/`: criterion benches of the hot paths. This
+//! library target only anchors the package.

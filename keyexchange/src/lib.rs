@@ -1,1 +1,14 @@
-//! Node keys, the key file, and the Node annotation schema.
+//! Node keys, the key file and the Node annotation schema for meshcrypt.
+//!
+//! Everything a node says about itself on the Kubernetes API goes through [`annotations`]; the
+//! private key never leaves [`keys::PrivateKey`] and the 0600 file written by [`keystore`].
+
+pub mod annotations;
+mod error;
+pub mod keys;
+pub mod keystore;
+
+pub use annotations::{ANNOTATION_PREFIX, NodeKeyAnnotations};
+pub use error::Error;
+pub use keys::{PrivateKey, PublicKey};
+pub use keystore::KeyStore;

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The demo: a 3-node lab with two pods per node, pods talking, the leak detector watching the
+# underlay, everything removed afterwards. Pass --stay to keep it up until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --release --locked -p meshcrypt-integration --bin meshcrypt-lab
+exec target/release/meshcrypt-lab "$@"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what meshcrypt's lab and tests need on a fresh Debian machine, as root. Idempotent:
+# packages already present are not fetched again.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "meshcrypt's lab creates network namespaces: run this as root" >&2
+    exit 1
+  fi
+}
+need_root
+
+# Debian packages: iproute2 (ip netns, veth, bridge), iputils-ping (lab connectivity checks).
+packages=(iproute2 iputils-ping)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# kubectl 1.32 ships with this machine image; the kubectl tests need it.
+command -v kubectl >/dev/null || { echo "kubectl is required (it ships with the machine image)" >&2; exit 1; }
+
+# cargo-nextest runs the tests (lab tests one at a time, see .config/nextest.toml).
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
