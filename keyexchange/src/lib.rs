@@ -7,6 +7,7 @@ pub mod annotations;
 mod error;
 pub mod keys;
 pub mod keystore;
+pub mod mesh;
 
 pub use annotations::{ANNOTATION_PREFIX, NodeKeyAnnotations};
 pub use error::Error;
