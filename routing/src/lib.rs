@@ -1,5 +1,14 @@
-//! The kernel state meshcrypt wants (device addresses, routes, policy rules, MTU), the state it
-//! reads back over rtnetlink, and the pure planner between them.
+//! The kernel state meshcrypt wants (device address, MTU, routes, policy rules), the state read back
+//! from the kernel, and the pure planner between them.
 //!
-//! The planner and the netlink executor arrive with the mesh issue; this crate holds the place the
-//! architecture gives them so that the workspace layout is stable from the start.
+//! [`desired::build`] turns peers' prefixes into a [`DesiredState`]; [`plan::plan`] compares it
+//! with an [`ObservedState`] and returns the [`Op`]s that close the gap, in an order that never
+//! opens a plaintext window. The executor applies them and reads the result back.
+
+pub mod desired;
+pub mod model;
+pub mod mtu;
+pub mod plan;
+
+pub use desired::RoutingInput;
+pub use model::{DesiredState, LinkSpec, ObservedLink, ObservedState, Op, Route, RouteKind, Rule};

@@ -1,0 +1,135 @@
+//! From prefixes to kernel state: which routes and rules steer pod traffic into the mesh.
+//!
+//! One rule per pod network sends its traffic to meshcrypt's table. There, each peer's prefixes go
+//! into the device, this node's own pods are thrown back to the next rule (the main table), and in
+//! strict mode the whole pod network goes into the device (which drops and counts what no peer
+//! covers) over a blackhole floor that stays when the device is gone: a packet with no encrypted
+//! path is dropped, never sent in plaintext.
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+
+use crate::model::{DesiredState, LinkSpec, Route, RouteKind, Rule};
+
+/// The metric of the routes meshcrypt uses day to day.
+pub const ROUTE_METRIC: u32 = 0;
+/// The metric of the blackhole floor under the pod network in strict mode.
+pub const FLOOR_METRIC: u32 = 1_000_000;
+
+/// What the routing plan is computed from; free of any Kubernetes type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingInput {
+    /// The device's name.
+    pub ifname: String,
+    /// The tunnel MTU (see [`crate::mtu::tunnel_mtu`]).
+    pub mtu: u32,
+    /// Addresses to put on the device.
+    pub addresses: Vec<IpNet>,
+    /// meshcrypt's routing table.
+    pub table: u32,
+    /// meshcrypt's rule priority (below the VPC CNI's 512).
+    pub rule_priority: u32,
+    /// The cluster's pod networks: all traffic to them is steered into meshcrypt's table.
+    pub pod_networks: Vec<IpNet>,
+    /// This node's own pod prefixes: delivered locally, never through the mesh.
+    pub local_prefixes: Vec<IpNet>,
+    /// Every prefix some peer is allowed to receive.
+    pub peer_prefixes: Vec<IpNet>,
+    /// Fail closed: pod traffic without a peer is dropped rather than sent on the underlay.
+    pub strict: bool,
+}
+
+/// The kernel state for `input`.
+pub fn build(input: &RoutingInput) -> DesiredState {
+    let mut routes = BTreeSet::new();
+    let mut add = |dst: &IpNet, metric, kind| routes.insert(Route { dst: dst.trunc(), metric, kind });
+    for prefix in &input.peer_prefixes {
+        add(prefix, ROUTE_METRIC, RouteKind::Device);
+    }
+    for prefix in &input.local_prefixes {
+        add(prefix, ROUTE_METRIC, RouteKind::Throw);
+    }
+    if input.strict {
+        for network in &input.pod_networks {
+            add(network, ROUTE_METRIC, RouteKind::Device);
+            add(network, FLOOR_METRIC, RouteKind::Blackhole);
+        }
+    }
+    let rules = input
+        .pod_networks
+        .iter()
+        .map(|network| Rule { priority: input.rule_priority, dst: network.trunc(), table: input.table })
+        .collect();
+    DesiredState {
+        link: LinkSpec {
+            name: input.ifname.clone(),
+            mtu: input.mtu,
+            addresses: input.addresses.iter().copied().collect(),
+        },
+        table: input.table,
+        routes,
+        rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn input(strict: bool) -> RoutingInput {
+        RoutingInput {
+            ifname: "meshcrypt0".into(),
+            mtu: 1440,
+            addresses: vec![],
+            table: 2_000,
+            rule_priority: 100,
+            pod_networks: vec![net("10.244.0.0/16")],
+            local_prefixes: vec![net("10.244.0.0/24")],
+            peer_prefixes: vec![net("10.244.1.0/24"), net("10.244.2.0/24")],
+            strict,
+        }
+    }
+
+    fn route(dst: &str, metric: u32, kind: RouteKind) -> Route {
+        Route { dst: net(dst), metric, kind }
+    }
+
+    #[test]
+    fn build_table() {
+        let common = [
+            route("10.244.0.0/24", 0, RouteKind::Throw),
+            route("10.244.1.0/24", 0, RouteKind::Device),
+            route("10.244.2.0/24", 0, RouteKind::Device),
+        ];
+        let strict_extra = [
+            route("10.244.0.0/16", 0, RouteKind::Device),
+            route("10.244.0.0/16", FLOOR_METRIC, RouteKind::Blackhole),
+        ];
+        for (strict, want_extra) in [(true, &strict_extra[..]), (false, &[][..])] {
+            let got = build(&input(strict));
+            let want: BTreeSet<Route> = common.iter().chain(want_extra).copied().collect();
+            assert_eq!(got.routes, want, "strict={strict}");
+            assert_eq!(
+                got.rules,
+                BTreeSet::from([Rule { priority: 100, dst: net("10.244.0.0/16"), table: 2_000 }])
+            );
+            assert_eq!(got.link.mtu, 1440);
+        }
+    }
+
+    #[test]
+    fn dual_stack_gets_a_rule_and_a_floor_per_family() {
+        let mut dual = input(true);
+        dual.pod_networks.push(net("fd00:10:244::/56"));
+        dual.peer_prefixes.push(net("fd00:10:244:1::/64"));
+        let got = build(&dual);
+        assert_eq!(got.rules.len(), 2);
+        assert!(got.routes.contains(&route("fd00:10:244::/56", FLOOR_METRIC, RouteKind::Blackhole)));
+        assert!(got.routes.contains(&route("fd00:10:244:1::/64", 0, RouteKind::Device)));
+    }
+}
