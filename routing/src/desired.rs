@@ -12,8 +12,9 @@ use ipnet::IpNet;
 
 use crate::model::{DesiredState, LinkSpec, Route, RouteKind, Rule};
 
-/// The metric of the routes meshcrypt uses day to day.
-pub const ROUTE_METRIC: u32 = 0;
+/// The metric of the routes meshcrypt uses day to day: the kernel's default for IPv6 (which turns
+/// a metric of 0 into 1024), used for IPv4 too so that both families read back as written.
+pub const ROUTE_METRIC: u32 = 1024;
 /// The metric of the blackhole floor under the pod network in strict mode.
 pub const FLOOR_METRIC: u32 = 1_000_000;
 
@@ -102,12 +103,12 @@ mod tests {
     #[test]
     fn build_table() {
         let common = [
-            route("10.244.0.0/24", 0, RouteKind::Throw),
-            route("10.244.1.0/24", 0, RouteKind::Device),
-            route("10.244.2.0/24", 0, RouteKind::Device),
+            route("10.244.0.0/24", ROUTE_METRIC, RouteKind::Throw),
+            route("10.244.1.0/24", ROUTE_METRIC, RouteKind::Device),
+            route("10.244.2.0/24", ROUTE_METRIC, RouteKind::Device),
         ];
         let strict_extra = [
-            route("10.244.0.0/16", 0, RouteKind::Device),
+            route("10.244.0.0/16", ROUTE_METRIC, RouteKind::Device),
             route("10.244.0.0/16", FLOOR_METRIC, RouteKind::Blackhole),
         ];
         for (strict, want_extra) in [(true, &strict_extra[..]), (false, &[][..])] {
@@ -130,6 +131,6 @@ mod tests {
         let got = build(&dual);
         assert_eq!(got.rules.len(), 2);
         assert!(got.routes.contains(&route("fd00:10:244::/56", FLOOR_METRIC, RouteKind::Blackhole)));
-        assert!(got.routes.contains(&route("fd00:10:244:1::/64", 0, RouteKind::Device)));
+        assert!(got.routes.contains(&route("fd00:10:244:1::/64", ROUTE_METRIC, RouteKind::Device)));
     }
 }

@@ -6,9 +6,13 @@
 //! opens a plaintext window. The executor applies them and reads the result back.
 
 pub mod desired;
+mod error;
 pub mod model;
 pub mod mtu;
+pub mod netlink;
 pub mod plan;
 
 pub use desired::RoutingInput;
+pub use error::Error;
 pub use model::{DesiredState, LinkSpec, ObservedLink, ObservedState, Op, Route, RouteKind, Rule};
+pub use netlink::Netlink;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::*;
-use crate::desired::{FLOOR_METRIC, RoutingInput, build};
+use crate::desired::{FLOOR_METRIC, ROUTE_METRIC, RoutingInput, build};
 use crate::model::{ObservedLink, Rule};
 
 fn net(s: &str) -> IpNet {
@@ -73,9 +73,9 @@ fn plan_table() {
                 Op::SetMtu(1440),
                 Op::SetUp,
                 Op::ReplaceRoute(route("10.244.0.0/16", FLOOR_METRIC, Blackhole)),
-                Op::ReplaceRoute(route("10.244.0.0/24", 0, Throw)),
-                Op::ReplaceRoute(route("10.244.0.0/16", 0, Device)),
-                Op::ReplaceRoute(route("10.244.1.0/24", 0, Device)),
+                Op::ReplaceRoute(route("10.244.0.0/24", ROUTE_METRIC, Throw)),
+                Op::ReplaceRoute(route("10.244.0.0/16", ROUTE_METRIC, Device)),
+                Op::ReplaceRoute(route("10.244.1.0/24", ROUTE_METRIC, Device)),
                 Op::AddRule(rule("10.244.0.0/16")),
             ],
         ),
@@ -84,20 +84,20 @@ fn plan_table() {
             "a peer added: one route",
             input(&["10.244.1.0/24", "10.244.2.0/24"], true),
             settled.clone(),
-            vec![Op::ReplaceRoute(route("10.244.2.0/24", 0, Device))],
+            vec![Op::ReplaceRoute(route("10.244.2.0/24", ROUTE_METRIC, Device))],
         ),
         (
             "a peer removed: its route goes, the floor stays",
             input(&[], true),
             settled.clone(),
-            vec![Op::DelRoute(route("10.244.1.0/24", 0, Device))],
+            vec![Op::DelRoute(route("10.244.1.0/24", ROUTE_METRIC, Device))],
         ),
         (
             "strict off: the device catch-all and the blackhole floor are removed",
             input(&["10.244.1.0/24"], false),
             settled.clone(),
             vec![
-                Op::DelRoute(route("10.244.0.0/16", 0, Device)),
+                Op::DelRoute(route("10.244.0.0/16", ROUTE_METRIC, Device)),
                 Op::DelRoute(route("10.244.0.0/16", FLOOR_METRIC, Blackhole)),
             ],
         ),
@@ -107,7 +107,7 @@ fn plan_table() {
             ObservedState::default(),
             vec![
                 Op::ReplaceRoute(route("10.244.0.0/16", FLOOR_METRIC, Blackhole)),
-                Op::ReplaceRoute(route("10.244.0.0/24", 0, Throw)),
+                Op::ReplaceRoute(route("10.244.0.0/24", ROUTE_METRIC, Throw)),
                 Op::AddRule(rule("10.244.0.0/16")),
             ],
         ),
@@ -120,13 +120,16 @@ fn plan_table() {
                     .iter()
                     .copied()
                     .filter(|r| r.dst != net("10.244.1.0/24"))
-                    .chain([route("10.244.1.0/24", 0, Foreign(1)), route("192.0.2.0/24", 0, Foreign(7))])
+                    .chain([
+                        route("10.244.1.0/24", ROUTE_METRIC, Foreign(1)),
+                        route("192.0.2.0/24", ROUTE_METRIC, Foreign(7)),
+                    ])
                     .collect(),
                 ..settled.clone()
             },
             vec![
-                Op::ReplaceRoute(route("10.244.1.0/24", 0, Device)),
-                Op::DelRoute(route("192.0.2.0/24", 0, Foreign(7))),
+                Op::ReplaceRoute(route("10.244.1.0/24", ROUTE_METRIC, Device)),
+                Op::DelRoute(route("192.0.2.0/24", ROUTE_METRIC, Foreign(7))),
             ],
         ),
         (
@@ -134,7 +137,10 @@ fn plan_table() {
             RoutingInput { pod_networks: vec![net("10.244.0.0/15")], ..input(&["10.244.1.0/24"], false) },
             ObservedState {
                 link: link(1440, true),
-                routes: BTreeSet::from([route("10.244.0.0/24", 0, Throw), route("10.244.1.0/24", 0, Device)]),
+                routes: BTreeSet::from([
+                    route("10.244.0.0/24", ROUTE_METRIC, Throw),
+                    route("10.244.1.0/24", ROUTE_METRIC, Device),
+                ]),
                 rules: BTreeSet::from([rule("10.244.0.0/16")]),
             },
             vec![Op::AddRule(rule("10.244.0.0/15")), Op::DelRule(rule("10.244.0.0/16"))],
@@ -163,7 +169,7 @@ fn arb_prefix() -> impl Strategy<Value = IpNet> {
 }
 
 fn arb_route() -> impl Strategy<Value = Route> {
-    (arb_prefix(), prop_oneof![Just(0u32), Just(FLOOR_METRIC), 1u32..10], 0u8..5).prop_map(
+    (arb_prefix(), prop_oneof![Just(ROUTE_METRIC), Just(FLOOR_METRIC), 1u32..10], 0u8..5).prop_map(
         |(dst, metric, k)| {
             let kind = match k {
                 0 => RouteKind::Device,

@@ -1,0 +1,268 @@
+//! The rtnetlink executor: reads back what meshcrypt owns (its link, its table, its rule priority)
+//! and applies planned operations. It never reads or writes another table or priority.
+//!
+//! "Already exists" on an add and "not found" on a delete mean the kernel already holds the
+//! intended state: they are treated as success, so applying a plan twice is harmless.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use futures::TryStreamExt as _;
+use ipnet::IpNet;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
+
+use crate::error::Error;
+use crate::model::{ObservedLink, ObservedState, Op, Route, RouteKind, Rule};
+
+/// Applies routing operations in the network namespace of the thread that connected it.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens an rtnetlink socket and drives it on the current tokio runtime.
+    pub fn connect() -> Result<Self, Error> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// Reads the link named `ifname`, every route of `table` and every rule at `priority`.
+    pub async fn observe(&self, ifname: &str, table: u32, priority: u32) -> Result<ObservedState, Error> {
+        let link = self.observe_link(ifname).await?;
+        let index = link.as_ref().map(|l| l.index);
+        let mut routes = BTreeSet::new();
+        let mut rules = BTreeSet::new();
+        for version in [IpVersion::V4, IpVersion::V6] {
+            let query = match version {
+                IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().table_id(table).build(),
+                IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().table_id(table).build(),
+            };
+            let mut dump = self.handle.route().get(query).execute();
+            while let Some(msg) =
+                dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump routes", e))?
+            {
+                if route_table(&msg) == table {
+                    routes.extend(route_from(&msg, index));
+                }
+            }
+            let mut dump = self.handle.rule().get(version).execute();
+            while let Some(msg) = dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump rules", e))? {
+                rules.extend(rule_from(&msg).filter(|r| r.priority == priority));
+            }
+        }
+        Ok(ObservedState { link, routes, rules })
+    }
+
+    async fn observe_link(&self, ifname: &str) -> Result<Option<ObservedLink>, Error> {
+        let mut links = self.handle.link().get().match_name(ifname.to_owned()).execute();
+        let msg = match links.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let e = Error::from_rtnetlink(format!("get link {ifname}"), e);
+                return if e.errno() == Some(libc::ENODEV) { Ok(None) } else { Err(e) };
+            }
+        };
+        let index = msg.header.index;
+        let mtu =
+            msg.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(m) = a { Some(*m) } else { None });
+        let up = msg.header.flags.contains(LinkFlags::Up);
+        let mut addresses = BTreeSet::new();
+        let mut dump = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(addr) =
+            dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump addresses", e))?
+        {
+            for attr in &addr.attributes {
+                if let AddressAttribute::Address(ip) = attr
+                    && let Ok(net) = IpNet::new(*ip, addr.header.prefix_len)
+                {
+                    addresses.insert(net);
+                }
+            }
+        }
+        Ok(Some(ObservedLink { index, mtu: mtu.unwrap_or(0), up, addresses }))
+    }
+
+    /// Applies `ops` in order to the link `link_index` (needed by link, address and device-route
+    /// operations) and `table`. Stops at the first real failure.
+    pub async fn apply(&self, link_index: Option<u32>, table: u32, ops: &[Op]) -> Result<(), Error> {
+        for op in ops {
+            tracing::debug!(%op, "netlink");
+            let result = self.apply_one(link_index, table, op).await;
+            match result {
+                Err(e) if is_benign(op, &e) => {
+                    tracing::debug!(%op, error = %e, "already in the intended state")
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_one(&self, link: Option<u32>, table: u32, op: &Op) -> Result<(), Error> {
+        let need_link = || {
+            link.ok_or_else(|| Error::Kernel {
+                op: op.to_string(),
+                errno: libc::ENODEV,
+                message: "no device".into(),
+            })
+        };
+        let fail = |e| Error::from_rtnetlink(op.to_string(), e);
+        match *op {
+            Op::SetMtu(mtu) => {
+                let msg = LinkUnspec::new_with_index(need_link()?).mtu(mtu).build();
+                self.handle.link().set(msg).execute().await.map_err(fail)
+            }
+            Op::SetUp => {
+                let msg = LinkUnspec::new_with_index(need_link()?).up().build();
+                self.handle.link().set(msg).execute().await.map_err(fail)
+            }
+            Op::AddAddress(net) => self
+                .handle
+                .address()
+                .add(need_link()?, net.addr(), net.prefix_len())
+                .execute()
+                .await
+                .map_err(fail),
+            Op::DelAddress(net) => {
+                let mut dump = self.handle.address().get().set_link_index_filter(need_link()?).execute();
+                while let Some(msg) = dump.try_next().await.map_err(fail)? {
+                    let matches = msg.header.prefix_len == net.prefix_len()
+                        && msg
+                            .attributes
+                            .iter()
+                            .any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == net.addr()));
+                    if matches {
+                        return self.handle.address().del(msg).execute().await.map_err(fail);
+                    }
+                }
+                Ok(())
+            }
+            Op::ReplaceRoute(route) => {
+                let oif = if route.kind == RouteKind::Device { Some(need_link()?) } else { None };
+                let msg = route_message(op, &route, table, oif)?;
+                self.handle.route().add(msg).replace().execute().await.map_err(fail)
+            }
+            Op::DelRoute(route) => {
+                let msg = route_message(op, &route, table, None)?;
+                self.handle.route().del(msg).execute().await.map_err(fail)
+            }
+            Op::AddRule(rule) => {
+                let mut req = self.handle.rule().add();
+                *req.message_mut() = rule_message(&rule);
+                req.execute().await.map_err(fail)
+            }
+            Op::DelRule(rule) => self.handle.rule().del(rule_message(&rule)).execute().await.map_err(fail),
+        }
+    }
+}
+
+/// "Exists" on an add and "not found" on a delete: the kernel already holds what was intended.
+fn is_benign(op: &Op, e: &Error) -> bool {
+    match (op, e.errno()) {
+        (Op::AddAddress(_) | Op::AddRule(_), Some(libc::EEXIST)) => true,
+        (
+            Op::DelAddress(_) | Op::DelRoute(_) | Op::DelRule(_),
+            Some(libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL),
+        ) => true,
+        _ => false,
+    }
+}
+
+fn route_table(msg: &RouteMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
+        .unwrap_or(u32::from(msg.header.table))
+}
+
+/// The kernel's route as meshcrypt models it; `None` for what cannot be a destination prefix.
+fn route_from(msg: &RouteMessage, link_index: Option<u32>) -> Option<Route> {
+    let len = msg.header.destination_prefix_length;
+    let addr: IpAddr = match msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(d) => Some(d),
+        _ => None,
+    }) {
+        Some(RouteAddress::Inet(a)) => (*a).into(),
+        Some(RouteAddress::Inet6(a)) => (*a).into(),
+        Some(_) => return None,
+        None if msg.header.address_family == AddressFamily::Inet => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        None => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let dst = IpNet::new(addr, len).ok()?;
+    let metric =
+        msg.attributes.iter().find_map(|a| if let RouteAttribute::Priority(p) = a { Some(*p) } else { None });
+    let oif =
+        msg.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
+    let kind = match msg.header.kind {
+        RouteType::Unicast if oif.is_some() && oif == link_index => RouteKind::Device,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        RouteType::Throw => RouteKind::Throw,
+        other => RouteKind::Foreign(u8::from(other)),
+    };
+    Some(Route { dst, metric: metric.unwrap_or(0), kind })
+}
+
+fn route_message(op: &Op, route: &Route, table: u32, oif: Option<u32>) -> Result<RouteMessage, Error> {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+        .map_err(|_| Error::InvalidPrefix(*op))?
+        .table_id(table)
+        .priority(route.metric);
+    builder = match route.kind {
+        RouteKind::Device => builder.kind(RouteType::Unicast).scope(RouteScope::Link),
+        RouteKind::Blackhole => builder.kind(RouteType::BlackHole),
+        RouteKind::Throw => builder.kind(RouteType::Throw),
+        RouteKind::Foreign(kind) => builder.kind(RouteType::from(kind)),
+    };
+    if let Some(index) = oif {
+        builder = builder.output_interface(index);
+    }
+    Ok(builder.build())
+}
+
+fn rule_from(msg: &RuleMessage) -> Option<Rule> {
+    if msg.header.action != RuleAction::ToTable {
+        return None;
+    }
+    let mut priority = 0;
+    let mut table = u32::from(msg.header.table);
+    let mut addr = None;
+    for attr in &msg.attributes {
+        match attr {
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Destination(a) => addr = Some(*a),
+            _ => {}
+        }
+    }
+    let addr = addr.unwrap_or(match msg.header.family {
+        AddressFamily::Inet6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    });
+    Some(Rule { priority, dst: IpNet::new(addr, msg.header.dst_len).ok()?, table })
+}
+
+fn rule_message(rule: &Rule) -> RuleMessage {
+    let mut msg = RuleMessage::default();
+    msg.header.family = if rule.dst.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    msg.header.dst_len = rule.dst.prefix_len();
+    msg.header.action = RuleAction::ToTable;
+    msg.header.table =
+        u8::try_from(rule.table).ok().filter(|t| *t != 0).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    msg.attributes.push(RuleAttribute::Table(rule.table));
+    msg.attributes.push(RuleAttribute::Priority(rule.priority));
+    if rule.dst.prefix_len() > 0 {
+        msg.attributes.push(RuleAttribute::Destination(rule.dst.addr()));
+    }
+    msg
+}

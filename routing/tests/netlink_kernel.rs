@@ -1,0 +1,175 @@
+//! The netlink executor against a real kernel: each test runs in a private, unnamed network
+//! namespace (unshare on its own thread), with a persistent TUN device standing in for the WireGuard device.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use ipnet::IpNet;
+use meshcrypt_routing::desired::{FLOOR_METRIC, ROUTE_METRIC, RoutingInput, build};
+use meshcrypt_routing::plan::plan;
+use meshcrypt_routing::{Netlink, Route, RouteKind, Rule};
+
+const TABLE: u32 = 2_000;
+const PRIORITY: u32 = 100;
+
+/// Runs `f` on a thread inside a fresh network namespace that vanishes with the thread.
+fn in_private_netns<F: FnOnce() + Send + 'static>(f: F) {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): needs root");
+        f();
+    })
+    .join()
+    .expect("test thread panicked");
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn input(peers: &[&str], strict: bool) -> RoutingInput {
+    RoutingInput {
+        ifname: "meshcrypt0".into(),
+        mtu: 1440,
+        addresses: vec![net("10.244.0.1/32")],
+        table: TABLE,
+        rule_priority: PRIORITY,
+        pod_networks: vec![net("10.244.0.0/16"), net("fd00:10:244::/56")],
+        local_prefixes: vec![net("10.244.0.0/24"), net("fd00:10:244::/64")],
+        peer_prefixes: peers.iter().map(|p| net(p)).collect(),
+        strict,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn apply_then_plan_is_empty_and_reapplying_is_harmless() {
+    in_private_netns(|| {
+        ip(&["tuntap", "add", "dev", "meshcrypt0", "mode", "tun"]);
+        ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
+        ip(&["link", "set", "eth0", "up"]);
+        ip(&["addr", "add", "198.18.0.10/15", "dev", "eth0"]);
+        let main_before = ip(&["route", "show", "table", "main"]);
+        runtime().block_on(async {
+            let nl = Netlink::connect().unwrap();
+            let desired = build(&input(&["10.244.1.0/24", "fd00:10:244:1::/64"], true));
+            let observed = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap();
+            let link = observed.link.as_ref().expect("dummy link observed");
+            assert!(!link.up);
+            let ops = plan(&desired, &observed);
+            assert!(!ops.is_empty());
+            nl.apply(Some(link.index), TABLE, &ops).await.unwrap();
+
+            let after = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap();
+            assert_eq!(plan(&desired, &after), vec![], "observed after apply: {after:#?}");
+            assert_eq!(after.routes, desired.routes);
+            assert_eq!(after.rules, desired.rules);
+            let link = after.link.unwrap();
+            assert!(link.up);
+            assert_eq!(link.mtu, 1440);
+            assert_eq!(link.addresses, BTreeSet::from([net("10.244.0.1/32")]));
+
+            // The same ops again: adds that exist and replaces are harmless.
+            nl.apply(Some(link.index), TABLE, &ops).await.unwrap();
+            assert_eq!(plan(&desired, &nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap()), vec![]);
+        });
+        // What `ip` sees: the device route, the floor, the rule; the main table untouched.
+        let table = ip(&["route", "show", "table", &TABLE.to_string()]);
+        assert!(table.contains("10.244.1.0/24 dev meshcrypt0"), "{table}");
+        assert!(
+            table.contains("blackhole 10.244.0.0/16") && table.contains(&format!("metric {FLOOR_METRIC}")),
+            "{table}"
+        );
+        assert!(table.contains("throw 10.244.0.0/24"), "{table}");
+        let rules = ip(&["rule", "show"]);
+        assert!(rules.contains(&format!("{PRIORITY}:\tfrom all to 10.244.0.0/16 lookup {TABLE}")), "{rules}");
+        let rules6 = ip(&["-6", "rule", "show"]);
+        assert!(
+            rules6.contains(&format!("{PRIORITY}:\tfrom all to fd00:10:244::/56 lookup {TABLE}")),
+            "{rules6}"
+        );
+        assert_eq!(ip(&["route", "show", "table", "main"]), main_before);
+        // The kernel's own decision for a pod on another node: the mesh device.
+        let get = ip(&["route", "get", "10.244.1.7"]);
+        assert!(get.contains("dev meshcrypt0") && get.contains(&format!("table {TABLE}")), "{get}");
+        let get = ip(&["route", "get", "10.244.9.7"]);
+        assert!(
+            get.contains("dev meshcrypt0"),
+            "strict: no peer still goes to the device, never eth0: {get}"
+        );
+    });
+}
+
+#[test]
+fn removing_a_peer_and_the_device_leaves_the_blackhole_floor() {
+    in_private_netns(|| {
+        ip(&["tuntap", "add", "dev", "meshcrypt0", "mode", "tun"]);
+        runtime().block_on(async {
+            let nl = Netlink::connect().unwrap();
+            let apply = |peers: &'static [&'static str]| {
+                let nl = nl.clone();
+                async move {
+                    let desired = build(&input(peers, true));
+                    let observed = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap();
+                    let index = observed.link.as_ref().map(|l| l.index);
+                    nl.apply(index, TABLE, &plan(&desired, &observed)).await.unwrap();
+                    nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap()
+                }
+            };
+            let with_peer = apply(&["10.244.1.0/24"]).await;
+            let peer_route =
+                Route { dst: net("10.244.1.0/24"), metric: ROUTE_METRIC, kind: RouteKind::Device };
+            assert!(with_peer.routes.contains(&peer_route), "{with_peer:#?}");
+            let without = apply(&[]).await;
+            assert!(!without.routes.iter().any(|r| r.dst == net("10.244.1.0/24")));
+
+            ip(&["link", "del", "meshcrypt0"]);
+            let gone = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap();
+            assert!(gone.link.is_none());
+            // The kernel dropped the device routes with the device; the floor and rules stay.
+            assert!(gone.routes.contains(&Route {
+                dst: net("10.244.0.0/16"),
+                metric: FLOOR_METRIC,
+                kind: RouteKind::Blackhole
+            }));
+            assert!(!gone.routes.iter().any(|r| r.kind == RouteKind::Device));
+            assert!(gone.rules.contains(&Rule {
+                priority: PRIORITY,
+                dst: net("10.244.0.0/16"),
+                table: TABLE
+            }));
+        });
+        let get = Command::new("ip").args(["route", "get", "10.244.1.7"]).output().unwrap();
+        assert!(!get.status.success(), "a pod address must be unroutable without the device");
+    });
+}
+
+#[test]
+fn routes_and_rules_of_others_are_never_touched() {
+    in_private_netns(|| {
+        ip(&["tuntap", "add", "dev", "meshcrypt0", "mode", "tun"]);
+        ip(&["route", "add", "blackhole", "192.0.2.0/24", "table", "77"]);
+        ip(&["rule", "add", "priority", "512", "to", "10.244.0.0/16", "lookup", "main"]);
+        ip(&["rule", "add", "priority", "101", "to", "10.244.0.0/16", "lookup", "77"]);
+        runtime().block_on(async {
+            let nl = Netlink::connect().unwrap();
+            let desired = build(&input(&[], false));
+            let observed = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap();
+            assert!(observed.routes.is_empty() && observed.rules.is_empty(), "{observed:#?}");
+            let index = observed.link.as_ref().map(|l| l.index);
+            nl.apply(index, TABLE, &plan(&desired, &observed)).await.unwrap();
+        });
+        assert!(ip(&["route", "show", "table", "77"]).contains("blackhole 192.0.2.0/24"));
+        let rules = ip(&["rule", "show"]);
+        assert!(rules.contains("512:\tfrom all to 10.244.0.0/16 lookup main"), "{rules}");
+        assert!(rules.contains("101:\tfrom all to 10.244.0.0/16 lookup 77"), "{rules}");
+    });
+}
