@@ -168,14 +168,14 @@ impl Netlink {
 
 /// "Exists" on an add and "not found" on a delete: the kernel already holds what was intended.
 fn is_benign(op: &Op, e: &Error) -> bool {
-    match (op, e.errno()) {
-        (Op::AddAddress(_) | Op::AddRule(_), Some(libc::EEXIST)) => true,
-        (
-            Op::DelAddress(_) | Op::DelRoute(_) | Op::DelRule(_),
-            Some(libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL),
-        ) => true,
-        _ => false,
-    }
+    matches!(
+        (op, e.errno()),
+        (Op::AddAddress(_) | Op::AddRule(_), Some(libc::EEXIST))
+            | (
+                Op::DelAddress(_) | Op::DelRoute(_) | Op::DelRule(_),
+                Some(libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL)
+            )
+    )
 }
 
 fn route_table(msg: &RouteMessage) -> u32 {
