@@ -1,8 +1,10 @@
 //! The command line: global logging flags and one subcommand per job.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 
 /// Encrypts pod-to-pod traffic between Kubernetes nodes with a WireGuard mesh.
 #[derive(Debug, Parser)]
@@ -39,6 +41,8 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent: publish this node's key, build the mesh, steer pod traffic into it.
+    Agent(Box<AgentArgs>),
     /// Manage this node's WireGuard key.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -59,4 +63,51 @@ pub struct StateDir {
     /// State directory holding the 0600 key file.
     #[arg(long, env = "MESHCRYPT_STATE_DIR", default_value = "/var/lib/meshcrypt")]
     pub state_dir: PathBuf,
+}
+
+/// `meshcrypt agent`
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's name, as in the Kubernetes Node object (the DaemonSet sets it from
+    /// `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// A kubeconfig file; without it, the in-cluster service account (or `$KUBECONFIG`) is used.
+    #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the private key lives.
+    #[command(flatten)]
+    pub state: StateDir,
+    /// The WireGuard interface.
+    #[arg(long, default_value = "meshcrypt0")]
+    pub interface: String,
+    /// The UDP port of the mesh, the same on every node.
+    #[arg(long, default_value_t = 51820)]
+    pub port: u16,
+    /// The routing table meshcrypt owns.
+    #[arg(long, default_value_t = 51820)]
+    pub table: u32,
+    /// The priority of meshcrypt's policy rules: below the AWS VPC CNI's 512.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..512))]
+    pub rule_priority: u32,
+    /// The cluster's pod network; repeat for several (dual-stack). All traffic to it is steered
+    /// into the mesh.
+    #[arg(long = "pod-network", required = true)]
+    pub pod_networks: Vec<IpNet>,
+    /// The tunnel MTU; by default the underlay interface's MTU less 60 (IPv4) or 80 (IPv6).
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Fail closed: drop pod traffic that has no encrypted path instead of sending it in
+    /// plaintext.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict: bool,
+    /// Directory of the WireGuard UAPI socket (`wg` looks in /var/run/wireguard).
+    #[arg(long, default_value = "/var/run/wireguard")]
+    pub uapi_dir: PathBuf,
+    /// Address of the health (`/healthz`, `/readyz`) and Prometheus (`/metrics`) endpoint.
+    #[arg(long, default_value = "0.0.0.0:9476")]
+    pub metrics_addr: SocketAddr,
+    /// How often the agent re-checks the kernel and device even without a change, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub resync_seconds: u64,
 }

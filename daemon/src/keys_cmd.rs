@@ -2,12 +2,12 @@
 
 use std::io::Write as _;
 
-use anyhow::Context as _;
 use meshcrypt_keyexchange::KeyStore;
 
 use crate::cli::KeysCommand;
+use crate::error::AgentError;
 
-pub fn run(command: KeysCommand) -> anyhow::Result<()> {
+pub fn run(command: KeysCommand) -> Result<(), AgentError> {
     let (dir, create) = match command {
         KeysCommand::Init(args) => (args.state_dir, true),
         KeysCommand::Show(args) => (args.state_dir, false),
@@ -16,16 +16,17 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
     let (key, created) = if create {
         store.load_or_create()?
     } else {
-        let key = store
-            .load()?
-            .with_context(|| format!("no key in {}: run `meshcrypt keys init`", dir.display()))?;
+        let key = store.load()?.ok_or_else(|| {
+            AgentError::Config(format!("no key in {}: run `meshcrypt keys init`", dir.display()))
+        })?;
         (key, false)
     };
     let public = key.public_key();
+    let io = |source| AgentError::Io { what: "write to stdout".into(), source };
     let mut out = std::io::stdout().lock();
-    writeln!(out, "public-key:  {public}")?;
-    writeln!(out, "fingerprint: {}", public.fingerprint())?;
-    writeln!(out, "key-file:    {}", store.key_path().display())?;
-    writeln!(out, "created:     {}", if created { "now" } else { "earlier" })?;
+    writeln!(out, "public-key:  {public}").map_err(io)?;
+    writeln!(out, "fingerprint: {}", public.fingerprint()).map_err(io)?;
+    writeln!(out, "key-file:    {}", store.key_path().display()).map_err(io)?;
+    writeln!(out, "created:     {}", if created { "now" } else { "earlier" }).map_err(io)?;
     Ok(())
 }

@@ -1,5 +1,27 @@
 //! The WireGuard device behind meshcrypt: a userspace engine on a TUN interface, built on
-//! boringtun's `noise::Tunn`, configured through the standard UAPI socket.
+//! boringtun's `noise::Tunn`, configured by typed deltas ([`Change`]) or through the standard
+//! UAPI socket (so `wg show` and `wg set` work), behind the [`WireGuardDevice`] seam that a
+//! kernel backend will also implement.
 //!
-//! The engine arrives with the mesh issue; this crate holds the place the architecture gives it so
-//! that the workspace layout is stable from the start.
+//! The device never assigns addresses, routes or MTU, and never brings the link up: the routing
+//! crate does. Outbound packets no peer's allowed IPs cover are dropped and counted (fail
+//! closed); inbound packets whose inner source is not the sender's are dropped and counted.
+
+mod backend;
+mod config;
+mod datapath;
+mod device;
+mod error;
+mod peers;
+mod socket;
+mod state;
+mod tun;
+pub mod uapi;
+
+pub use backend::WireGuardDevice;
+pub use config::{Change, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate, PresharedKey};
+pub use device::{Device, uapi_socket_path};
+pub use error::Error;
+pub use ip_network::IpNetwork;
+pub use meshcrypt_keyexchange::{PrivateKey, PublicKey};
+pub use state::{DeviceCounters, DeviceState, PeerState};

@@ -67,6 +67,18 @@ impl KeyStore {
         Ok((key, true))
     }
 
+    /// When the stored key was written: the key file's modification time, which only a new key
+    /// (an atomic replace) changes.
+    pub fn created(&self) -> Result<jiff::Timestamp, Error> {
+        let path = self.key_path();
+        let modified =
+            fs::symlink_metadata(&path).and_then(|m| m.modified()).map_err(|e| Error::io(&path, e))?;
+        let ts = jiff::Timestamp::try_from(modified)
+            .map_err(|e| Error::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        // Whole seconds: the annotation carries seconds.
+        jiff::Timestamp::from_second(ts.as_second()).map_err(|e| Error::io(&path, std::io::Error::other(e)))
+    }
+
     /// Stores `key`, atomically replacing any previous key: a reader sees the old key or the new
     /// one, never a mix, even across a crash.
     pub fn save(&self, key: &PrivateKey) -> Result<(), Error> {

@@ -92,6 +92,24 @@ impl Netlink {
         Ok(Some(ObservedLink { index, mtu: mtu.unwrap_or(0), up, addresses }))
     }
 
+    /// The MTU of the interface that holds `address` (the node's underlay address), if any does.
+    pub async fn mtu_of_address(&self, address: IpAddr) -> Result<Option<u32>, Error> {
+        let mut dump = self.handle.address().get().set_address_filter(address).execute();
+        let mut index = None;
+        while let Some(msg) = dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump addresses", e))? {
+            if msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == address)) {
+                index = Some(msg.header.index);
+            }
+        }
+        let Some(index) = index else { return Ok(None) };
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg =
+            links.try_next().await.map_err(|e| Error::from_rtnetlink(format!("get link {index}"), e))?;
+        Ok(msg.and_then(|m| {
+            m.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(m) = a { Some(*m) } else { None })
+        }))
+    }
+
     /// Applies `ops` in order to the link `link_index` (needed by link, address and device-route
     /// operations) and `table`. Stops at the first real failure.
     pub async fn apply(&self, link_index: Option<u32>, table: u32, ops: &[Op]) -> Result<(), Error> {

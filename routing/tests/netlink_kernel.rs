@@ -61,8 +61,10 @@ fn apply_then_plan_is_empty_and_reapplying_is_harmless() {
         runtime().block_on(async {
             let nl = Netlink::connect().unwrap();
             let desired = build(&input(&["10.244.1.0/24", "fd00:10:244:1::/64"], true));
+            assert_eq!(nl.mtu_of_address("198.18.0.10".parse().unwrap()).await.unwrap(), Some(1500));
+            assert_eq!(nl.mtu_of_address("198.18.0.99".parse().unwrap()).await.unwrap(), None);
             let observed = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap();
-            let link = observed.link.as_ref().expect("dummy link observed");
+            let link = observed.link.as_ref().expect("TUN link observed");
             assert!(!link.up);
             let ops = plan(&desired, &observed);
             assert!(!ops.is_empty());

@@ -1,0 +1,22 @@
+//! The Kubernetes client: from an explicit kubeconfig, or the in-cluster service account.
+
+use std::path::Path;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::error::AgentError;
+
+/// A client for `kubeconfig` if given, else kube's default chain (in-cluster, then `$KUBECONFIG`).
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, AgentError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| AgentError::KubeConfig(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| AgentError::KubeConfig(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| AgentError::KubeConfig(e.to_string()))?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}

@@ -1,0 +1,224 @@
+//! From the desired peer set to WireGuard device changes: a pure diff, so that a peer whose
+//! endpoint or allowed IPs change keeps its session, and nothing is recreated that need not be.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use meshcrypt_dataplane::{Change, DeviceState, IpNetwork, PeerConfig, PeerUpdate, PublicKey};
+use meshcrypt_keyexchange::mesh::PeerSet;
+
+/// One change to the device's peers, comparable in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerOp {
+    /// A peer the device does not have yet.
+    Add {
+        /// Its key.
+        key: PublicKey,
+        /// Its endpoint.
+        endpoint: SocketAddr,
+        /// Its allowed IPs.
+        allowed_ips: Vec<IpNet>,
+    },
+    /// A new endpoint for a live peer.
+    SetEndpoint(PublicKey, SocketAddr),
+    /// A new allowed-IP set for a live peer; its session is kept.
+    SetAllowedIps(PublicKey, Vec<IpNet>),
+    /// A peer that is no longer wanted (its node left, or changed its key).
+    Remove(PublicKey),
+}
+
+/// The operations that turn the device's peers into `desired`. Removals come first: a node that
+/// changed its key hands its prefixes from the old peer to the new one without a moment in which
+/// both claim them (packets in between are dropped by the device, never sent in plaintext).
+pub fn peer_ops(desired: &PeerSet, device: &DeviceState) -> Vec<PeerOp> {
+    let want: BTreeMap<PublicKey, (SocketAddr, BTreeSet<IpNet>)> = desired
+        .peers
+        .values()
+        .map(|p| (p.public_key, (p.endpoint, p.allowed_ips.iter().copied().collect())))
+        .collect();
+    let mut ops: Vec<PeerOp> = device
+        .peers
+        .iter()
+        .filter(|p| !want.contains_key(&p.public_key))
+        .map(|p| PeerOp::Remove(p.public_key))
+        .collect();
+    for (key, (endpoint, allowed)) in &want {
+        let Some(have) = device.peer(key) else {
+            ops.push(PeerOp::Add {
+                key: *key,
+                endpoint: *endpoint,
+                allowed_ips: allowed.iter().copied().collect(),
+            });
+            continue;
+        };
+        if have.endpoint != Some(*endpoint) {
+            ops.push(PeerOp::SetEndpoint(*key, *endpoint));
+        }
+        let have_allowed: BTreeSet<IpNet> = have.allowed_ips.iter().map(from_network).collect();
+        if &have_allowed != allowed {
+            ops.push(PeerOp::SetAllowedIps(*key, allowed.iter().copied().collect()));
+        }
+    }
+    ops
+}
+
+/// The device changes for `ops`.
+pub fn to_changes(ops: &[PeerOp]) -> Vec<Change> {
+    ops.iter()
+        .map(|op| match op {
+            PeerOp::Add { key, endpoint, allowed_ips } => Change::UpsertPeer(PeerConfig {
+                public_key: *key,
+                endpoint: Some(*endpoint),
+                allowed_ips: allowed_ips.iter().map(to_network).collect(),
+                persistent_keepalive: None,
+                preshared_key: None,
+            }),
+            PeerOp::SetEndpoint(key, endpoint) => Change::UpdatePeer(PeerUpdate {
+                update_only: true,
+                endpoint: Some(*endpoint),
+                ..PeerUpdate::new(*key)
+            }),
+            PeerOp::SetAllowedIps(key, allowed) => Change::ReplaceAllowedIps {
+                public_key: *key,
+                allowed_ips: allowed.iter().map(to_network).collect(),
+            },
+            PeerOp::Remove(key) => Change::RemovePeer(*key),
+        })
+        .collect()
+}
+
+fn to_network(net: &IpNet) -> IpNetwork {
+    IpNetwork::new_truncate(net.network(), net.prefix_len())
+        .expect("an IpNet prefix length is valid for its family")
+}
+
+fn from_network(net: &IpNetwork) -> IpNet {
+    IpNet::new(net.network_address(), net.netmask())
+        .expect("an IpNetwork prefix length is valid for its family")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshcrypt_dataplane::{DeviceCounters, PeerState, PrivateKey};
+    use meshcrypt_keyexchange::mesh::Peer;
+
+    fn key(n: u8) -> PublicKey {
+        use std::sync::OnceLock;
+        static KEYS: OnceLock<Vec<PublicKey>> = OnceLock::new();
+        KEYS.get_or_init(|| (0..8).map(|_| PrivateKey::generate().public_key()).collect())[n as usize]
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn ep(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn desired(peers: &[(u8, &str, &[&str])]) -> PeerSet {
+        PeerSet {
+            peers: peers
+                .iter()
+                .map(|(k, e, a)| {
+                    let node = format!("node-{k}");
+                    let peer = Peer {
+                        node: node.clone(),
+                        public_key: key(*k),
+                        key_epoch: 0,
+                        endpoint: ep(e),
+                        allowed_ips: nets(a),
+                    };
+                    (node, peer)
+                })
+                .collect(),
+            problems: vec![],
+        }
+    }
+
+    fn device(peers: &[(u8, &str, &[&str])]) -> DeviceState {
+        DeviceState {
+            ifname: "meshcrypt0".into(),
+            ifindex: 3,
+            public_key: key(7),
+            listen_port: 51820,
+            fwmark: None,
+            peers: peers
+                .iter()
+                .map(|(k, e, a)| PeerState {
+                    public_key: key(*k),
+                    endpoint: Some(ep(e)),
+                    allowed_ips: nets(a).iter().map(to_network).collect(),
+                    persistent_keepalive: None,
+                    has_preshared_key: false,
+                    last_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                })
+                .collect(),
+            counters: DeviceCounters::default(),
+        }
+    }
+
+    #[test]
+    fn peer_ops_table() {
+        let a = "198.18.0.11:51820";
+        let b = "198.18.0.12:51820";
+        type Peers<'a> = Vec<(u8, &'a str, &'a [&'a str])>;
+        let cases: Vec<(&str, Peers, Peers, Vec<PeerOp>)> = vec![
+            ("in sync", vec![(1, a, &["10.244.1.0/24"])], vec![(1, a, &["10.244.1.0/24"])], vec![]),
+            (
+                "new node",
+                vec![(1, a, &["10.244.1.0/24"]), (2, b, &["10.244.2.0/24"])],
+                vec![(1, a, &["10.244.1.0/24"])],
+                vec![PeerOp::Add { key: key(2), endpoint: ep(b), allowed_ips: nets(&["10.244.2.0/24"]) }],
+            ),
+            ("node deleted", vec![], vec![(1, a, &["10.244.1.0/24"])], vec![PeerOp::Remove(key(1))]),
+            (
+                "key changed: old peer removed before the new one is added",
+                vec![(2, a, &["10.244.1.0/24"])],
+                vec![(1, a, &["10.244.1.0/24"])],
+                vec![
+                    PeerOp::Remove(key(1)),
+                    PeerOp::Add { key: key(2), endpoint: ep(a), allowed_ips: nets(&["10.244.1.0/24"]) },
+                ],
+            ),
+            (
+                "allowed IPs changed in place",
+                vec![(1, a, &["10.244.1.0/24", "fd00:10:244:1::/64"])],
+                vec![(1, a, &["10.244.1.0/24"])],
+                vec![PeerOp::SetAllowedIps(key(1), nets(&["10.244.1.0/24", "fd00:10:244:1::/64"]))],
+            ),
+            (
+                "endpoint moved",
+                vec![(1, b, &[])],
+                vec![(1, a, &[])],
+                vec![PeerOp::SetEndpoint(key(1), ep(b))],
+            ),
+        ];
+        for (name, want, have, expected) in cases {
+            assert_eq!(peer_ops(&desired(&want), &device(&have)), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn changes_mirror_ops() {
+        let ops = vec![
+            PeerOp::Remove(key(1)),
+            PeerOp::Add {
+                key: key(2),
+                endpoint: ep("198.18.0.12:51820"),
+                allowed_ips: nets(&["10.244.2.0/24"]),
+            },
+            PeerOp::SetAllowedIps(key(3), nets(&["10.244.3.0/24"])),
+        ];
+        let changes = to_changes(&ops);
+        assert!(matches!(&changes[0], Change::RemovePeer(k) if *k == key(1)));
+        assert!(
+            matches!(&changes[1], Change::UpsertPeer(c) if c.public_key == key(2) && c.allowed_ips.len() == 1)
+        );
+        assert!(matches!(&changes[2], Change::ReplaceAllowedIps { public_key, .. } if *public_key == key(3)));
+    }
+}

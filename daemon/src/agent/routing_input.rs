@@ -1,0 +1,88 @@
+//! From the peer set and this node to the routing crate's input: which prefixes go into the mesh,
+//! which stay local. Pure.
+
+use ipnet::IpNet;
+use meshcrypt_keyexchange::mesh::PeerSet;
+use meshcrypt_routing::RoutingInput;
+
+/// The routing settings that do not change between passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    /// The WireGuard interface.
+    pub ifname: String,
+    /// meshcrypt's table.
+    pub table: u32,
+    /// meshcrypt's rule priority.
+    pub rule_priority: u32,
+    /// The cluster's pod networks.
+    pub pod_networks: Vec<IpNet>,
+    /// Fail closed.
+    pub strict: bool,
+}
+
+/// The routing input for one pass: every peer's allowed IPs into the device, this node's own pod
+/// prefixes delivered locally.
+pub fn routing_input(
+    settings: &RoutingSettings,
+    mtu: u32,
+    local_prefixes: &[IpNet],
+    peers: &PeerSet,
+) -> RoutingInput {
+    let mut peer_prefixes: Vec<IpNet> =
+        peers.peers.values().flat_map(|p| p.allowed_ips.iter().copied()).collect();
+    peer_prefixes.sort();
+    peer_prefixes.dedup();
+    RoutingInput {
+        ifname: settings.ifname.clone(),
+        mtu,
+        addresses: Vec::new(),
+        table: settings.table,
+        rule_priority: settings.rule_priority,
+        pod_networks: settings.pod_networks.clone(),
+        local_prefixes: local_prefixes.to_vec(),
+        peer_prefixes,
+        strict: settings.strict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshcrypt_keyexchange::PrivateKey;
+    use meshcrypt_keyexchange::mesh::Peer;
+
+    #[test]
+    fn peers_prefixes_are_collected_once_and_local_ones_kept_apart() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let peer = |node: &str, nets: &[&str]| Peer {
+            node: node.into(),
+            public_key: PrivateKey::generate().public_key(),
+            key_epoch: 0,
+            endpoint: "198.18.0.11:51820".parse().unwrap(),
+            allowed_ips: nets.iter().map(|n| net(n)).collect(),
+        };
+        let peers = PeerSet {
+            peers: [
+                ("b".to_owned(), peer("b", &["10.244.2.0/24", "fd00:10:244:2::/64"])),
+                ("c".to_owned(), peer("c", &["10.244.1.0/24"])),
+            ]
+            .into(),
+            problems: vec![],
+        };
+        let settings = RoutingSettings {
+            ifname: "meshcrypt0".into(),
+            table: 51820,
+            rule_priority: 100,
+            pod_networks: vec![net("10.244.0.0/16")],
+            strict: true,
+        };
+        let input = routing_input(&settings, 1440, &[net("10.244.0.0/24")], &peers);
+        assert_eq!(
+            input.peer_prefixes,
+            vec![net("10.244.1.0/24"), net("10.244.2.0/24"), net("fd00:10:244:2::/64")]
+        );
+        assert_eq!(input.local_prefixes, vec![net("10.244.0.0/24")]);
+        assert!(input.strict);
+        assert_eq!(input.mtu, 1440);
+    }
+}

@@ -1,0 +1,40 @@
+//! The agent's error type: what can stop a reconcile pass or the agent itself.
+
+/// Everything the agent can fail at, with the cause kept.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The node key could not be loaded or stored.
+    #[error("node key: {0}")]
+    Key(#[from] meshcrypt_keyexchange::Error),
+    /// The WireGuard device could not be created or configured.
+    #[error("wireguard device: {0}")]
+    Device(#[from] meshcrypt_dataplane::Error),
+    /// The kernel refused a routing change.
+    #[error("routing: {0}")]
+    Routing(#[from] meshcrypt_routing::Error),
+    /// The Kubernetes API failed or refused a request.
+    #[error("kubernetes api: {0}")]
+    Kube(#[from] kube::Error),
+    /// No Kubernetes client configuration could be found or loaded.
+    #[error("kubernetes client configuration: {0}")]
+    KubeConfig(String),
+    /// The local Node is missing from the API, or lacks what the agent needs from it.
+    #[error("local node {node}: {reason}")]
+    LocalNode {
+        /// The node's name.
+        node: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// A flag or setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Reading, writing or serving failed at the operating-system level.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,277 @@
+//! The userspace WireGuard device: creation, the worker threads, configuration by deltas,
+//! observation, and shutdown.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::thread::JoinHandle;
+
+use tun_rs::InterruptEvent;
+use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
+
+use crate::backend::WireGuardDevice;
+use crate::config::{Change, DeviceConfig, PresharedKey};
+use crate::datapath::{self, Counters, Net, Shared};
+use crate::error::Error;
+use crate::peers::Peers;
+use crate::socket;
+use crate::state::{DeviceState, PeerState};
+use crate::tun;
+use crate::uapi;
+
+/// A running userspace WireGuard device: a TUN interface, a UDP socket, worker threads and a UAPI
+/// socket. Dropping it (or [`Device::shutdown`]) stops everything and removes the interface.
+pub struct Device {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    stop_timers: Option<Sender<()>>,
+    uapi: Option<uapi::Server>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("ifname", &self.shared.ifname)
+            .field("ifindex", &self.shared.ifindex)
+            .finish()
+    }
+}
+
+impl Device {
+    /// Creates the TUN interface (left down, without addresses: the routing crate owns those),
+    /// binds the UDP socket, starts the workers and serves UAPI at `<uapi_dir>/<ifname>.sock`.
+    pub fn create(config: DeviceConfig) -> Result<Self, Error> {
+        let (tun_dev, ifindex) = tun::open(&config.ifname)?;
+        // Until the routing crate sets the tunnel MTU, the TUN's own (1500) bounds padding.
+        let tun_mtu = tun_dev.mtu().unwrap_or(1500);
+        let bound = socket::bind(config.listen_port, config.fwmark)?;
+        let interrupt =
+            InterruptEvent::new().map_err(|source| Error::Tun { ifname: config.ifname.clone(), source })?;
+        let private = StaticSecret::from(*config.private_key.to_bytes());
+        let shared = Arc::new(Shared {
+            ifname: config.ifname.clone(),
+            ifindex,
+            tun: tun_dev,
+            peers: RwLock::new(Peers::new(private)),
+            net: RwLock::new(Net {
+                socket: Arc::new(bound.socket),
+                port: bound.port,
+                fwmark: config.fwmark,
+                dual_stack: bound.dual_stack,
+            }),
+            counters: Counters::default(),
+            stop: AtomicBool::new(false),
+            mtu: AtomicU32::new(u32::from(tun_mtu)),
+            interrupt,
+        });
+        let mut device =
+            Device { shared: shared.clone(), workers: Vec::new(), stop_timers: None, uapi: None };
+
+        let threads = config.threads.max(1);
+        for i in 0..threads {
+            let s = shared.clone();
+            device.spawn(format!("wg-tx-{i}"), move || datapath::tun_to_udp(&s))?;
+            let s = shared.clone();
+            device.spawn(format!("wg-rx-{i}"), move || datapath::udp_to_tun(&s))?;
+        }
+        let (stop_tx, stop_rx) = mpsc::channel();
+        device.stop_timers = Some(stop_tx);
+        let s = shared.clone();
+        device.spawn("wg-timers".to_owned(), move || datapath::timers(&s, stop_rx))?;
+
+        let path = config.uapi_dir.join(format!("{}.sock", config.ifname));
+        let handle = DeviceHandle { shared };
+        device.uapi = Some(uapi::Server::start(&config.uapi_dir, path, handle)?);
+        tracing::info!(
+            ifname = %config.ifname,
+            ifindex,
+            listen_port = bound.port,
+            public_key = %config.private_key.public_key(),
+            "WireGuard device created"
+        );
+        Ok(device)
+    }
+
+    fn spawn(&mut self, name: String, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(f)
+            .map_err(|source| Error::Thread { name, source })?;
+        self.workers.push(handle);
+        Ok(())
+    }
+
+    /// The interface name.
+    pub fn ifname(&self) -> &str {
+        &self.shared.ifname
+    }
+
+    /// The interface index, for netlink.
+    pub fn ifindex(&self) -> u32 {
+        self.shared.ifindex
+    }
+
+    /// The UDP port actually bound (useful after asking for port 0).
+    pub fn listen_port(&self) -> u16 {
+        self.shared.net.read().unwrap_or_else(|p| p.into_inner()).port
+    }
+
+    /// The path of the UAPI socket.
+    pub fn uapi_path(&self) -> Option<&std::path::Path> {
+        self.uapi.as_ref().map(uapi::Server::path)
+    }
+
+    /// Applies configuration deltas in order (see [`Change`]).
+    pub fn apply(&self, changes: &[Change]) -> Result<(), Error> {
+        apply(&self.shared, changes)
+    }
+
+    /// The configuration and statistics now.
+    pub fn observe(&self) -> DeviceState {
+        observe(&self.shared)
+    }
+
+    /// Stops the workers, removes the UAPI socket and closes the TUN (the interface disappears).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(server) = self.uapi.take() {
+            server.stop();
+        }
+        self.stop_timers.take();
+        if let Err(e) = self.shared.interrupt.trigger() {
+            tracing::warn!(error = %e, "could not interrupt the TUN readers");
+        }
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                tracing::error!("a data-path thread panicked");
+            }
+        }
+        tracing::info!(ifname = %self.shared.ifname, "WireGuard device stopped");
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl WireGuardDevice for Device {
+    fn apply(&self, changes: &[Change]) -> Result<(), Error> {
+        Device::apply(self, changes)
+    }
+
+    fn observe(&self) -> Result<DeviceState, Error> {
+        Ok(Device::observe(self))
+    }
+}
+
+/// What the UAPI server holds: the shared state, not the threads.
+pub(crate) struct DeviceHandle {
+    shared: Arc<Shared>,
+}
+
+impl DeviceHandle {
+    pub(crate) fn apply(&self, changes: &[Change]) -> Result<(), Error> {
+        apply(&self.shared, changes)
+    }
+
+    /// The state plus the secrets a UAPI `get` reply carries.
+    pub(crate) fn dump(&self) -> uapi::Dump {
+        let peers = self.shared.peers();
+        let private_key = Zeroizing::new(peers.private_key().to_bytes());
+        let snapshot: Vec<(PeerState, Option<PresharedKey>)> = peers.snapshot();
+        drop(peers);
+        let net = self.shared.net.read().unwrap_or_else(|p| p.into_inner());
+        uapi::Dump { private_key, listen_port: net.port, fwmark: net.fwmark, peers: snapshot }
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+}
+
+fn write_peers(shared: &Shared) -> RwLockWriteGuard<'_, Peers> {
+    shared.peers.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn apply(shared: &Shared, changes: &[Change]) -> Result<(), Error> {
+    let mut peers = write_peers(shared);
+    for change in changes {
+        match change {
+            Change::SetPrivateKey(key) => {
+                peers.set_private_key(StaticSecret::from(*key.to_bytes()));
+                tracing::info!(public_key = %key.public_key(), "device private key replaced");
+            }
+            Change::SetListenPort(port) => rebind(shared, Some(*port), None)?,
+            Change::SetFwmark(mark) => rebind(shared, None, Some(*mark))?,
+            Change::RemoveAllPeers => peers.remove_all(),
+            Change::UpsertPeer(config) => peers.update(&config.clone().into())?,
+            Change::UpdatePeer(update) => peers.update(update)?,
+            Change::RemovePeer(key) => {
+                peers.remove(key);
+            }
+            Change::ReplaceAllowedIps { public_key, allowed_ips } => {
+                peers.replace_allowed_ips(public_key, allowed_ips)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Binds a new socket for a port change (the receive worker picks it up within its timeout; port
+/// 0 keeps the current one) or sets the mark on the current one.
+fn rebind(shared: &Shared, port: Option<u16>, fwmark: Option<Option<u32>>) -> Result<(), Error> {
+    let mut net = shared.net.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(mark) = fwmark {
+        if mark != net.fwmark {
+            socket::set_mark(&net.socket, mark).map_err(|source| Error::Socket { port: net.port, source })?;
+            net.fwmark = mark;
+        }
+        return Ok(());
+    }
+    if let Some(port) = port
+        && port != 0
+        && port != net.port
+    {
+        let bound = socket::bind(port, net.fwmark)?;
+        tracing::info!(ifname = %shared.ifname, listen_port = bound.port, "listen port changed");
+        *net = Net {
+            socket: Arc::new(bound.socket),
+            port: bound.port,
+            fwmark: net.fwmark,
+            dual_stack: bound.dual_stack,
+        };
+    }
+    Ok(())
+}
+
+fn observe(shared: &Shared) -> DeviceState {
+    let peers = shared.peers();
+    let public_key = peers.device_public_key();
+    let peer_states = peers.snapshot().into_iter().map(|(s, _)| s).collect();
+    drop(peers);
+    let net = shared.net.read().unwrap_or_else(|p| p.into_inner());
+    DeviceState {
+        ifname: shared.ifname.clone(),
+        ifindex: shared.ifindex,
+        public_key,
+        listen_port: net.port,
+        fwmark: net.fwmark,
+        peers: peer_states,
+        counters: shared.counters.snapshot(),
+    }
+}
+
+/// Where a device's UAPI socket lives.
+pub fn uapi_socket_path(uapi_dir: &std::path::Path, ifname: &str) -> PathBuf {
+    uapi_dir.join(format!("{ifname}.sock"))
+}

@@ -1,0 +1,424 @@
+//! The peer table: each peer's session (`Tunn`), endpoint and allowed IPs, and the longest-prefix
+//! routing table over all allowed IPs. Pure configuration logic, no sockets: it is unit-tested
+//! without root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use boringtun::noise::Tunn;
+use boringtun::noise::rate_limiter::RateLimiter;
+use ip_network::IpNetwork;
+use ip_network_table::IpNetworkTable;
+use meshcrypt_keyexchange::PublicKey;
+use rand_core::{OsRng, RngCore};
+use x25519_dalek::StaticSecret;
+
+use crate::config::{PeerUpdate, PresharedKey};
+use crate::error::Error;
+use crate::state::PeerState;
+
+/// Handshake initiations per second (device-wide) before cookies are demanded.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// One peer as the data path sees it.
+pub(crate) struct Peer {
+    pub(crate) public_key: PublicKey,
+    /// The 24-bit local index; the session indices of this peer's `Tunn` are `index << 8 | n`.
+    pub(crate) index: u32,
+    pub(crate) tunn: Mutex<Tunn>,
+    pub(crate) endpoint: RwLock<Option<SocketAddr>>,
+    /// Persistent keepalive in seconds, 0 for none (kept outside `Tunn` so it can change live).
+    keepalive: AtomicU32,
+    /// Milliseconds since `created` of the last datagram sent to the peer, 0 for never.
+    last_sent_ms: AtomicU64,
+    created: Instant,
+}
+
+impl Peer {
+    pub(crate) fn lock_tunn(&self) -> MutexGuard<'_, Tunn> {
+        self.tunn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
+        *self.endpoint.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_endpoint(&self, addr: SocketAddr) {
+        let mut ep = self.endpoint.write().unwrap_or_else(|p| p.into_inner());
+        if *ep != Some(addr) {
+            tracing::debug!(peer = %self.public_key, endpoint = %addr, "peer endpoint set");
+            *ep = Some(addr);
+        }
+    }
+
+    pub(crate) fn keepalive(&self) -> Option<u16> {
+        match self.keepalive.load(Ordering::Relaxed) {
+            0 => None,
+            k => u16::try_from(k).ok(),
+        }
+    }
+
+    fn set_keepalive(&self, k: Option<u16>) {
+        self.keepalive.store(k.map_or(0, u32::from), Ordering::Relaxed);
+    }
+
+    /// Records that a datagram went to the peer (for the persistent keepalive timer).
+    pub(crate) fn mark_sent(&self) {
+        let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        self.last_sent_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// True when a persistent keepalive is configured and due.
+    pub(crate) fn keepalive_due(&self) -> bool {
+        let Some(k) = self.keepalive() else { return false };
+        match self.last_sent_ms.load(Ordering::Relaxed) {
+            0 => true,
+            ms => {
+                self.created.elapsed().saturating_sub(Duration::from_millis(ms))
+                    >= Duration::from_secs(k.into())
+            }
+        }
+    }
+}
+
+/// Configuration-only fields of a peer, changed only under the table's write lock.
+struct Entry {
+    peer: Arc<Peer>,
+    allowed_ips: Vec<IpNetwork>,
+    preshared_key: Option<PresharedKey>,
+}
+
+/// All peers of a device, with the routing table and the device's static key.
+pub(crate) struct Peers {
+    private: StaticSecret,
+    public: x25519_dalek::PublicKey,
+    pub(crate) rate_limiter: Arc<RateLimiter>,
+    entries: BTreeMap<PublicKey, Entry>,
+    by_index: HashMap<u32, Arc<Peer>>,
+    routes: IpNetworkTable<Arc<Peer>>,
+}
+
+impl Peers {
+    pub(crate) fn new(private: StaticSecret) -> Self {
+        let public = x25519_dalek::PublicKey::from(&private);
+        Self {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+            entries: BTreeMap::new(),
+            by_index: HashMap::new(),
+            routes: IpNetworkTable::new(),
+        }
+    }
+
+    pub(crate) fn private_key(&self) -> &StaticSecret {
+        &self.private
+    }
+
+    pub(crate) fn public_key(&self) -> &x25519_dalek::PublicKey {
+        &self.public
+    }
+
+    /// The device's public key in meshcrypt's type.
+    pub(crate) fn device_public_key(&self) -> PublicKey {
+        PublicKey::from_bytes(self.public.to_bytes()).expect("a clamped scalar's public key has full order")
+    }
+
+    /// The peer whose allowed IPs cover `ip` most specifically.
+    pub(crate) fn route(&self, ip: IpAddr) -> Option<&Arc<Peer>> {
+        self.routes.longest_match(ip).map(|(_, p)| p)
+    }
+
+    pub(crate) fn by_index(&self, index: u32) -> Option<&Arc<Peer>> {
+        self.by_index.get(&index)
+    }
+
+    pub(crate) fn by_key(&self, key: &[u8; 32]) -> Option<&Arc<Peer>> {
+        let key = PublicKey::from_bytes(*key).ok()?;
+        self.entries.get(&key).map(|e| &e.peer)
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Peer>> {
+        self.entries.values().map(|e| e.peer.clone()).collect()
+    }
+
+    /// Replaces the static key: every session restarts and a peer with the device's own key goes.
+    pub(crate) fn set_private_key(&mut self, private: StaticSecret) {
+        let public = x25519_dalek::PublicKey::from(&private);
+        if public.as_bytes() == self.public.as_bytes() {
+            return;
+        }
+        self.private = private;
+        self.public = public;
+        self.rate_limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+        if let Ok(own) = PublicKey::from_bytes(public.to_bytes()) {
+            self.remove(&own);
+        }
+        for entry in self.entries.values() {
+            entry.peer.lock_tunn().set_static_private(
+                self.private.clone(),
+                self.public,
+                Some(self.rate_limiter.clone()),
+            );
+        }
+    }
+
+    pub(crate) fn remove_all(&mut self) {
+        let keys: Vec<PublicKey> = self.entries.keys().copied().collect();
+        for key in keys {
+            self.remove(&key);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &PublicKey) -> bool {
+        let Some(entry) = self.entries.remove(key) else { return false };
+        self.routes.retain(|_, p| !Arc::ptr_eq(p, &entry.peer));
+        self.by_index.remove(&entry.peer.index);
+        tracing::info!(peer = %key, "peer removed");
+        true
+    }
+
+    /// Applies a field-wise update, creating the peer unless `update_only`.
+    pub(crate) fn update(&mut self, u: &PeerUpdate) -> Result<(), Error> {
+        if u.remove {
+            self.remove(&u.public_key);
+            return Ok(());
+        }
+        if u.public_key.as_bytes() == self.public.as_bytes() {
+            // WireGuard ignores a peer carrying the device's own key.
+            tracing::warn!(peer = %u.public_key, "ignoring a peer with the device's own public key");
+            return Ok(());
+        }
+        if !self.entries.contains_key(&u.public_key) {
+            if u.update_only {
+                return Ok(());
+            }
+            self.insert_new(u.public_key, u.preshared_key.clone().flatten());
+        }
+        let entry = self.entries.get_mut(&u.public_key).expect("just ensured");
+        if let Some(psk) = &u.preshared_key
+            && *psk != entry.preshared_key
+        {
+            // boringtun fixes the pre-shared key at creation: a new key means a new session.
+            entry.preshared_key = psk.clone();
+            let tunn =
+                new_tunn(&self.private, &u.public_key, psk.as_ref(), entry.peer.index, &self.rate_limiter);
+            *entry.peer.lock_tunn() = tunn;
+        }
+        if let Some(ep) = u.endpoint {
+            entry.peer.set_endpoint(ep);
+        }
+        if let Some(k) = u.persistent_keepalive {
+            entry.peer.set_keepalive(k.filter(|k| *k > 0));
+        }
+        if u.replace_allowed_ips {
+            self.replace_allowed_ips(&u.public_key, &u.allowed_ips)?;
+        } else {
+            for net in &u.allowed_ips {
+                self.add_allowed_ip(&u.public_key, *net);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces one peer's allowed IPs in place; its session is untouched.
+    pub(crate) fn replace_allowed_ips(&mut self, key: &PublicKey, nets: &[IpNetwork]) -> Result<(), Error> {
+        let entry = self.entries.get_mut(key).ok_or(Error::PeerNotFound(*key))?;
+        let peer = entry.peer.clone();
+        for old in std::mem::take(&mut entry.allowed_ips) {
+            if self.routes.exact_match(old).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+                self.routes.remove(old);
+            }
+        }
+        for net in nets {
+            self.add_allowed_ip(key, *net);
+        }
+        Ok(())
+    }
+
+    /// Adds one allowed IP to a peer, taking it from any other peer that had it (WireGuard's rule).
+    fn add_allowed_ip(&mut self, key: &PublicKey, net: IpNetwork) {
+        let Some(entry) = self.entries.get_mut(key) else { return };
+        if !entry.allowed_ips.contains(&net) {
+            entry.allowed_ips.push(net);
+        }
+        let peer = entry.peer.clone();
+        if let Some(previous) = self.routes.insert(net, peer.clone())
+            && !Arc::ptr_eq(&previous, &peer)
+            && let Some(other) = self.entries.get_mut(&previous.public_key)
+        {
+            other.allowed_ips.retain(|n| *n != net);
+        }
+    }
+
+    fn insert_new(&mut self, key: PublicKey, psk: Option<PresharedKey>) {
+        let index = loop {
+            let candidate = OsRng.next_u32() >> 8;
+            if !self.by_index.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        let tunn = new_tunn(&self.private, &key, psk.as_ref(), index, &self.rate_limiter);
+        let peer = Arc::new(Peer {
+            public_key: key,
+            index,
+            tunn: Mutex::new(tunn),
+            endpoint: RwLock::new(None),
+            keepalive: AtomicU32::new(0),
+            last_sent_ms: AtomicU64::new(0),
+            created: Instant::now(),
+        });
+        self.by_index.insert(index, peer.clone());
+        self.entries.insert(key, Entry { peer, allowed_ips: Vec::new(), preshared_key: psk });
+        tracing::info!(peer = %key, fingerprint = %key.fingerprint(), "peer added");
+    }
+
+    /// Configuration and statistics of every peer, sorted by key; with each pre-shared key for
+    /// the UAPI `get` reply only.
+    pub(crate) fn snapshot(&self) -> Vec<(PeerState, Option<PresharedKey>)> {
+        let now = SystemTime::now();
+        self.entries
+            .iter()
+            .map(|(key, e)| {
+                let (since, tx, rx, _, _) = e.peer.lock_tunn().stats();
+                let state = PeerState {
+                    public_key: *key,
+                    endpoint: e.peer.endpoint(),
+                    allowed_ips: e.allowed_ips.clone(),
+                    persistent_keepalive: e.peer.keepalive(),
+                    has_preshared_key: e.preshared_key.is_some(),
+                    last_handshake: since.and_then(|d| now.checked_sub(d)),
+                    rx_bytes: rx as u64,
+                    tx_bytes: tx as u64,
+                };
+                (state, e.preshared_key.clone())
+            })
+            .collect()
+    }
+}
+
+fn new_tunn(
+    private: &StaticSecret,
+    peer: &PublicKey,
+    psk: Option<&PresharedKey>,
+    index: u32,
+    rate_limiter: &Arc<RateLimiter>,
+) -> Tunn {
+    Tunn::new(
+        private.clone(),
+        x25519_dalek::PublicKey::from(*peer.as_bytes()),
+        psk.map(|k| *k.as_bytes()),
+        None,
+        index,
+        Some(rate_limiter.clone()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshcrypt_keyexchange::PrivateKey;
+
+    fn key() -> PublicKey {
+        PrivateKey::generate().public_key()
+    }
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    fn table() -> Peers {
+        Peers::new(StaticSecret::random_from_rng(OsRng))
+    }
+
+    fn upsert(peers: &mut Peers, k: PublicKey, nets: &[&str]) {
+        let mut u = PeerUpdate::new(k);
+        u.replace_allowed_ips = true;
+        u.allowed_ips = nets.iter().map(|s| net(s)).collect();
+        peers.update(&u).unwrap();
+    }
+
+    fn routed(peers: &Peers, ip: &str) -> Option<PublicKey> {
+        peers.route(ip.parse().unwrap()).map(|p| p.public_key)
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_unknown_is_unrouted() {
+        let (a, b) = (key(), key());
+        let mut peers = table();
+        upsert(&mut peers, a, &["10.244.0.0/16"]);
+        upsert(&mut peers, b, &["10.244.2.0/24"]);
+        assert_eq!(routed(&peers, "10.244.1.9"), Some(a));
+        assert_eq!(routed(&peers, "10.244.2.9"), Some(b));
+        assert_eq!(routed(&peers, "10.245.0.1"), None);
+        assert_eq!(routed(&peers, "fd00::1"), None);
+    }
+
+    #[test]
+    fn replacing_allowed_ips_keeps_the_peer_object() {
+        let a = key();
+        let mut peers = table();
+        upsert(&mut peers, a, &["10.244.1.0/24"]);
+        let before = peers.by_key(a.as_bytes()).unwrap().clone();
+        peers.replace_allowed_ips(&a, &[net("10.244.9.0/24")]).unwrap();
+        let after = peers.by_key(a.as_bytes()).unwrap().clone();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert_eq!(routed(&peers, "10.244.1.1"), None);
+        assert_eq!(routed(&peers, "10.244.9.1"), Some(a));
+        assert_eq!(peers.snapshot()[0].0.allowed_ips, vec![net("10.244.9.0/24")]);
+    }
+
+    #[test]
+    fn an_allowed_ip_moves_between_peers() {
+        let (a, b) = (key(), key());
+        let mut peers = table();
+        upsert(&mut peers, a, &["10.244.1.0/24", "10.244.3.0/24"]);
+        upsert(&mut peers, b, &["10.244.1.0/24"]);
+        assert_eq!(routed(&peers, "10.244.1.1"), Some(b));
+        let snap = peers.snapshot();
+        let a_state = snap.iter().find(|(s, _)| s.public_key == a).unwrap();
+        assert_eq!(a_state.0.allowed_ips, vec![net("10.244.3.0/24")]);
+        // Replacing a's set must not remove b's route.
+        peers.replace_allowed_ips(&a, &[]).unwrap();
+        assert_eq!(routed(&peers, "10.244.1.1"), Some(b));
+    }
+
+    #[test]
+    fn remove_drops_routes_and_index() {
+        let a = key();
+        let mut peers = table();
+        upsert(&mut peers, a, &["10.244.1.0/24"]);
+        let index = peers.by_key(a.as_bytes()).unwrap().index;
+        assert!(peers.remove(&a));
+        assert!(peers.by_index(index).is_none());
+        assert_eq!(routed(&peers, "10.244.1.1"), None);
+        assert!(!peers.remove(&a));
+    }
+
+    #[test]
+    fn update_only_does_not_create_and_unknown_replace_fails() {
+        let a = key();
+        let mut peers = table();
+        let mut u = PeerUpdate::new(a);
+        u.update_only = true;
+        peers.update(&u).unwrap();
+        assert!(peers.snapshot().is_empty());
+        assert!(matches!(peers.replace_allowed_ips(&a, &[]), Err(Error::PeerNotFound(_))));
+    }
+
+    #[test]
+    fn keepalive_is_due_until_something_is_sent() {
+        let a = key();
+        let mut peers = table();
+        let mut u = PeerUpdate::new(a);
+        u.persistent_keepalive = Some(Some(25));
+        peers.update(&u).unwrap();
+        let p = peers.by_key(a.as_bytes()).unwrap();
+        assert!(p.keepalive_due());
+        p.mark_sent();
+        assert!(!p.keepalive_due());
+    }
+}

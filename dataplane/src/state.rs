@@ -1,0 +1,67 @@
+//! What a device reports: its configuration read back, per-peer statistics and drop counters.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use ip_network::IpNetwork;
+use meshcrypt_keyexchange::PublicKey;
+
+/// A snapshot of a device: configuration plus statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceState {
+    /// The interface name.
+    pub ifname: String,
+    /// The interface index.
+    pub ifindex: u32,
+    /// The public half of the device's private key.
+    pub public_key: PublicKey,
+    /// The UDP port actually bound.
+    pub listen_port: u16,
+    /// The socket's `SO_MARK`.
+    pub fwmark: Option<u32>,
+    /// The peers, sorted by public key.
+    pub peers: Vec<PeerState>,
+    /// Device-wide counters.
+    pub counters: DeviceCounters,
+}
+
+impl DeviceState {
+    /// The peer with this key, if configured.
+    pub fn peer(&self, key: &PublicKey) -> Option<&PeerState> {
+        self.peers.iter().find(|p| &p.public_key == key)
+    }
+}
+
+/// One peer's configuration and statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerState {
+    /// The peer's public key.
+    pub public_key: PublicKey,
+    /// The current endpoint (configured, or roamed to the last authenticated source).
+    pub endpoint: Option<SocketAddr>,
+    /// The allowed IPs, in configuration order.
+    pub allowed_ips: Vec<IpNetwork>,
+    /// The keepalive interval in seconds.
+    pub persistent_keepalive: Option<u16>,
+    /// Whether a pre-shared key is set (the key itself is never reported here).
+    pub has_preshared_key: bool,
+    /// When the current session's handshake completed; `None` without a session.
+    pub last_handshake: Option<SystemTime>,
+    /// Inner bytes received from this peer.
+    pub rx_bytes: u64,
+    /// Inner bytes sent to this peer.
+    pub tx_bytes: u64,
+}
+
+/// Device-wide packet counters. Every dropped packet is counted exactly once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// Packets read from the TUN whose destination no peer's allowed IPs cover (fail closed).
+    pub dropped_no_route: u64,
+    /// Packets for a peer that has no endpoint yet.
+    pub dropped_no_endpoint: u64,
+    /// Decrypted packets whose inner source is not in the sending peer's allowed IPs.
+    pub dropped_bad_source: u64,
+    /// Datagrams that failed authentication or decryption, or that match no peer.
+    pub decrypt_errors: u64,
+}
