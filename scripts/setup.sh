@@ -11,8 +11,10 @@ need_root() {
 }
 need_root
 
-# Debian packages: iproute2 (ip netns, veth, bridge), iputils-ping (lab connectivity checks).
-packages=(iproute2 iputils-ping)
+# Debian packages: iproute2 (ip netns, veth, bridge), iputils-ping (lab connectivity checks),
+# wireguard-tools (`wg`, to inspect and configure devices) and wireguard-go (an independent
+# WireGuard implementation the tests interoperate with).
+packages=(iproute2 iputils-ping wireguard-tools wireguard-go)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
