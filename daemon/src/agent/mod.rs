@@ -61,13 +61,6 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|source| AgentError::Io { what: "install the SIGINT handler".into(), source })?;
 
-    tokio::select! {
-        result = nodes.wait_until_ready() => result.map_err(|e| AgentError::Config(format!("node store: {e}")))?,
-        _ = terminate.recv() => return Ok(()),
-        _ = interrupt.recv() => return Ok(()),
-    }
-    tracing::info!(nodes = nodes.state().len(), "first complete node list received");
-
     let mut reconciler = reconcile::Reconciler {
         node: args.node_name.clone(),
         key,
@@ -90,6 +83,27 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         names,
         passes: 0,
     };
+
+    // Fail closed from the start: the floor goes in as soon as this node's own Node is known,
+    // while the full list (and with it every peer) is still on its way.
+    let wait_for_list = async {
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(reconciler.client.clone());
+        match api.get(&args.node_name).await {
+            Ok(local) => match reconciler.bootstrap(&local).await {
+                Ok(()) => tracing::info!("fail-closed floor in place; waiting for the complete node list"),
+                Err(e) => tracing::warn!(error = %e, "cannot program the fail-closed floor yet"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot read this node's Node yet"),
+        }
+        reconciler.nodes.wait_until_ready().await
+    };
+    tokio::select! {
+        result = wait_for_list => result.map_err(|e| AgentError::Config(format!("node store: {e}")))?,
+        _ = terminate.recv() => return Ok(()),
+        _ = interrupt.recv() => return Ok(()),
+    }
+    tracing::info!(nodes = reconciler.nodes.state().len(), "first complete node list received");
+
     let mut ticker = tokio::time::interval(resync);
     loop {
         reconciler.pass().await;

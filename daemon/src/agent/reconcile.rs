@@ -55,11 +55,21 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Runs one pass inside its own span, recording the outcome.
+    /// Before the first complete Node list: programs the fail-closed floor from this node's own
+    /// Node alone (its pod prefixes stay local, everything else in the pod network is dropped), so
+    /// that no pod packet leaves in plaintext while the agent waits for the full list. No peers
+    /// are configured and readiness is not claimed.
+    pub async fn bootstrap(&mut self, local: &Node) -> Result<(), AgentError> {
+        let span = tracing::info_span!("bootstrap", node = %self.node);
+        self.reconcile(vec![NodeView::from_node(local)]).instrument(span).await.map(|_| ())
+    }
+
+    /// Runs one pass over the Node store inside its own span, recording the outcome.
     pub async fn pass(&mut self) {
         self.passes += 1;
         let span = tracing::info_span!("reconcile", pass = self.passes, node = %self.node);
-        let result = self.reconcile().instrument(span.clone()).await;
+        let nodes: Vec<NodeView> = self.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
+        let result = self.reconcile(nodes).instrument(span.clone()).await;
         self.metrics.reconciles.inc();
         self.health.tick();
         match result {
@@ -87,8 +97,7 @@ impl Reconciler {
         }
     }
 
-    async fn reconcile(&mut self) -> Result<Summary, AgentError> {
-        let nodes: Vec<NodeView> = self.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
+    async fn reconcile(&mut self, nodes: Vec<NodeView>) -> Result<Summary, AgentError> {
         let local = nodes.iter().find(|n| n.name == self.node).ok_or_else(|| AgentError::LocalNode {
             node: self.node.clone(),
             reason: "not found in the API".into(),
