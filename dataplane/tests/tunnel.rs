@@ -1,32 +1,41 @@
-//! Two meshcrypt devices in two network namespaces joined by a veth: ping and TCP through the
-//! tunnel, statistics, fail-closed drops, and live allowed-IP changes that keep the session.
+//! Two meshcrypt devices on two lab nodes: ping and TCP through the tunnel, statistics, fail-closed
+//! drops, live allowed-IP changes that keep the session, endpoint learning, and shutdown.
 //! Needs root, `ip` (iproute2) and `ping` (iputils-ping).
 
 mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::pair::{Pair, device_in, nets};
-use common::{Netns, eventually, ping_eventually, tcp_echo, unique};
+use common::{IFNAME, Pair, device_in, lab, nets, ping_eventually};
 use meshcrypt_dataplane::{Change, Device, DeviceConfig, PrivateKey};
+use meshcrypt_integration::cluster::poll;
 use tempfile::TempDir;
+
+const TCP_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn close(x: SystemTime, y: SystemTime) -> bool {
     let d = x.duration_since(y).unwrap_or_else(|e| e.duration());
     d < Duration::from_millis(100)
 }
 
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
 #[test]
 fn ping_and_tcp_cross_the_tunnel_and_unrouted_traffic_is_dropped() {
-    let p = Pair::new(1);
-    assert!(ping_eventually(&p.net.a, "10.244.2.1"), "a → b ping");
-    assert!(ping_eventually(&p.net.b, "10.244.1.1"), "b → a ping");
-    tcp_echo(&p.net.b, "10.244.2.1", 7001, &p.net.a, 1 << 20);
-    tcp_echo(&p.net.a, "10.244.1.1", 7002, &p.net.b, 256 << 10);
+    let p = Pair::new();
+    let (na, nb) = (&p.node_a.namespace, &p.node_b.namespace);
+    ping_eventually(&p.lab, na, "10.244.20.1").expect("a → b ping");
+    ping_eventually(&p.lab, nb, "10.244.10.1").expect("b → a ping");
+    let to_b = "10.244.20.1".parse().unwrap();
+    p.lab.tcp_exchange_ns(na, nb, to_b, &payload(1 << 20), TCP_TIMEOUT).expect("a → b TCP");
+    let to_a = "10.244.10.1".parse().unwrap();
+    p.lab.tcp_exchange_ns(nb, na, to_a, &payload(256 << 10), TCP_TIMEOUT).expect("b → a TCP");
 
     for (dev, peer) in [(&p.a, &p.key_b), (&p.b, &p.key_a)] {
         let state = dev.observe();
-        assert_eq!(state.ifname, p.ifname);
+        assert_eq!(state.ifname, IFNAME);
         assert!(state.ifindex > 0);
         let ps = state.peer(peer).expect("peer configured");
         let age = SystemTime::now().duration_since(ps.last_handshake.expect("handshake")).unwrap_or_default();
@@ -37,83 +46,92 @@ fn ping_and_tcp_cross_the_tunnel_and_unrouted_traffic_is_dropped() {
 
     // Fail closed: a destination no peer covers is dropped and counted, never sent anywhere.
     let before = p.a.observe().counters.dropped_no_route;
-    assert!(!p.net.a.ping("10.244.77.1"));
-    assert!(eventually(Duration::from_secs(5), || p.a.observe().counters.dropped_no_route > before));
+    assert!(!p.ping(&p.node_a, "10.244.77.1"));
+    poll(Duration::from_secs(5), || {
+        let c = p.a.observe().counters;
+        if c.dropped_no_route > before { Ok(()) } else { Err(format!("no-route drop not counted: {c:?}")) }
+    })
+    .unwrap();
 
-    // A peer may only send from its allowed IPs: b sources a packet from 10.244.9.1.
-    p.net.b.ip(&["addr", "add", "10.244.9.1/24", "dev", &p.ifname]);
+    // A peer may only send from its allowed IPs: b sources a packet from 10.244.90.1.
+    p.lab.exec(nb, &["ip", "addr", "add", "10.244.90.1/24", "dev", IFNAME]).unwrap();
     let before = p.a.observe().counters.dropped_bad_source;
-    assert!(
-        !p.net
-            .b
-            .exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", "-I", "10.244.9.1", "10.244.1.1"])
-            .status
-            .success()
-    );
-    assert!(eventually(Duration::from_secs(5), || p.a.observe().counters.dropped_bad_source > before));
+    let ping = ["ping", "-n", "-q", "-c", "1", "-W", "1", "-I", "10.244.90.1", "10.244.10.1"];
+    assert!(!p.lab.exec_output(nb, &ping).unwrap().status.success());
+    poll(Duration::from_secs(5), || {
+        let c = p.a.observe().counters;
+        if c.dropped_bad_source > before { Ok(()) } else { Err(format!("bad source not counted: {c:?}")) }
+    })
+    .unwrap();
 }
 
 #[test]
 fn changing_allowed_ips_keeps_the_session() {
-    let p = Pair::new(2);
-    assert!(ping_eventually(&p.net.a, "10.244.2.1"));
+    let p = Pair::new();
+    ping_eventually(&p.lab, &p.node_a.namespace, "10.244.20.1").expect("a → b ping");
     let h0 = p.handshake_a();
 
-    p.net.b.ip(&["addr", "add", "10.244.3.1/24", "dev", &p.ifname]);
+    p.lab.exec(&p.node_b.namespace, &["ip", "addr", "add", "10.244.30.1/24", "dev", IFNAME]).unwrap();
     p.a.apply(&[Change::ReplaceAllowedIps {
         public_key: p.key_b,
-        allowed_ips: nets(&["10.244.2.0/24", "10.244.3.0/24"]),
+        allowed_ips: nets(&["10.244.20.0/24", "10.244.30.0/24"]),
     }])
     .unwrap();
     assert!(close(p.handshake_a(), h0), "the session survived the change");
-    assert_eq!(p.a.observe().peer(&p.key_b).unwrap().allowed_ips, nets(&["10.244.2.0/24", "10.244.3.0/24"]));
-    assert!(p.net.a.ping("10.244.3.1"), "the new prefix works at once");
+    assert_eq!(
+        p.a.observe().peer(&p.key_b).unwrap().allowed_ips,
+        nets(&["10.244.20.0/24", "10.244.30.0/24"])
+    );
+    assert!(p.ping(&p.node_a, "10.244.30.1"), "the new prefix works at once");
     assert!(close(p.handshake_a(), h0), "no new handshake was needed");
 
     // Dropping a prefix closes it at once: fail closed, counted.
-    p.a.apply(&[Change::ReplaceAllowedIps { public_key: p.key_b, allowed_ips: nets(&["10.244.3.0/24"]) }])
+    p.a.apply(&[Change::ReplaceAllowedIps { public_key: p.key_b, allowed_ips: nets(&["10.244.30.0/24"]) }])
         .unwrap();
     let before = p.a.observe().counters.dropped_no_route;
-    assert!(!p.net.a.ping("10.244.2.1"));
+    assert!(!p.ping(&p.node_a, "10.244.20.1"));
     assert!(p.a.observe().counters.dropped_no_route > before);
-    assert!(p.net.a.ping("10.244.3.1"));
+    assert!(p.ping(&p.node_a, "10.244.30.1"));
     assert!(close(p.handshake_a(), h0));
 }
 
 #[test]
 fn the_endpoint_is_learned_from_an_authenticated_peer() {
-    let p = Pair::with(3, false);
+    let p = Pair::with(false);
     // B cannot reach A before A has spoken: dropped and counted, not sent anywhere.
-    assert!(!p.net.b.ping("10.244.1.1"));
+    assert!(!p.ping(&p.node_b, "10.244.10.1"));
     assert!(p.b.observe().counters.dropped_no_endpoint > 0);
     assert_eq!(p.b.observe().peer(&p.key_a).unwrap().endpoint, None);
-    assert!(ping_eventually(&p.net.a, "10.244.2.1"));
+    ping_eventually(&p.lab, &p.node_a.namespace, "10.244.20.1").expect("a → b ping");
     let learned = p.b.observe().peer(&p.key_a).unwrap().endpoint;
-    assert_eq!(learned, Some((p.net.a_ip, 51820).into()));
-    assert!(p.net.b.ping("10.244.1.1"));
+    assert_eq!(learned, Some((p.node_a.underlay_addr, 51820).into()));
+    assert!(p.ping(&p.node_b, "10.244.10.1"));
 }
 
 #[test]
 fn shutdown_removes_the_interface_and_socket() {
-    let ns = Netns::new("s");
+    let lab = lab(1);
+    let ns = &lab.nodes()[0].namespace;
     let dir = TempDir::new().unwrap();
-    let ifname = unique("wg");
-    let dev = device_in(&ns, &ifname, PrivateKey::generate(), &dir);
+    let mut config = DeviceConfig::new(IFNAME, PrivateKey::generate());
+    config.uapi_dir = dir.path().to_path_buf();
+    let dev = device_in(&lab, ns, config);
     let sock = dev.uapi_path().unwrap().to_path_buf();
     assert!(sock.exists());
-    ns.ip(&["link", "show", &ifname]);
+    lab.exec(ns, &["ip", "link", "show", IFNAME]).expect("interface exists");
     // A second device with the same name in the same namespace is refused, errno kept.
-    let err = ns
-        .run(|| {
-            let mut c = DeviceConfig::new(ifname.clone(), PrivateKey::generate());
+    let err = lab
+        .run_in(ns, || {
+            let mut c = DeviceConfig::new(IFNAME, PrivateKey::generate());
             c.uapi_dir = dir.path().join("other");
             c.listen_port = 0;
             Device::create(c)
         })
+        .unwrap()
         .expect_err("the interface is busy");
     assert!(err.io_error().is_some(), "{err}");
     dev.shutdown();
     assert!(!sock.exists());
-    let out = ns.exec(&["ip", "link", "show", &ifname]);
+    let out = lab.exec_output(ns, &["ip", "link", "show", IFNAME]).unwrap();
     assert!(!out.status.success(), "interface still there");
 }

@@ -1,25 +1,34 @@
 //! `wg show` and `wg set` (wireguard-tools) against a meshcrypt device's UAPI socket, plus the
-//! raw protocol's error replies. The socket lives in `wg`'s default directory under a unique
-//! interface name. Needs root, iproute2 and wireguard-tools.
+//! raw protocol's error replies. The device lives in a lab node with its socket in a per-test
+//! directory, which `wg` sees at its default `/var/run/wireguard` through a bind mount in a mount
+//! namespace of its own. Needs root, iproute2 and wireguard-tools.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Netns, must, run, unique};
-use meshcrypt_dataplane::{
-    Change, DEFAULT_UAPI_DIR, Device, DeviceConfig, IpNetwork, PeerConfig, PrivateKey, uapi_socket_path,
-};
+use common::{IFNAME, device_in, lab, nets};
+use meshcrypt_dataplane::{Change, DeviceConfig, PeerConfig, PrivateKey, uapi_socket_path};
+use meshcrypt_integration::lab::{Lab, LabError};
 
-fn nets(list: &[&str]) -> Vec<IpNetwork> {
-    list.iter().map(|s| s.parse().unwrap()).collect()
+/// Bind-mounts `$1` over `wg`'s socket directory, then runs `wg` with the remaining arguments.
+/// `ip netns exec` has already put the shell in a private (slave) mount namespace, so the mount
+/// never shows on the host.
+const WG_IN_DIR: &str =
+    r#"mkdir -p /var/run/wireguard && mount --bind "$1" /var/run/wireguard && shift && exec wg "$@""#;
+
+/// Runs `wg ARGS` in lab namespace `ns` against the UAPI sockets in `uapi_dir`.
+fn wg_in(lab: &Lab, ns: &str, uapi_dir: &Path, args: &[&str]) -> Result<String, LabError> {
+    let mut argv = vec!["sh", "-c", WG_IN_DIR, "sh", uapi_dir.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    lab.exec(ns, &argv)
 }
 
-fn uapi_request(path: &PathBuf, request: &str) -> String {
+fn uapi_request(path: &Path, request: &str) -> String {
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
@@ -36,15 +45,18 @@ fn uapi_request(path: &PathBuf, request: &str) -> String {
 
 #[test]
 fn wg_show_lists_peers_and_wg_set_changes_them() {
-    let ns = Netns::new("w");
-    let ifname = unique("mcw");
-    let mut config = DeviceConfig::new(ifname.clone(), PrivateKey::generate());
-    config.uapi_dir = DEFAULT_UAPI_DIR.into();
+    let lab = lab(1);
+    let ns = &lab.nodes()[0].namespace;
+    let tmp = tempfile::TempDir::new().unwrap();
+    let uapi_dir = tmp.path().join("uapi");
+    let mut config = DeviceConfig::new(IFNAME, PrivateKey::generate());
+    config.uapi_dir = uapi_dir.clone();
     config.listen_port = 0;
-    let dev = ns.run(move || Device::create(config)).expect("create device");
-    let sock = uapi_socket_path(DEFAULT_UAPI_DIR.as_ref(), &ifname);
+    let dev = device_in(&lab, ns, config);
+    let sock = uapi_socket_path(&uapi_dir, IFNAME);
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode");
+    let wg = |args: &[&str]| wg_in(&lab, ns, &uapi_dir, args).unwrap();
 
     let peer = PrivateKey::generate().public_key();
     dev.apply(&[Change::UpsertPeer(PeerConfig {
@@ -56,20 +68,19 @@ fn wg_show_lists_peers_and_wg_set_changes_them() {
     })])
     .unwrap();
 
-    let show = must(&["wg", "show", &ifname]);
+    let show = wg(&["show", IFNAME]);
     assert!(show.contains(&format!("peer: {peer}")), "{show}");
     assert!(show.contains("10.244.2.0/24, 10.244.4.0/24"), "{show}");
     assert!(show.contains("198.18.200.2:51820"), "{show}");
     assert!(show.contains(&format!("listening port: {}", dev.listen_port())), "{show}");
-    assert_eq!(must(&["wg", "show", &ifname, "public-key"]).trim(), dev.observe().public_key.to_string());
-    assert!(must(&["wg", "show", "interfaces"]).split_whitespace().any(|i| i == ifname));
+    assert_eq!(wg(&["show", IFNAME, "public-key"]).trim(), dev.observe().public_key.to_string());
+    assert!(wg(&["show", "interfaces"]).split_whitespace().any(|i| i == IFNAME));
 
     // wg set adds a peer with allowed IPs, endpoint and keepalive...
     let other = PrivateKey::generate().public_key();
-    must(&[
-        "wg",
+    wg(&[
         "set",
-        &ifname,
+        IFNAME,
         "peer",
         &other.to_string(),
         "allowed-ips",
@@ -83,24 +94,23 @@ fn wg_show_lists_peers_and_wg_set_changes_them() {
     assert_eq!(added.endpoint, Some("198.18.200.3:51820".parse().unwrap()));
 
     // ...and removes one.
-    must(&["wg", "set", &ifname, "peer", &peer.to_string(), "remove"]);
+    wg(&["set", IFNAME, "peer", &peer.to_string(), "remove"]);
     let state = dev.observe();
     assert!(state.peer(&peer).is_none());
     assert!(state.peer(&other).is_some());
-    assert!(!must(&["wg", "show", &ifname]).contains(&peer.to_string()));
+    assert!(!wg(&["show", IFNAME]).contains(&peer.to_string()));
 
     // Device settings: listen port (rebinds the socket), fwmark, private key.
     let port = dev.listen_port().wrapping_add(1).max(1024).to_string();
-    must(&["wg", "set", &ifname, "listen-port", &port, "fwmark", "0x1234"]);
+    wg(&["set", IFNAME, "listen-port", &port, "fwmark", "0x1234"]);
     let state = dev.observe();
     assert_eq!(state.listen_port.to_string(), port);
     assert_eq!(state.fwmark, Some(0x1234));
-    assert_eq!(must(&["wg", "show", &ifname, "fwmark"]).trim(), "0x1234");
+    assert_eq!(wg(&["show", IFNAME, "fwmark"]).trim(), "0x1234");
     let new_key = PrivateKey::generate();
-    let key_dir = tempfile::TempDir::new().unwrap();
-    let key_file = key_dir.path().join("key");
+    let key_file = tmp.path().join("key");
     std::fs::write(&key_file, new_key.to_base64().as_bytes()).unwrap();
-    must(&["wg", "set", &ifname, "private-key", key_file.to_str().unwrap()]);
+    wg(&["set", IFNAME, "private-key", key_file.to_str().unwrap()]);
     assert_eq!(dev.observe().public_key, new_key.public_key());
     assert!(dev.observe().peer(&other).is_some(), "peers survive a key change");
 
@@ -112,5 +122,6 @@ fn wg_show_lists_peers_and_wg_set_changes_them() {
 
     dev.shutdown();
     assert!(!sock.exists(), "socket removed on shutdown");
-    assert!(!run(&["wg", "show", &ifname]).status.success());
+    let gone = wg_in(&lab, ns, &uapi_dir, &["show", IFNAME]).expect_err("wg show after shutdown");
+    assert!(gone.to_string().contains("Unable to access interface"), "{gone}");
 }

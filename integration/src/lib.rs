@@ -3,5 +3,6 @@
 //! traffic on that underlay. Tests and the demo use it; production code never does.
 
 pub mod apiserver;
+pub mod cluster;
 pub mod lab;
 pub mod leak;

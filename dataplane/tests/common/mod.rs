@@ -1,187 +1,110 @@
-//! Test-only lab helpers: named network namespaces removed on drop (even on panic), running code
-//! inside one, two namespaces joined by a veth, and polling with deadlines.
+//! Dataplane-specific test helpers on top of `meshcrypt_integration::lab`: meshcrypt devices inside
+//! lab nodes, their tunnel addresses, and pings that wait for the first handshake.
 //!
-//! A stand-in for `meshcrypt-integration`'s `lab::netns` until the two are merged.
+//! Tunnel subnets are 10.244.10.0/24 and up: the lab routes its nodes' pod CIDRs (10.244.0.0/24,
+//! 10.244.1.0/24) over the underlay, and those routes must not shadow the tunnel's.
 
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
-use nix::sched::{CloneFlags, setns};
+use meshcrypt_dataplane::{Change, Device, DeviceConfig, IpNetwork, PeerConfig, PrivateKey, PublicKey};
+use meshcrypt_integration::cluster::poll;
+use meshcrypt_integration::lab::{Lab, Node};
+use tempfile::TempDir;
 
-pub mod pair;
-pub mod wggo;
+/// The tunnel interface's name; every lab node is a namespace of its own, so one name does.
+pub const IFNAME: &str = "mc0";
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// How long the first packets may wait for a handshake.
+pub const HANDSHAKE: Duration = Duration::from_secs(15);
 
-/// A short name unique to this process and call: `<tag><pid>x<n>` (≤ 15 bytes for tags ≤ 4).
-pub fn unique(tag: &str) -> String {
-    format!("{tag}{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+pub fn nets(list: &[&str]) -> Vec<IpNetwork> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
 }
 
-/// Runs a command, returning its output; panics if it cannot start.
-pub fn run(args: &[&str]) -> Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+/// A lab of `nodes` bare nodes (no pods) on the underlay.
+pub fn lab(nodes: usize) -> Lab {
+    Lab::builder().nodes(nodes).pods_per_node(0).build().expect("build lab")
 }
 
-/// Runs a command and panics unless it succeeds.
-pub fn must(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Creates a device from `config` inside lab namespace `ns`: its TUN and UDP socket live there.
+pub fn device_in(lab: &Lab, ns: &str, config: DeviceConfig) -> Device {
+    lab.run_in(ns, move || Device::create(config)).expect("enter netns").expect("create device")
 }
 
-/// A named network namespace, deleted on drop.
-pub struct Netns {
-    pub name: String,
+/// Gives `ifname` in `ns` the address `cidr`, MTU 1420, a route to 10.244.0.0/16, and brings it up.
+pub fn tunnel_addr(lab: &Lab, ns: &str, ifname: &str, cidr: &str) {
+    lab.exec(ns, &["ip", "addr", "add", cidr, "dev", ifname]).unwrap();
+    lab.exec(ns, &["ip", "link", "set", ifname, "mtu", "1420", "up"]).unwrap();
+    lab.exec(ns, &["ip", "route", "add", "10.244.0.0/16", "dev", ifname]).unwrap();
 }
 
-impl Netns {
-    pub fn new(tag: &str) -> Self {
-        let name = format!("mcdp-{}", unique(tag));
-        must(&["ip", "netns", "add", &name]);
-        let ns = Self { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+/// Pings `to` from `ns` until answered (the first packets wait for the handshake).
+pub fn ping_eventually(lab: &Lab, ns: &str, to: &str) -> Result<(), String> {
+    let to: IpAddr = to.parse().unwrap();
+    poll(HANDSHAKE, || match lab.ping_from(ns, to) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("no reply from {to}")),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+/// Two meshcrypt devices on two lab nodes, each the other's only peer: A (node-0) has
+/// 10.244.10.1/24, B (node-1) 10.244.20.1/24. Fields drop in order: devices before the lab.
+pub struct Pair {
+    pub a: Device,
+    pub b: Device,
+    pub key_a: PublicKey,
+    pub key_b: PublicKey,
+    pub node_a: Node,
+    pub node_b: Node,
+    _dirs: TempDir,
+    pub lab: Lab,
+}
+
+impl Pair {
+    pub fn new() -> Self {
+        Self::with(true)
     }
 
-    /// `ip -n <ns> …`, panicking on failure.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "-n", &self.name];
-        full.extend_from_slice(args);
-        must(&full)
-    }
-
-    /// `ip netns exec <ns> …`.
-    pub fn exec(&self, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        run(&full)
-    }
-
-    /// Runs `f` on a thread inside the namespace; sockets and TUNs it creates stay there.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
+    /// `b_knows_a` false leaves B without an endpoint for A, to be learned.
+    pub fn with(b_knows_a: bool) -> Self {
+        let lab = lab(2);
+        let (node_a, node_b) = (lab.nodes()[0].clone(), lab.nodes()[1].clone());
+        let dirs = TempDir::new().unwrap();
+        let (sk_a, sk_b) = (PrivateKey::generate(), PrivateKey::generate());
+        let (key_a, key_b) = (sk_a.public_key(), sk_b.public_key());
+        let config = |key, side: &str| {
+            let mut config = DeviceConfig::new(IFNAME, key);
+            config.uapi_dir = dirs.path().join(side);
+            config
+        };
+        let a = device_in(&lab, &node_a.namespace, config(sk_a, "a"));
+        let b = device_in(&lab, &node_b.namespace, config(sk_b, "b"));
+        let peer = |public_key, endpoint: Option<&Node>, allowed: &str| {
+            Change::UpsertPeer(PeerConfig {
+                public_key,
+                endpoint: endpoint.map(|n| (n.underlay_addr, 51820).into()),
+                allowed_ips: nets(&[allowed]),
+                persistent_keepalive: None,
+                preshared_key: None,
             })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        };
+        a.apply(&[peer(key_b, Some(&node_b), "10.244.20.0/24")]).unwrap();
+        b.apply(&[peer(key_a, b_knows_a.then_some(&node_a), "10.244.10.0/24")]).unwrap();
+        tunnel_addr(&lab, &node_a.namespace, IFNAME, "10.244.10.1/24");
+        tunnel_addr(&lab, &node_b.namespace, IFNAME, "10.244.20.1/24");
+        Self { a, b, key_a, key_b, node_a, node_b, _dirs: dirs, lab }
     }
 
-    /// One ping, true if answered within a second.
-    pub fn ping(&self, dst: &str) -> bool {
-        self.exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", dst]).status.success()
+    /// Pings `to` once (with the lab's short retry window) from A's or B's node.
+    pub fn ping(&self, from: &Node, to: &str) -> bool {
+        self.lab.ping_from(&from.namespace, to.parse().unwrap()).unwrap()
     }
-}
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "delete", &self.name]);
+    pub fn handshake_a(&self) -> SystemTime {
+        self.a.observe().peer(&self.key_b).unwrap().last_handshake.expect("a session with b")
     }
-}
-
-/// Two namespaces joined by a veth pair: `a` has 198.18.`subnet`.1/24, `b` has .2.
-pub struct Underlay {
-    pub a: Netns,
-    pub b: Netns,
-    pub a_ip: Ipv4Addr,
-    pub b_ip: Ipv4Addr,
-}
-
-impl Underlay {
-    pub fn new(subnet: u8) -> Self {
-        let a = Netns::new("a");
-        let b = Netns::new("b");
-        let va = unique("va");
-        let vb = unique("vb");
-        must(&[
-            "ip", "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name,
-        ]);
-        let a_ip = Ipv4Addr::new(198, 18, subnet, 1);
-        let b_ip = Ipv4Addr::new(198, 18, subnet, 2);
-        a.ip(&["addr", "add", &format!("{a_ip}/24"), "dev", &va]);
-        b.ip(&["addr", "add", &format!("{b_ip}/24"), "dev", &vb]);
-        a.ip(&["link", "set", &va, "up"]);
-        b.ip(&["link", "set", &vb, "up"]);
-        Self { a, b, a_ip, b_ip }
-    }
-}
-
-/// Gives `ifname` in `ns` the address `cidr`, a route to 10.244.0.0/16, MTU 1420, and brings it up.
-pub fn tunnel_addr(ns: &Netns, ifname: &str, cidr: &str) {
-    ns.ip(&["addr", "add", cidr, "dev", ifname]);
-    ns.ip(&["link", "set", ifname, "mtu", "1420", "up"]);
-    ns.ip(&["route", "add", "10.244.0.0/16", "dev", ifname]);
-}
-
-/// Polls `f` every 50 ms until it holds or `limit` passes.
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
-}
-
-/// Pings until answered (the first packets wait for the handshake).
-pub fn ping_eventually(ns: &Netns, dst: &str) -> bool {
-    eventually(Duration::from_secs(15), || ns.ping(dst))
-}
-
-/// Starts a TCP echo server in `server` on `ip:port` and sends `len` bytes through it from
-/// `client`, checking they come back unchanged.
-pub fn tcp_echo(server: &Netns, ip: &str, port: u16, client: &Netns, len: usize) {
-    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-    let listener = server.run(move || TcpListener::bind(addr).expect("bind echo server"));
-    let echo = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().expect("accept");
-        conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => conn.write_all(&buf[..n]).expect("echo write"),
-            }
-        }
-    });
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    let back = client.run(move || {
-        let mut s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect through tunnel");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut reader = s.try_clone().unwrap();
-        let expected = data.len();
-        let r = std::thread::spawn(move || {
-            let mut got = Vec::with_capacity(expected);
-            let mut buf = vec![0u8; 16 * 1024];
-            while got.len() < expected {
-                match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            got
-        });
-        s.write_all(&data).expect("write through tunnel");
-        let got = r.join().unwrap();
-        s.shutdown(std::net::Shutdown::Both).ok();
-        (data, got)
-    });
-    echo.join().unwrap();
-    assert_eq!(back.1.len(), back.0.len(), "echoed length");
-    assert!(back.0 == back.1, "echoed bytes differ");
 }

@@ -1,1 +1,60 @@
 //! A stateful test Kubernetes API server over real HTTP, faithful to what kube-rs and kubectl need.
+//!
+//! Objects are stored as generic JSON with one global, monotonically increasing resourceVersion
+//! and a bounded event history. Served: Nodes (with `/status`), Pods, ConfigMaps, Events (core/v1
+//! and events.k8s.io/v1, stored separately), Leases and Namespaces; get, list (paged with
+//! `limit`/`continue`, label and field selectors), watch (history replay, synthetic initial
+//! events, streaming lists, bookmarks, `timeoutSeconds`, 410 Expired in-stream), create, update
+//! (409 on a stale resourceVersion), delete, and all four patch types including server-side apply
+//! with per-manager field ownership. Discovery, `/version` and an abridged OpenAPI v3 document
+//! are enough for kubectl's get, annotate, patch, apply and `apply --server-side`.
+//!
+//! Start one in-process with [`TestApiServer::start`] (or on listeners you created, e.g. inside a
+//! network namespace, with [`TestApiServer::serve_listeners`]); the `test-apiserver` binary wraps
+//! the same server for people and for kubectl-driven tests.
+//!
+//! Authentication is by bearer token: the admin token may do anything; a node token (see
+//! [`TestApiServer::add_node_token`]) authenticates as [`NODE_USER`] with [`NODE_NAME_EXTRA`] set
+//! to its node, may read anything, create and patch Events, and modify only its own Node.
+//!
+//! kube-rs sends bearer tokens over plain http, kubectl only over https: set
+//! [`ApiServerConfig::tls`] (the binary's default) to serve https with a fixed test certificate
+//! for 127.0.0.1, `::1` and `localhost` whose CA is [`TEST_CA_PEM`];
+//! [`TestApiServer::write_kubeconfig`] embeds that CA.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), meshcrypt_integration::apiserver::ApiServerError> {
+//! use meshcrypt_integration::apiserver::{ApiServerConfig, TestApiServer};
+//!
+//! let server = TestApiServer::start(ApiServerConfig::default()).await?;
+//! server.create(TestApiServer::node_object("node-a", "10.244.1.0/24", "198.18.0.1"))?;
+//! let token = server.add_node_token("node-a");
+//! server.write_kubeconfig(std::path::Path::new("/tmp/node-a.kubeconfig"), &token)?;
+//! // ... point a kube::Client at server.url() with that token ...
+//! server.compact(); // watches from older resourceVersions now get 410 Expired
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod apply;
+mod auth;
+mod discovery;
+mod error;
+mod handlers;
+mod kubeconfig;
+mod patch;
+mod resources;
+mod selectors;
+mod server;
+mod store;
+mod table;
+mod timestamp;
+mod tls;
+mod watch;
+
+pub use auth::{Identity, NODE_NAME_EXTRA, NODE_USER};
+pub use error::ApiServerError;
+pub use kubeconfig::kubeconfig_yaml;
+pub use server::{ApiServerConfig, TestApiServer};
+pub use tls::TEST_CA_PEM;

@@ -1,0 +1,131 @@
+//! Bearer-token authentication and the small authorization policy the tests need: an admin may
+//! do anything; a node may read anything, create (and patch, as kube-runtime's event Recorder
+//! does) Events, and otherwise modify only its own Node.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use super::error::ApiServerError;
+use super::resources::ResourceDef;
+
+/// The extra attribute naming the node a node token belongs to.
+pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+
+/// The user name every node token authenticates as (the agent's ServiceAccount).
+pub const NODE_USER: &str = "system:serviceaccount:meshcrypt:meshcrypt";
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// May do anything.
+    Admin,
+    /// The agent on this node (user `NODE_USER`, extra `NODE_NAME_EXTRA: node`).
+    Node(String),
+}
+
+impl Identity {
+    /// The authenticated user name.
+    pub fn user(&self) -> &str {
+        match self {
+            Self::Admin => "admin",
+            Self::Node(_) => NODE_USER,
+        }
+    }
+}
+
+/// Token → identity, changeable while serving.
+#[derive(Debug, Default)]
+pub struct Tokens(RwLock<HashMap<String, Identity>>);
+
+impl Tokens {
+    /// Adds (or replaces) a token.
+    pub fn insert(&self, token: String, identity: Identity) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(token, identity);
+    }
+
+    /// The identity of an `Authorization` header value, or 401.
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Identity, ApiServerError> {
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiServerError::Unauthorized)?;
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned()
+            .ok_or(ApiServerError::Unauthorized)
+    }
+}
+
+/// A request verb in Kubernetes' terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// get, list or watch.
+    Read,
+    /// create.
+    Create,
+    /// update (PUT).
+    Update,
+    /// patch.
+    Patch,
+    /// delete.
+    Delete,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "get",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// Whether `identity` may do `verb` on the named object (403 Forbidden if not).
+pub fn authorize(
+    identity: &Identity,
+    verb: Verb,
+    res: &ResourceDef,
+    ns: &str,
+    name: &str,
+    subresource: Option<&str>,
+) -> Result<(), ApiServerError> {
+    let node = match identity {
+        Identity::Admin => return Ok(()),
+        Identity::Node(node) => node,
+    };
+    let allowed = match verb {
+        Verb::Read => true,
+        // kube-runtime's event Recorder creates Events and patches them when they repeat.
+        Verb::Create | Verb::Patch | Verb::Update if res.plural == "events" => true,
+        Verb::Create => false,
+        Verb::Update | Verb::Patch | Verb::Delete => res.plural == "nodes" && name == node,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let resource = match subresource {
+        Some(s) => format!("{}/{s}", res.plural),
+        None => res.plural.to_string(),
+    };
+    let scope = if res.namespaced {
+        format!("in the namespace \"{ns}\"")
+    } else {
+        "at the cluster scope".to_string()
+    };
+    let what = if res.group.is_empty() {
+        format!("{} \"{name}\"", res.plural)
+    } else {
+        format!("{}.{} \"{name}\"", res.plural, res.group)
+    };
+    Err(ApiServerError::Forbidden(format!(
+        "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}: node {node} may modify only its own Node",
+        identity.user(),
+        verb.as_str(),
+        res.group
+    )))
+}

@@ -1,0 +1,162 @@
+//! The resource types this server knows: their group, version, kind, plural name and scope.
+
+/// One served resource type (for example Nodes or Leases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResourceDef {
+    /// API group, empty for the core group.
+    pub group: &'static str,
+    /// API version within the group.
+    pub version: &'static str,
+    /// Kind of the objects, e.g. `Node`.
+    pub kind: &'static str,
+    /// Plural resource name used in paths, e.g. `nodes`.
+    pub plural: &'static str,
+    /// Singular resource name.
+    pub singular: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// kubectl short names.
+    pub short_names: &'static [&'static str],
+    /// Whether the resource has a `status` subresource.
+    pub has_status: bool,
+}
+
+impl ResourceDef {
+    /// `apiVersion` as written in objects (`v1` or `group/version`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The list kind, e.g. `NodeList`.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// Path prefix of this group/version: `/api/v1` or `/apis/GROUP/VERSION`.
+    pub fn group_version_path(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+}
+
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// Verbs advertised for every resource in discovery.
+pub fn verbs() -> &'static [&'static str] {
+    VERBS
+}
+
+/// Core Nodes.
+pub const NODES: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    kind: "Node",
+    plural: "nodes",
+    singular: "node",
+    namespaced: false,
+    short_names: &["no"],
+    has_status: true,
+};
+
+/// Core Pods.
+pub const PODS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    kind: "Pod",
+    plural: "pods",
+    singular: "pod",
+    namespaced: true,
+    short_names: &["po"],
+    has_status: true,
+};
+
+/// Core ConfigMaps.
+pub const CONFIG_MAPS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    kind: "ConfigMap",
+    plural: "configmaps",
+    singular: "configmap",
+    namespaced: true,
+    short_names: &["cm"],
+    has_status: false,
+};
+
+/// Core Events.
+pub const EVENTS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    kind: "Event",
+    plural: "events",
+    singular: "event",
+    namespaced: true,
+    short_names: &["ev"],
+    has_status: false,
+};
+
+/// Core Namespaces.
+pub const NAMESPACES: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    kind: "Namespace",
+    plural: "namespaces",
+    singular: "namespace",
+    namespaced: false,
+    short_names: &["ns"],
+    has_status: true,
+};
+
+/// events.k8s.io/v1 Events (stored separately from core Events).
+pub const EVENTS_V1: ResourceDef = ResourceDef {
+    group: "events.k8s.io",
+    version: "v1",
+    kind: "Event",
+    plural: "events",
+    singular: "event",
+    namespaced: true,
+    short_names: &["ev"],
+    has_status: false,
+};
+
+/// coordination.k8s.io/v1 Leases.
+pub const LEASES: ResourceDef = ResourceDef {
+    group: "coordination.k8s.io",
+    version: "v1",
+    kind: "Lease",
+    plural: "leases",
+    singular: "lease",
+    namespaced: true,
+    short_names: &[],
+    has_status: false,
+};
+
+/// Every served resource.
+pub const ALL: &[ResourceDef] = &[NODES, PODS, CONFIG_MAPS, EVENTS, NAMESPACES, EVENTS_V1, LEASES];
+
+/// The served resource for a group, version and plural name.
+pub fn lookup(group: &str, version: &str, plural: &str) -> Option<ResourceDef> {
+    ALL.iter().find(|r| r.group == group && r.version == version && r.plural == plural).copied()
+}
+
+/// The served resource for an `apiVersion` and kind as written in an object.
+pub fn lookup_kind(api_version: &str, kind: &str) -> Option<ResourceDef> {
+    ALL.iter().find(|r| r.api_version() == api_version && r.kind == kind).copied()
+}
+
+/// The group/versions served, in discovery order, excluding the core group.
+pub fn api_groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in ALL {
+        if !r.group.is_empty() && !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}

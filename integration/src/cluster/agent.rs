@@ -1,0 +1,76 @@
+//! Starting a real `meshcrypt agent` in a lab node: its own state directory and kubeconfig (with
+//! a token that may change only its own Node), and a private `/run/wireguard` for its UAPI socket.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::{Cluster, ClusterError, METRICS_PORT};
+use crate::lab::{LabProcess, SpawnOptions};
+
+/// How agents are started.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The `meshcrypt` binary.
+    pub binary: PathBuf,
+    /// Extra flags for `meshcrypt agent`.
+    pub extra_args: Vec<String>,
+    /// The agent's log filter.
+    pub log_level: String,
+}
+
+impl AgentOptions {
+    /// Defaults: the workspace's built binary, no extra flags, debug logs for meshcrypt.
+    pub fn new() -> Result<Self, ClusterError> {
+        Ok(Self {
+            binary: meshcrypt_bin()?,
+            extra_args: Vec::new(),
+            log_level: "info,meshcrypt=debug".into(),
+        })
+    }
+}
+
+/// The `meshcrypt` binary: `$MESHCRYPT_BIN`, else beside the running test (cargo puts test
+/// binaries in `target/<profile>/deps/` and the workspace's binaries in `target/<profile>/`).
+pub fn meshcrypt_bin() -> Result<PathBuf, ClusterError> {
+    if let Some(path) = std::env::var_os("MESHCRYPT_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let candidates = exe.ancestors().skip(1).take(3).map(|dir| dir.join("meshcrypt"));
+    let mut tried = Vec::new();
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        tried.push(candidate.display().to_string());
+    }
+    Err(ClusterError::NoBinary(tried.join(", ")))
+}
+
+pub(super) fn spawn(cluster: &Cluster, node: &str) -> Result<LabProcess, ClusterError> {
+    let lab_node = cluster.lab.node(node).ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))?;
+    let dir = cluster.node_dir(node);
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    let token = cluster.api().add_node_token(node);
+    let url = format!("http://{}", cluster.api_endpoint());
+    std::fs::write(&kubeconfig, crate::apiserver::kubeconfig_yaml(&url, &token))?;
+    let opts = &cluster.options;
+    let mut cmd = Command::new(&opts.binary);
+    cmd.args(["agent", "--node-name", node])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--uapi-dir", "/run/wireguard", "--metrics-addr"])
+        .arg(format!("0.0.0.0:{METRICS_PORT}"))
+        .args(["--resync-seconds", "2", "--log-level", &opts.log_level])
+        .arg("--pod-network")
+        .arg(cluster.lab.cluster_pod_cidr().to_string())
+        .args(&opts.extra_args);
+    if let Some(cidr6) = cluster.lab.cluster_pod_cidr6() {
+        cmd.arg("--pod-network").arg(cidr6.to_string());
+    }
+    let options = SpawnOptions { private_dirs: vec![PathBuf::from("/run/wireguard")] };
+    Ok(cluster.lab.spawn_with(&lab_node.namespace, &cmd, &options)?)
+}

@@ -1,0 +1,234 @@
+//! A lab cluster: the network lab, the test API server inside it (on the underlay's services
+//! address, and on loopback for the test itself), one Node object per lab node, and a real
+//! `meshcrypt agent` process in each node's namespace.
+
+mod agent;
+mod error;
+mod probe;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::apiserver::{ApiServerConfig, TestApiServer};
+use crate::lab::{Lab, LabProcess};
+
+pub use agent::{AgentOptions, meshcrypt_bin};
+pub use error::ClusterError;
+pub use probe::{http_get, poll};
+
+/// The port every agent serves `/healthz`, `/readyz` and `/metrics` on, inside its node.
+pub const METRICS_PORT: u16 = 9476;
+
+/// The lab, the API server and the agents; everything stops and is removed on drop.
+pub struct Cluster {
+    /// The API server (dropped first: it runs on `runtime`).
+    api: Option<TestApiServer>,
+    runtime: tokio::runtime::Runtime,
+    agents: BTreeMap<String, LabProcess>,
+    options: AgentOptions,
+    api_endpoint: SocketAddr,
+    dir: tempfile::TempDir,
+    /// The network lab (dropped last: it stops the agents and removes the namespaces).
+    pub lab: Lab,
+}
+
+impl Cluster {
+    /// Builds a lab of `nodes` × `pods_per_node`, starts the API server with a Node object per
+    /// node, and starts an agent on every node with `options`.
+    pub fn start(nodes: usize, pods_per_node: usize, options: AgentOptions) -> Result<Self, ClusterError> {
+        let lab = Lab::builder().nodes(nodes).pods_per_node(pods_per_node).build()?;
+        Self::start_in(lab, options)
+    }
+
+    /// Like [`Cluster::start`], on a lab the caller built.
+    pub fn start_in(lab: Lab, options: AgentOptions) -> Result<Self, ClusterError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let services = lab.services_addr();
+        let inside = lab.run_in(lab.underlay_ns(), move || TcpListener::bind((services, 0)))??;
+        let api_endpoint = inside.local_addr()?;
+        let loopback = TcpListener::bind(("127.0.0.1", 0))?;
+        let api = runtime
+            .block_on(TestApiServer::serve_listeners(ApiServerConfig::default(), vec![loopback, inside]))?;
+        let mut cluster = Self {
+            api: Some(api),
+            runtime,
+            agents: BTreeMap::new(),
+            options,
+            api_endpoint,
+            dir: tempfile::Builder::new().prefix("meshcrypt-cluster-").tempdir()?,
+            lab,
+        };
+        let names: Vec<String> = cluster.lab.nodes().iter().map(|n| n.name.clone()).collect();
+        for name in &names {
+            cluster.register_node(name)?;
+        }
+        for name in &names {
+            cluster.start_agent(name)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The API server.
+    pub fn api(&self) -> &TestApiServer {
+        self.api.as_ref().expect("the API server runs until drop")
+    }
+
+    /// Where agents reach the API server (inside the underlay).
+    pub fn api_endpoint(&self) -> SocketAddr {
+        self.api_endpoint
+    }
+
+    /// A directory for this cluster's files (keys, kubeconfigs), removed on drop.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a future on the runtime that hosts the API server (for kube-rs clients in tests).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Creates the Node object for lab node `name`: its pod CIDR(s) and InternalIP(s).
+    pub fn register_node(&self, name: &str) -> Result<Value, ClusterError> {
+        let node = self.lab.node(name).ok_or_else(|| ClusterError::NoSuchNode(name.to_owned()))?;
+        let mut object =
+            TestApiServer::node_object(name, &node.pod_cidr.to_string(), &node.underlay_addr.to_string());
+        if let (Some(cidr6), Some(addr6)) = (&node.pod_cidr6, node.underlay_addr6) {
+            object["spec"]["podCIDRs"].as_array_mut().expect("podCIDRs").push(cidr6.to_string().into());
+            object["status"]["addresses"]
+                .as_array_mut()
+                .expect("addresses")
+                .push(serde_json::json!({"type": "InternalIP", "address": addr6.to_string()}));
+        }
+        Ok(self.api().create(object)?)
+    }
+
+    /// Starts (or restarts) the agent on `node`, keeping its state directory (and so its key).
+    pub fn start_agent(&mut self, node: &str) -> Result<&LabProcess, ClusterError> {
+        let process = agent::spawn(self, node)?;
+        self.agents.insert(node.to_owned(), process);
+        Ok(&self.agents[node])
+    }
+
+    /// Stops the agent on `node` with SIGTERM (SIGKILL after a grace period).
+    pub fn stop_agent(&mut self, node: &str) -> Result<(), ClusterError> {
+        if let Some(process) = self.agents.remove(node) {
+            self.lab.stop_process(process.pid)?;
+        }
+        Ok(())
+    }
+
+    /// Kills the agent on `node` with SIGKILL (no chance to clean up), then reaps it.
+    pub fn kill_agent(&mut self, node: &str) -> Result<(), ClusterError> {
+        if let Some(process) = self.agents.remove(node) {
+            let group = nix::unistd::Pid::from_raw(-(process.pid as i32));
+            nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL)
+                .map_err(|e| ClusterError::Command(format!("kill -KILL -{}: {e}", process.pid)))?;
+            self.lab.stop_process(process.pid)?;
+        }
+        Ok(())
+    }
+
+    /// The agent process on `node`, if one runs.
+    pub fn agent(&self, node: &str) -> Option<&LabProcess> {
+        self.agents.get(node)
+    }
+
+    /// Adds a lab node, its Node object and its agent, while everything else runs.
+    pub fn add_node(&mut self) -> Result<String, ClusterError> {
+        let name = self.lab.add_node()?.name.clone();
+        self.register_node(&name)?;
+        self.start_agent(&name)?;
+        Ok(name)
+    }
+
+    /// Stops the agent on `name`, deletes its Node object and removes it from the lab.
+    pub fn remove_node(&mut self, name: &str) -> Result<(), ClusterError> {
+        self.stop_agent(name)?;
+        self.api().delete("v1", "Node", None, name)?;
+        self.lab.remove_node(name)?;
+        Ok(())
+    }
+
+    /// Polls each node's `/readyz` until all answer 200, or fails at `deadline` naming the
+    /// laggards and the tail of their logs.
+    pub fn wait_ready(&self, deadline: std::time::Duration) -> Result<(), ClusterError> {
+        let nodes: Vec<String> = self.agents.keys().cloned().collect();
+        probe::poll(deadline, || {
+            let pending: Vec<&String> = nodes.iter().filter(|n| !self.is_ready(n)).collect();
+            if pending.is_empty() { Ok(()) } else { Err(format!("not ready: {pending:?}")) }
+        })
+        .map_err(|why| ClusterError::Timeout(format!("{why}\n{}", self.agent_logs_tail(20))))
+    }
+
+    /// True when `node`'s agent answers `/readyz` with 200.
+    pub fn is_ready(&self, node: &str) -> bool {
+        self.http(node, "/readyz").map(|(status, _)| status == 200).unwrap_or(false)
+    }
+
+    /// `GET path` against `node`'s agent: status code and body.
+    pub fn http(&self, node: &str, path: &str) -> Result<(u16, String), ClusterError> {
+        let ns =
+            self.lab.node(node).ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))?.namespace.clone();
+        let path = path.to_owned();
+        Ok(self
+            .lab
+            .run_in(&ns, move || http_get(SocketAddr::from(([127, 0, 0, 1], METRICS_PORT)), &path))??)
+    }
+
+    /// Runs `wg ARGS` against `node`'s agent, through its UAPI socket in its private
+    /// `/run/wireguard`.
+    pub fn wg(&self, node: &str, args: &[&str]) -> Result<String, ClusterError> {
+        let process = self.agents.get(node).ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))?;
+        wg_via(process.pid, args)
+    }
+
+    /// The last `lines` lines of every agent's log, for failure messages.
+    pub fn agent_logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (node, process) in &self.agents {
+            let text = std::fs::read_to_string(&process.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("--- {node} ({})\n", process.log.display()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(node)
+    }
+}
+
+/// Runs `wg ARGS` in the mount and network namespaces of process `pid` (an agent, or another
+/// WireGuard implementation the lab started with a private `/run/wireguard`).
+pub fn wg_via(pid: u32, args: &[&str]) -> Result<String, ClusterError> {
+    let pid = pid.to_string();
+    let mut argv = vec!["--target", &pid, "--mount", "--net", "wg"];
+    argv.extend_from_slice(args);
+    let out = std::process::Command::new("nsenter").args(&argv).output()?;
+    if !out.status.success() {
+        return Err(ClusterError::Command(format!(
+            "nsenter {argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, process) in std::mem::take(&mut self.agents) {
+            let _ = self.lab.stop_process(process.pid);
+        }
+        if let Some(api) = self.api.take() {
+            self.runtime.block_on(api.shutdown());
+        }
+    }
+}

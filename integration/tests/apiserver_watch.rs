@@ -1,0 +1,264 @@
+//! kube-rs's watcher and paged lists against the in-process test API server: list-watch and
+//! streaming-list modes, updates, deletes, recovery from 410 Expired after compaction.
+
+mod apiserver_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use apiserver_support::{DEADLINE, annotate, client, node};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::runtime::watcher;
+use meshcrypt_integration::apiserver::{ApiServerConfig, TestApiServer};
+use tokio::sync::mpsc;
+
+/// What the test saw from the watcher, simplified.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Init,
+    InitApply(String, Option<String>),
+    InitDone,
+    Apply(String, Option<String>),
+    Delete(String),
+    Error(String),
+}
+
+fn summary(n: &Node) -> (String, Option<String>) {
+    let name = n.metadata.name.clone().unwrap_or_default();
+    let ann = n.metadata.annotations.as_ref().and_then(|a| a.get("meshcrypt.dev/x")).cloned();
+    (name, ann)
+}
+
+struct Watch {
+    rx: mpsc::UnboundedReceiver<Seen>,
+    seen: Vec<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    fn start(api: Api<Node>, config: watcher::Config) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, config).boxed();
+            while let Some(item) = stream.next().await {
+                let seen = match item {
+                    Ok(watcher::Event::Init) => Seen::Init,
+                    Ok(watcher::Event::InitApply(n)) => {
+                        let (a, b) = summary(&n);
+                        Seen::InitApply(a, b)
+                    }
+                    Ok(watcher::Event::InitDone) => Seen::InitDone,
+                    Ok(watcher::Event::Apply(n)) => {
+                        let (a, b) = summary(&n);
+                        Seen::Apply(a, b)
+                    }
+                    Ok(watcher::Event::Delete(n)) => Seen::Delete(summary(&n).0),
+                    Err(e) => Seen::Error(e.to_string()),
+                };
+                if tx.send(seen).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { rx, seen: Vec::new(), task }
+    }
+
+    /// Receives events until one satisfies `pred`; returns its index in `self.seen`.
+    async fn until(&mut self, what: &str, pred: impl Fn(&Seen) -> bool) -> usize {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(ev)) => {
+                    self.seen.push(ev.clone());
+                    if pred(&ev) {
+                        return self.seen.len() - 1;
+                    }
+                }
+                Ok(None) => panic!("watcher ended while waiting for {what}; saw {:?}", self.seen),
+                Err(_) => panic!("timed out waiting for {what}; saw {:?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn watcher_follows_nodes(config: watcher::Config) {
+    let server = TestApiServer::start(ApiServerConfig {
+        bookmark_interval: Duration::from_millis(200),
+        ..ApiServerConfig::default()
+    })
+    .await
+    .unwrap();
+    server.create(node("node-a", 1)).unwrap();
+    server.create(node("node-b", 2)).unwrap();
+    let api: Api<Node> = Api::all(client(&server, server.admin_token()).await);
+    let mut w = Watch::start(api, config);
+
+    let done = w.until("InitDone", |s| *s == Seen::InitDone).await;
+    let initial: BTreeSet<String> = w.seen[..done]
+        .iter()
+        .filter_map(|s| match s {
+            Seen::InitApply(n, _) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(initial, BTreeSet::from(["node-a".to_string(), "node-b".to_string()]));
+    assert_eq!(w.seen[0], Seen::Init);
+
+    // An annotation-only change arrives as an update.
+    server.merge_patch("v1", "Node", None, "node-a", &annotate("meshcrypt.dev/x", "1"), false).unwrap();
+    w.until("Apply of node-a with x=1", |s| *s == Seen::Apply("node-a".into(), Some("1".into()))).await;
+
+    // A delete arrives as Delete.
+    server.delete("v1", "Node", None, "node-b").unwrap();
+    w.until("Delete of node-b", |s| *s == Seen::Delete("node-b".into())).await;
+
+    // Drop the history: the open watch must end with 410 and the watcher relist.
+    let before_compact = w.seen.len();
+    server.compact();
+    server.merge_patch("v1", "Node", None, "node-a", &annotate("meshcrypt.dev/x", "2"), false).unwrap();
+    // The open watch ends with 410 Expired; the watcher relists (Init again) and then sees the
+    // later state, either in the relist or as a following update.
+    let relist = w.until("a relist after compaction", |s| *s == Seen::Init).await;
+    assert!(relist >= before_compact);
+    assert!(
+        w.seen[before_compact..relist].iter().any(
+            |s| matches!(s, Seen::Error(e) if e.contains("410") || e.to_lowercase().contains("expired"))
+        ),
+        "expected a 410 error before the relist, saw {:?}",
+        &w.seen[before_compact..]
+    );
+    w.until(
+        "node-a with x=2 after the relist",
+        |s| matches!(s, Seen::InitApply(n, Some(x)) | Seen::Apply(n, Some(x)) if n == "node-a" && x == "2"),
+    )
+    .await;
+    let after: Vec<&Seen> = w.seen[relist..].iter().collect();
+    assert!(
+        !after.iter().any(|s| matches!(s, Seen::InitApply(n, _) if n == "node-b")),
+        "deleted node-b reappeared after relist: {after:?}"
+    );
+    // And the watch keeps working after the relist.
+    server.create(node("node-c", 3)).unwrap();
+    w.until(
+        "node-c added after the relist",
+        |s| matches!(s, Seen::Apply(n, _) | Seen::InitApply(n, _) if n == "node-c"),
+    )
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn watcher_list_watch_mode_sees_changes_and_recovers_from_410() {
+    watcher_follows_nodes(watcher::Config::default()).await;
+}
+
+#[tokio::test]
+async fn watcher_streaming_list_mode_sees_changes_and_recovers_from_410() {
+    watcher_follows_nodes(watcher::Config::default().streaming_lists()).await;
+}
+
+#[tokio::test]
+async fn list_pages_through_1200_nodes_with_continue_tokens() {
+    let server = TestApiServer::start(ApiServerConfig::default()).await.unwrap();
+    for i in 0..1200 {
+        server.create(node(&format!("node-{i:04}"), i)).unwrap();
+    }
+    let api: Api<Node> = Api::all(client(&server, server.admin_token()).await);
+    let mut names = BTreeSet::new();
+    let mut pages = 0;
+    let mut token: Option<String> = None;
+    let mut rvs = BTreeSet::new();
+    loop {
+        let mut lp = ListParams::default().limit(500);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await.unwrap();
+        pages += 1;
+        // Changes while paging do not move the list's resourceVersion: every page reports the
+        // first page's, so a watch from it replays what happened meanwhile.
+        server
+            .merge_patch(
+                "v1",
+                "Node",
+                None,
+                "node-0000",
+                &annotate("meshcrypt.dev/x", &pages.to_string()),
+                false,
+            )
+            .unwrap();
+        rvs.insert(page.metadata.resource_version.clone().unwrap_or_default());
+        assert!(page.items.len() <= 500);
+        assert!(
+            page.metadata.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()),
+            "a list carries a resourceVersion"
+        );
+        for n in &page.items {
+            assert!(names.insert(n.metadata.name.clone().unwrap()), "duplicate across pages");
+        }
+        token = page.metadata.continue_.filter(|c| !c.is_empty());
+        if token.is_none() {
+            break;
+        }
+        assert!(pages < 10, "paging does not terminate");
+    }
+    assert_eq!(names.len(), 1200);
+    assert_eq!(pages, 3, "1200 nodes in pages of 500");
+    assert_eq!(rvs.len(), 1, "all pages carry the first page's resourceVersion: {rvs:?}");
+
+    // The watcher's paged initial list sees all of them too.
+    let mut w = Watch::start(api, watcher::Config::default());
+    let done = w.until("InitDone", |s| *s == Seen::InitDone).await;
+    let listed = w.seen[..done].iter().filter(|s| matches!(s, Seen::InitApply(..))).count();
+    assert_eq!(listed, 1200);
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_resource_version_gets_410_inside_a_200_stream() {
+    let server = TestApiServer::start(ApiServerConfig::default()).await.unwrap();
+    server.create(node("node-a", 1)).unwrap();
+    let api: Api<Node> = Api::all(client(&server, server.admin_token()).await);
+    let old_rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    server.merge_patch("v1", "Node", None, "node-a", &annotate("meshcrypt.dev/x", "1"), false).unwrap();
+
+    // Before compaction the history replays the change after old_rv.
+    let mut stream = api.watch(&WatchParams::default().timeout(5), &old_rv).await.unwrap().boxed();
+    match stream.next().await {
+        Some(Ok(WatchEvent::Modified(n))) => {
+            assert_eq!(summary(&n), ("node-a".into(), Some("1".into())));
+            let rv: u64 = n.metadata.resource_version.unwrap().parse().unwrap();
+            assert!(rv > old_rv.parse::<u64>().unwrap());
+        }
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    drop(stream);
+
+    server.compact();
+    let mut stream = api.watch(&WatchParams::default().timeout(5), &old_rv).await.unwrap().boxed();
+    match stream.next().await {
+        Some(Ok(WatchEvent::Error(e))) => {
+            assert_eq!(e.code, 410);
+            assert_eq!(e.reason, "Expired");
+        }
+        other => panic!("expected an ERROR 410 event, got {other:?}"),
+    }
+    assert!(stream.next().await.is_none(), "the stream ends after the 410");
+
+    // timeoutSeconds is honoured: an idle watch ends on its own.
+    let started = tokio::time::Instant::now();
+    let rv = server.resource_version().to_string();
+    let mut stream =
+        api.watch(&WatchParams::default().timeout(1).disable_bookmarks(), &rv).await.unwrap().boxed();
+    let next = tokio::time::timeout(DEADLINE, stream.next()).await.expect("watch ends");
+    assert!(next.is_none(), "no events expected, got {next:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
