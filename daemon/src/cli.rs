@@ -46,6 +46,26 @@ pub enum Command {
     /// Manage this node's WireGuard key.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Work with meshcrypt's cluster configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `meshcrypt config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the meshcrypt ConfigMap in a manifest file exactly as the agent parses it.
+    Check(ConfigCheckArgs),
+}
+
+/// `meshcrypt config check`
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// A YAML manifest (one or more documents) holding the ConfigMap.
+    pub file: PathBuf,
+    /// The ConfigMap's name.
+    #[arg(long, default_value = "meshcrypt")]
+    pub name: String,
 }
 
 /// `meshcrypt keys …`
@@ -91,9 +111,15 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..512))]
     pub rule_priority: u32,
     /// The cluster's pod network; repeat for several (dual-stack). All traffic to it is steered
-    /// into the mesh.
-    #[arg(long = "pod-network", required = true)]
+    /// into the mesh. The ConfigMap's `pod-networks` replaces it.
+    #[arg(long = "pod-network")]
     pub pod_networks: Vec<IpNet>,
+    /// The ConfigMap holding the live settings (watched; its keys replace the flags' values).
+    #[arg(long)]
+    pub config_map: Option<String>,
+    /// The namespace of that ConfigMap.
+    #[arg(long, default_value = "meshcrypt-system")]
+    pub config_namespace: String,
     /// The tunnel MTU; by default the underlay interface's MTU less 60 (IPv4) or 80 (IPv6).
     #[arg(long)]
     pub mtu: Option<u32>,

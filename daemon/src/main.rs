@@ -2,6 +2,7 @@
 
 mod agent;
 mod cli;
+mod config;
 mod error;
 mod keys_cmd;
 mod logging;
@@ -10,14 +11,15 @@ use clap::Parser as _;
 
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
-    logging::init(&cli.log)?;
+    let log = logging::init(&cli.log)?;
     match cli.command {
         cli::Command::Agent(args) => {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(agent::run(*args))?;
+            runtime.block_on(agent::run(*args, log))?;
         }
         cli::Command::Keys(keys) => keys_cmd::run(keys)?,
+        cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args)?,
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! Everything a node says about itself on the Kubernetes API goes through [`annotations`]; the
 //! private key never leaves [`keys::PrivateKey`] and the 0600 file written by [`keystore`].
 
+pub mod aggregate;
 pub mod annotations;
 mod error;
 pub mod keys;

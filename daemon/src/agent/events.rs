@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+pub use kube::runtime::events::EventType;
+use kube::runtime::events::{Event, Recorder, Reporter};
 use meshcrypt_keyexchange::mesh::NodeProblem;
 
 /// Publishes Events as `meshcrypt` on behalf of one node's agent.
@@ -26,17 +27,18 @@ impl EventReporter {
             problems.iter().map(|p| (p.node.clone(), p.problem.reason(), p.problem.to_string())).collect();
         for (node, reason, message) in current.difference(&self.reported) {
             tracing::warn!(peer_node = %node, reason, %message, "node left out of the mesh");
-            self.publish(node, EventType::Warning, reason, message).await;
+            self.publish(node_ref(node), EventType::Warning, reason, message).await;
         }
         self.reported = current;
     }
 
-    /// A Normal event on `node`.
+    /// A Normal event on Node `node`.
     pub async fn normal(&self, node: &str, reason: &str, note: &str) {
-        self.publish(node, EventType::Normal, reason, note).await;
+        self.publish(node_ref(node), EventType::Normal, reason, note).await;
     }
 
-    async fn publish(&self, node: &str, type_: EventType, reason: &str, note: &str) {
+    /// An event on any object.
+    pub async fn publish(&self, reference: ObjectReference, type_: EventType, reason: &str, note: &str) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -44,14 +46,29 @@ impl EventReporter {
             action: "Reconcile".to_owned(),
             secondary: None,
         };
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(node.to_owned()),
-            ..ObjectReference::default()
-        };
         if let Err(e) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, node, reason, "cannot publish a Kubernetes Event");
+            tracing::warn!(error = %e, object = ?reference.name, reason, "cannot publish a Kubernetes Event");
         }
+    }
+}
+
+/// A reference to Node `name`.
+pub fn node_ref(name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(name.to_owned()),
+        ..ObjectReference::default()
+    }
+}
+
+/// A reference to ConfigMap `namespace/name`.
+pub fn configmap_ref(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        ..ObjectReference::default()
     }
 }

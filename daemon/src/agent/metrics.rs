@@ -30,16 +30,27 @@ pub struct LoopMetrics {
 /// Which node each peer key belongs to, for labels; refreshed by every pass.
 pub type PeerNames = Arc<Mutex<BTreeMap<PublicKey, String>>>;
 
+/// The device while the mesh is enabled; empty while it is switched off.
+pub type DeviceSlot = Arc<std::sync::RwLock<Option<Arc<Device>>>>;
+
 /// Reads the device at scrape time.
 #[derive(Debug)]
 struct DeviceCollector {
-    device: Arc<Device>,
+    device: DeviceSlot,
     names: PeerNames,
 }
 
 impl Collector for DeviceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let state = self.device.observe();
+        let device = self.device.read().ok().and_then(|d| d.clone());
+        let Some(state) = device.map(|d| d.observe()) else {
+            return ConstGauge::new(0i64).encode(encoder.encode_descriptor(
+                "meshcrypt_peers",
+                "WireGuard peers configured",
+                None,
+                MetricType::Gauge,
+            )?);
+        };
         let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
         let label = |key: &PublicKey| {
             vec![("peer_node", names.get(key).cloned().unwrap_or_else(|| key.fingerprint()))]
@@ -94,7 +105,7 @@ impl Collector for DeviceCollector {
 }
 
 /// The registry served at `/metrics`.
-pub fn registry(loop_metrics: &LoopMetrics, device: Arc<Device>, names: PeerNames) -> Registry {
+pub fn registry(loop_metrics: &LoopMetrics, device: DeviceSlot, names: PeerNames) -> Registry {
     let mut registry = Registry::default();
     registry.register("meshcrypt_reconcile", "Reconcile passes run", loop_metrics.reconciles.clone());
     registry.register(

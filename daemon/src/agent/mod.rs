@@ -1,6 +1,7 @@
-//! `meshcrypt agent`: the per-node daemon. Loads the key, creates the device, watches Nodes and
-//! runs the one reconcile loop that owns all state.
+//! `meshcrypt agent`: the per-node daemon. Loads the key, watches its ConfigMap and the Nodes, and
+//! runs the one reconcile loop that owns all state (device, routes, rules, published key).
 
+mod config_source;
 mod events;
 mod http;
 mod kube_client;
@@ -14,47 +15,62 @@ mod routing_input;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshcrypt_dataplane::{Device, DeviceConfig};
 use meshcrypt_keyexchange::{KeyStore, NodeKeyAnnotations};
 use meshcrypt_routing::Netlink;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
 use crate::cli::AgentArgs;
+use crate::config::settings::{Mtu, Settings};
 use crate::error::AgentError;
+use crate::logging::LogControl;
+
+/// The settings the flags describe; the ConfigMap's keys replace them.
+fn flag_settings(args: &AgentArgs, log: &LogControl) -> Settings {
+    Settings {
+        strict: args.strict,
+        port: args.port,
+        mtu: args.mtu.map(Mtu::Fixed).unwrap_or(Mtu::Auto),
+        pod_networks: args.pod_networks.clone(),
+        log_level: log.current(),
+        ..Settings::default()
+    }
+}
 
 /// Runs the agent until SIGTERM or SIGINT.
 ///
 /// On exit the device goes away with the process, and with it the routes through it; the policy
 /// rules and the blackhole floor stay, so pod traffic is dropped, not sent in plaintext, until the
 /// agent is back.
-pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
-    let store = KeyStore::open(&args.state.state_dir)?;
-    let (private_key, created) = store.load_or_create()?;
-    let key =
-        NodeKeyAnnotations { public_key: private_key.public_key(), epoch: 0, created: store.created()? };
+pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
+    let keys = KeyStore::open(&args.state.state_dir)?;
+    let (private_key, created) = keys.load_or_create()?;
+    let key = NodeKeyAnnotations { public_key: private_key.public_key(), epoch: 0, created: keys.created()? };
+    drop(private_key);
     tracing::info!(node = %args.node_name, fingerprint = %key.public_key.fingerprint(), new = created, "node key ready");
-
-    let mut config = DeviceConfig::new(args.interface.clone(), private_key);
-    config.listen_port = args.port;
-    config.uapi_dir = args.uapi_dir.clone();
-    let device = Arc::new(Device::create(config)?);
-    tracing::info!(interface = %args.interface, port = args.port, "wireguard device up");
 
     let netlink = Netlink::connect()?;
     let client = kube_client::client(args.kubeconfig.as_deref()).await?;
     let health = Arc::new(http::Health::default());
     let loop_metrics = Arc::new(metrics::LoopMetrics::default());
     let names = metrics::PeerNames::default();
+    let device = metrics::DeviceSlot::default();
     let registry = metrics::registry(&loop_metrics, device.clone(), names.clone());
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     http::serve(args.metrics_addr, health.clone(), registry, resync * 6).await?;
 
-    if let Err(e) = publish::publish_key(&client, &args.node_name, &key).await {
-        tracing::warn!(error = %e, "cannot publish the node key yet; the reconcile loop retries");
-    }
-
     let wake = Arc::new(Notify::new());
+    let base = flag_settings(&args, &log);
+    let config = match &args.config_map {
+        Some(name) => config_source::ConfigSource::watch(
+            client.clone(),
+            &args.config_namespace,
+            name,
+            base,
+            wake.clone(),
+        ),
+        None => config_source::ConfigSource::flags_only(base),
+    };
     let (nodes, _watcher) = nodes::watch(client.clone(), wake.clone());
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|source| AgentError::Io { what: "install the SIGTERM handler".into(), source })?;
@@ -63,42 +79,46 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 
     let mut reconciler = reconcile::Reconciler {
         node: args.node_name.clone(),
+        keys,
         key,
-        port: args.port,
-        mtu: args.mtu,
-        routing: routing_input::RoutingSettings {
-            ifname: args.interface.clone(),
-            table: args.table,
-            rule_priority: args.rule_priority,
-            pod_networks: args.pod_networks.clone(),
-            strict: args.strict,
-        },
+        ifname: args.interface.clone(),
+        uapi_dir: args.uapi_dir.clone(),
+        table: args.table,
+        rule_priority: args.rule_priority,
+        config,
+        config_ref: args.config_map.clone().map(|name| (args.config_namespace.clone(), name)),
+        settings: None,
+        rejected: None,
+        device,
         events: events::EventReporter::new(client.clone(), &args.node_name),
         client,
         nodes,
-        device,
         netlink,
         health,
         metrics: loop_metrics,
         names,
+        log,
         passes: 0,
     };
 
-    // Fail closed from the start: the floor goes in as soon as this node's own Node is known,
-    // while the full list (and with it every peer) is still on its way.
+    // Fail closed from the start: once the settings are read, the floor goes in as soon as this
+    // node's own Node is known, while the full list (and with it every peer) is on its way.
     let wait_for_list = async {
+        reconciler.config.ready().await.map_err(AgentError::Config)?;
         let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(reconciler.client.clone());
         match api.get(&args.node_name).await {
             Ok(local) => match reconciler.bootstrap(&local).await {
-                Ok(()) => tracing::info!("fail-closed floor in place; waiting for the complete node list"),
+                Ok(()) => tracing::info!(
+                    "settings read; fail-closed floor in place; waiting for the complete node list"
+                ),
                 Err(e) => tracing::warn!(error = %e, "cannot program the fail-closed floor yet"),
             },
             Err(e) => tracing::warn!(error = %e, "cannot read this node's Node yet"),
         }
-        reconciler.nodes.wait_until_ready().await
+        reconciler.nodes.wait_until_ready().await.map_err(|e| AgentError::Config(format!("node store: {e}")))
     };
     tokio::select! {
-        result = wait_for_list => result.map_err(|e| AgentError::Config(format!("node store: {e}")))?,
+        result = wait_for_list => result?,
         _ = terminate.recv() => return Ok(()),
         _ = interrupt.recv() => return Ok(()),
     }

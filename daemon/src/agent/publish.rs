@@ -25,3 +25,13 @@ pub async fn publish_key(
     tracing::info!(node, fingerprint = %key.public_key.fingerprint(), epoch = key.epoch, "published the node key");
     Ok(())
 }
+
+/// Withdraws the key: applies an empty set of annotations as `meshcrypt`, so the API server drops
+/// the annotations only meshcrypt owned. Other nodes then stop using this node as a peer.
+pub async fn withdraw_key(client: &kube::Client, node: &str) -> Result<(), kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let body = serde_json::json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": node } });
+    api.patch(node, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    tracing::info!(node, "withdrew the node key");
+    Ok(())
+}

@@ -1,45 +1,62 @@
-//! One reconcile pass: read the Node store, compute the peer set and the routing plan (pure), then
-//! apply them to the device and the kernel. The loop owns all of the agent's state.
+//! One reconcile pass: read the settings and the Node store, compute the peer set and the routing
+//! plan (pure), then apply them to the device and the kernel — or, when the mesh is switched off,
+//! remove all of it. The loop owns all of the agent's state.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::Store;
-use meshcrypt_dataplane::Device;
-use meshcrypt_keyexchange::NodeKeyAnnotations;
-use meshcrypt_keyexchange::mesh::{LocalNode, MeshConfig, NodeView, desired_peers};
-use meshcrypt_routing::{Netlink, mtu::tunnel_mtu, plan::plan};
+use meshcrypt_dataplane::{Change, Device, DeviceConfig};
+use meshcrypt_keyexchange::mesh::{LocalNode, MeshConfig, NodeProblem, NodeView, desired_peers};
+use meshcrypt_keyexchange::{KeyStore, NodeKeyAnnotations};
+use meshcrypt_routing::{DesiredState, LinkSpec, Netlink, mtu::tunnel_mtu, plan::plan};
 use tracing::Instrument as _;
 
-use super::events::EventReporter;
+use super::config_source::{ConfigSource, Reading};
+use super::events::{EventReporter, EventType, configmap_ref};
 use super::http::Health;
-use super::metrics::{LoopMetrics, PeerNames};
+use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use super::peer_ops::{peer_ops, to_changes};
-use super::publish::publish_key;
+use super::publish::{publish_key, withdraw_key};
 use super::routing_input::{RoutingSettings, routing_input};
+use crate::config::settings::{KeyError, Mtu, Settings};
 use crate::error::AgentError;
+use crate::logging::LogControl;
 
 /// Everything a pass reads and writes.
 pub struct Reconciler {
     /// This node's name.
     pub node: String,
+    /// The key file.
+    pub keys: KeyStore,
     /// What this node publishes about its key.
     pub key: NodeKeyAnnotations,
-    /// The mesh port.
-    pub port: u16,
-    /// A fixed tunnel MTU, or `None` to derive it from the underlay.
-    pub mtu: Option<u32>,
-    /// Routing settings.
-    pub routing: RoutingSettings,
-    /// The Kubernetes client (to republish the key).
+    /// The WireGuard interface.
+    pub ifname: String,
+    /// The UAPI socket directory.
+    pub uapi_dir: PathBuf,
+    /// meshcrypt's routing table.
+    pub table: u32,
+    /// meshcrypt's rule priority.
+    pub rule_priority: u32,
+    /// Where settings come from.
+    pub config: ConfigSource,
+    /// The watched ConfigMap as (namespace, name), for Events.
+    pub config_ref: Option<(String, String)>,
+    /// The settings in force (the last good ones).
+    pub settings: Option<Settings>,
+    /// The last rejection reported, so each is reported once.
+    pub rejected: Option<Vec<KeyError>>,
+    /// The device, while the mesh is on.
+    pub device: DeviceSlot,
+    /// The Kubernetes client (to publish and withdraw the key).
     pub client: kube::Client,
     /// Every Node, after the first complete list.
     pub nodes: Store<Node>,
-    /// The WireGuard device.
-    pub device: Arc<Device>,
     /// The kernel.
     pub netlink: Netlink,
     /// Events.
@@ -50,6 +67,8 @@ pub struct Reconciler {
     pub metrics: Arc<LoopMetrics>,
     /// Peer names for metric labels.
     pub names: PeerNames,
+    /// The live log filter.
+    pub log: LogControl,
     /// Passes run so far.
     pub passes: u64,
 }
@@ -60,16 +79,28 @@ impl Reconciler {
     /// that no pod packet leaves in plaintext while the agent waits for the full list. No peers
     /// are configured and readiness is not claimed.
     pub async fn bootstrap(&mut self, local: &Node) -> Result<(), AgentError> {
+        let Some(settings) = self.current_settings().await else { return Ok(()) };
+        if !settings.enabled {
+            return Ok(());
+        }
         let span = tracing::info_span!("bootstrap", node = %self.node);
-        self.reconcile(vec![NodeView::from_node(local)]).instrument(span).await.map(|_| ())
+        self.reconcile(vec![NodeView::from_node(local)], &settings).instrument(span).await.map(|_| ())
     }
 
     /// Runs one pass over the Node store inside its own span, recording the outcome.
     pub async fn pass(&mut self) {
         self.passes += 1;
         let span = tracing::info_span!("reconcile", pass = self.passes, node = %self.node);
-        let nodes: Vec<NodeView> = self.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
-        let result = self.reconcile(nodes).instrument(span.clone()).await;
+        let Some(settings) = self.current_settings().instrument(span.clone()).await else {
+            self.health.tick();
+            return;
+        };
+        let result = if settings.enabled {
+            let nodes: Vec<NodeView> = self.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
+            self.reconcile(nodes, &settings).instrument(span.clone()).await
+        } else {
+            self.disable().instrument(span.clone()).await
+        };
         self.metrics.reconciles.inc();
         self.health.tick();
         match result {
@@ -84,7 +115,7 @@ impl Reconciler {
                         "reconciled"
                     )
                 });
-                if first {
+                if first && settings.enabled {
                     tracing::info!(peers = summary.peers, "mesh programmed: device and routes in place");
                     let note = format!("{} peers; key {}", summary.peers, self.key.public_key.fingerprint());
                     self.events.normal(&self.node, "MeshReady", &note).await;
@@ -97,7 +128,69 @@ impl Reconciler {
         }
     }
 
-    async fn reconcile(&mut self, nodes: Vec<NodeView>) -> Result<Summary, AgentError> {
+    /// The settings to act on: the ConfigMap's if valid (reporting what changed), else the last
+    /// good ones (reporting the rejection once). `None` before any valid settings exist.
+    async fn current_settings(&mut self) -> Option<Settings> {
+        match self.config.read() {
+            Reading::Valid(settings) => {
+                self.rejected = None;
+                if self.settings.as_ref() != Some(&settings) {
+                    if let Some(previous) = &self.settings {
+                        tracing::info!(?previous, current = ?settings, "configuration changed");
+                        self.config_event(EventType::Normal, "ConfigApplied", "configuration applied").await;
+                    }
+                    self.log.set(&settings.log_level);
+                    self.settings = Some(settings);
+                }
+            }
+            Reading::Rejected(errors) => {
+                if self.rejected.as_ref() != Some(&errors) {
+                    for e in &errors {
+                        tracing::warn!(key = %e.key, reason = %e.reason, "configuration rejected; the last good configuration stays in force");
+                    }
+                    let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    let note = format!("rejected, last good configuration kept: {}", listed.join("; "));
+                    self.config_event(EventType::Warning, "ConfigRejected", &note).await;
+                    self.rejected = Some(errors);
+                }
+            }
+        }
+        self.settings.clone()
+    }
+
+    async fn config_event(&self, type_: EventType, reason: &str, note: &str) {
+        if let Some((namespace, name)) = &self.config_ref {
+            self.events.publish(configmap_ref(namespace, name), type_, reason, note).await;
+        }
+    }
+
+    fn device(&self) -> Option<Arc<Device>> {
+        self.device.read().ok().and_then(|d| d.clone())
+    }
+
+    /// The device, created (or moved to the configured port) as needed.
+    fn ensure_device(&self, settings: &Settings) -> Result<Arc<Device>, AgentError> {
+        if let Some(device) = self.device() {
+            if device.listen_port() != settings.port {
+                tracing::info!(from = device.listen_port(), to = settings.port, "moving the mesh port");
+                device.apply(&[Change::SetListenPort(settings.port)])?;
+            }
+            return Ok(device);
+        }
+        let private_key =
+            self.keys.load()?.ok_or_else(|| AgentError::Config("the node key file vanished".into()))?;
+        let mut config = DeviceConfig::new(self.ifname.clone(), private_key);
+        config.listen_port = settings.port;
+        config.uapi_dir = self.uapi_dir.clone();
+        let device = Arc::new(Device::create(config)?);
+        tracing::info!(interface = %self.ifname, port = settings.port, "wireguard device up");
+        if let Ok(mut slot) = self.device.write() {
+            *slot = Some(device.clone());
+        }
+        Ok(device)
+    }
+
+    async fn reconcile(&mut self, nodes: Vec<NodeView>, settings: &Settings) -> Result<Summary, AgentError> {
         let local = nodes.iter().find(|n| n.name == self.node).ok_or_else(|| AgentError::LocalNode {
             node: self.node.clone(),
             reason: "not found in the API".into(),
@@ -106,6 +199,7 @@ impl Reconciler {
             node: self.node.clone(),
             reason: "no InternalIP in status.addresses".into(),
         })?;
+        let device = self.ensure_device(settings)?;
 
         // The published key must be the device's key before any peer relies on it.
         if NodeKeyAnnotations::parse(&local.annotations).ok().flatten().as_ref() != Some(&self.key) {
@@ -113,22 +207,22 @@ impl Reconciler {
         }
 
         let local_node = LocalNode { name: self.node.clone(), public_key: self.key.public_key, underlay_ip };
-        let peers = desired_peers(&nodes, &local_node, &MeshConfig { port: self.port });
+        let peers = desired_peers(&nodes, &local_node, &MeshConfig { port: settings.port });
         self.events.problems(&peers.problems).await;
         self.record_problems(&peers.problems);
 
-        let ops = peer_ops(&peers, &self.device.observe());
+        let ops = peer_ops(&peers, &device.observe());
         if !ops.is_empty() {
             tracing::info!(?ops, "updating wireguard peers");
-            self.device.apply(&to_changes(&ops))?;
+            device.apply(&to_changes(&ops))?;
         }
         if let Ok(mut names) = self.names.lock() {
             *names = peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect();
         }
 
-        let mtu = match self.mtu {
-            Some(mtu) => mtu,
-            None => {
+        let mtu = match settings.mtu {
+            Mtu::Fixed(mtu) => mtu,
+            Mtu::Auto => {
                 let underlay =
                     self.netlink.mtu_of_address(underlay_ip).await?.ok_or_else(|| AgentError::LocalNode {
                         node: self.node.clone(),
@@ -145,29 +239,69 @@ impl Reconciler {
             .filter_map(|c| c.parse::<IpNet>().ok())
             .filter(|n| n.trunc() == *n)
             .collect();
+        let routing = RoutingSettings {
+            ifname: self.ifname.clone(),
+            table: self.table,
+            rule_priority: self.rule_priority,
+            pod_networks: settings.pod_networks.clone(),
+            strict: settings.strict,
+        };
         let desired =
-            meshcrypt_routing::desired::build(&routing_input(&self.routing, mtu, &local_prefixes, &peers));
-        let observed = self
-            .netlink
-            .observe(&self.routing.ifname, self.routing.table, self.routing.rule_priority)
-            .await?;
-        let kernel_ops = plan(&desired, &observed);
-        if !kernel_ops.is_empty() {
-            let listed: Vec<String> = kernel_ops.iter().map(ToString::to_string).collect();
+            meshcrypt_routing::desired::build(&routing_input(&routing, mtu, &local_prefixes, &peers));
+        let kernel_ops = self.converge(&desired).await?;
+        Ok(Summary { peers: peers.peers.len(), device_ops: ops.len(), kernel_ops })
+    }
+
+    /// Brings the kernel to `desired`; returns how many operations that took.
+    async fn converge(&self, desired: &DesiredState) -> Result<usize, AgentError> {
+        let observed = self.netlink.observe(&self.ifname, self.table, self.rule_priority).await?;
+        let ops = plan(desired, &observed);
+        if !ops.is_empty() {
+            let listed: Vec<String> = ops.iter().map(ToString::to_string).collect();
             tracing::info!(ops = ?listed, "updating routes and rules");
             let index = observed.link.as_ref().map(|l| l.index);
-            self.netlink.apply(index, self.routing.table, &kernel_ops).await?;
+            self.netlink.apply(index, self.table, &ops).await?;
         }
-        if observed.link.is_none() {
+        if observed.link.is_none() && !desired.routes.is_empty() {
             return Err(AgentError::LocalNode {
                 node: self.node.clone(),
                 reason: "the WireGuard interface is gone".into(),
             });
         }
-        Ok(Summary { peers: peers.peers.len(), device_ops: ops.len(), kernel_ops: kernel_ops.len() })
+        Ok(ops.len())
     }
 
-    fn record_problems(&self, problems: &[meshcrypt_keyexchange::mesh::NodeProblem]) {
+    /// The mesh switched off: the device, every route and rule, and the published key go.
+    async fn disable(&mut self) -> Result<Summary, AgentError> {
+        let had_device = self.device.write().ok().and_then(|mut d| d.take()).is_some();
+        let empty = DesiredState {
+            link: LinkSpec { name: self.ifname.clone(), mtu: 0, addresses: Default::default() },
+            table: self.table,
+            routes: Default::default(),
+            rules: Default::default(),
+        };
+        let kernel_ops = self.converge(&empty).await?;
+        let nodes = self.nodes.state();
+        let published = nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()))
+            .and_then(|n| NodeKeyAnnotations::parse(&NodeView::from_node(n).annotations).ok().flatten())
+            .is_some();
+        if published {
+            withdraw_key(&self.client, &self.node).await?;
+        }
+        if had_device || kernel_ops > 0 || published {
+            tracing::info!(
+                kernel_ops,
+                "mesh switched off: device, routes, rules and the published key removed"
+            );
+            self.events.normal(&self.node, "MeshDisabled", "meshcrypt switched off by its ConfigMap").await;
+            self.names.lock().map(|mut n| n.clear()).ok();
+        }
+        Ok(Summary { peers: 0, device_ops: 0, kernel_ops })
+    }
+
+    fn record_problems(&self, problems: &[NodeProblem]) {
         let mut by_reason: BTreeMap<&'static str, i64> = BTreeMap::new();
         for p in problems {
             *by_reason.entry(p.problem.reason()).or_default() += 1;

@@ -1,0 +1,89 @@
+//! The live settings: a watch on the cluster ConfigMap, parsed by the strict parser over the
+//! flags' values. A rejected ConfigMap leaves the last good settings in force.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use tokio::sync::Notify;
+
+use crate::config::settings::{KeyError, Settings};
+
+/// Where the agent's settings come from.
+pub struct ConfigSource {
+    /// The flags' settings, used for absent keys (and for everything without a ConfigMap).
+    base: Settings,
+    /// The watched ConfigMap, if one is configured.
+    watched: Option<(Store<ConfigMap>, String)>,
+}
+
+/// The outcome of reading the ConfigMap.
+pub enum Reading {
+    /// Settings to apply.
+    Valid(Settings),
+    /// The ConfigMap was rejected; the errors name each key.
+    Rejected(Vec<KeyError>),
+}
+
+impl ConfigSource {
+    /// Settings from flags only.
+    pub fn flags_only(base: Settings) -> Self {
+        Self { base, watched: None }
+    }
+
+    /// Watches ConfigMap `name` in `namespace`, waking the loop on every change.
+    pub fn watch(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        base: Settings,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let (reader, writer) = reflector::store();
+        let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        let label = format!("{namespace}/{name}");
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(configmap = %label, error = %e, "configmap watch failed; retrying")
+                    }
+                }
+            }
+        });
+        Self { base, watched: Some((reader, name.to_owned())) }
+    }
+
+    /// Waits for the first complete read of the ConfigMap (immediate without one).
+    pub async fn ready(&self) -> Result<(), String> {
+        match &self.watched {
+            Some((store, _)) => store.wait_until_ready().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// The settings as of now.
+    pub fn read(&self) -> Reading {
+        let data: BTreeMap<String, String> = match &self.watched {
+            Some((store, name)) => store
+                .state()
+                .iter()
+                .find(|cm| cm.metadata.name.as_deref() == Some(name.as_str()))
+                .and_then(|cm| cm.data.clone())
+                .unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        match Settings::parse(&self.base, &data) {
+            Ok(settings) => Reading::Valid(settings),
+            Err(errors) => Reading::Rejected(errors),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `meshcrypt config check FILE`: finds the meshcrypt ConfigMap in a manifest (one YAML document
+//! or many, as `kubectl kustomize` prints them) and validates it with the agent's own parser.
+
+use std::io::Write as _;
+
+use serde::Deserialize as _;
+
+use super::settings::{KEYS, Settings};
+use crate::cli::ConfigCheckArgs;
+use crate::error::AgentError;
+
+/// Validates the ConfigMap and prints the effective settings; fails naming every bad key.
+pub fn run(args: &ConfigCheckArgs) -> Result<(), AgentError> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|source| AgentError::Io { what: format!("read {}", args.file.display()), source })?;
+    let mut found = None;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(document)
+            .map_err(|e| AgentError::Config(format!("{}: {e}", args.file.display())))?;
+        let is_ours = value["kind"].as_str() == Some("ConfigMap")
+            && value["metadata"]["name"].as_str() == Some(args.name.as_str());
+        if is_ours {
+            found = Some(value);
+        }
+    }
+    let configmap = found.ok_or_else(|| {
+        AgentError::Config(format!("no ConfigMap named {:?} in {}", args.name, args.file.display()))
+    })?;
+    let data: std::collections::BTreeMap<String, String> = match &configmap["data"] {
+        serde_yaml::Value::Null => Default::default(),
+        other => serde_yaml::from_value(other.clone())
+            .map_err(|e| AgentError::Config(format!("data must map strings to strings: {e}")))?,
+    };
+    let settings = Settings::parse(&Settings::default(), &data).map_err(|errors| {
+        let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        AgentError::Config(format!("ConfigMap {:?} rejected: {}", args.name, listed.join("; ")))
+    })?;
+    let io = |source| AgentError::Io { what: "write to stdout".into(), source };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ConfigMap {:?} is valid:", args.name).map_err(io)?;
+    for (key, _, _) in KEYS {
+        let origin = if data.contains_key(*key) { "set" } else { "default" };
+        writeln!(out, "  {key:<22} {:<8} {}", origin, describe(&settings, key)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn describe(s: &Settings, key: &str) -> String {
+    match key {
+        "enabled" => s.enabled.to_string(),
+        "strict" => s.strict.to_string(),
+        "port" => s.port.to_string(),
+        "mtu" => format!("{:?}", s.mtu),
+        "addressing" => format!("{:?}", s.addressing),
+        "pod-networks" => s.pod_networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        "host-encryption" => s.host_encryption.to_string(),
+        "mss-clamping" => s.mss_clamping.to_string(),
+        "key-rotation-interval" => {
+            s.key_rotation_interval.map(|d| format!("{}s", d.as_secs())).unwrap_or("off".into())
+        }
+        "log-level" => s.log_level.clone(),
+        _ => String::new(),
+    }
+}

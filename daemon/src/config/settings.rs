@@ -1,0 +1,303 @@
+//! The live settings of the mesh and their strict parser: the cluster ConfigMap's `data`, key by
+//! key. Every key is documented in [`KEYS`]; an unknown key, or a value outside its range, is an
+//! error naming the key, and the caller keeps the last good settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Every ConfigMap key, with its default and meaning (the deploy manifest documents the same).
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("enabled", "true", "Run the mesh. false removes the device, routes, rules and the published key."),
+    (
+        "strict",
+        "true",
+        "Fail closed: drop pod traffic that has no encrypted path instead of sending it in plaintext.",
+    ),
+    ("port", "51820", "The UDP port of the mesh on every node (1-65535)."),
+    ("mtu", "auto", "Tunnel MTU: auto (underlay MTU less 60 for IPv4, 80 for IPv6) or 576-9001."),
+    (
+        "addressing",
+        "pod-cidr",
+        "Where peers' allowed IPs come from: pod-cidr (spec.podCIDRs) or pod-ip (each node's Pods; AWS VPC CNI).",
+    ),
+    (
+        "pod-networks",
+        "",
+        "Comma-separated pod network prefixes steered into the mesh, e.g. 10.244.0.0/16,fd00:10:244::/56 (required).",
+    ),
+    ("host-encryption", "false", "Also encrypt traffic between node addresses."),
+    ("mss-clamping", "false", "Clamp TCP MSS to the tunnel MTU for flows into the mesh."),
+    (
+        "key-rotation-interval",
+        "0",
+        "Rotate the node key this often (e.g. 720h); 0 disables scheduled rotation.",
+    ),
+    ("log-level", "info", "Log filter in tracing syntax, e.g. info or meshcrypt=debug."),
+];
+
+/// How peers' allowed IPs are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// From each Node's `spec.podCIDRs`.
+    PodCidr,
+    /// From the IPs of the Pods scheduled to each node (the AWS VPC CNI gives pods VPC addresses).
+    PodIp,
+}
+
+/// The tunnel MTU setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mtu {
+    /// Derived from the underlay interface.
+    Auto,
+    /// Fixed.
+    Fixed(u32),
+}
+
+/// The mesh's tunable settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Run the mesh at all.
+    pub enabled: bool,
+    /// Fail closed.
+    pub strict: bool,
+    /// Mesh UDP port.
+    pub port: u16,
+    /// Tunnel MTU.
+    pub mtu: Mtu,
+    /// Where allowed IPs come from.
+    pub addressing: Addressing,
+    /// The pod networks steered into the mesh.
+    pub pod_networks: Vec<IpNet>,
+    /// Encrypt node-to-node traffic too.
+    pub host_encryption: bool,
+    /// Clamp TCP MSS.
+    pub mss_clamping: bool,
+    /// Scheduled key rotation; `None` when disabled.
+    pub key_rotation_interval: Option<Duration>,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            strict: true,
+            port: 51820,
+            mtu: Mtu::Auto,
+            addressing: Addressing::PodCidr,
+            pod_networks: Vec::new(),
+            host_encryption: false,
+            mss_clamping: false,
+            key_rotation_interval: None,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// One rejected key and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    /// The ConfigMap key.
+    pub key: String,
+    /// Why its value was rejected.
+    pub reason: String,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+impl Settings {
+    /// Parses a ConfigMap's `data` over `base` (the flags' values): keys present replace the base,
+    /// keys absent keep it. All errors are collected; any error rejects the whole map.
+    pub fn parse(base: &Settings, data: &BTreeMap<String, String>) -> Result<Settings, Vec<KeyError>> {
+        let mut out = base.clone();
+        let mut errors = Vec::new();
+        for (key, value) in data {
+            let value = value.trim();
+            let result = match key.as_str() {
+                "enabled" => parse_bool(value).map(|v| out.enabled = v),
+                "strict" => parse_bool(value).map(|v| out.strict = v),
+                "port" => match value.parse::<u16>() {
+                    Ok(0) | Err(_) => Err(format!("{value:?} is not a port number 1-65535")),
+                    Ok(port) => {
+                        out.port = port;
+                        Ok(())
+                    }
+                },
+                "mtu" => parse_mtu(value).map(|v| out.mtu = v),
+                "addressing" => parse_addressing(value).map(|v| out.addressing = v),
+                "pod-networks" => parse_networks(value).map(|v| out.pod_networks = v),
+                "host-encryption" => parse_bool(value).map(|v| out.host_encryption = v),
+                "mss-clamping" => parse_bool(value).map(|v| out.mss_clamping = v),
+                "key-rotation-interval" => parse_interval(value).map(|v| out.key_rotation_interval = v),
+                "log-level" => tracing_subscriber::EnvFilter::try_new(value)
+                    .map(|_| out.log_level = value.to_owned())
+                    .map_err(|e| format!("{value:?} is not a log filter: {e}")),
+                _ => Err(format!(
+                    "unknown key (known: {})",
+                    KEYS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+                )),
+            };
+            if let Err(reason) = result {
+                errors.push(KeyError { key: key.clone(), reason });
+            }
+        }
+        if errors.is_empty() && out.enabled && out.pod_networks.is_empty() {
+            errors.push(KeyError { key: "pod-networks".into(), reason: "required when enabled".into() });
+        }
+        if errors.is_empty() { Ok(out) } else { Err(errors) }
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{value:?} is neither true nor false")),
+    }
+}
+
+fn parse_addressing(value: &str) -> Result<Addressing, String> {
+    match value {
+        "pod-cidr" => Ok(Addressing::PodCidr),
+        "pod-ip" => Ok(Addressing::PodIp),
+        _ => Err(format!("{value:?} is neither pod-cidr nor pod-ip")),
+    }
+}
+
+fn parse_mtu(value: &str) -> Result<Mtu, String> {
+    if value == "auto" {
+        return Ok(Mtu::Auto);
+    }
+    match value.parse::<u32>() {
+        Ok(mtu) if (576..=9001).contains(&mtu) => Ok(Mtu::Fixed(mtu)),
+        _ => Err(format!("{value:?} is neither auto nor an MTU of 576-9001")),
+    }
+}
+
+fn parse_networks(value: &str) -> Result<Vec<IpNet>, String> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let net: IpNet = item.parse().map_err(|_| format!("{item:?} is not a prefix"))?;
+        if net.trunc() != net {
+            return Err(format!("{item:?} has host bits set (did you mean {}?)", net.trunc()));
+        }
+        out.push(net);
+    }
+    Ok(out)
+}
+
+fn parse_interval(value: &str) -> Result<Option<Duration>, String> {
+    if value == "0" {
+        return Ok(None);
+    }
+    let span: jiff::SignedDuration =
+        value.parse().map_err(|_| format!("{value:?} is not a duration like 720h or 30m"))?;
+    let duration = Duration::try_from(span).map_err(|_| format!("{value:?} is negative"))?;
+    if duration < Duration::from_secs(60) {
+        return Err(format!("{value:?} is shorter than a minute"));
+    }
+    Ok(Some(duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Pairs = Vec<(&'static str, &'static str)>;
+    type Check = Box<dyn Fn(&Settings) -> bool>;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn base() -> Settings {
+        Settings { pod_networks: vec!["10.244.0.0/16".parse().unwrap()], ..Settings::default() }
+    }
+
+    #[test]
+    fn accepted_values_table() {
+        let cases: Vec<(Pairs, Check)> = vec![
+            (vec![], Box::new(|s| *s == base())),
+            (vec![("enabled", "false")], Box::new(|s| !s.enabled)),
+            (vec![("strict", " false ")], Box::new(|s| !s.strict)),
+            (vec![("port", "51821")], Box::new(|s| s.port == 51821)),
+            (vec![("mtu", "8941")], Box::new(|s| s.mtu == Mtu::Fixed(8941))),
+            (vec![("mtu", "auto")], Box::new(|s| s.mtu == Mtu::Auto)),
+            (vec![("addressing", "pod-ip")], Box::new(|s| s.addressing == Addressing::PodIp)),
+            (
+                vec![("pod-networks", "10.0.0.0/8, fd00:10:244::/56")],
+                Box::new(|s| {
+                    s.pod_networks.len() == 2 && s.pod_networks[1].to_string() == "fd00:10:244::/56"
+                }),
+            ),
+            (
+                vec![("key-rotation-interval", "720h")],
+                Box::new(|s| s.key_rotation_interval == Some(Duration::from_secs(720 * 3600))),
+            ),
+            (vec![("key-rotation-interval", "0")], Box::new(|s| s.key_rotation_interval.is_none())),
+            (vec![("log-level", "meshcrypt=debug")], Box::new(|s| s.log_level == "meshcrypt=debug")),
+            (
+                vec![("host-encryption", "true"), ("mss-clamping", "true")],
+                Box::new(|s| s.host_encryption && s.mss_clamping),
+            ),
+        ];
+        for (input, check) in cases {
+            let parsed =
+                Settings::parse(&base(), &data(&input)).unwrap_or_else(|e| panic!("{input:?}: {e:?}"));
+            assert!(check(&parsed), "{input:?}: {parsed:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_values_are_rejected_by_key() {
+        let cases: Vec<(Pairs, Vec<&str>)> = vec![
+            (vec![("port", "abc")], vec!["port"]),
+            (vec![("port", "0")], vec!["port"]),
+            (vec![("port", "65536")], vec!["port"]),
+            (vec![("mtu", "70000")], vec!["mtu"]),
+            (vec![("mtu", "100")], vec!["mtu"]),
+            (vec![("enabled", "maybe")], vec!["enabled"]),
+            (vec![("strict", "TRUE")], vec!["strict"]),
+            (vec![("surprise", "1")], vec!["surprise"]),
+            (vec![("addressing", "eni")], vec!["addressing"]),
+            (vec![("pod-networks", "10.244.0.1/16")], vec!["pod-networks"]),
+            (vec![("pod-networks", "")], vec!["pod-networks"]),
+            (vec![("key-rotation-interval", "soon")], vec!["key-rotation-interval"]),
+            (vec![("key-rotation-interval", "10s")], vec!["key-rotation-interval"]),
+            (vec![("log-level", "[[[")], vec!["log-level"]),
+            (
+                vec![("port", "abc"), ("mtu", "70000"), ("enabled", "maybe"), ("x", "y")],
+                vec!["enabled", "mtu", "port", "x"],
+            ),
+        ];
+        for (input, keys) in cases {
+            let errors = Settings::parse(&base(), &data(&input)).expect_err(&format!("{input:?} accepted"));
+            let got: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+            assert_eq!(got, keys, "{input:?}: {errors:?}");
+            assert!(errors.iter().all(|e| !e.reason.is_empty()));
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented_once() {
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len());
+        // Every documented default parses.
+        let defaults: BTreeMap<String, String> = KEYS
+            .iter()
+            .filter(|(_, default, _)| !default.is_empty())
+            .map(|(k, v, _)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(Settings::parse(&base(), &defaults).unwrap(), base());
+    }
+}
