@@ -16,6 +16,9 @@ pub struct AgentOptions {
     pub extra_args: Vec<String>,
     /// The agent's log filter.
     pub log_level: String,
+    /// Run agents from a ConfigMap (`meshcrypt-system/meshcrypt`) with this data instead of flags;
+    /// a missing `pod-networks` key is filled in with the lab's pod networks.
+    pub config_map: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl AgentOptions {
@@ -25,6 +28,7 @@ impl AgentOptions {
             binary: meshcrypt_bin()?,
             extra_args: Vec::new(),
             log_level: "info,meshcrypt=debug".into(),
+            config_map: None,
         })
     }
 }
@@ -64,13 +68,15 @@ pub(super) fn spawn(cluster: &Cluster, node: &str) -> Result<LabProcess, Cluster
         .arg(dir.join("state"))
         .args(["--uapi-dir", "/run/wireguard", "--metrics-addr"])
         .arg(format!("0.0.0.0:{METRICS_PORT}"))
-        .args(["--resync-seconds", "2", "--log-level", &opts.log_level])
-        .arg("--pod-network")
-        .arg(cluster.lab.cluster_pod_cidr().to_string())
-        .args(&opts.extra_args);
-    if let Some(cidr6) = cluster.lab.cluster_pod_cidr6() {
-        cmd.arg("--pod-network").arg(cidr6.to_string());
+        .args(["--resync-seconds", "2", "--log-level", &opts.log_level]);
+    if opts.config_map.is_some() {
+        cmd.args(["--config-map", super::CONFIG_MAP, "--config-namespace", super::CONFIG_NAMESPACE]);
+    } else {
+        for network in cluster.pod_networks() {
+            cmd.arg("--pod-network").arg(network);
+        }
     }
+    cmd.args(&opts.extra_args);
     let options = SpawnOptions { private_dirs: vec![PathBuf::from("/run/wireguard")] };
     Ok(cluster.lab.spawn_with(&lab_node.namespace, &cmd, &options)?)
 }

@@ -19,6 +19,11 @@ pub use agent::{AgentOptions, meshcrypt_bin};
 pub use error::ClusterError;
 pub use probe::{http_get, poll};
 
+/// The namespace of the agents' ConfigMap (as in `deploy/`).
+pub const CONFIG_NAMESPACE: &str = "meshcrypt-system";
+/// The name of the agents' ConfigMap (as in `deploy/`).
+pub const CONFIG_MAP: &str = "meshcrypt";
+
 /// The port every agent serves `/healthz`, `/readyz` and `/metrics` on, inside its node.
 pub const METRICS_PORT: u16 = 9476;
 
@@ -65,6 +70,16 @@ impl Cluster {
         for name in &names {
             cluster.register_node(name)?;
         }
+        if let Some(data) = cluster.options.config_map.clone() {
+            let mut data = data;
+            data.entry("pod-networks".into()).or_insert_with(|| cluster.pod_networks().join(","));
+            cluster.api().create(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": CONFIG_MAP, "namespace": CONFIG_NAMESPACE},
+                "data": data,
+            }))?;
+        }
         for name in &names {
             cluster.start_agent(name)?;
         }
@@ -104,6 +119,56 @@ impl Cluster {
                 .push(serde_json::json!({"type": "InternalIP", "address": addr6.to_string()}));
         }
         Ok(self.api().create(object)?)
+    }
+
+    /// The lab's pod networks, as agents are told them.
+    pub fn pod_networks(&self) -> Vec<String> {
+        let mut out = vec![self.lab.cluster_pod_cidr().to_string()];
+        out.extend(self.lab.cluster_pod_cidr6().map(|c| c.to_string()));
+        out
+    }
+
+    /// Changes keys of the agents' ConfigMap (a merge patch, as `kubectl patch` would).
+    pub fn set_config(&self, pairs: &[(&str, &str)]) -> Result<(), ClusterError> {
+        let data: serde_json::Map<String, Value> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect();
+        self.api().merge_patch(
+            "v1",
+            "ConfigMap",
+            Some(CONFIG_NAMESPACE),
+            CONFIG_MAP,
+            &serde_json::json!({"data": data}),
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// Removes keys from the agents' ConfigMap.
+    pub fn unset_config(&self, keys: &[&str]) -> Result<(), ClusterError> {
+        let data: serde_json::Map<String, Value> =
+            keys.iter().map(|k| ((*k).to_owned(), Value::Null)).collect();
+        self.api().merge_patch(
+            "v1",
+            "ConfigMap",
+            Some(CONFIG_NAMESPACE),
+            CONFIG_MAP,
+            &serde_json::json!({"data": data}),
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// The events.k8s.io Events with `reason`, newest last.
+    pub fn events(&self, reason: &str) -> Vec<Value> {
+        let mut events: Vec<Value> = self
+            .api()
+            .list("events.k8s.io/v1", "Event")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["reason"] == reason)
+            .collect();
+        events.sort_by_key(|e| e["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse::<u64>().ok()));
+        events
     }
 
     /// Starts (or restarts) the agent on `node`, keeping its state directory (and so its key).
