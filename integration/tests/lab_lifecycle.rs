@@ -139,3 +139,49 @@ fn hostile_configmap_values_are_rejected_and_the_last_good_configuration_stays()
     println!("stream through rejection and port move: {stream_report:?}");
     assert_eq!(stream_report.error, None, "the TCP stream broke: {stream_report:?}");
 }
+
+#[test]
+fn an_agent_killed_and_restarted_leaks_nothing_and_the_stream_survives() {
+    let mut cluster = cluster(&[]);
+    let (a, b) = pods(&cluster);
+    let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
+    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
+    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+
+    let killed = Instant::now();
+    cluster.kill_agent("node-0").expect("SIGKILL");
+    cluster.start_agent("node-0").expect("restart");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready again");
+    let ready = killed.elapsed();
+    let resumed = poll(Duration::from_secs(10), || {
+        if cluster.lab.ping(&a, b.address.into()).unwrap_or(false) {
+            Ok(killed.elapsed())
+        } else {
+            Err("no".into())
+        }
+    })
+    .expect("traffic resumes");
+
+    // The same for a graceful stop and start of the same binary (an upgrade).
+    let stopped = Instant::now();
+    cluster.stop_agent("node-1").expect("SIGTERM");
+    cluster.start_agent("node-1").expect("start");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready again");
+    let upgraded = poll(Duration::from_secs(10), || {
+        if cluster.lab.ping(&b, a.address.into()).unwrap_or(false) {
+            Ok(stopped.elapsed())
+        } else {
+            Err("no".into())
+        }
+    })
+    .expect("traffic resumes after the upgrade");
+
+    let report = leak.stop().expect("leak report");
+    let stream = stream.stop();
+    println!(
+        "SIGKILL: agent ready after {ready:?}, traffic after {resumed:?}; restart: traffic after {upgraded:?}; stream {stream:?}"
+    );
+    assert_eq!(report.pod_plaintext, 0, "plaintext during the restarts:\n{report}");
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(stream.error, None, "the TCP stream was reset: {stream:?}");
+}
