@@ -75,6 +75,9 @@ pub enum KeysCommand {
     Init(StateDir),
     /// Print the public half and fingerprint of the existing node key.
     Show(StateDir),
+    /// Replace the node key with a new one of the next epoch; a running agent switches to it and
+    /// publishes it on its next pass. The old key is destroyed.
+    Rotate(StateDir),
 }
 
 /// Where the node's state (its private key) lives.

@@ -8,25 +8,27 @@ use crate::cli::KeysCommand;
 use crate::error::AgentError;
 
 pub fn run(command: KeysCommand) -> Result<(), AgentError> {
-    let (dir, create) = match command {
-        KeysCommand::Init(args) => (args.state_dir, true),
-        KeysCommand::Show(args) => (args.state_dir, false),
+    let (record, created) = match command {
+        KeysCommand::Init(args) => KeyStore::open(&args.state_dir)?.load_or_create()?,
+        KeysCommand::Show(args) => {
+            let key = KeyStore::open(&args.state_dir)?.load()?.ok_or_else(|| {
+                AgentError::Config(format!(
+                    "no key in {}: run `meshcrypt keys init`",
+                    args.state_dir.display()
+                ))
+            })?;
+            (key, false)
+        }
+        KeysCommand::Rotate(args) => (KeyStore::open(&args.state_dir)?.rotate()?, true),
     };
-    let store = KeyStore::open(&dir)?;
-    let (key, created) = if create {
-        store.load_or_create()?
-    } else {
-        let key = store.load()?.ok_or_else(|| {
-            AgentError::Config(format!("no key in {}: run `meshcrypt keys init`", dir.display()))
-        })?;
-        (key, false)
-    };
-    let public = key.public_key();
+    let public = record.key.public_key();
     let io = |source| AgentError::Io { what: "write to stdout".into(), source };
     let mut out = std::io::stdout().lock();
     writeln!(out, "public-key:  {public}").map_err(io)?;
     writeln!(out, "fingerprint: {}", public.fingerprint()).map_err(io)?;
-    writeln!(out, "key-file:    {}", store.key_path().display()).map_err(io)?;
+    writeln!(out, "epoch:       {}", record.epoch).map_err(io)?;
+    writeln!(out, "key-created: {}", record.annotations().to_annotations()["meshcrypt.dev/key-created"])
+        .map_err(io)?;
     writeln!(out, "created:     {}", if created { "now" } else { "earlier" }).map_err(io)?;
     Ok(())
 }

@@ -185,3 +185,66 @@ fn an_agent_killed_and_restarted_leaks_nothing_and_the_stream_survives() {
     assert!(report.is_clean(), "{report}");
     assert_eq!(stream.error, None, "the TCP stream was reset: {stream:?}");
 }
+
+/// Each node's published (public key, epoch).
+fn published(cluster: &Cluster) -> BTreeMap<String, (String, String)> {
+    cluster
+        .lab
+        .nodes()
+        .iter()
+        .map(|n| {
+            let node = cluster.api().get("v1", "Node", None, &n.name).expect("node");
+            let a = &node["metadata"]["annotations"];
+            let get = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+            (n.name.clone(), (get("meshcrypt.dev/public-key"), get("meshcrypt.dev/key-epoch")))
+        })
+        .collect()
+}
+
+#[test]
+fn keys_rotate_on_every_node_during_traffic_without_a_reset() {
+    let cluster = cluster(&[]);
+    let (a, b) = pods(&cluster);
+    let before = published(&cluster);
+    assert!(before.values().all(|(key, epoch)| !key.is_empty() && epoch == "0"), "{before:?}");
+    let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
+    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
+    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+
+    // On demand on node-0 (`meshcrypt keys rotate`); scheduled on node-1 (its key made to look
+    // two hours old, with a one-hour interval).
+    let started = Instant::now();
+    let state = |node: &str| cluster.dir().join(node).join("state");
+    let out = std::process::Command::new(meshcrypt_integration::cluster::meshcrypt_bin().unwrap())
+        .args(["keys", "rotate", "--state-dir"])
+        .arg(state("node-0"))
+        .output()
+        .expect("meshcrypt keys rotate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let old = SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(state("node-1").join("private.key"))
+        .and_then(|f| f.set_modified(old))
+        .expect("age the key");
+    cluster.set_config(&[("key-rotation-interval", "1h")]).expect("interval");
+
+    let after = poll(Duration::from_secs(15), || {
+        let now = published(&cluster);
+        let rotated = now.iter().all(|(node, (key, epoch))| *key != before[node].0 && epoch == "1");
+        let flowing = cluster.lab.ping(&a, b.address.into()).unwrap_or(false);
+        if rotated && flowing { Ok(now) } else { Err(format!("published {now:?}, traffic {flowing}")) }
+    })
+    .unwrap_or_else(|e| panic!("rotation: {e}\n{}", cluster.agent_logs_tail(20)));
+    let took = started.elapsed();
+    // The devices run the published keys.
+    for (node, (key, _)) in &after {
+        let device_key = cluster.wg(node, &["show", "meshcrypt0", "public-key"]).expect("wg");
+        assert_eq!(device_key.trim(), key, "{node}");
+    }
+    let report = leak.stop().expect("leak report");
+    let stream = stream.stop();
+    println!("both nodes rotated and traffic flowed after {took:?}; stream {stream:?}");
+    assert_eq!(report.pod_plaintext, 0, "{report}");
+    assert_eq!(stream.error, None, "the TCP stream was reset: {stream:?}");
+}

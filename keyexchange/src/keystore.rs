@@ -1,18 +1,39 @@
 //! The private key file: `<state-dir>/private.key`, mode 0600 in a 0700 directory, replaced
 //! atomically (temporary file, fsync, rename, fsync of the directory) and reused across restarts.
+//! It holds the key in WireGuard's base64 form and the key's epoch (`epoch=N` on a second line),
+//! so that the two can never disagree after a crash. On rotation the old key's bytes are
+//! overwritten in place before its file is released.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek as _, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::{Error, PrivateKey};
+use crate::{Error, NodeKeyAnnotations, PrivateKey};
 
 /// The key file's name inside the state directory.
 pub const KEY_FILE: &str = "private.key";
 const TEMP_FILE: &str = ".private.key.tmp";
+
+/// The stored key with its epoch (how many keys came before it) and creation time.
+#[derive(Debug)]
+pub struct KeyRecord {
+    /// The private key.
+    pub key: PrivateKey,
+    /// 0 for the node's first key, one more after each rotation.
+    pub epoch: u64,
+    /// When this key was written (the key file's modification time, whole seconds).
+    pub created: jiff::Timestamp,
+}
+
+impl KeyRecord {
+    /// What the node publishes about this key.
+    pub fn annotations(&self) -> NodeKeyAnnotations {
+        NodeKeyAnnotations { public_key: self.key.public_key(), epoch: self.epoch, created: self.created }
+    }
+}
 
 /// Where a node's private key lives on disk. The directory is created 0700 if missing; an
 /// existing directory or key file that group or others can access is refused, not repaired, so
@@ -26,10 +47,7 @@ impl KeyStore {
     /// Opens (creating if needed) the state directory.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
         let dir = dir.into();
-        match fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) => return Err(Error::io(&dir, e)),
-        }
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Error::io(&dir, e))?;
         let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
         check_private(&dir, &meta, true)?;
         Ok(Self { dir })
@@ -41,7 +59,7 @@ impl KeyStore {
     }
 
     /// Loads the stored key, or `None` if there is none yet.
-    pub fn load(&self) -> Result<Option<PrivateKey>, Error> {
+    pub fn load(&self) -> Result<Option<KeyRecord>, Error> {
         let path = self.key_path();
         let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
             Ok(file) => file,
@@ -52,36 +70,45 @@ impl KeyStore {
         check_private(&path, &meta, false)?;
         let mut text = Zeroizing::new(String::new());
         file.read_to_string(&mut text).map_err(|e| Error::io(&path, e))?;
-        PrivateKey::from_base64(text.trim_end_matches('\n')).map(Some)
+        let mut lines = text.lines();
+        let key = PrivateKey::from_base64(lines.next().unwrap_or_default())?;
+        let epoch = match lines.next() {
+            None => 0,
+            Some(line) => line
+                .strip_prefix("epoch=")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| Error::io(&path, invalid_data("second line must be epoch=N")))?,
+        };
+        Ok(Some(KeyRecord { key, epoch, created: modified(&path, &meta)? }))
     }
 
-    /// Loads the stored key, or generates one and stores it. The flag is true when a new key was
-    /// created.
-    pub fn load_or_create(&self) -> Result<(PrivateKey, bool), Error> {
-        if let Some(key) = self.load()? {
-            return Ok((key, false));
+    /// Loads the stored key, or generates a first one (epoch 0) and stores it. The flag is true
+    /// when a new key was created.
+    pub fn load_or_create(&self) -> Result<(KeyRecord, bool), Error> {
+        if let Some(record) = self.load()? {
+            return Ok((record, false));
         }
-        let key = PrivateKey::generate();
-        self.save(&key)?;
-        tracing::info!(path = %self.key_path().display(), fingerprint = %key.public_key().fingerprint(), "generated a new node key");
-        Ok((key, true))
+        let record = self.write(PrivateKey::generate(), 0)?;
+        tracing::info!(path = %self.key_path().display(), fingerprint = %record.key.public_key().fingerprint(), "generated a new node key");
+        Ok((record, true))
     }
 
-    /// When the stored key was written: the key file's modification time, which only a new key
-    /// (an atomic replace) changes.
-    pub fn created(&self) -> Result<jiff::Timestamp, Error> {
-        let path = self.key_path();
-        let modified =
-            fs::symlink_metadata(&path).and_then(|m| m.modified()).map_err(|e| Error::io(&path, e))?;
-        let ts = jiff::Timestamp::try_from(modified)
-            .map_err(|e| Error::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        // Whole seconds: the annotation carries seconds.
-        jiff::Timestamp::from_second(ts.as_second()).map_err(|e| Error::io(&path, std::io::Error::other(e)))
+    /// Replaces the key with a fresh one of the next epoch. The old key's bytes are overwritten
+    /// on disk (on file systems that write in place, such as ext4 and xfs) and the old key in
+    /// memory is zeroized when dropped.
+    pub fn rotate(&self) -> Result<KeyRecord, Error> {
+        let epoch = match self.load()? {
+            Some(old) => old.epoch + 1,
+            None => 0,
+        };
+        let record = self.write(PrivateKey::generate(), epoch)?;
+        tracing::info!(epoch, fingerprint = %record.key.public_key().fingerprint(), "rotated the node key");
+        Ok(record)
     }
 
-    /// Stores `key`, atomically replacing any previous key: a reader sees the old key or the new
-    /// one, never a mix, even across a crash.
-    pub fn save(&self, key: &PrivateKey) -> Result<(), Error> {
+    /// Stores `key` as epoch `epoch`, atomically replacing any previous key: a reader sees the
+    /// old key or the new one, never a mix, even across a crash.
+    fn write(&self, key: PrivateKey, epoch: u64) -> Result<KeyRecord, Error> {
         let temp = self.dir.join(TEMP_FILE);
         match fs::remove_file(&temp) {
             Ok(()) => {}
@@ -98,15 +125,40 @@ impl KeyStore {
         // The umask cannot widen 0600, but a restrictive one could narrow it; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(&temp, e))?;
         let mut text = key.to_base64();
-        text.push('\n');
+        text.push_str(&format!("\nepoch={epoch}\n"));
         file.write_all(text.as_bytes()).map_err(|e| Error::io(&temp, e))?;
         file.sync_all().map_err(|e| Error::io(&temp, e))?;
         drop(file);
         let path = self.key_path();
+        // Hold the old file open across the rename, then overwrite what it held.
+        let old = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&path).ok();
         fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&self.dir, e))?;
-        Ok(())
+        if let Some(old) = old {
+            destroy(old).map_err(|e| Error::io(&path, e))?;
+        }
+        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(KeyRecord { key, epoch, created: modified(&path, &meta)? })
     }
+}
+
+/// Overwrites a released key file's contents with zeros and flushes them.
+fn destroy(mut old: File) -> std::io::Result<()> {
+    let len = old.metadata()?.len();
+    old.seek(std::io::SeekFrom::Start(0))?;
+    old.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+    old.sync_all()
+}
+
+fn modified(path: &Path, meta: &fs::Metadata) -> Result<jiff::Timestamp, Error> {
+    let modified = meta.modified().map_err(|e| Error::io(path, e))?;
+    let ts = jiff::Timestamp::try_from(modified).map_err(|e| Error::io(path, invalid_data(e)))?;
+    // Whole seconds: the annotation carries seconds.
+    jiff::Timestamp::from_second(ts.as_second()).map_err(|e| Error::io(path, invalid_data(e)))
+}
+
+fn invalid_data(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
 }
 
 fn check_private(path: &Path, meta: &fs::Metadata, want_dir: bool) -> Result<(), Error> {
@@ -148,23 +200,34 @@ mod tests {
         let reopened = KeyStore::open(tmp.path().join("state")).unwrap();
         let (second, created) = reopened.load_or_create().unwrap();
         assert!(!created);
-        assert_eq!(first.public_key(), second.public_key());
+        assert_eq!(first.key.public_key(), second.key.public_key());
+        assert_eq!((first.epoch, first.created), (second.epoch, second.created));
     }
 
     #[test]
-    fn save_replaces_atomically_and_leaves_no_temp_file() {
+    fn rotation_replaces_atomically_bumps_the_epoch_and_destroys_the_old_key() {
         let (tmp, store) = store();
         let (old, _) = store.load_or_create().unwrap();
-        let old_inode = fs::metadata(store.key_path()).unwrap().ino();
-        let new = PrivateKey::generate();
-        store.save(&new).unwrap();
+        assert_eq!(old.epoch, 0);
+        // A reader holding the old file (as rename(2) lets it) must find no key left in it.
+        let mut held = File::open(store.key_path()).unwrap();
+        let old_inode = held.metadata().unwrap().ino();
+        let new = store.rotate().unwrap();
         let meta = fs::metadata(store.key_path()).unwrap();
-        // rename(2) puts a new inode in place: readers holding the old file keep the old key.
         assert_ne!(meta.ino(), old_inode);
         assert_eq!(meta.mode() & 0o7777, 0o600);
+        let mut leftover = Vec::new();
+        held.read_to_end(&mut leftover).unwrap();
+        assert!(
+            !leftover.is_empty() && leftover.iter().all(|b| *b == 0),
+            "old key bytes remain: {leftover:?}"
+        );
         let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.public_key(), new.public_key());
-        assert_ne!(loaded.public_key(), old.public_key());
+        assert_eq!(loaded.key.public_key(), new.key.public_key());
+        assert_ne!(loaded.key.public_key(), old.key.public_key());
+        assert_eq!((loaded.epoch, new.epoch), (1, 1));
+        assert_eq!(store.rotate().unwrap().epoch, 2);
+        assert_eq!(loaded.annotations().public_key, new.key.public_key());
         let names: Vec<_> =
             fs::read_dir(tmp.path().join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(KEY_FILE)]);
@@ -223,5 +286,18 @@ mod tests {
         fs::write(store.key_path(), "not a key\n").unwrap();
         assert!(matches!(store.load(), Err(Error::KeyEncoding(_))));
         assert!(store.load_or_create().is_err());
+        let valid = PrivateKey::generate().to_base64();
+        fs::write(store.key_path(), format!("{}\nepoch=x\n", valid.as_str())).unwrap();
+        assert!(matches!(store.load(), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn a_plain_wireguard_key_file_is_epoch_zero() {
+        let (_tmp, store) = store();
+        let key = PrivateKey::generate();
+        fs::write(store.key_path(), format!("{}\n", key.to_base64().as_str())).unwrap();
+        fs::set_permissions(store.key_path(), fs::Permissions::from_mode(0o600)).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!((loaded.key.public_key(), loaded.epoch), (key.public_key(), 0));
     }
 }

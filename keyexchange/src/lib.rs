@@ -13,4 +13,4 @@ pub mod mesh;
 pub use annotations::{ANNOTATION_PREFIX, NodeKeyAnnotations};
 pub use error::Error;
 pub use keys::{PrivateKey, PublicKey};
-pub use keystore::KeyStore;
+pub use keystore::{KeyRecord, KeyStore};

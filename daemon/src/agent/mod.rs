@@ -15,7 +15,7 @@ mod routing_input;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshcrypt_keyexchange::{KeyStore, NodeKeyAnnotations};
+use meshcrypt_keyexchange::KeyStore;
 use meshcrypt_routing::Netlink;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
@@ -44,10 +44,10 @@ fn flag_settings(args: &AgentArgs, log: &LogControl) -> Settings {
 /// agent is back.
 pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     let keys = KeyStore::open(&args.state.state_dir)?;
-    let (private_key, created) = keys.load_or_create()?;
-    let key = NodeKeyAnnotations { public_key: private_key.public_key(), epoch: 0, created: keys.created()? };
-    drop(private_key);
-    tracing::info!(node = %args.node_name, fingerprint = %key.public_key.fingerprint(), new = created, "node key ready");
+    let (record, created) = keys.load_or_create()?;
+    let key = record.annotations();
+    drop(record);
+    tracing::info!(node = %args.node_name, fingerprint = %key.public_key.fingerprint(), epoch = key.epoch, new = created, "node key ready");
 
     let netlink = Netlink::connect()?;
     let client = kube_client::client(args.kubeconfig.as_deref()).await?;

@@ -169,7 +169,7 @@ impl Reconciler {
     }
 
     /// The device, created (or moved to the configured port) as needed.
-    fn ensure_device(&self, settings: &Settings) -> Result<Arc<Device>, AgentError> {
+    fn ensure_device(&mut self, settings: &Settings) -> Result<Arc<Device>, AgentError> {
         if let Some(device) = self.device() {
             if device.listen_port() != settings.port {
                 tracing::info!(from = device.listen_port(), to = settings.port, "moving the mesh port");
@@ -177,9 +177,10 @@ impl Reconciler {
             }
             return Ok(device);
         }
-        let private_key =
+        let record =
             self.keys.load()?.ok_or_else(|| AgentError::Config("the node key file vanished".into()))?;
-        let mut config = DeviceConfig::new(self.ifname.clone(), private_key);
+        self.key = record.annotations();
+        let mut config = DeviceConfig::new(self.ifname.clone(), record.key);
         config.listen_port = settings.port;
         config.uapi_dir = self.uapi_dir.clone();
         let device = Arc::new(Device::create(config)?);
@@ -200,6 +201,7 @@ impl Reconciler {
             reason: "no InternalIP in status.addresses".into(),
         })?;
         let device = self.ensure_device(settings)?;
+        self.sync_key(&device, settings)?;
 
         // The published key must be the device's key before any peer relies on it.
         if NodeKeyAnnotations::parse(&local.annotations).ok().flatten().as_ref() != Some(&self.key) {
@@ -250,6 +252,29 @@ impl Reconciler {
             meshcrypt_routing::desired::build(&routing_input(&routing, mtu, &local_prefixes, &peers));
         let kernel_ops = self.converge(&desired).await?;
         Ok(Summary { peers: peers.peers.len(), device_ops: ops.len(), kernel_ops })
+    }
+
+    /// Rotates the key when its interval has passed, and moves the device to the stored key when
+    /// it changed (a scheduled rotation, or `meshcrypt keys rotate` on this node). Make before
+    /// break: the device switches first (its current sessions carry traffic until their next
+    /// handshake), then the new key is published and peers follow.
+    fn sync_key(&mut self, device: &Device, settings: &Settings) -> Result<(), AgentError> {
+        if let Some(interval) = settings.key_rotation_interval {
+            let age = jiff::Timestamp::now().duration_since(self.key.created);
+            if age >= jiff::SignedDuration::try_from(interval).unwrap_or(jiff::SignedDuration::MAX) {
+                tracing::info!(age = %age, "key rotation due");
+                self.keys.rotate()?;
+            }
+        }
+        let record =
+            self.keys.load()?.ok_or_else(|| AgentError::Config("the node key file vanished".into()))?;
+        let stored = record.annotations();
+        if stored != self.key {
+            tracing::info!(from = %self.key.public_key.fingerprint(), to = %stored.public_key.fingerprint(), epoch = stored.epoch, "switching to the new node key");
+            device.apply(&[Change::SetPrivateKey(record.key)])?;
+            self.key = stored;
+        }
+        Ok(())
     }
 
     /// Brings the kernel to `desired`; returns how many operations that took.
