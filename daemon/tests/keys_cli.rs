@@ -38,11 +38,18 @@ fn init_creates_a_private_0600_key_and_show_prints_the_same_public_key() {
 
     let key_file = std::path::Path::new(dir).join("private.key");
     assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
-    let private = std::fs::read_to_string(&key_file).unwrap();
-    let private = private.trim();
+    let contents = std::fs::read_to_string(&key_file).unwrap();
+    let private = contents.lines().next().unwrap();
     assert_eq!(private.len(), 44);
-    for text in [&first, &first_log, &again, &shown, &show_log] {
+    assert_eq!(field(&shown, "epoch:"), "0");
+    let (ok, rotated, rotate_log) = meshcrypt(&["keys", "rotate", "--state-dir", dir]);
+    assert!(ok, "{rotate_log}");
+    assert_eq!(field(&rotated, "epoch:"), "1");
+    assert_ne!(field(&rotated, "public-key:"), field(&shown, "public-key:"));
+    let new_private = std::fs::read_to_string(&key_file).unwrap().lines().next().unwrap().to_owned();
+    for text in [&first, &first_log, &again, &shown, &show_log, &rotated, &rotate_log] {
         assert!(!text.contains(private), "private key printed: {text}");
+        assert!(!text.contains(&new_private), "private key printed: {text}");
     }
 }
 

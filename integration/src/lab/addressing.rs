@@ -26,6 +26,10 @@
 //! | pod *j* on node *i* | `fd00:10:244:<i in hex>::(10+j)/128` |
 //!
 //! IPv6 addresses are added with `nodad` so they are usable at once.
+//!
+//! The VPC-CNI-like variant ([`LabBuilder::vpc_cni`](super::LabBuilder::vpc_cni)) keeps the
+//! underlay, node and gateway addresses but takes pod addresses from one shared range and routes
+//! them per pod: see [`vpc_cni`](super::vpc_cni).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -1,8 +1,10 @@
-//! `Lab::builder()`: how many nodes and pods per node, IPv6 or not, and link MTUs.
+//! `Lab::builder()`: how many nodes and pods per node, IPv6 or not, link MTUs, and the VPC-CNI-like
+//! variant.
 
 use super::addressing::MAX_INDEX;
 use super::error::LabError;
 use super::instance::Lab;
+use super::vpc_cni::{self, MAX_VPC_CNI_NODES};
 
 /// The shape every node of a lab gets (also nodes added later).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,11 +17,23 @@ pub struct LabOptions {
     pub underlay_mtu: u32,
     /// MTU of the pod veths (both ends).
     pub pod_mtu: u32,
+    /// Model the AWS VPC CNI (see [`vpc_cni`](super::vpc_cni)): pod addresses scattered over
+    /// the nodes from one shared range, per-pod routes and policy rules, no per-node pod CIDRs.
+    pub vpc_cni: bool,
+    /// The seed of the VPC-CNI address pool (same seed, same addresses).
+    pub vpc_cni_seed: u64,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { pods_per_node: 2, ipv6: false, underlay_mtu: 1500, pod_mtu: 1500 }
+        LabOptions {
+            pods_per_node: 2,
+            ipv6: false,
+            underlay_mtu: 1500,
+            pod_mtu: 1500,
+            vpc_cni: false,
+            vpc_cni_seed: vpc_cni::DEFAULT_SEED,
+        }
     }
 }
 
@@ -73,6 +87,22 @@ impl LabBuilder {
         self
     }
 
+    /// Turns the VPC-CNI-like variant on or off (see [`vpc_cni`](super::vpc_cni)): pods get
+    /// addresses from one shared range ([`vpc_cni::pod_range`], `10.244.128.0/17`), scattered over
+    /// the nodes; each node gets per-pod `/32` routes, the CNI's policy rules at priorities 512 and
+    /// 1536 and an ENI table 2; nodes reach remote pods by per-pod host-gateway routes. At most
+    /// [`MAX_VPC_CNI_NODES`] nodes; IPv4 only.
+    pub fn vpc_cni(mut self, on: bool) -> Self {
+        self.options.vpc_cni = on;
+        self
+    }
+
+    /// Sets the seed of the VPC-CNI address pool (default [`vpc_cni::DEFAULT_SEED`]).
+    pub fn vpc_cni_seed(mut self, seed: u64) -> Self {
+        self.options.vpc_cni_seed = seed;
+        self
+    }
+
     /// Creates the namespaces, links, addresses and routes. On error, whatever was created is
     /// removed again before returning.
     pub fn build(self) -> Result<Lab, LabError> {
@@ -81,6 +111,15 @@ impl LabBuilder {
             return Err(LabError::Invalid(format!(
                 "at most {MAX_INDEX} nodes and {MAX_INDEX} pods per node (asked {} and {})",
                 self.nodes, o.pods_per_node
+            )));
+        }
+        if o.vpc_cni && o.ipv6 {
+            return Err(LabError::Invalid("the VPC-CNI variant is IPv4 only".into()));
+        }
+        if o.vpc_cni && self.nodes > MAX_VPC_CNI_NODES {
+            return Err(LabError::Invalid(format!(
+                "at most {MAX_VPC_CNI_NODES} nodes in a VPC-CNI lab (asked {})",
+                self.nodes
             )));
         }
         let min = if o.ipv6 { 1280 } else { 576 };

@@ -1,6 +1,6 @@
 //! The running lab: its namespaces, nodes, pods and processes, and their teardown.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -13,6 +13,7 @@ use super::model::{Node, Pod};
 use super::naming;
 use super::netns;
 use super::processes::{LabProcess, ProcessTable, SpawnOptions};
+use super::vpc_cni::{self, MAX_VPC_CNI_NODES, PodPool};
 use ipnet::IpNet;
 
 /// The name of the bridge in the underlay namespace.
@@ -35,6 +36,8 @@ pub struct Lab {
     processes: Mutex<ProcessTable>,
     log_dir: PathBuf,
     torn_down: bool,
+    /// The VPC-CNI address pool, in a VPC-CNI lab.
+    pool: Option<PodPool>,
 }
 
 impl Lab {
@@ -50,6 +53,7 @@ impl Lab {
         let log_dir = naming::log_root().join(prefix.trim_end_matches('-'));
         std::fs::create_dir_all(&log_dir)
             .map_err(|e| LabError::io(format!("create {}", log_dir.display()), e))?;
+        let pool = options.vpc_cni.then(|| PodPool::new(options.vpc_cni_seed));
         let mut lab = Lab {
             underlay_ns: format!("{prefix}underlay"),
             prefix,
@@ -61,6 +65,7 @@ impl Lab {
             processes: Mutex::new(ProcessTable::default()),
             log_dir,
             torn_down: false,
+            pool,
         };
         let ul = lab.underlay_ns.clone();
         lab.create_ns(&ul)?;
@@ -92,20 +97,31 @@ impl Lab {
     }
 
     /// Adds a node (with `pods_per_node` pods) while the lab runs, and the host-gateway routes
-    /// between it and every other node. Indices are never reused. If it fails, whatever it created
-    /// is removed again and the lab is as before.
+    /// between it and every other node (per pod `/32` in a VPC-CNI lab). Indices are never reused.
+    /// If it fails, whatever it created is removed again and the lab is as before.
     pub fn add_node(&mut self) -> Result<&Node, LabError> {
         let created_before = self.namespaces.len();
         let index = self.next_index;
-        match self.try_add_node() {
-            Ok((node, pods)) => {
+        let mut new_pods = Vec::new();
+        match self.try_add_node(&mut new_pods) {
+            Ok(node) => {
                 tracing::info!(node = %node.name, namespace = %node.namespace, "lab node added");
-                self.pods.extend(pods);
+                self.pods.extend(new_pods);
                 self.nodes.push(node);
                 Ok(self.nodes.last().expect("just pushed"))
             }
             Err(e) => {
-                if self.next_index > index {
+                if let Some(pool) = &mut self.pool {
+                    // Routes other nodes may already have to the half-built node's pods.
+                    for other in &self.nodes {
+                        for pod in &new_pods {
+                            let _ = vpc_cni::del_remote_pod_routes(&other.namespace, pod);
+                        }
+                    }
+                    for pod in &new_pods {
+                        pool.release(pod.address);
+                    }
+                } else if self.next_index > index {
                     // Routes other nodes may already have to the half-built node's pods.
                     let i = index as u8;
                     let mut cidrs = vec![addressing::node_pod_cidr(i)];
@@ -124,9 +140,11 @@ impl Lab {
         }
     }
 
-    fn try_add_node(&mut self) -> Result<(Node, Vec<Pod>), LabError> {
+    /// Builds the next node; pushes each pod it creates onto `pods` as soon as it exists.
+    fn try_add_node(&mut self, pods: &mut Vec<Pod>) -> Result<Node, LabError> {
         let i = self.next_index;
-        if i >= MAX_INDEX {
+        let max = if self.pool.is_some() { MAX_VPC_CNI_NODES } else { MAX_INDEX };
+        if i >= max {
             return Err(LabError::Invalid(format!("no address left for node {i}")));
         }
         self.next_index += 1;
@@ -167,30 +185,64 @@ impl Lab {
         }
         ip_in(&ns, &["link", "set", "eth0", "up"])?;
         netns::set_sysctl(&ns, "net/ipv4/ip_forward", "1")?;
+        if self.pool.is_some() {
+            vpc_cni::install_eni_table(&node)?;
+        }
 
-        let mut pods = Vec::new();
         for j in 0..self.options.pods_per_node {
-            pods.push(self.add_pod(&node, j as u8)?);
+            pods.push(self.create_pod(&node, j as u8)?);
         }
         for other in &self.nodes {
-            host_gw_route(&ns, other)?;
-            host_gw_route(&other.namespace, &node)?;
+            if self.pool.is_some() {
+                for p in self.pods.iter().filter(|p| p.node == other.name) {
+                    vpc_cni::add_remote_pod_routes(&ns, p, other)?;
+                }
+                for p in pods.iter() {
+                    vpc_cni::add_remote_pod_routes(&other.namespace, p, &node)?;
+                }
+            } else {
+                host_gw_route(&ns, other)?;
+                host_gw_route(&other.namespace, &node)?;
+            }
         }
-        Ok((node, pods))
+        Ok(node)
     }
 
-    fn add_pod(&mut self, node: &Node, j: u8) -> Result<Pod, LabError> {
+    /// Creates pod `j` of `node` (its namespace, veth, addresses, the node's route and, in a
+    /// VPC-CNI lab, the CNI's rules); routes on other nodes are the caller's. On failure the
+    /// pod's address goes back to the pool; its namespace is left for the caller to remove.
+    fn create_pod(&mut self, node: &Node, j: u8) -> Result<Pod, LabError> {
         let i = node.index;
+        let address = match &mut self.pool {
+            Some(pool) => pool
+                .allocate()
+                .ok_or_else(|| LabError::Invalid(format!("no address left in {}", vpc_cni::pod_range())))?,
+            None => addressing::pod_addr(i, j),
+        };
         let name = format!("pod-{i}-{j}");
         let pod = Pod {
             namespace: format!("{}{name}", self.prefix),
             name,
             node: node.name.clone(),
-            address: addressing::pod_addr(i, j),
+            address,
             address6: self.options.ipv6.then(|| addressing::pod_addr6(i, j)),
             iface: "eth0".into(),
             node_iface: format!("pod{j}"),
         };
+        match self.setup_pod(node, &pod) {
+            Ok(()) => Ok(pod),
+            Err(e) => {
+                if let Some(pool) = &mut self.pool {
+                    // Rules (if any) must not outlive the half-created pod.
+                    let _ = vpc_cni::del_pod_rules(&node.namespace, &pod);
+                    pool.release(address);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn setup_pod(&mut self, node: &Node, pod: &Pod) -> Result<(), LabError> {
         let (pns, nns) = (pod.namespace.clone(), node.namespace.clone());
         let gw = node.pod_gateway.to_string();
         self.create_ns(&pns)?;
@@ -219,7 +271,10 @@ impl Lab {
             ip_in(&pns, &["-6", "addr", "add", &host6, "dev", "eth0", "nodad"])?;
             ip_in(&pns, &["-6", "route", "add", "default", "via", &gw6, "dev", "eth0"])?;
         }
-        Ok(pod)
+        if self.pool.is_some() {
+            vpc_cni::add_pod_rules(&nns, pod)?;
+        }
+        Ok(())
     }
 
     /// Removes a node: stops the lab's processes in it and its pods, deletes the other nodes' routes
@@ -238,7 +293,12 @@ impl Lab {
         doomed.push(node.namespace.clone());
 
         let mut errors = self.lock_processes().stop_where(|p| doomed.contains(&p.namespace));
-        for other in &self.nodes {
+        for other in self.nodes.iter().filter(|_| self.pool.is_some()) {
+            for pod in &gone {
+                errors.extend(vpc_cni::del_remote_pod_routes(&other.namespace, pod));
+            }
+        }
+        for other in self.nodes.iter().filter(|_| self.pool.is_none()) {
             let cidrs = std::iter::once(node.pod_cidr).chain(node.pod_cidr6);
             for cidr in cidrs.map(|c| c.to_string()) {
                 if let Err(e) = ip_in(&other.namespace, &["route", "del", &cidr]) {
@@ -250,7 +310,106 @@ impl Lab {
             errors.extend(remove_ns(ns).err());
             self.namespaces.retain(|n| n != ns);
         }
+        if let Some(pool) = &mut self.pool {
+            for pod in &gone {
+                pool.release(pod.address);
+            }
+        }
         if errors.is_empty() { Ok(()) } else { Err(LabError::Teardown(errors)) }
+    }
+
+    /// Adds a pod to node `node` while the lab runs and returns it: its namespace and veth, the
+    /// node's `/32` route to it and, in a VPC-CNI lab, the CNI's rules on its node and a
+    /// host-gateway `/32` route to it on every other node (main table and table 2). It takes the
+    /// lowest free pod slot `j` of the node (name `pod-<node index>-<j>`, node-side veth `pod<j>`),
+    /// so names of removed pods are reused; so are addresses (from the pool in a VPC-CNI lab, the
+    /// slot's `10.244.<i>.<10+j>` otherwise, which the node's pod CIDR routes already cover). If
+    /// it fails, whatever it created is removed again. Named namespaces cannot be moved, so a pod
+    /// never changes node: remove it and add another.
+    pub fn add_pod(&mut self, node: &str) -> Result<Pod, LabError> {
+        let node = self
+            .node(node)
+            .cloned()
+            .ok_or_else(|| LabError::Unknown { kind: "node", name: node.to_string() })?;
+        let used: Vec<u8> = self.pods_on(&node.name).iter().filter_map(|p| pod_slot(p)).collect();
+        let j = (0..MAX_INDEX as u8)
+            .find(|j| !used.contains(j))
+            .ok_or_else(|| LabError::Invalid(format!("no pod slot left on {}", node.name)))?;
+        let created_before = self.namespaces.len();
+        let result = self.create_pod(&node, j).and_then(|pod| {
+            let wired = self
+                .nodes
+                .iter()
+                .filter(|other| self.pool.is_some() && other.name != node.name)
+                .try_for_each(|other| vpc_cni::add_remote_pod_routes(&other.namespace, &pod, &node));
+            match wired {
+                Ok(()) => Ok(pod),
+                Err(e) => {
+                    let _ = self.unwire_pod(&pod, &node);
+                    Err(e)
+                }
+            }
+        });
+        match result {
+            Ok(pod) => {
+                tracing::info!(pod = %pod.name, node = %node.name, address = %pod.address, "lab pod added");
+                // Keep the pods grouped by node.
+                let at =
+                    self.pods.iter().rposition(|p| p.node == node.name).map_or(self.pods.len(), |k| k + 1);
+                self.pods.insert(at, pod.clone());
+                Ok(pod)
+            }
+            Err(e) => {
+                for ns in self.namespaces.split_off(created_before).iter().rev() {
+                    let _ = remove_ns(ns);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes pod `name` while the lab runs: stops the lab's processes in it, deletes the CNI's
+    /// rules and the node's route (with its veth), every other node's route to it (in a VPC-CNI
+    /// lab) and its namespace. Its address becomes free again.
+    pub fn remove_pod(&mut self, name: &str) -> Result<(), LabError> {
+        let idx = self
+            .pods
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| LabError::Unknown { kind: "pod", name: name.to_string() })?;
+        let pod = self.pods.remove(idx);
+        let mut errors = self.lock_processes().stop_where(|p| p.namespace == pod.namespace);
+        match self.node(&pod.node).cloned() {
+            Some(node) => errors.extend(self.unwire_pod(&pod, &node)),
+            None => errors.push(format!("pod {} has no node {}", pod.name, pod.node)),
+        }
+        errors.extend(remove_ns(&pod.namespace).err());
+        self.namespaces.retain(|n| *n != pod.namespace);
+        tracing::info!(pod = %pod.name, node = %pod.node, "lab pod removed");
+        if errors.is_empty() { Ok(()) } else { Err(LabError::Teardown(errors)) }
+    }
+
+    /// Undoes everything outside the pod's namespace that wires pod `pod` in: every other node's
+    /// routes to it and the CNI's rules (VPC-CNI lab), its node-side veth (and with it the node's
+    /// route); then returns its address to the pool. Returns the failures.
+    fn unwire_pod(&mut self, pod: &Pod, node: &Node) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.pool.is_some() {
+            for other in self.nodes.iter().filter(|n| n.name != node.name) {
+                errors.extend(vpc_cni::del_remote_pod_routes(&other.namespace, pod));
+            }
+            errors.extend(vpc_cni::del_pod_rules(&node.namespace, pod));
+        }
+        let link = ip_in(&node.namespace, &["link", "del", &pod.node_iface]);
+        if let Err(e) = link
+            && !matches!(&e, LabError::CommandFailed { stderr, .. } if stderr.contains("Cannot find device"))
+        {
+            errors.push(e.to_string());
+        }
+        if let Some(pool) = &mut self.pool {
+            pool.release(pod.address);
+        }
+        errors
     }
 
     /// The per-run prefix every namespace name of this lab starts with.
@@ -328,9 +487,30 @@ impl Lab {
         &self.options
     }
 
-    /// The cluster's pod CIDR (every node's pod CIDR lies in it).
+    /// The cluster's pod CIDR (every node's pod CIDR lies in it): `10.244.0.0/16`; in a VPC-CNI
+    /// lab the shared range every pod address comes from, `10.244.128.0/17` (the nominal per-node
+    /// CIDRs lie outside it there).
     pub fn cluster_pod_cidr(&self) -> IpNet {
-        addressing::cluster_pod_cidr()
+        if self.pool.is_some() { vpc_cni::pod_range() } else { addressing::cluster_pod_cidr() }
+    }
+
+    /// True if this is a VPC-CNI lab ([`LabBuilder::vpc_cni`]).
+    pub fn is_vpc_cni(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// Every pod address (IPv4, then IPv6 in a dual-stack lab) of the pods on node `node`, in pod
+    /// order: what meshcrypt's pod-IP mode would take as that node's allowed IPs.
+    pub fn pod_ips_on(&self, node: &str) -> Vec<IpAddr> {
+        let pods = self.pods_on(node);
+        let v4 = pods.iter().map(|p| IpAddr::V4(p.address));
+        let v6 = pods.iter().filter_map(|p| p.address6.map(IpAddr::V6));
+        v4.chain(v6).collect()
+    }
+
+    /// The pod that has address `ip`, if any.
+    pub fn pod_by_address(&self, ip: IpAddr) -> Option<&Pod> {
+        self.pods.iter().find(|p| IpAddr::V4(p.address) == ip || p.address6.map(IpAddr::V6) == Some(ip))
     }
 
     /// Every namespace of this lab that currently exists, underlay first.
@@ -475,6 +655,11 @@ fn host_gw_route(ns: &str, to: &Node) -> Result<(), LabError> {
         ip_in(ns, &["-6", "route", "replace", &cidr6, "via", &via6, "dev", "eth0"])?;
     }
     Ok(())
+}
+
+/// The slot `j` of a pod (its node-side veth is `pod<j>`).
+fn pod_slot(pod: &Pod) -> Option<u8> {
+    pod.node_iface.strip_prefix("pod")?.parse().ok()
 }
 
 /// Kills any process still inside `ns` (other than this one), then deletes it.

@@ -13,6 +13,11 @@
 //! runs whose process is gone ([`naming::sweep_stale`]). Dropping a [`Lab`] stops its processes and
 //! deletes its namespaces, also while a panic unwinds; [`leftovers`] checks that nothing remains.
 //!
+//! [`LabBuilder::vpc_cni`] builds the VPC-CNI-like variant instead (pods scattered over the nodes
+//! from one shared range, per-pod routes, the CNI's policy rules and ENI table): see [`vpc_cni`].
+//! Pods can be added and removed while a lab runs ([`Lab::add_pod`], [`Lab::remove_pod`]), as can
+//! nodes.
+//!
 //! Code that must run inside a namespace (binding a listener there, for instance) uses
 //! [`Lab::run_in`]; programs run with [`Lab::exec`] (to completion) or [`Lab::spawn`] (owned by the
 //! lab, stopped on drop; [`SpawnOptions::private_dirs`] gives each its own `/run/wireguard`).
@@ -30,6 +35,7 @@ mod model;
 pub mod naming;
 pub mod netns;
 mod processes;
+pub mod vpc_cni;
 
 pub use builder::{LabBuilder, LabOptions};
 pub use connectivity::{PING_DEADLINE_SECS, TCP_TIMEOUT};

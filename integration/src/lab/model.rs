@@ -19,7 +19,10 @@ pub struct Node {
     pub underlay_addr: Ipv4Addr,
     /// The underlay prefix length (15).
     pub underlay_prefix_len: u8,
-    /// The node's pod CIDR (`10.244.<index>.0/24`).
+    /// The node's pod CIDR (`10.244.<index>.0/24`). In a VPC-CNI lab
+    /// ([`LabBuilder::vpc_cni`](super::LabBuilder::vpc_cni)) it is nominal only, what a Node
+    /// object's `spec.podCIDR` might say: no pod's address lies in it and no route points at it
+    /// (see [`vpc_cni`](super::vpc_cni)).
     pub pod_cidr: IpNet,
     /// The address the node answers on, on every pod veth, as its pods' gateway (`10.244.<index>.1`).
     pub pod_gateway: Ipv4Addr,
@@ -40,7 +43,8 @@ pub struct Pod {
     pub namespace: String,
     /// The name of the node the pod runs on.
     pub node: String,
-    /// The pod's address (`10.244.<node>.<10+j>`, a /32 on its `eth0`).
+    /// The pod's address (`10.244.<node>.<10+j>`, a /32 on its `eth0`); in a VPC-CNI lab, one
+    /// from the shared range `10.244.128.0/17`, unrelated to the node.
     pub address: Ipv4Addr,
     /// The pod's IPv6 address, in a dual-stack lab.
     pub address6: Option<Ipv6Addr>,
