@@ -30,3 +30,21 @@ command -v kubectl >/dev/null || { echo "kubectl is required (it ships with the 
 
 # cargo-nextest runs the tests (lab tests one at a time, see .config/nextest.toml).
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+# kubernetes-validate (PyPI) checks the deploy manifests offline against Kubernetes' OpenAPI
+# schemas (integration/tests/deploy_manifests.rs). It lives in a virtualenv at .venv/ (git-ignored);
+# scripts/test.sh points the tests at it with KUBERNETES_VALIDATE.
+kubernetes_validate_version=1.37.0
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qxF "$kubernetes_validate_version"; then
+  echo "installing: kubernetes-validate==$kubernetes_validate_version into $venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian's own python3 needs python3-venv (ensurepip) for this.
+    echo "installing: python3 python3-venv"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$kubernetes_validate_version"
+fi

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The deploy tests find kubernetes-validate here (scripts/setup.sh installs it).
+export KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --profile ci "$@"

@@ -7,8 +7,9 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 
+use crate::aggregate::aggregate;
 use crate::{NodeKeyAnnotations, PublicKey};
 
 /// What the peer set needs to know of one Node, read from fields the API server vouches for.
@@ -50,6 +51,58 @@ impl NodeView {
     }
 }
 
+/// What pod-IP mode needs of one Pod: where it runs and the addresses it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    /// `namespace/name`, for reports.
+    pub name: String,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// `status.podIPs` (or `status.podIP`).
+    pub ips: Vec<IpAddr>,
+}
+
+impl PodView {
+    /// The view of a Pod that holds pod-network addresses on a node: `None` for host-network
+    /// pods (their address is the node's), unscheduled pods, pods without an address yet, and
+    /// pods that have finished (their address may already belong to another pod).
+    pub fn from_pod(pod: &Pod) -> Option<Self> {
+        let spec = pod.spec.as_ref()?;
+        if spec.host_network == Some(true) {
+            return None;
+        }
+        let node = spec.node_name.clone()?;
+        let status = pod.status.as_ref()?;
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        let mut ips: Vec<IpAddr> =
+            status.pod_ips.iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
+        if ips.is_empty() {
+            ips.extend(status.pod_ip.as_ref().and_then(|ip| ip.parse::<IpAddr>().ok()));
+        }
+        if ips.is_empty() {
+            return None;
+        }
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        Some(Self { name, node, ips })
+    }
+}
+
+/// Where a node's allowed IPs come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AllowedIpsFrom {
+    /// `spec.podCIDRs` of each Node.
+    #[default]
+    PodCidrs,
+    /// The addresses of the Pods on each node, aggregated into the fewest prefixes (AWS VPC CNI).
+    PodIps,
+}
+
 /// This node, as the peer set needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNode {
@@ -66,6 +119,8 @@ pub struct LocalNode {
 pub struct MeshConfig {
     /// The UDP port every node's device listens on.
     pub port: u16,
+    /// Where allowed IPs come from.
+    pub allowed_ips: AllowedIpsFrom,
 }
 
 /// One remote node this node exchanges encrypted traffic with.
@@ -155,23 +210,42 @@ pub struct NodeProblem {
 pub struct PeerSet {
     /// Peers by node name.
     pub peers: BTreeMap<String, Peer>,
+    /// This node's own pod prefixes (all of them, contested or not: local delivery never leaves
+    /// the node), aggregated in pod-IP mode.
+    pub local_prefixes: Vec<IpNet>,
     /// Nodes (or prefixes) left out, in node-name order.
     pub problems: Vec<NodeProblem>,
 }
 
-/// Computes the peers of `local` from every Node in `nodes` (which includes the local Node).
+/// Computes the peers of `local` from every Node in `nodes` (which includes the local Node) and,
+/// in pod-IP mode, every Pod in `pods`.
 ///
 /// A peer is another node with a valid key that no other node claims, and an InternalIP in the
-/// local underlay's family. Its allowed IPs are its pod CIDRs, less any prefix that overlaps a
-/// prefix of another node (the local node included): a contested prefix goes to nobody, so no
-/// claim can redirect another node's traffic.
-pub fn desired_peers(nodes: &[NodeView], local: &LocalNode, config: &MeshConfig) -> PeerSet {
+/// local underlay's family. Its allowed IPs are its pod CIDRs (or its Pods' addresses), less any
+/// prefix that overlaps a prefix of another node (the local node included): a contested prefix or
+/// address goes to nobody, so no claim can redirect another node's traffic.
+pub fn desired_peers(
+    nodes: &[NodeView],
+    pods: &[PodView],
+    local: &LocalNode,
+    config: &MeshConfig,
+) -> PeerSet {
     let mut problems = Vec::new();
     let mut report =
         |node: &str, problem: Problem| problems.push(NodeProblem { node: node.to_owned(), problem });
 
-    let prefixes = valid_prefixes(nodes, &mut report);
+    let prefixes = match config.allowed_ips {
+        AllowedIpsFrom::PodCidrs => valid_prefixes(nodes, &mut report),
+        AllowedIpsFrom::PodIps => pod_prefixes(pods),
+    };
     let contested = contested_prefixes(&prefixes);
+    let finish = |claimed: &mut dyn Iterator<Item = IpNet>| -> Vec<IpNet> {
+        match config.allowed_ips {
+            AllowedIpsFrom::PodCidrs => claimed.collect(),
+            AllowedIpsFrom::PodIps => aggregate(&claimed.map(|n| n.addr()).collect()),
+        }
+    };
+    let local_prefixes = finish(&mut prefixes.get(local.name.as_str()).into_iter().flatten().copied());
 
     let mut keyed: Vec<(&NodeView, NodeKeyAnnotations)> = Vec::new();
     for node in nodes.iter().filter(|n| n.name != local.name) {
@@ -202,13 +276,14 @@ pub fn desired_peers(nodes: &[NodeView], local: &LocalNode, config: &MeshConfig)
             report(&node.name, Problem::NoEndpoint);
             continue;
         };
-        let allowed_ips = prefixes
-            .get(node.name.as_str())
-            .into_iter()
-            .flatten()
-            .filter(|p| !contested.contains_key(&(node.name.as_str(), **p)))
-            .copied()
-            .collect();
+        let allowed_ips = finish(
+            &mut prefixes
+                .get(node.name.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|p| !contested.contains_key(&(node.name.as_str(), **p)))
+                .copied(),
+        );
         peers.insert(
             node.name.clone(),
             Peer {
@@ -227,7 +302,7 @@ pub fn desired_peers(nodes: &[NodeView], local: &LocalNode, config: &MeshConfig)
         );
     }
     problems.sort_by(|a, b| a.node.cmp(&b.node));
-    PeerSet { peers, problems }
+    PeerSet { peers, local_prefixes, problems }
 }
 
 /// Each node's canonical pod prefixes, deduplicated and sorted; invalid entries are reported.
@@ -246,6 +321,15 @@ fn valid_prefixes<'a>(
                 _ => report(&node.name, Problem::InvalidPodCidr(cidr.clone())),
             }
         }
+    }
+    out
+}
+
+/// Each node's Pods' addresses as host prefixes (/32, /128).
+fn pod_prefixes(pods: &[PodView]) -> BTreeMap<&str, BTreeSet<IpNet>> {
+    let mut out: BTreeMap<&str, BTreeSet<IpNet>> = BTreeMap::new();
+    for pod in pods {
+        out.entry(pod.node.as_str()).or_default().extend(pod.ips.iter().map(|ip| IpNet::from(*ip)));
     }
     out
 }

@@ -8,6 +8,7 @@ mod kube_client;
 mod metrics;
 mod nodes;
 mod peer_ops;
+mod pods;
 mod publish;
 mod reconcile;
 mod routing_input;
@@ -90,6 +91,8 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         settings: None,
         rejected: None,
         device,
+        pods: None,
+        wake: wake.clone(),
         events: events::EventReporter::new(client.clone(), &args.node_name),
         client,
         nodes,

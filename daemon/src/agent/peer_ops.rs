@@ -134,6 +134,7 @@ mod tests {
                     (node, peer)
                 })
                 .collect(),
+            local_prefixes: vec![],
             problems: vec![],
         }
     }

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::Store;
 use meshcrypt_dataplane::{Change, Device, DeviceConfig};
-use meshcrypt_keyexchange::mesh::{LocalNode, MeshConfig, NodeProblem, NodeView, desired_peers};
+use meshcrypt_keyexchange::mesh::{
+    AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PodView, desired_peers,
+};
 use meshcrypt_keyexchange::{KeyStore, NodeKeyAnnotations};
 use meshcrypt_routing::{DesiredState, LinkSpec, Netlink, mtu::tunnel_mtu, plan::plan};
 use tracing::Instrument as _;
@@ -23,7 +24,7 @@ use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use super::peer_ops::{peer_ops, to_changes};
 use super::publish::{publish_key, withdraw_key};
 use super::routing_input::{RoutingSettings, routing_input};
-use crate::config::settings::{KeyError, Mtu, Settings};
+use crate::config::settings::{Addressing, KeyError, Mtu, Settings};
 use crate::error::AgentError;
 use crate::logging::LogControl;
 
@@ -57,6 +58,10 @@ pub struct Reconciler {
     pub client: kube::Client,
     /// Every Node, after the first complete list.
     pub nodes: Store<Node>,
+    /// Every Pod, once pod-IP mode has been asked for.
+    pub pods: Option<Store<Pod>>,
+    /// Wakes the loop (handed to watchers started later).
+    pub wake: Arc<tokio::sync::Notify>,
     /// The kernel.
     pub netlink: Netlink,
     /// Events.
@@ -208,8 +213,13 @@ impl Reconciler {
             publish_key(&self.client, &self.node, &self.key).await?;
         }
 
+        let (allowed_ips, pods) = match settings.addressing {
+            Addressing::PodCidr => (AllowedIpsFrom::PodCidrs, Vec::new()),
+            Addressing::PodIp => (AllowedIpsFrom::PodIps, self.pod_views().await?),
+        };
         let local_node = LocalNode { name: self.node.clone(), public_key: self.key.public_key, underlay_ip };
-        let peers = desired_peers(&nodes, &local_node, &MeshConfig { port: settings.port });
+        let peers =
+            desired_peers(&nodes, &pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
         self.events.problems(&peers.problems).await;
         self.record_problems(&peers.problems);
 
@@ -235,12 +245,8 @@ impl Reconciler {
                 })?
             }
         };
-        let local_prefixes: Vec<IpNet> = local
-            .pod_cidrs
-            .iter()
-            .filter_map(|c| c.parse::<IpNet>().ok())
-            .filter(|n| n.trunc() == *n)
-            .collect();
+        let node_ips: Vec<std::net::IpAddr> =
+            nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect();
         let routing = RoutingSettings {
             ifname: self.ifname.clone(),
             table: self.table,
@@ -248,10 +254,25 @@ impl Reconciler {
             pod_networks: settings.pod_networks.clone(),
             strict: settings.strict,
         };
-        let desired =
-            meshcrypt_routing::desired::build(&routing_input(&routing, mtu, &local_prefixes, &peers));
+        let desired = meshcrypt_routing::desired::build(&routing_input(&routing, mtu, &node_ips, &peers));
         let kernel_ops = self.converge(&desired).await?;
         Ok(Summary { peers: peers.peers.len(), device_ops: ops.len(), kernel_ops })
+    }
+
+    /// Every Pod holding pod-network addresses; starts the Pod watcher the first time and waits
+    /// for its first complete list (so no address is pruned before it is known).
+    async fn pod_views(&mut self) -> Result<Vec<PodView>, AgentError> {
+        let store = match &self.pods {
+            Some(store) => store.clone(),
+            None => {
+                tracing::info!("pod-IP mode: watching Pods");
+                let store = super::pods::watch(self.client.clone(), self.wake.clone());
+                self.pods = Some(store.clone());
+                store
+            }
+        };
+        store.wait_until_ready().await.map_err(|e| AgentError::Config(format!("pod store: {e}")))?;
+        Ok(store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
     }
 
     /// Rotates the key when its interval has passed, and moves the device to the stored key when

@@ -1,6 +1,8 @@
 //! From the peer set and this node to the routing crate's input: which prefixes go into the mesh,
 //! which stay local. Pure.
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 use meshcrypt_keyexchange::mesh::PeerSet;
 use meshcrypt_routing::RoutingInput;
@@ -20,18 +22,28 @@ pub struct RoutingSettings {
     pub strict: bool,
 }
 
-/// The routing input for one pass: every peer's allowed IPs into the device, this node's own pod
-/// prefixes delivered locally.
+/// The routing input for one pass: every peer's allowed IPs into the device; this node's own pod
+/// prefixes, and node addresses that fall inside a pod network (as on EKS, where the VPC holds
+/// both), delivered without the mesh.
 pub fn routing_input(
     settings: &RoutingSettings,
     mtu: u32,
-    local_prefixes: &[IpNet],
+    node_ips: &[IpAddr],
     peers: &PeerSet,
 ) -> RoutingInput {
     let mut peer_prefixes: Vec<IpNet> =
         peers.peers.values().flat_map(|p| p.allowed_ips.iter().copied()).collect();
     peer_prefixes.sort();
     peer_prefixes.dedup();
+    let mut local_prefixes = peers.local_prefixes.clone();
+    local_prefixes.extend(
+        node_ips
+            .iter()
+            .filter(|ip| settings.pod_networks.iter().any(|n| n.contains(*ip)))
+            .map(|ip| IpNet::from(*ip)),
+    );
+    local_prefixes.sort();
+    local_prefixes.dedup();
     RoutingInput {
         ifname: settings.ifname.clone(),
         mtu,
@@ -39,7 +51,7 @@ pub fn routing_input(
         table: settings.table,
         rule_priority: settings.rule_priority,
         pod_networks: settings.pod_networks.clone(),
-        local_prefixes: local_prefixes.to_vec(),
+        local_prefixes,
         peer_prefixes,
         strict: settings.strict,
     }
@@ -67,6 +79,7 @@ mod tests {
                 ("c".to_owned(), peer("c", &["10.244.1.0/24"])),
             ]
             .into(),
+            local_prefixes: vec![net("10.244.0.0/24")],
             problems: vec![],
         };
         let settings = RoutingSettings {
@@ -76,12 +89,14 @@ mod tests {
             pod_networks: vec![net("10.244.0.0/16")],
             strict: true,
         };
-        let input = routing_input(&settings, 1440, &[net("10.244.0.0/24")], &peers);
+        let node_ips = ["198.18.0.10".parse().unwrap(), "10.244.200.7".parse().unwrap()];
+        let input = routing_input(&settings, 1440, &node_ips, &peers);
         assert_eq!(
             input.peer_prefixes,
             vec![net("10.244.1.0/24"), net("10.244.2.0/24"), net("fd00:10:244:2::/64")]
         );
-        assert_eq!(input.local_prefixes, vec![net("10.244.0.0/24")]);
+        // A node address inside the pod network bypasses the mesh; one outside needs nothing.
+        assert_eq!(input.local_prefixes, vec![net("10.244.0.0/24"), net("10.244.200.7/32")]);
         assert!(input.strict);
         assert_eq!(input.mtu, 1440);
     }

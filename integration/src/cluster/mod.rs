@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::apiserver::{ApiServerConfig, TestApiServer};
-use crate::lab::{Lab, LabProcess};
+use crate::lab::{Lab, LabProcess, Pod};
 
 pub use agent::{AgentOptions, meshcrypt_bin};
 pub use error::ClusterError;
@@ -69,6 +69,11 @@ impl Cluster {
         let names: Vec<String> = cluster.lab.nodes().iter().map(|n| n.name.clone()).collect();
         for name in &names {
             cluster.register_node(name)?;
+        }
+        if cluster.lab.is_vpc_cni() {
+            for pod in cluster.lab.pods().to_vec() {
+                cluster.register_pod(&pod)?;
+            }
         }
         if let Some(data) = cluster.options.config_map.clone() {
             let mut data = data;
@@ -169,6 +174,36 @@ impl Cluster {
             .collect();
         events.sort_by_key(|e| e["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse::<u64>().ok()));
         events
+    }
+
+    /// Creates the Pod object for lab pod `pod`: scheduled to its node, running, with its
+    /// addresses (what the VPC CNI reports, and what pod-IP mode reads).
+    pub fn register_pod(&self, pod: &Pod) -> Result<Value, ClusterError> {
+        let ips: Vec<Value> = std::iter::once(pod.address.to_string())
+            .chain(pod.address6.map(|a| a.to_string()))
+            .map(|ip| serde_json::json!({"ip": ip}))
+            .collect();
+        Ok(self.api().create(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod.name, "namespace": "default"},
+            "spec": {"nodeName": pod.node, "containers": [{"name": "app", "image": "app"}]},
+            "status": {"phase": "Running", "podIP": pod.address.to_string(), "podIPs": ips},
+        }))?)
+    }
+
+    /// Adds a pod on `node` in the lab and as a Pod object.
+    pub fn add_pod(&mut self, node: &str) -> Result<Pod, ClusterError> {
+        let pod = self.lab.add_pod(node)?;
+        self.register_pod(&pod)?;
+        Ok(pod)
+    }
+
+    /// Deletes Pod object `name`, then removes the pod from the lab.
+    pub fn remove_pod(&mut self, name: &str) -> Result<(), ClusterError> {
+        self.api().delete("v1", "Pod", Some("default"), name)?;
+        self.lab.remove_pod(name)?;
+        Ok(())
     }
 
     /// Starts (or restarts) the agent on `node`, keeping its state directory (and so its key).

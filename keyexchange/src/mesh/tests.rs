@@ -34,6 +34,18 @@ fn node(name: &str, key: Option<&str>, ips: &[&str], cidrs: &[&str]) -> NodeView
     }
 }
 
+fn cidr_mode(port: u16) -> MeshConfig {
+    MeshConfig { port, allowed_ips: AllowedIpsFrom::PodCidrs }
+}
+
+fn pod(name: &str, node: &str, ips: &[&str]) -> PodView {
+    PodView {
+        name: name.to_owned(),
+        node: node.to_owned(),
+        ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+    }
+}
+
 fn local(underlay: &str) -> LocalNode {
     LocalNode { name: "a".to_owned(), public_key: key(1), underlay_ip: underlay.parse().unwrap() }
 }
@@ -174,7 +186,7 @@ fn peer_set_table() {
         },
     ];
     for case in cases {
-        let got = desired_peers(&case.nodes, &local(case.underlay), &MeshConfig { port: 51820 });
+        let got = desired_peers(&case.nodes, &[], &local(case.underlay), &cidr_mode(51820));
         let peers: Vec<(String, String, Vec<String>)> = got
             .peers
             .values()
@@ -199,13 +211,121 @@ fn peer_set_table() {
 }
 
 #[test]
+fn pod_ip_mode_table() {
+    let (k1, k2, k3) = (key(1).to_string(), key(2).to_string(), key(3).to_string());
+    // Nodes carry pod CIDRs that pod-IP mode must ignore.
+    let nodes = vec![
+        node("a", Some(&k1), &["198.18.0.10"], &["10.244.0.0/24"]),
+        node("b", Some(&k2), &["198.18.0.11"], &["10.244.1.0/24"]),
+        node("c", Some(&k3), &["198.18.0.12"], &[]),
+    ];
+    /// (name, pods, peers' allowed IPs, local prefixes, problems)
+    type Case = (
+        &'static str,
+        Vec<PodView>,
+        Vec<(&'static str, Vec<&'static str>)>,
+        Vec<&'static str>,
+        Vec<(&'static str, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "scattered addresses become the fewest exact prefixes",
+            vec![
+                pod("p1", "a", &["10.244.128.8"]),
+                pod("p2", "b", &["10.244.128.9"]),
+                pod("p3", "b", &["10.244.128.10", "fd00:10:244::a"]),
+                pod("p4", "b", &["10.244.128.11"]),
+                pod("p5", "c", &["10.244.128.12"]),
+                pod("p6", "a", &["10.244.128.13"]),
+            ],
+            vec![
+                ("b", vec!["10.244.128.9/32", "10.244.128.10/31", "fd00:10:244::a/128"]),
+                ("c", vec!["10.244.128.12/32"]),
+            ],
+            vec!["10.244.128.8/32", "10.244.128.13/32"],
+            vec![],
+        ),
+        (
+            "an address claimed on two nodes goes to neither, even a local one",
+            vec![
+                pod("p1", "a", &["10.244.128.8"]),
+                pod("p2", "b", &["10.244.128.9"]),
+                pod("p3", "c", &["10.244.128.9"]),
+                pod("p4", "c", &["10.244.128.8"]),
+                pod("p5", "c", &["10.244.128.20"]),
+            ],
+            vec![("b", vec![]), ("c", vec!["10.244.128.20/32"])],
+            vec!["10.244.128.8/32"],
+            vec![
+                ("a", "ContestedPrefix"),
+                ("b", "ContestedPrefix"),
+                ("c", "ContestedPrefix"),
+                ("c", "ContestedPrefix"),
+            ],
+        ),
+        (
+            "no pods: peers with nothing routed to them",
+            vec![],
+            vec![("b", vec![]), ("c", vec![])],
+            vec![],
+            vec![],
+        ),
+    ];
+    for (name, pods, want_peers, want_local, want_problems) in cases {
+        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodIps };
+        let got = desired_peers(&nodes, &pods, &local("198.18.0.10"), &config);
+        let peers: Vec<(&str, Vec<String>)> = got
+            .peers
+            .values()
+            .map(|p| (p.node.as_str(), p.allowed_ips.iter().map(ToString::to_string).collect()))
+            .collect();
+        let want: Vec<(&str, Vec<String>)> =
+            want_peers.iter().map(|(n, a)| (*n, a.iter().map(|s| (*s).to_owned()).collect())).collect();
+        assert_eq!(peers, want, "{name}");
+        let local: Vec<String> = got.local_prefixes.iter().map(ToString::to_string).collect();
+        assert_eq!(local, want_local, "{name}");
+        let problems: Vec<(&str, &str)> =
+            got.problems.iter().map(|p| (p.node.as_str(), p.problem.reason())).collect();
+        assert_eq!(problems, want_problems, "{name}: {:?}", got.problems);
+    }
+}
+
+#[test]
+fn only_pods_holding_pod_network_addresses_count() {
+    let pod = |host_network: bool, node: Option<&str>, phase: &str, ips: &[&str]| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [], "hostNetwork": host_network, "nodeName": node},
+            "status": {"phase": phase, "podIPs": ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect::<Vec<_>>()},
+        }))
+        .unwrap()
+    };
+    let cases = [
+        (pod(false, Some("n1"), "Running", &["10.244.128.9", "fd00::9"]), Some(2)),
+        (pod(false, Some("n1"), "Pending", &["10.244.128.9"]), Some(1)),
+        (pod(true, Some("n1"), "Running", &["198.18.0.11"]), None),
+        (pod(false, None, "Pending", &[]), None),
+        (pod(false, Some("n1"), "Pending", &[]), None),
+        (pod(false, Some("n1"), "Succeeded", &["10.244.128.9"]), None),
+        (pod(false, Some("n1"), "Failed", &["10.244.128.9"]), None),
+    ];
+    for (input, want) in cases {
+        let view = PodView::from_pod(&input);
+        assert_eq!(view.as_ref().map(|v| v.ips.len()), want, "{input:?}");
+        if let Some(v) = view {
+            assert_eq!((v.name.as_str(), v.node.as_str()), ("ns/p", "n1"));
+        }
+    }
+}
+
+#[test]
 fn duplicate_key_names_the_other_claimant_and_keeps_the_epoch() {
     let nodes = vec![
         node("b", Some(&key(2).to_string()), &["198.18.0.11"], &[]),
         node("c", Some(&key(2).to_string()), &["198.18.0.12"], &[]),
         node("d", Some(&key(4).to_string()), &["198.18.0.13"], &[]),
     ];
-    let got = desired_peers(&nodes, &local("198.18.0.10"), &MeshConfig { port: 7 });
+    let got = desired_peers(&nodes, &[], &local("198.18.0.10"), &cidr_mode(7));
     assert_eq!(got.problems[0].problem, Problem::DuplicateKey { with: vec!["c".to_owned()] });
     assert_eq!(got.problems[1].problem, Problem::DuplicateKey { with: vec!["b".to_owned()] });
     assert_eq!(got.peers["d"].key_epoch, 2);

@@ -1,0 +1,50 @@
+//! The Pod watcher for pod-IP mode: a reflector store of every Pod in the cluster, started the first
+//! time the settings ask for pod-IP mode. Like the Node store, it is read only after its first
+//! complete list, so no peer's addresses are pruned early.
+
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use tokio::sync::Notify;
+
+/// Starts watching every Pod, waking the loop on each change.
+pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Pod> {
+    let (reader, writer) = reflector::store();
+    let api: Api<Pod> = Api::all(client);
+    // Only what the peer set reads is kept, so a large cluster's Pods cost little memory.
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(trim)).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => wake.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying with backoff"),
+            }
+        }
+    });
+    reader
+}
+
+fn trim(pod: &mut Pod) {
+    pod.metadata.annotations = None;
+    pod.metadata.labels = None;
+    pod.metadata.managed_fields = None;
+    pod.metadata.owner_references = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.containers.clear();
+        spec.init_containers = None;
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.conditions = None;
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+    }
+}

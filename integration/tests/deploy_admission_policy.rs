@@ -1,0 +1,508 @@
+//! The ValidatingAdmissionPolicy that confines each agent to its own Node's `meshcrypt.dev/`
+//! annotations, evaluated the way the API server evaluates it: the policy is read from the
+//! rendered `deploy/overlays/eks` manifest (what `kubectl apply -k` would send), never copied
+//! here; its match constraints, match conditions, variables and validations are run with a CEL
+//! interpreter on the `request`, `object` and `oldObject` the API server builds for an UPDATE of a
+//! Node. Every evaluation error fails the test: a denial must come from the validation meant to
+//! deny, not from an expression that cannot be evaluated (which `failurePolicy: Fail` would also
+//! turn into a denial).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cel::{Context, Program, Value, to_value};
+use serde_json::{Value as Json, json};
+
+const AGENT: &str = "system:serviceaccount:meshcrypt-system:meshcrypt";
+const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ has a parent").to_path_buf()
+}
+
+/// `kubectl kustomize deploy/<dir>`, parsed into its documents.
+fn render(dir: &str) -> Vec<Json> {
+    let path = workspace_root().join("deploy").join(dir);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl (scripts/setup.sh checks for it): {e}"));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("kustomize prints UTF-8");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let value: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
+            serde_json::to_value(value).expect("YAML maps to JSON")
+        })
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Json], kind: &str) -> &'a Json {
+    let found: Vec<&Json> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} expected in the rendered manifest");
+    found[0]
+}
+
+fn compile(what: &str, source: &str) -> Program {
+    Program::compile(source).unwrap_or_else(|e| panic!("{what}: cannot compile {source:?}: {e}"))
+}
+
+struct Validation {
+    source: String,
+    program: Program,
+    message: Option<String>,
+    message_expression: Option<Program>,
+}
+
+/// The policy as read from the manifest.
+struct Policy {
+    rules: Vec<Json>,
+    match_conditions: Vec<(String, Program)>,
+    variables: Vec<(String, Program)>,
+    validations: Vec<Validation>,
+}
+
+/// An edit of a Node, one test case.
+type Change = Box<dyn Fn(&mut Json)>;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// The policy does not apply to the request (other user, operation or resource).
+    NotMatched,
+    Allowed,
+    /// The messages of the failed validations.
+    Denied(Vec<String>),
+}
+
+impl Policy {
+    fn load() -> Self {
+        let docs = render("overlays/eks");
+        let policy = find(&docs, "ValidatingAdmissionPolicy");
+        let binding = find(&docs, "ValidatingAdmissionPolicyBinding");
+        let spec = &policy["spec"];
+        assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert_eq!(binding["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"], "binding names the policy");
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]), "the binding must deny, not warn");
+        assert!(binding["spec"].get("paramRef").is_none() && spec.get("paramKind").is_none());
+        assert_eq!(spec["failurePolicy"], "Fail", "an evaluation error must deny");
+        let list = |v: &Json| v.as_array().cloned().unwrap_or_default();
+        let match_conditions = list(&spec["matchConditions"])
+            .iter()
+            .map(|c| {
+                let name = c["name"].as_str().expect("condition name").to_owned();
+                let program = compile(&name, c["expression"].as_str().expect("condition expression"));
+                (name, program)
+            })
+            .collect();
+        let variables = list(&spec["variables"])
+            .iter()
+            .map(|v| {
+                let name = v["name"].as_str().expect("variable name").to_owned();
+                let program = compile(&name, v["expression"].as_str().expect("variable expression"));
+                (name, program)
+            })
+            .collect();
+        let validations: Vec<Validation> = list(&spec["validations"])
+            .iter()
+            .map(|v| {
+                let source = v["expression"].as_str().expect("validation expression").to_owned();
+                Validation {
+                    program: compile("validation", &source),
+                    message: v["message"].as_str().map(str::to_owned),
+                    message_expression: v["messageExpression"]
+                        .as_str()
+                        .map(|m| compile("messageExpression", m)),
+                    source,
+                }
+            })
+            .collect();
+        assert!(!validations.is_empty());
+        Policy {
+            rules: list(&spec["matchConstraints"]["resourceRules"]),
+            match_conditions,
+            variables,
+            validations,
+        }
+    }
+
+    /// `matchConstraints.resourceRules`, as the API server matches them.
+    fn rules_match(&self, request: &Json) -> bool {
+        let group = request["resource"]["group"].as_str().unwrap_or_default();
+        let resource = request["resource"]["resource"].as_str().unwrap_or_default();
+        let full = match request["subResource"].as_str() {
+            Some(sub) if !sub.is_empty() => format!("{resource}/{sub}"),
+            _ => resource.to_owned(),
+        };
+        let has = |list: &Json, item: &str| {
+            list.as_array().is_some_and(|l| l.iter().any(|v| v == "*" || v.as_str() == Some(item)))
+        };
+        self.rules.iter().any(|rule| {
+            has(&rule["apiGroups"], group)
+                && has(&rule["operations"], request["operation"].as_str().unwrap_or_default())
+                && has(&rule["resources"], &full)
+        })
+    }
+
+    /// The API server's decision for `request` (with `object`/`oldObject` inside it).
+    fn admit(&self, request: &Json) -> Decision {
+        if !self.rules_match(request) {
+            return Decision::NotMatched;
+        }
+        let mut ctx = Context::default();
+        ctx.add_variable("request", to_value(request).expect("request")).expect("request");
+        ctx.add_variable("object", to_value(&request["object"]).expect("object")).expect("object");
+        ctx.add_variable("oldObject", to_value(&request["oldObject"]).expect("oldObject"))
+            .expect("oldObject");
+        // Cluster-scoped resource, no paramKind: the API server binds these to null.
+        ctx.add_variable("params", to_value(Json::Null).expect("null")).expect("params");
+        ctx.add_variable("namespaceObject", to_value(Json::Null).expect("null")).expect("namespaceObject");
+        for (name, condition) in &self.match_conditions {
+            match condition.execute(&ctx) {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => return Decision::NotMatched,
+                other => panic!("match condition {name}: not a bool: {other:?}"),
+            }
+        }
+        let mut variables: HashMap<String, Value> = HashMap::new();
+        for (name, program) in &self.variables {
+            let value = program.execute(&ctx).unwrap_or_else(|e| panic!("variable {name}: {e}"));
+            variables.insert(name.clone(), value);
+            ctx.add_variable_from_value("variables", variables.clone());
+        }
+        let mut denied = Vec::new();
+        for validation in &self.validations {
+            match validation.program.execute(&ctx) {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => {
+                    let message = match &validation.message_expression {
+                        Some(program) => match program.execute(&ctx) {
+                            Ok(Value::String(s)) => s.to_string(),
+                            other => panic!("messageExpression of {:?}: {other:?}", validation.source),
+                        },
+                        None => validation.message.clone().unwrap_or_else(|| validation.source.clone()),
+                    };
+                    denied.push(message);
+                }
+                other => panic!("validation {:?} did not evaluate to a bool: {other:?}", validation.source),
+            }
+        }
+        if denied.is_empty() { Decision::Allowed } else { Decision::Denied(denied) }
+    }
+}
+
+/// A Node as the API server stores it (trimmed): kubelet's labels and annotations, spec, status.
+fn node(name: &str) -> Json {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "uid": format!("uid-{name}"),
+            "resourceVersion": "1000",
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "eks.amazonaws.com/nodegroup": "default",
+            },
+            "annotations": {
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            },
+            "managedFields": [{"manager": "kubelet", "operation": "Update", "apiVersion": "v1"}],
+        },
+        "spec": {
+            "providerID": format!("aws:///us-east-1a/i-{name}"),
+            "podCIDR": "10.244.1.0/24",
+            "podCIDRs": ["10.244.1.0/24"],
+        },
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "192.0.2.10"}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    })
+}
+
+/// `node` after the agent's server-side apply of its key annotations: the annotations, a new
+/// resourceVersion and its managedFields entry change, nothing else.
+fn with_key(mut node: Json) -> Json {
+    let meta = &mut node["metadata"];
+    let annotations = meta["annotations"].as_object_mut().expect("annotations");
+    annotations
+        .insert("meshcrypt.dev/public-key".into(), json!("6ZGvqRdI3ndRNnVUX+DEPZU0nSKSArdzkNVjYr3Q1F0="));
+    annotations.insert("meshcrypt.dev/key-epoch".into(), json!("0"));
+    annotations.insert("meshcrypt.dev/key-created".into(), json!("2026-11-28T21:00:00Z"));
+    meta["resourceVersion"] = json!("1001");
+    meta["managedFields"]
+        .as_array_mut()
+        .expect("managedFields")
+        .push(json!({"manager": "meshcrypt", "operation": "Apply", "apiVersion": "v1"}));
+    node
+}
+
+/// The AdmissionRequest the API server builds for an UPDATE of Node `old` (to `new`) by `user`.
+fn update(user: Json, old: &Json, new: &Json, sub_resource: Option<&str>) -> Json {
+    let name = old["metadata"]["name"].clone();
+    let mut request = json!({
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "kind": {"group": "", "version": "v1", "kind": "Node"},
+        "resource": {"group": "", "version": "v1", "resource": "nodes"},
+        "requestKind": {"group": "", "version": "v1", "kind": "Node"},
+        "requestResource": {"group": "", "version": "v1", "resource": "nodes"},
+        "name": name,
+        "operation": "UPDATE",
+        "userInfo": user,
+        "object": new,
+        "oldObject": old,
+        "dryRun": false,
+        "options": {"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "meshcrypt", "force": true},
+    });
+    // `subResource` is omitted when empty, as in the API server's JSON.
+    if let Some(sub) = sub_resource {
+        request["subResource"] = json!(sub);
+        request["requestSubResource"] = json!(sub);
+    }
+    request
+}
+
+/// The user info of a bound token from the agent pod on `node` (what kube-apiserver 1.30+ puts
+/// in `extra` for a pod's projected service account token).
+fn agent_on(node: &str) -> Json {
+    json!({
+        "username": AGENT,
+        "uid": "b2a7c6a5-0000-4000-8000-000000000001",
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:meshcrypt-system", "system:authenticated"],
+        "extra": {
+            "authentication.kubernetes.io/credential-id": ["JTI=3e5a0c8e-7d71-4a9c-9f30-1b2c3d4e5f60"],
+            NODE_NAME_EXTRA: [node],
+            "authentication.kubernetes.io/node-uid": [format!("uid-{node}")],
+            "authentication.kubernetes.io/pod-name": ["meshcrypt-x7k2p"],
+            "authentication.kubernetes.io/pod-uid": ["c0ffee00-0000-4000-8000-000000000002"],
+        },
+    })
+}
+
+fn assert_denied_by(decision: &Decision, needle: &str, case: &str) {
+    match decision {
+        Decision::Denied(messages) => assert!(
+            messages.iter().any(|m| m.contains(needle)),
+            "{case}: denied, but not by the expected rule ({needle:?}): {messages:?}"
+        ),
+        other => panic!("{case}: expected a denial ({needle:?}), got {other:?}"),
+    }
+}
+
+#[test]
+fn agent_may_publish_and_change_its_own_key() {
+    let policy = Policy::load();
+    let old = node("node-a");
+    let new = with_key(old.clone());
+    assert_eq!(
+        policy.admit(&update(agent_on("node-a"), &old, &new, None)),
+        Decision::Allowed,
+        "first publish"
+    );
+
+    // A new key: the meshcrypt.dev/ annotations change.
+    let mut rotated = new.clone();
+    rotated["metadata"]["annotations"]["meshcrypt.dev/public-key"] =
+        json!("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=");
+    rotated["metadata"]["annotations"]["meshcrypt.dev/key-epoch"] = json!("1");
+    assert_eq!(
+        policy.admit(&update(agent_on("node-a"), &new, &rotated, None)),
+        Decision::Allowed,
+        "rotation"
+    );
+
+    // `enabled: "false"` withdraws the key: the meshcrypt.dev/ annotations go.
+    assert_eq!(policy.admit(&update(agent_on("node-a"), &new, &old, None)), Decision::Allowed, "withdrawal");
+
+    // A no-op apply (same annotations) and a Node that had no annotations at all.
+    assert_eq!(policy.admit(&update(agent_on("node-a"), &new, &new, None)), Decision::Allowed, "no-op");
+    let mut bare = node("node-a");
+    bare["metadata"].as_object_mut().expect("metadata").remove("annotations");
+    let mut bare_with_key = bare.clone();
+    bare_with_key["metadata"]["annotations"] = json!({"meshcrypt.dev/public-key": "x"});
+    assert_eq!(
+        policy.admit(&update(agent_on("node-a"), &bare, &bare_with_key, None)),
+        Decision::Allowed,
+        "node without annotations"
+    );
+}
+
+#[test]
+fn agent_may_not_change_another_node() {
+    let policy = Policy::load();
+    let old = node("node-b");
+    let new = with_key(old.clone());
+    let decision = policy.admit(&update(agent_on("node-a"), &old, &new, None));
+    assert_denied_by(&decision, "only its own Node, not node-b", "agent on node-a patching node-b");
+}
+
+#[test]
+fn token_without_a_node_name_is_denied() {
+    let policy = Policy::load();
+    let old = node("node-a");
+    let new = with_key(old.clone());
+    let mut no_extra = agent_on("node-a");
+    no_extra.as_object_mut().expect("user").remove("extra");
+    let mut extra_without_node = agent_on("node-a");
+    extra_without_node["extra"].as_object_mut().expect("extra").remove(NODE_NAME_EXTRA);
+    let mut empty_node = agent_on("node-a");
+    empty_node["extra"][NODE_NAME_EXTRA] = json!([]);
+    let mut two_nodes = agent_on("node-a");
+    two_nodes["extra"][NODE_NAME_EXTRA] = json!(["node-a", "node-b"]);
+    for (case, user) in [
+        ("a legacy token (no extra at all)", no_extra),
+        ("extra without a node name", extra_without_node),
+        ("an empty node-name list", empty_node),
+        ("two node names", two_nodes),
+    ] {
+        let decision = policy.admit(&update(user, &old, &new, None));
+        assert_denied_by(&decision, "names no node", case);
+    }
+}
+
+#[test]
+fn only_meshcrypt_annotations_may_change() {
+    let policy = Policy::load();
+    let old = with_key(node("node-a"));
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "adds a foreign annotation",
+            Box::new(|n| n["metadata"]["annotations"]["example.com/x"] = json!("1")),
+        ),
+        (
+            "changes a foreign annotation",
+            Box::new(|n| n["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"] = json!("30")),
+        ),
+        (
+            "removes a foreign annotation",
+            Box::new(|n| {
+                n["metadata"]["annotations"]
+                    .as_object_mut()
+                    .expect("map")
+                    .remove("node.alpha.kubernetes.io/ttl");
+            }),
+        ),
+        (
+            "a look-alike prefix",
+            Box::new(|n| n["metadata"]["annotations"]["meshcrypt.dev.evil.example/public-key"] = json!("x")),
+        ),
+        (
+            "removes every annotation",
+            Box::new(|n| {
+                n["metadata"].as_object_mut().expect("metadata").remove("annotations");
+            }),
+        ),
+    ];
+    for (case, change) in cases {
+        let mut new = old.clone();
+        change(&mut new);
+        let decision = policy.admit(&update(agent_on("node-a"), &old, &new, None));
+        assert_denied_by(&decision, "only meshcrypt.dev/ annotations", case);
+    }
+}
+
+#[test]
+fn spec_labels_status_and_ownership_may_not_change() {
+    let policy = Policy::load();
+    let old = node("node-a");
+    let cases: Vec<(&str, &str, Change)> = vec![
+        (
+            "adds a label",
+            "labels",
+            Box::new(|n| n["metadata"]["labels"]["meshcrypt.dev/ready"] = json!("true")),
+        ),
+        (
+            "changes a label",
+            "labels",
+            Box::new(|n| n["metadata"]["labels"]["eks.amazonaws.com/nodegroup"] = json!("other")),
+        ),
+        (
+            "removes every label",
+            "labels",
+            Box::new(|n| {
+                n["metadata"].as_object_mut().expect("metadata").remove("labels");
+            }),
+        ),
+        ("changes the pod CIDRs", "spec", Box::new(|n| n["spec"]["podCIDRs"] = json!(["10.0.0.0/8"]))),
+        (
+            "adds a taint",
+            "spec",
+            Box::new(|n| n["spec"]["taints"] = json!([{"key": "x", "effect": "NoSchedule"}])),
+        ),
+        ("cordons the node", "spec", Box::new(|n| n["spec"]["unschedulable"] = json!(true))),
+        (
+            "rewrites its InternalIP",
+            "status",
+            Box::new(|n| n["status"]["addresses"][0]["address"] = json!("192.0.2.99")),
+        ),
+        (
+            "adds a finalizer",
+            "finalizers or owner references",
+            Box::new(|n| n["metadata"]["finalizers"] = json!(["example.com/hold"])),
+        ),
+        (
+            "adds an owner",
+            "finalizers or owner references",
+            Box::new(|n| {
+                n["metadata"]["ownerReferences"] =
+                    json!([{"apiVersion": "v1", "kind": "Pod", "name": "x", "uid": "u"}])
+            }),
+        ),
+    ];
+    for (case, field, change) in cases {
+        // Together with a legitimate key change, so that only the forbidden part can deny it.
+        let mut new = with_key(old.clone());
+        change(&mut new);
+        let decision = policy.admit(&update(agent_on("node-a"), &old, &new, None));
+        assert_denied_by(&decision, &format!("may not change a Node's {field}"), case);
+    }
+    // The status subresource is covered too.
+    let mut new = old.clone();
+    new["status"]["conditions"][0]["status"] = json!("False");
+    let decision = policy.admit(&update(agent_on("node-a"), &old, &new, Some("status")));
+    assert_denied_by(&decision, "may not change a Node's status", "nodes/status");
+}
+
+#[test]
+fn the_policy_applies_to_the_agents_service_account_only() {
+    let policy = Policy::load();
+    // The username the match condition names is the rendered ServiceAccount's.
+    let docs = render("overlays/eks");
+    let sa = find(&docs, "ServiceAccount");
+    let username = format!(
+        "system:serviceaccount:{}:{}",
+        sa["metadata"]["namespace"].as_str().expect("namespace"),
+        sa["metadata"]["name"].as_str().expect("name")
+    );
+    assert_eq!(username, AGENT);
+    let ds = find(&docs, "DaemonSet");
+    assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], sa["metadata"]["name"]);
+
+    let old = node("node-b");
+    let mut new = with_key(old.clone());
+    new["metadata"]["labels"]["example.com/x"] = json!("1");
+    for user in [
+        json!({"username": "system:node:node-b", "groups": ["system:nodes", "system:authenticated"]}),
+        json!({"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]}),
+        json!({"username": "system:serviceaccount:kube-system:aws-node", "groups": ["system:serviceaccounts"]}),
+    ] {
+        let name = user["username"].clone();
+        assert_eq!(policy.admit(&update(user, &old, &new, None)), Decision::NotMatched, "{name}");
+    }
+    // The agent, though, is matched on nodes and nodes/status, and not on other resources.
+    let request = update(agent_on("node-b"), &old, &new, Some("status"));
+    assert_ne!(policy.admit(&request), Decision::NotMatched);
+    let mut pods = update(agent_on("node-b"), &old, &new, None);
+    pods["resource"]["resource"] = json!("pods");
+    assert_eq!(policy.admit(&pods), Decision::NotMatched);
+}

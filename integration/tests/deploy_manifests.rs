@@ -1,0 +1,341 @@
+//! The deploy manifests: `kubectl kustomize deploy/overlays/eks` (and the base) render, and the
+//! output passes kubernetes-validate `--strict` (offline OpenAPI schemas, unknown fields rejected)
+//! for Kubernetes 1.30 and 1.33 with no warning at all (an unknown kind is only a warning there,
+//! so any warning fails). Then the rendered DaemonSet and RBAC are held to the conventions the
+//! deploy issue sets, so that a later edit cannot quietly drop one.
+//!
+//! kubernetes-validate lives in a virtualenv that `scripts/setup.sh` creates; `scripts/test.sh`
+//! exports `KUBERNETES_VALIDATE` with its path. Without it the tests look for
+//! `.venv/bin/kubernetes-validate` at the workspace root, and fail (never skip) if it is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value as Json, json};
+
+/// The kubernetes-validate release the venv pins (scripts/setup.sh).
+const VALIDATOR_VERSION: &str = "1.37.0";
+/// The Kubernetes versions the manifests must be valid for: 1.30 is the first with
+/// ValidatingAdmissionPolicy v1 (and the node name in service account tokens).
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.33.0"];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ has a parent").to_path_buf()
+}
+
+fn kubernetes_validate() -> PathBuf {
+    let path = match std::env::var_os("KUBERNETES_VALIDATE") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join(".venv/bin/kubernetes-validate"),
+    };
+    assert!(
+        path.is_file(),
+        "kubernetes-validate not found at {} (set KUBERNETES_VALIDATE, or run scripts/setup.sh, which \
+         installs kubernetes-validate=={VALIDATOR_VERSION} into .venv/)",
+        path.display()
+    );
+    path
+}
+
+/// `kubectl kustomize deploy/<dir>`: the YAML text.
+fn render(dir: &str) -> String {
+    let path = workspace_root().join("deploy").join(dir);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl (scripts/setup.sh checks for it): {e}"));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kustomize prints UTF-8")
+}
+
+fn documents(text: &str) -> Vec<Json> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| {
+            let value: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
+            serde_json::to_value(value).expect("YAML maps to JSON")
+        })
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Json], kind: &str, name: &str) -> &'a Json {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifest"))
+}
+
+/// What kubernetes-validate said about one file for one Kubernetes version.
+#[derive(Debug)]
+struct Report {
+    success: bool,
+    passed: Vec<String>,
+    warnings: Vec<String>,
+    errors: Vec<String>,
+}
+
+fn validate(yaml: &str, version: &str) -> Report {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, yaml).expect("write rendered manifest");
+    let out = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", version])
+        .arg(&file)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let lines = |prefix: &str| -> Vec<String> {
+        text.lines().filter(|l| l.starts_with(prefix)).map(str::to_owned).collect()
+    };
+    let passed = lines("INFO").into_iter().filter(|l| l.contains(" passed for resource ")).collect();
+    Report { success: out.status.success(), passed, warnings: lines("WARN"), errors: lines("ERROR") }
+}
+
+/// Strict validation for every supported version: exit 0, no warning, no error, and one "passed"
+/// line per rendered document.
+fn assert_valid_everywhere(dir: &str) {
+    let yaml = render(dir);
+    let docs = documents(&yaml);
+    assert!(docs.len() >= 10, "{dir}: only {} documents rendered", docs.len());
+    for version in KUBERNETES_VERSIONS {
+        let report = validate(&yaml, version);
+        assert!(report.success, "{dir} on {version}: {report:#?}");
+        assert!(report.errors.is_empty(), "{dir} on {version}: {:#?}", report.errors);
+        assert!(
+            report.warnings.is_empty(),
+            "{dir} on {version}: unexplained warnings {:#?}",
+            report.warnings
+        );
+        assert_eq!(
+            report.passed.len(),
+            docs.len(),
+            "{dir} on {version}: every document validated: {report:#?}"
+        );
+        println!("{dir}: {} documents pass kubernetes-validate --strict for {version}", report.passed.len());
+    }
+}
+
+#[test]
+fn validator_is_the_pinned_release() {
+    let out = Command::new(kubernetes_validate()).arg("--version").output().expect("run kubernetes-validate");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), VALIDATOR_VERSION);
+}
+
+#[test]
+fn eks_overlay_renders_and_validates_strictly() {
+    assert_valid_everywhere("overlays/eks");
+}
+
+#[test]
+fn base_renders_and_validates_strictly() {
+    assert_valid_everywhere("base");
+}
+
+/// The checks above have teeth: an unknown field is an error under `--strict`, and a kind the
+/// schemas do not know (here ValidatingAdmissionPolicy v1 on 1.29, before it went GA) is a
+/// warning, which `assert_valid_everywhere` refuses.
+#[test]
+fn validator_catches_unknown_fields_and_kinds() {
+    let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: y\ndaata:\n  a: b\n";
+    let report = validate(typo, "1.33.0");
+    assert!(!report.success && report.errors.iter().any(|e| e.contains("daata")), "{report:#?}");
+
+    let report = validate(&render("overlays/eks"), "1.29.0");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("ValidatingAdmissionPolicy")),
+        "1.29 has no ValidatingAdmissionPolicy v1, a warning was expected: {report:#?}"
+    );
+}
+
+#[test]
+fn daemonset_follows_the_network_agent_conventions() {
+    let docs = documents(&render("overlays/eks"));
+    let ds = find(&docs, "DaemonSet", "meshcrypt");
+    assert_eq!(ds["metadata"]["namespace"], "meshcrypt-system");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(pod["serviceAccountName"], "meshcrypt");
+    // The node's resolver: cluster DNS lives on the pod network the agent builds.
+    assert_eq!(pod["dnsPolicy"], "Default");
+    assert!(
+        pod["tolerations"]
+            .as_array()
+            .expect("tolerations")
+            .iter()
+            .any(|t| t == &json!({"operator": "Exists"})),
+        "must tolerate every taint: {}",
+        pod["tolerations"]
+    );
+
+    // Fargate excluded.
+    let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    let terms = terms.as_array().expect("node selector terms");
+    assert!(!terms.is_empty());
+    for term in terms {
+        let excluded = term["matchExpressions"].as_array().expect("match expressions").iter().any(|e| {
+            e["key"] == "eks.amazonaws.com/compute-type"
+                && e["operator"] == "NotIn"
+                && e["values"] == json!(["fargate"])
+        });
+        assert!(excluded, "every node selector term must exclude Fargate: {term}");
+    }
+
+    // Rolling update, at most 10% unavailable.
+    let strategy = &ds["spec"]["updateStrategy"];
+    assert_eq!(strategy["type"], "RollingUpdate");
+    let max = strategy["rollingUpdate"]["maxUnavailable"].as_str().expect("maxUnavailable as a percentage");
+    let percent: u32 = max.trim_end_matches('%').parse().expect("a percentage");
+    assert!(max.ends_with('%') && (1..=10).contains(&percent), "maxUnavailable {max}");
+
+    // Prometheus scrape annotations on the pods.
+    let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "9476");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let agent = &containers[0];
+    let image = agent["image"].as_str().expect("image");
+    assert_eq!(
+        image,
+        format!("ghcr.io/meshcrypt/meshcrypt:{}", env!("CARGO_PKG_VERSION")),
+        "image follows the release"
+    );
+    let args: Vec<&str> =
+        agent["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("arg")).collect();
+    assert_eq!(
+        args,
+        [
+            "agent",
+            "--node-name",
+            "$(NODE_NAME)",
+            "--config-map",
+            "meshcrypt",
+            "--config-namespace",
+            "meshcrypt-system",
+            "--state-dir",
+            "/var/lib/meshcrypt",
+            "--uapi-dir",
+            "/var/run/wireguard",
+            "--metrics-addr",
+            "0.0.0.0:9476",
+        ]
+    );
+    let env = agent["env"].as_array().expect("env");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "NODE_NAME" && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName")
+    );
+
+    // NET_ADMIN without privilege.
+    let security = &agent["securityContext"];
+    assert_eq!(security["privileged"], false);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    let added = security["capabilities"]["add"].as_array().expect("added capabilities");
+    assert!(added.contains(&json!("NET_ADMIN")));
+    assert!(added.iter().all(|c| c == "NET_ADMIN" || c == "NET_RAW"), "only network capabilities: {added:?}");
+    for init in pod["initContainers"].as_array().into_iter().flatten() {
+        assert_eq!(init["securityContext"]["privileged"], false, "{}", init["name"]);
+        assert!(init["securityContext"]["capabilities"]["add"].is_null(), "{}", init["name"]);
+    }
+
+    // Probes and ports.
+    assert_eq!(agent["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": 9476}));
+    assert_eq!(agent["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": 9476}));
+    let ports = agent["ports"].as_array().expect("ports");
+    assert!(ports.contains(&json!({"name": "wireguard", "containerPort": 51820, "protocol": "UDP"})));
+    assert!(ports.contains(&json!({"name": "metrics", "containerPort": 9476, "protocol": "TCP"})));
+
+    // Requests and limits.
+    for (what, value) in [
+        ("cpu request", &agent["resources"]["requests"]["cpu"]),
+        ("memory request", &agent["resources"]["requests"]["memory"]),
+        ("memory limit", &agent["resources"]["limits"]["memory"]),
+    ] {
+        assert!(value.is_string(), "{what} missing");
+    }
+
+    // Host paths: the TUN device, the key's state directory, the UAPI directory.
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let host_path = |path: &str| {
+        volumes.iter().find(|v| v["hostPath"]["path"] == path).unwrap_or_else(|| panic!("no hostPath {path}"))
+    };
+    assert_eq!(host_path("/dev/net/tun")["hostPath"]["type"], "CharDevice");
+    assert_eq!(host_path("/var/lib/meshcrypt")["hostPath"]["type"], "DirectoryOrCreate");
+    assert_eq!(host_path("/var/run/wireguard")["hostPath"]["type"], "DirectoryOrCreate");
+    let mounts = agent["volumeMounts"].as_array().expect("volume mounts");
+    for (volume, path) in [
+        (host_path("/dev/net/tun"), "/dev/net/tun"),
+        (host_path("/var/lib/meshcrypt"), "/var/lib/meshcrypt"),
+        (host_path("/var/run/wireguard"), "/var/run/wireguard"),
+    ] {
+        assert!(
+            mounts.iter().any(|m| m["name"] == volume["name"] && m["mountPath"] == path),
+            "{path} is not mounted into the agent"
+        );
+    }
+}
+
+/// The ClusterRole and Roles grant exactly the verbs the agent uses (README, deploy issue).
+#[test]
+fn rbac_grants_the_fewest_verbs() {
+    let docs = documents(&render("overlays/eks"));
+    let rules = |kind: &str, name: &str| find(&docs, kind, name)["rules"].clone();
+    assert_eq!(
+        rules("ClusterRole", "meshcrypt"),
+        json!([
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        ])
+    );
+    assert_eq!(
+        rules("Role", "meshcrypt"),
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["meshcrypt"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        ])
+    );
+    assert_eq!(find(&docs, "Role", "meshcrypt")["metadata"]["namespace"], "meshcrypt-system");
+    // Events about Nodes (cluster-scoped) are recorded in "default".
+    let node_events = find(&docs, "Role", "meshcrypt-node-events");
+    assert_eq!(node_events["metadata"]["namespace"], "default");
+    assert_eq!(
+        node_events["rules"],
+        json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}])
+    );
+    // Every binding is for the agent's ServiceAccount and names a role that exists.
+    let subject = json!([{"kind": "ServiceAccount", "name": "meshcrypt", "namespace": "meshcrypt-system"}]);
+    for binding in docs.iter().filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding") {
+        assert_eq!(binding["subjects"], subject, "{}", binding["metadata"]["name"]);
+        let role = &binding["roleRef"];
+        let target =
+            find(&docs, role["kind"].as_str().expect("role kind"), role["name"].as_str().expect("role name"));
+        assert_eq!(target["metadata"]["namespace"], binding["metadata"]["namespace"]);
+    }
+    // Nothing grants Secrets or a write other than the node patch and events.
+    for doc in docs.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
+        for rule in doc["rules"].as_array().expect("rules") {
+            assert!(!rule["resources"].as_array().expect("resources").contains(&json!("secrets")));
+            for verb in ["create", "update", "delete", "deletecollection", "*"] {
+                let grants = rule["verbs"].as_array().expect("verbs").contains(&json!(verb));
+                assert!(!grants || (verb == "create" && rule["resources"] == json!(["events"])), "{rule}");
+            }
+        }
+    }
+    // The EKS overlay's IRSA placeholder is on the ServiceAccount.
+    let sa = find(&docs, "ServiceAccount", "meshcrypt");
+    assert!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("arn:aws:iam::"))
+    );
+}
