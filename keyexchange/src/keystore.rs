@@ -49,6 +49,15 @@ impl KeyStore {
         let dir = dir.into();
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Error::io(&dir, e))?;
         let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+        if meta.is_dir() && meta.mode() & 0o077 != 0 && is_empty(&dir)? {
+            // An empty directory has exposed nothing yet (kubelet creates hostPath directories
+            // 0755): tighten it. A directory that already holds a key is refused below instead.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(&dir, e))?;
+            tracing::info!(dir = %dir.display(), "tightened the empty state directory to 0700");
+            let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+            check_private(&dir, &meta, true)?;
+            return Ok(Self { dir });
+        }
         check_private(&dir, &meta, true)?;
         Ok(Self { dir })
     }
@@ -140,6 +149,10 @@ impl KeyStore {
         let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
         Ok(KeyRecord { key, epoch, created: modified(&path, &meta)? })
     }
+}
+
+fn is_empty(dir: &Path) -> Result<bool, Error> {
+    Ok(fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.next().is_none())
 }
 
 /// Overwrites a released key file's contents with zeros and flushes them.
@@ -263,6 +276,18 @@ mod tests {
                 assert!(matches!(result, Err(Error::InsecurePermissions { .. })));
             }
         }
+    }
+
+    #[test]
+    fn an_empty_open_directory_is_tightened_but_one_holding_a_key_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        KeyStore::open(&dir).unwrap().load_or_create().unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(KeyStore::open(&dir), Err(Error::InsecurePermissions { .. })));
     }
 
     #[test]
