@@ -248,3 +248,48 @@ fn keys_rotate_on_every_node_during_traffic_without_a_reset() {
     assert_eq!(report.pod_plaintext, 0, "{report}");
     assert_eq!(stream.error, None, "the TCP stream was reset: {stream:?}");
 }
+
+#[test]
+fn the_mesh_rides_out_an_api_outage_and_resyncs_after_410() {
+    let mut cluster = cluster(&[]);
+    let (a, b) = pods(&cluster);
+    let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
+    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
+    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+
+    cluster.pause_api();
+    let down = Instant::now();
+    let (mut pings, mut lost) = (0u32, 0u32);
+    while down.elapsed() < Duration::from_secs(30) {
+        pings += 1;
+        lost += u32::from(!cluster.lab.ping(&a, b.address.into()).unwrap_or(false));
+    }
+    assert!(
+        ["node-0", "node-1"].iter().all(|n| has_device(&cluster, n)),
+        "the mesh was torn down during the outage"
+    );
+    assert!(
+        cluster.is_ready("node-0") && cluster.is_ready("node-1"),
+        "agents stopped being ready during the outage"
+    );
+    cluster.resume_api().expect("API back");
+
+    // The agents' watches come back through 410 Expired and a relist: a node that joins now is
+    // meshed with the others.
+    let joined = cluster.add_node().expect("add node");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    let new_pod = cluster.lab.pods_on(&joined)[0].clone();
+    poll(Duration::from_secs(15), || {
+        if cluster.lab.ping(&a, new_pod.address.into()).unwrap_or(false) { Ok(()) } else { Err("no".into()) }
+    })
+    .unwrap_or_else(|e| {
+        panic!("node-0 did not resync after the outage: {e}\n{}", cluster.agent_logs_tail(15))
+    });
+
+    let report = leak.stop().expect("leak report");
+    let stream = stream.stop();
+    println!("30 s API outage: {lost} of {pings} pings lost; stream {stream:?}");
+    assert_eq!(lost, 0, "pod traffic was disturbed by the API outage");
+    assert_eq!(report.pod_plaintext, 0, "{report}");
+    assert_eq!(stream.error, None, "{stream:?}");
+}

@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use tokio::sync::Notify;
 
 use crate::config::settings::{KeyError, Settings};
@@ -43,22 +42,10 @@ impl ConfigSource {
         base: Settings,
         wake: Arc<Notify>,
     ) -> Self {
-        let (reader, writer) = reflector::store();
         let api: Api<ConfigMap> = Api::namespaced(client, namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
-        let label = format!("{namespace}/{name}");
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(_) => wake.notify_one(),
-                    Err(e) => {
-                        tracing::warn!(configmap = %label, error = %e, "configmap watch failed; retrying")
-                    }
-                }
-            }
-        });
+        let label = format!("configmap {namespace}/{name}");
+        let reader = super::watch::reflect(api, config, label, wake, |cm| cm.metadata.managed_fields = None);
         Self { base, watched: Some((reader, name.to_owned())) }
     }
 

@@ -12,6 +12,7 @@ mod pods;
 mod publish;
 mod reconcile;
 mod routing_input;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         ),
         None => config_source::ConfigSource::flags_only(base),
     };
-    let (nodes, _watcher) = nodes::watch(client.clone(), wake.clone());
+    let nodes = nodes::watch(client.clone(), wake.clone());
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|source| AgentError::Io { what: "install the SIGTERM handler".into(), source })?;
     let mut interrupt = signal(SignalKind::interrupt())

@@ -4,30 +4,16 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use tokio::sync::Notify;
 
-/// Starts watching every Pod, waking the loop on each change.
+/// Starts watching every Pod, waking the loop on each change. Only what the peer set reads is
+/// kept, so a large cluster's Pods cost little memory.
 pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Pod> {
-    let (reader, writer) = reflector::store();
-    let api: Api<Pod> = Api::all(client);
-    // Only what the peer set reads is kept, so a large cluster's Pods cost little memory.
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(trim)).default_backoff();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => wake.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying with backoff"),
-            }
-        }
-    });
-    reader
+    super::watch::reflect(Api::all(client), watcher::Config::default(), "pods".into(), wake, trim)
 }
 
 fn trim(pod: &mut Pod) {

@@ -34,8 +34,8 @@ impl Identity {
 }
 
 /// Token → identity, changeable while serving.
-#[derive(Debug, Default)]
-pub struct Tokens(RwLock<HashMap<String, Identity>>);
+#[derive(Debug, Default, Clone)]
+pub struct Tokens(std::sync::Arc<RwLock<HashMap<String, Identity>>>);
 
 impl Tokens {
     /// Adds (or replaces) a token.

@@ -185,21 +185,7 @@ impl TestApiServer {
             server.create(obj)?;
         }
         let mut server = server;
-        for listener in listeners {
-            listener.set_nonblocking(true)?;
-            let addr = listener.local_addr()?;
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            let router = axum::Router::new().fallback(dispatch).with_state(state.clone());
-            let stop = server.shutdown_tx.subscribe();
-            let task = if config.tls {
-                tokio::spawn(serve(TlsListener::new(listener)?, router, stop))
-            } else {
-                tokio::spawn(serve(listener, router, stop))
-            };
-            server.tasks.push(task);
-            tracing::info!(%addr, "test API server listening");
-            server.addrs.push(addr);
-        }
+        server.spawn_listeners(listeners)?;
         Ok(server)
     }
 
@@ -347,8 +333,29 @@ impl TestApiServer {
         })
     }
 
-    /// Stops serving: open watches end, in-flight requests finish (up to 5 s), then returns.
-    pub async fn shutdown(mut self) {
+    fn spawn_listeners(&mut self, listeners: Vec<std::net::TcpListener>) -> Result<(), ApiServerError> {
+        self.addrs.clear();
+        for listener in listeners {
+            listener.set_nonblocking(true)?;
+            let addr = listener.local_addr()?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let router = axum::Router::new().fallback(dispatch).with_state(self.state.clone());
+            let stop = self.shutdown_tx.subscribe();
+            let task = if self.tls {
+                tokio::spawn(serve(TlsListener::new(listener)?, router, stop))
+            } else {
+                tokio::spawn(serve(listener, router, stop))
+            };
+            self.tasks.push(task);
+            tracing::info!(%addr, "test API server listening");
+            self.addrs.push(addr);
+        }
+        Ok(())
+    }
+
+    /// An outage: stops serving (open watches end, listeners close) but keeps every object, as
+    /// a restarting API server keeps etcd. [`TestApiServer::resume`] serves again.
+    pub async fn pause(&mut self) {
         let _ = self.shutdown_tx.send(true);
         for task in std::mem::take(&mut self.tasks) {
             let abort = task.abort_handle();
@@ -356,6 +363,28 @@ impl TestApiServer {
                 abort.abort();
             }
         }
+        tracing::info!("test API server paused");
+    }
+
+    /// Serves again after [`TestApiServer::pause`] on new listeners (bind them to the old
+    /// addresses to look like a restart), with the watch history gone: a client re-watching from
+    /// its last resourceVersion gets 410 Expired and relists. resourceVersions continue.
+    pub fn resume(&mut self, listeners: Vec<std::net::TcpListener>) -> Result<(), ApiServerError> {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        self.shutdown_tx = shutdown_tx;
+        self.state = Arc::new(AppState {
+            store: self.state.store.clone(),
+            tokens: self.state.tokens.clone(),
+            bookmark_interval: self.state.bookmark_interval,
+            shutdown: shutdown_rx,
+        });
+        self.state.store.compact();
+        self.spawn_listeners(listeners)
+    }
+
+    /// Stops serving: open watches end, in-flight requests finish (up to 5 s), then returns.
+    pub async fn shutdown(mut self) {
+        self.pause().await;
     }
 }
 

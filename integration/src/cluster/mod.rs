@@ -213,6 +213,23 @@ impl Cluster {
         Ok(&self.agents[node])
     }
 
+    /// Takes the API server away (listeners closed, watches cut), keeping its objects.
+    pub fn pause_api(&mut self) {
+        let api = self.api.as_mut().expect("the API server runs until drop");
+        self.runtime.block_on(api.pause());
+    }
+
+    /// Brings the API server back on the same addresses, with its watch history gone.
+    pub fn resume_api(&mut self) -> Result<(), ClusterError> {
+        let loopback = TcpListener::bind(self.api().local_addrs()[0])?;
+        let endpoint = self.api_endpoint;
+        let inside = self.lab.run_in(self.lab.underlay_ns(), move || TcpListener::bind(endpoint))??;
+        let api = self.api.as_mut().expect("the API server runs until drop");
+        let _guard = self.runtime.enter();
+        api.resume(vec![loopback, inside])?;
+        Ok(())
+    }
+
     /// Stops the agent on `node` with SIGTERM (SIGKILL after a grace period).
     pub fn stop_agent(&mut self, node: &str) -> Result<(), ClusterError> {
         if let Some(process) = self.agents.remove(node) {
