@@ -1,0 +1,72 @@
+//! The mesh over other paths: a dual-stack lab (IPv4 and IPv6 pod networks over an IPv4 underlay)
+//! passes the mesh checks over IPv6 too, and a 9001-byte underlay (EKS jumbo frames) gets its MTU.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
+use meshcrypt_integration::lab::Lab;
+use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
+
+#[test]
+fn pods_talk_over_ipv6_only_encrypted() {
+    let lab = Lab::builder().nodes(2).pods_per_node(1).ipv6(true).build().expect("dual-stack lab");
+    let cluster = Cluster::start_in(lab, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    let pods = cluster.lab.pods().to_vec();
+    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
+    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    for a in &pods {
+        for b in pods.iter().filter(|b| b.node != a.node) {
+            let to = IpAddr::V6(b.address6.expect("IPv6 pod address"));
+            poll(Duration::from_secs(10), || {
+                if cluster.lab.ping(a, to).unwrap_or(false) {
+                    Ok(())
+                } else {
+                    Err(format!("{} -> {to}", a.name))
+                }
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(20)));
+            cluster
+                .lab
+                .tcp_exchange_ns(&a.namespace, &b.namespace, to, b"over IPv6", Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("tcp {} -> {to}: {e}", a.name));
+            assert!(cluster.lab.ping(a, b.address.into()).expect("ping v4"));
+        }
+    }
+    let report = leak.stop().expect("leak report");
+    assert_eq!(report.pod_plaintext, 0, "{report}");
+    assert!(report.is_clean(), "{report}");
+    let allowed = cluster.wg("node-0", &["show", "meshcrypt0", "allowed-ips"]).expect("wg");
+    assert!(allowed.contains("fd00:10:244:1::/64"), "node-1's IPv6 pod CIDR is an allowed IP:\n{allowed}");
+}
+
+/// On a 9001-byte underlay (EKS jumbo frames) the tunnel MTU is 8941 and a jumbo packet crosses
+/// whole, encrypted.
+#[test]
+fn jumbo_underlay_gets_an_8941_byte_tunnel() {
+    let lab = Lab::builder().nodes(2).pods_per_node(1).underlay_mtu(9001).pod_mtu(9001).build().expect("lab");
+    let cluster = Cluster::start_in(lab, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    let ns = cluster.lab.node("node-0").expect("node").namespace.clone();
+    let link = cluster.lab.exec(&ns, &["ip", "link", "show", "meshcrypt0"]).expect("link");
+    assert!(link.contains("mtu 8941"), "{link}");
+    let (a, b) = (cluster.lab.pods_on("node-0")[0].clone(), cluster.lab.pods_on("node-1")[0].clone());
+    let leak = LeakDetector::start_for_lab(
+        &cluster.lab,
+        LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint()),
+    )
+    .expect("leak detector");
+    // 8900 bytes of payload + 28 of headers = 8928 ≤ 8941, sent with "don't fragment".
+    let to = b.address.to_string();
+    poll(Duration::from_secs(10), || {
+        let out = cluster
+            .lab
+            .exec_output(&a.namespace, &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "8900", &to])
+            .map_err(|e| e.to_string())?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stdout).into_owned()) }
+    })
+    .expect("a jumbo ping crosses the tunnel");
+    let report = leak.stop().expect("leak report");
+    assert_eq!(report.pod_plaintext, 0, "{report}");
+}
