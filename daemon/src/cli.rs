@@ -113,6 +113,10 @@ pub struct AgentArgs {
     /// The priority of meshcrypt's policy rules: below the AWS VPC CNI's 512.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..512))]
     pub rule_priority: u32,
+    /// The firewall mark on the mesh's own UDP packets (one bit): meshcrypt's rules skip marked
+    /// packets, so encrypted traffic never loops back into the mesh.
+    #[arg(long, default_value = "0x200000", value_parser = parse_mark)]
+    pub fwmark: u32,
     /// The cluster's pod network; repeat for several (dual-stack). All traffic to it is steered
     /// into the mesh. The ConfigMap's `pod-networks` replaces it.
     #[arg(long = "pod-network")]
@@ -139,4 +143,17 @@ pub struct AgentArgs {
     /// How often the agent re-checks the kernel and device even without a change, in seconds.
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
+}
+
+fn parse_mark(text: &str) -> Result<u32, String> {
+    let value = match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|e| format!("{text:?}: {e}"))?;
+    if value.count_ones() == 1 {
+        Ok(value)
+    } else {
+        Err(format!("{text:?} must be a single bit, e.g. 0x200000"))
+    }
 }

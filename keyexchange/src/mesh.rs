@@ -121,6 +121,8 @@ pub struct MeshConfig {
     pub port: u16,
     /// Where allowed IPs come from.
     pub allowed_ips: AllowedIpsFrom,
+    /// Host encryption: each peer's node address (its endpoint) is among its allowed IPs.
+    pub host_encryption: bool,
 }
 
 /// One remote node this node exchanges encrypted traffic with.
@@ -284,6 +286,11 @@ pub fn desired_peers(
                 .filter(|p| !contested.contains_key(&(node.name.as_str(), **p)))
                 .copied(),
         );
+        let mut allowed_ips = allowed_ips;
+        if config.host_encryption {
+            allowed_ips.push(IpNet::from(*ip));
+            allowed_ips.sort();
+        }
         peers.insert(
             node.name.clone(),
             Peer {

@@ -39,6 +39,11 @@ pub struct RoutingInput {
     pub peer_prefixes: Vec<IpNet>,
     /// Fail closed: pod traffic without a peer is dropped rather than sent on the underlay.
     pub strict: bool,
+    /// Peers' node addresses whose traffic goes through the mesh too (host encryption); their
+    /// routes are among `peer_prefixes`.
+    pub host_prefixes: Vec<IpNet>,
+    /// The firewall mark on the mesh's own UDP packets: every rule skips packets carrying it.
+    pub fwmark: Option<u32>,
 }
 
 /// The kernel state for `input`.
@@ -60,7 +65,13 @@ pub fn build(input: &RoutingInput) -> DesiredState {
     let rules = input
         .pod_networks
         .iter()
-        .map(|network| Rule { priority: input.rule_priority, dst: network.trunc(), table: input.table })
+        .chain(&input.host_prefixes)
+        .map(|dst| Rule {
+            priority: input.rule_priority,
+            dst: dst.trunc(),
+            unmarked: input.fwmark,
+            table: input.table,
+        })
         .collect();
     DesiredState {
         link: LinkSpec {
@@ -93,6 +104,8 @@ mod tests {
             local_prefixes: vec![net("10.244.0.0/24")],
             peer_prefixes: vec![net("10.244.1.0/24"), net("10.244.2.0/24")],
             strict,
+            host_prefixes: vec![],
+            fwmark: Some(0x20_0000),
         }
     }
 
@@ -117,10 +130,31 @@ mod tests {
             assert_eq!(got.routes, want, "strict={strict}");
             assert_eq!(
                 got.rules,
-                BTreeSet::from([Rule { priority: 100, dst: net("10.244.0.0/16"), table: 2_000 }])
+                BTreeSet::from([Rule {
+                    priority: 100,
+                    dst: net("10.244.0.0/16"),
+                    unmarked: Some(0x20_0000),
+                    table: 2_000
+                }])
             );
             assert_eq!(got.link.mtu, 1440);
         }
+    }
+
+    #[test]
+    fn host_encryption_steers_peers_node_addresses_but_never_marked_packets() {
+        let mut host = input(true);
+        host.host_prefixes = vec![net("198.18.0.11/32")];
+        host.peer_prefixes.push(net("198.18.0.11/32"));
+        let got = build(&host);
+        assert!(got.rules.contains(&Rule {
+            priority: 100,
+            dst: net("198.18.0.11/32"),
+            unmarked: Some(0x20_0000),
+            table: 2_000
+        }));
+        assert!(got.routes.contains(&route("198.18.0.11/32", ROUTE_METRIC, RouteKind::Device)));
+        assert!(got.rules.iter().all(|r| r.unmarked == Some(0x20_0000)));
     }
 
     #[test]

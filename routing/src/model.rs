@@ -43,20 +43,28 @@ impl fmt::Display for Route {
     }
 }
 
-/// One policy rule at meshcrypt's priority: "to `dst`, look up meshcrypt's table".
+/// One policy rule at meshcrypt's priority: "to `dst`, unless the packet carries the mesh's
+/// firewall mark, look up meshcrypt's table". The mark keeps the mesh's own encrypted UDP out of
+/// the mesh when a peer's node address is steered into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
     /// The rule's priority (lower is consulted first).
     pub priority: u32,
     /// The destination selector.
     pub dst: IpNet,
+    /// Match only packets with none of these mark bits (`fwmark 0/MASK`); `None` for any mark.
+    pub unmarked: Option<u32>,
     /// The table looked up.
     pub table: u32,
 }
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: to {} lookup {}", self.priority, self.dst, self.table)
+        write!(f, "{}: to {}", self.priority, self.dst)?;
+        if let Some(mask) = self.unmarked {
+            write!(f, " fwmark 0/{mask:#x}")?;
+        }
+        write!(f, " lookup {}", self.table)
     }
 }
 

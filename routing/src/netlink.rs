@@ -15,7 +15,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType,
 };
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 
 use crate::error::Error;
@@ -255,19 +255,26 @@ fn rule_from(msg: &RuleMessage) -> Option<Rule> {
     let mut priority = 0;
     let mut table = u32::from(msg.header.table);
     let mut addr = None;
+    let (mut mark, mut mask) = (0, 0);
     for attr in &msg.attributes {
         match attr {
             RuleAttribute::Priority(p) => priority = *p,
             RuleAttribute::Table(t) => table = *t,
             RuleAttribute::Destination(a) => addr = Some(*a),
+            RuleAttribute::FwMark(m) => mark = *m,
+            RuleAttribute::FwMask(m) => mask = *m,
             _ => {}
         }
     }
+    // An inverted rule or one matching a set mark is not a shape meshcrypt installs: it reads
+    // back as "unmarked 0", which meshcrypt never wants, so the planner removes it.
+    let foreign = msg.header.flags.contains(RuleFlags::Invert) || mark != 0;
+    let unmarked = if foreign { Some(0) } else { (mask != 0).then_some(mask) };
     let addr = addr.unwrap_or(match msg.header.family {
         AddressFamily::Inet6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
         _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
     });
-    Some(Rule { priority, dst: IpNet::new(addr, msg.header.dst_len).ok()?, table })
+    Some(Rule { priority, dst: IpNet::new(addr, msg.header.dst_len).ok()?, unmarked, table })
 }
 
 fn rule_message(rule: &Rule) -> RuleMessage {
@@ -279,6 +286,10 @@ fn rule_message(rule: &Rule) -> RuleMessage {
         u8::try_from(rule.table).ok().filter(|t| *t != 0).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
     msg.attributes.push(RuleAttribute::Table(rule.table));
     msg.attributes.push(RuleAttribute::Priority(rule.priority));
+    if let Some(mask) = rule.unmarked {
+        msg.attributes.push(RuleAttribute::FwMark(0));
+        msg.attributes.push(RuleAttribute::FwMask(mask));
+    }
     if rule.dst.prefix_len() > 0 {
         msg.attributes.push(RuleAttribute::Destination(rule.dst.addr()));
     }

@@ -43,6 +43,8 @@ fn input(peers: &[&str], strict: bool) -> RoutingInput {
         local_prefixes: vec![net("10.244.0.0/24"), net("fd00:10:244::/64")],
         peer_prefixes: peers.iter().map(|p| net(p)).collect(),
         strict,
+        host_prefixes: vec![],
+        fwmark: Some(0x20_0000),
     }
 }
 
@@ -92,10 +94,17 @@ fn apply_then_plan_is_empty_and_reapplying_is_harmless() {
         );
         assert!(table.contains("throw 10.244.0.0/24"), "{table}");
         let rules = ip(&["rule", "show"]);
-        assert!(rules.contains(&format!("{PRIORITY}:\tfrom all to 10.244.0.0/16 lookup {TABLE}")), "{rules}");
+        assert!(
+            rules.contains(&format!(
+                "{PRIORITY}:\tfrom all to 10.244.0.0/16 fwmark 0/0x200000 lookup {TABLE}"
+            )),
+            "{rules}"
+        );
         let rules6 = ip(&["-6", "rule", "show"]);
         assert!(
-            rules6.contains(&format!("{PRIORITY}:\tfrom all to fd00:10:244::/56 lookup {TABLE}")),
+            rules6.contains(&format!(
+                "{PRIORITY}:\tfrom all to fd00:10:244::/56 fwmark 0/0x200000 lookup {TABLE}"
+            )),
             "{rules6}"
         );
         assert_eq!(ip(&["route", "show", "table", "main"]), main_before);
@@ -146,6 +155,7 @@ fn removing_a_peer_and_the_device_leaves_the_blackhole_floor() {
             assert!(gone.rules.contains(&Rule {
                 priority: PRIORITY,
                 dst: net("10.244.0.0/16"),
+                unmarked: Some(0x20_0000),
                 table: TABLE
             }));
         });

@@ -87,6 +87,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         uapi_dir: args.uapi_dir.clone(),
         table: args.table,
         rule_priority: args.rule_priority,
+        fwmark: args.fwmark,
         config,
         config_ref: args.config_map.clone().map(|name| (args.config_namespace.clone(), name)),
         settings: None,

@@ -44,6 +44,8 @@ pub struct Reconciler {
     pub table: u32,
     /// meshcrypt's rule priority.
     pub rule_priority: u32,
+    /// The firewall mark on the device's UDP packets.
+    pub fwmark: u32,
     /// Where settings come from.
     pub config: ConfigSource,
     /// The watched ConfigMap as (namespace, name), for Events.
@@ -188,6 +190,7 @@ impl Reconciler {
         let mut config = DeviceConfig::new(self.ifname.clone(), record.key);
         config.listen_port = settings.port;
         config.uapi_dir = self.uapi_dir.clone();
+        config.fwmark = Some(self.fwmark);
         let device = Arc::new(Device::create(config)?);
         tracing::info!(interface = %self.ifname, port = settings.port, "wireguard device up");
         if let Ok(mut slot) = self.device.write() {
@@ -218,8 +221,12 @@ impl Reconciler {
             Addressing::PodIp => (AllowedIpsFrom::PodIps, self.pod_views().await?),
         };
         let local_node = LocalNode { name: self.node.clone(), public_key: self.key.public_key, underlay_ip };
-        let peers =
-            desired_peers(&nodes, &pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
+        let peers = desired_peers(
+            &nodes,
+            &pods,
+            &local_node,
+            &MeshConfig { port: settings.port, allowed_ips, host_encryption: settings.host_encryption },
+        );
         self.events.problems(&peers.problems).await;
         self.record_problems(&peers.problems);
 
@@ -253,6 +260,8 @@ impl Reconciler {
             rule_priority: self.rule_priority,
             pod_networks: settings.pod_networks.clone(),
             strict: settings.strict,
+            host_encryption: settings.host_encryption,
+            fwmark: self.fwmark,
         };
         let desired = meshcrypt_routing::desired::build(&routing_input(&routing, mtu, &node_ips, &peers));
         let kernel_ops = self.converge(&desired).await?;

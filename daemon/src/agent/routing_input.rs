@@ -20,11 +20,16 @@ pub struct RoutingSettings {
     pub pod_networks: Vec<IpNet>,
     /// Fail closed.
     pub strict: bool,
+    /// Steer traffic to peers' node addresses into the mesh too.
+    pub host_encryption: bool,
+    /// The mark on the mesh's own UDP packets, which every rule lets pass.
+    pub fwmark: u32,
 }
 
 /// The routing input for one pass: every peer's allowed IPs into the device; this node's own pod
 /// prefixes, and node addresses that fall inside a pod network (as on EKS, where the VPC holds
-/// both), delivered without the mesh.
+/// both), delivered without the mesh — unless host encryption sends peers' node addresses through
+/// it.
 pub fn routing_input(
     settings: &RoutingSettings,
     mtu: u32,
@@ -35,12 +40,18 @@ pub fn routing_input(
         peers.peers.values().flat_map(|p| p.allowed_ips.iter().copied()).collect();
     peer_prefixes.sort();
     peer_prefixes.dedup();
+    let host_prefixes: Vec<IpNet> = if settings.host_encryption {
+        peers.peers.values().map(|p| IpNet::from(p.endpoint.ip())).collect()
+    } else {
+        Vec::new()
+    };
     let mut local_prefixes = peers.local_prefixes.clone();
     local_prefixes.extend(
         node_ips
             .iter()
             .filter(|ip| settings.pod_networks.iter().any(|n| n.contains(*ip)))
-            .map(|ip| IpNet::from(*ip)),
+            .map(|ip| IpNet::from(*ip))
+            .filter(|net| !host_prefixes.contains(net)),
     );
     local_prefixes.sort();
     local_prefixes.dedup();
@@ -54,6 +65,8 @@ pub fn routing_input(
         local_prefixes,
         peer_prefixes,
         strict: settings.strict,
+        host_prefixes,
+        fwmark: Some(settings.fwmark),
     }
 }
 
@@ -88,6 +101,8 @@ mod tests {
             rule_priority: 100,
             pod_networks: vec![net("10.244.0.0/16")],
             strict: true,
+            host_encryption: false,
+            fwmark: 0x20_0000,
         };
         let node_ips = ["198.18.0.10".parse().unwrap(), "10.244.200.7".parse().unwrap()];
         let input = routing_input(&settings, 1440, &node_ips, &peers);

@@ -35,7 +35,7 @@ fn node(name: &str, key: Option<&str>, ips: &[&str], cidrs: &[&str]) -> NodeView
 }
 
 fn cidr_mode(port: u16) -> MeshConfig {
-    MeshConfig { port, allowed_ips: AllowedIpsFrom::PodCidrs }
+    MeshConfig { port, allowed_ips: AllowedIpsFrom::PodCidrs, host_encryption: false }
 }
 
 fn pod(name: &str, node: &str, ips: &[&str]) -> PodView {
@@ -272,7 +272,7 @@ fn pod_ip_mode_table() {
         ),
     ];
     for (name, pods, want_peers, want_local, want_problems) in cases {
-        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodIps };
+        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodIps, host_encryption: false };
         let got = desired_peers(&nodes, &pods, &local("198.18.0.10"), &config);
         let peers: Vec<(&str, Vec<String>)> = got
             .peers
@@ -288,6 +288,18 @@ fn pod_ip_mode_table() {
             got.problems.iter().map(|p| (p.node.as_str(), p.problem.reason())).collect();
         assert_eq!(problems, want_problems, "{name}: {:?}", got.problems);
     }
+}
+
+#[test]
+fn host_encryption_adds_each_peers_node_address() {
+    let nodes = vec![
+        node("a", Some(&key(1).to_string()), &["198.18.0.10"], &["10.244.0.0/24"]),
+        node("b", Some(&key(2).to_string()), &["198.18.0.11"], &["10.244.1.0/24"]),
+    ];
+    let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs, host_encryption: true };
+    let got = desired_peers(&nodes, &[], &local("198.18.0.10"), &config);
+    let allowed: Vec<String> = got.peers["b"].allowed_ips.iter().map(ToString::to_string).collect();
+    assert_eq!(allowed, vec!["10.244.1.0/24", "198.18.0.11/32"]);
 }
 
 #[test]

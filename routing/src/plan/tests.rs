@@ -17,7 +17,7 @@ fn route(dst: &str, metric: u32, kind: RouteKind) -> Route {
 }
 
 fn rule(dst: &str) -> Rule {
-    Rule { priority: 100, dst: net(dst), table: 2_000 }
+    Rule { priority: 100, dst: net(dst), unmarked: Some(0x20_0000), table: 2_000 }
 }
 
 fn input(peers: &[&str], strict: bool) -> RoutingInput {
@@ -31,6 +31,8 @@ fn input(peers: &[&str], strict: bool) -> RoutingInput {
         local_prefixes: vec![net("10.244.0.0/24")],
         peer_prefixes: peers.iter().map(|p| net(p)).collect(),
         strict,
+        host_prefixes: vec![],
+        fwmark: Some(0x20_0000),
     }
 }
 
@@ -207,7 +209,7 @@ proptest! {
                 observed.routes.insert(r);
             }
         }
-        observed.rules = stale_rules.into_iter().map(|dst| Rule { priority: 100, dst, table: 2_000 }).collect();
+        observed.rules = stale_rules.into_iter().map(|dst| Rule { priority: 100, dst, unmarked: Some(0x20_0000), table: 2_000 }).collect();
         let desired = build(&input);
         let after = apply(&observed, &plan(&desired, &observed));
         prop_assert_eq!(plan(&desired, &after), vec![]);
