@@ -54,7 +54,6 @@ fn describe(s: &Settings, key: &str) -> String {
         "addressing" => format!("{:?}", s.addressing),
         "pod-networks" => s.pod_networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         "host-encryption" => s.host_encryption.to_string(),
-        "mss-clamping" => s.mss_clamping.to_string(),
         "key-rotation-interval" => {
             s.key_rotation_interval.map(|d| format!("{}s", d.as_secs())).unwrap_or("off".into())
         }

@@ -29,7 +29,6 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "Comma-separated pod network prefixes steered into the mesh, e.g. 10.244.0.0/16,fd00:10:244::/56 (required).",
     ),
     ("host-encryption", "false", "Also encrypt traffic between node addresses."),
-    ("mss-clamping", "false", "Clamp TCP MSS to the tunnel MTU for flows into the mesh."),
     (
         "key-rotation-interval",
         "0",
@@ -73,8 +72,6 @@ pub struct Settings {
     pub pod_networks: Vec<IpNet>,
     /// Encrypt node-to-node traffic too.
     pub host_encryption: bool,
-    /// Clamp TCP MSS.
-    pub mss_clamping: bool,
     /// Scheduled key rotation; `None` when disabled.
     pub key_rotation_interval: Option<Duration>,
     /// Log filter.
@@ -91,7 +88,6 @@ impl Default for Settings {
             addressing: Addressing::PodCidr,
             pod_networks: Vec::new(),
             host_encryption: false,
-            mss_clamping: false,
             key_rotation_interval: None,
             log_level: "info".into(),
         }
@@ -135,7 +131,6 @@ impl Settings {
                 "addressing" => parse_addressing(value).map(|v| out.addressing = v),
                 "pod-networks" => parse_networks(value).map(|v| out.pod_networks = v),
                 "host-encryption" => parse_bool(value).map(|v| out.host_encryption = v),
-                "mss-clamping" => parse_bool(value).map(|v| out.mss_clamping = v),
                 "key-rotation-interval" => parse_interval(value).map(|v| out.key_rotation_interval = v),
                 "log-level" => tracing_subscriber::EnvFilter::try_new(value)
                     .map(|_| out.log_level = value.to_owned())
@@ -245,8 +240,8 @@ mod tests {
             (vec![("key-rotation-interval", "0")], Box::new(|s| s.key_rotation_interval.is_none())),
             (vec![("log-level", "meshcrypt=debug")], Box::new(|s| s.log_level == "meshcrypt=debug")),
             (
-                vec![("host-encryption", "true"), ("mss-clamping", "true")],
-                Box::new(|s| s.host_encryption && s.mss_clamping),
+                vec![("host-encryption", "true")],
+                Box::new(|s| s.host_encryption),
             ),
         ];
         for (input, check) in cases {
