@@ -6,4 +6,5 @@ pub mod apiserver;
 pub mod cluster;
 pub mod lab;
 pub mod leak;
+pub mod manifests;
 pub mod traffic;

@@ -8,41 +8,12 @@
 //! turn into a denial).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cel::{Context, Program, Value, to_value};
 use serde_json::{Value as Json, json};
 
 const AGENT: &str = "system:serviceaccount:meshcrypt-system:meshcrypt";
 const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ has a parent").to_path_buf()
-}
-
-/// `kubectl kustomize deploy/<dir>`, parsed into its documents.
-fn render(dir: &str) -> Vec<Json> {
-    let path = workspace_root().join("deploy").join(dir);
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kubectl (scripts/setup.sh checks for it): {e}"));
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("kustomize prints UTF-8");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let value: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
-            serde_json::to_value(value).expect("YAML maps to JSON")
-        })
-        .collect()
-}
 
 fn find<'a>(docs: &'a [Json], kind: &str) -> &'a Json {
     let found: Vec<&Json> = docs.iter().filter(|d| d["kind"] == kind).collect();
@@ -83,7 +54,10 @@ enum Decision {
 
 impl Policy {
     fn load() -> Self {
-        let docs = render("overlays/eks");
+        let docs = meshcrypt_integration::manifests::documents(
+            &meshcrypt_integration::manifests::render("overlays/eks").expect("render"),
+        )
+        .expect("documents");
         let policy = find(&docs, "ValidatingAdmissionPolicy");
         let binding = find(&docs, "ValidatingAdmissionPolicyBinding");
         let spec = &policy["spec"];
@@ -477,7 +451,10 @@ fn spec_labels_status_and_ownership_may_not_change() {
 fn the_policy_applies_to_the_agents_service_account_only() {
     let policy = Policy::load();
     // The username the match condition names is the rendered ServiceAccount's.
-    let docs = render("overlays/eks");
+    let docs = meshcrypt_integration::manifests::documents(
+        &meshcrypt_integration::manifests::render("overlays/eks").expect("render"),
+    )
+    .expect("documents");
     let sa = find(&docs, "ServiceAccount");
     let username = format!(
         "system:serviceaccount:{}:{}",

@@ -3,31 +3,10 @@
 //! knows is set and commented in the base, and a hostile value is rejected naming its key. So the
 //! manifest and the code cannot drift apart.
 
-use std::path::{Path, PathBuf};
+use meshcrypt_integration::manifests::workspace_root;
 use std::process::{Command, Output};
 
 use meshcrypt_integration::cluster::meshcrypt_bin;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ has a parent").to_path_buf()
-}
-
-/// `kubectl kustomize deploy/<dir>`: the YAML text.
-fn render(dir: &str) -> String {
-    let path = workspace_root().join("deploy").join(dir);
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kubectl (scripts/setup.sh checks for it): {e}"));
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("kustomize prints UTF-8")
-}
 
 /// `meshcrypt config check` on `yaml` (written to a file, as an operator would).
 fn config_check(yaml: &str) -> Output {
@@ -51,7 +30,7 @@ fn settings(out: &Output) -> Vec<(String, String, String)> {
 }
 
 fn assert_accepted(dir: &str) -> Vec<(String, String, String)> {
-    let out = config_check(&render(dir));
+    let out = config_check(&meshcrypt_integration::manifests::render(dir).expect("render"));
     assert!(
         out.status.success(),
         "meshcrypt config check rejected the {dir} ConfigMap: {}{}",
@@ -103,14 +82,20 @@ fn agent_accepts_the_eks_overlay_configmap() {
 
 #[test]
 fn agent_rejects_a_bad_value_naming_the_key() {
-    let manifest = render("overlays/eks").replace("mtu: auto", "mtu: \"70000\"");
+    let manifest = meshcrypt_integration::manifests::render("overlays/eks")
+        .expect("render")
+        .replace("mtu: auto", "mtu: \"70000\"");
     assert!(manifest.contains("mtu: \"70000\""), "the rendered ConfigMap has an mtu line to change");
     let out = config_check(&manifest);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "mtu 70000 accepted: {}", String::from_utf8_lossy(&out.stdout));
     assert!(stderr.contains("mtu: \"70000\""), "the error names the key and value: {stderr}");
 
-    let out = config_check(&render("base").replace("strict: \"true\"", "strict: \"yes\"\n  surprise: \"1\""));
+    let out = config_check(
+        &meshcrypt_integration::manifests::render("base")
+            .expect("render")
+            .replace("strict: \"true\"", "strict: \"yes\"\n  surprise: \"1\""),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("strict") && stderr.contains("surprise"), "every bad key is named: {stderr}");
@@ -120,7 +105,7 @@ fn agent_rejects_a_bad_value_naming_the_key() {
 /// value parses (`--help` at the end stops it before it would start).
 #[test]
 fn agent_accepts_the_daemonset_command_line() {
-    let yaml = render("overlays/eks");
+    let yaml = meshcrypt_integration::manifests::render("overlays/eks").expect("render");
     let daemonset = serde_yaml::Deserializer::from_str(&yaml)
         .map(|doc| <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("valid YAML"))
         .find(|doc| doc["kind"].as_str() == Some("DaemonSet"))
@@ -151,7 +136,7 @@ fn agent_accepts_the_daemonset_command_line() {
 #[test]
 fn lab_uses_the_manifests_names() {
     use meshcrypt_integration::cluster::{CONFIG_MAP, CONFIG_NAMESPACE, METRICS_PORT};
-    let yaml = render("overlays/eks");
+    let yaml = meshcrypt_integration::manifests::render("overlays/eks").expect("render");
     let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&yaml)
         .map(|doc| <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("valid YAML"))
         .collect();

@@ -8,7 +8,8 @@
 //! exports `KUBERNETES_VALIDATE` with its path. Without it the tests look for
 //! `.venv/bin/kubernetes-validate` at the workspace root, and fail (never skip) if it is missing.
 
-use std::path::{Path, PathBuf};
+use meshcrypt_integration::manifests::workspace_root;
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value as Json, json};
@@ -18,10 +19,6 @@ const VALIDATOR_VERSION: &str = "1.37.0";
 /// The Kubernetes versions the manifests must be valid for: 1.30 is the first with
 /// ValidatingAdmissionPolicy v1 (and the node name in service account tokens).
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.33.0"];
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ has a parent").to_path_buf()
-}
 
 fn kubernetes_validate() -> PathBuf {
     let path = match std::env::var_os("KUBERNETES_VALIDATE") {
@@ -35,23 +32,6 @@ fn kubernetes_validate() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// `kubectl kustomize deploy/<dir>`: the YAML text.
-fn render(dir: &str) -> String {
-    let path = workspace_root().join("deploy").join(dir);
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kubectl (scripts/setup.sh checks for it): {e}"));
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("kustomize prints UTF-8")
 }
 
 fn documents(text: &str) -> Vec<Json> {
@@ -99,7 +79,7 @@ fn validate(yaml: &str, version: &str) -> Report {
 /// Strict validation for every supported version: exit 0, no warning, no error, and one "passed"
 /// line per rendered document.
 fn assert_valid_everywhere(dir: &str) {
-    let yaml = render(dir);
+    let yaml = meshcrypt_integration::manifests::render(dir).expect("render");
     let docs = documents(&yaml);
     assert!(docs.len() >= 10, "{dir}: only {} documents rendered", docs.len());
     for version in KUBERNETES_VERSIONS {
@@ -146,7 +126,8 @@ fn validator_catches_unknown_fields_and_kinds() {
     let report = validate(typo, "1.33.0");
     assert!(!report.success && report.errors.iter().any(|e| e.contains("daata")), "{report:#?}");
 
-    let report = validate(&render("overlays/eks"), "1.29.0");
+    let report =
+        validate(&meshcrypt_integration::manifests::render("overlays/eks").expect("render"), "1.29.0");
     assert!(
         report.warnings.iter().any(|w| w.contains("ValidatingAdmissionPolicy")),
         "1.29 has no ValidatingAdmissionPolicy v1, a warning was expected: {report:#?}"
@@ -155,7 +136,7 @@ fn validator_catches_unknown_fields_and_kinds() {
 
 #[test]
 fn daemonset_follows_the_network_agent_conventions() {
-    let docs = documents(&render("overlays/eks"));
+    let docs = documents(&meshcrypt_integration::manifests::render("overlays/eks").expect("render"));
     let ds = find(&docs, "DaemonSet", "meshcrypt");
     assert_eq!(ds["metadata"]["namespace"], "meshcrypt-system");
     let pod = &ds["spec"]["template"]["spec"];
@@ -288,7 +269,7 @@ fn daemonset_follows_the_network_agent_conventions() {
 /// The ClusterRole and Roles grant exactly the verbs the agent uses (README, deploy issue).
 #[test]
 fn rbac_grants_the_fewest_verbs() {
-    let docs = documents(&render("overlays/eks"));
+    let docs = documents(&meshcrypt_integration::manifests::render("overlays/eks").expect("render"));
     let rules = |kind: &str, name: &str| find(&docs, kind, name)["rules"].clone();
     assert_eq!(
         rules("ClusterRole", "meshcrypt"),

@@ -3,28 +3,22 @@
 //! mesh from it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, CONFIG_MAP, CONFIG_NAMESPACE, Cluster};
-use serde::Deserialize as _;
+use meshcrypt_integration::manifests::{documents, render};
 
 fn rendered_configmap() -> BTreeMap<String, String> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base");
-    let out = Command::new("kubectl").arg("kustomize").arg(&base).output().expect("kubectl kustomize");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(document).expect("yaml");
-        if value["kind"].as_str() == Some("ConfigMap")
-            && value["metadata"]["name"].as_str() == Some(CONFIG_MAP)
-            && value["metadata"]["namespace"].as_str() == Some(CONFIG_NAMESPACE)
-        {
-            return serde_yaml::from_value(value["data"].clone()).expect("string data");
-        }
-    }
-    panic!("no ConfigMap {CONFIG_NAMESPACE}/{CONFIG_MAP} in the rendered base");
+    let docs = documents(&render("base").expect("render deploy/base")).expect("documents");
+    let configmap = docs
+        .into_iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"] == CONFIG_MAP
+                && d["metadata"]["namespace"] == CONFIG_NAMESPACE
+        })
+        .unwrap_or_else(|| panic!("no ConfigMap {CONFIG_NAMESPACE}/{CONFIG_MAP} in the rendered base"));
+    serde_json::from_value(configmap["data"].clone()).expect("string data")
 }
 
 #[test]
