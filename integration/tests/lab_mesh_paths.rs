@@ -70,3 +70,44 @@ fn jumbo_underlay_gets_an_8941_byte_tunnel() {
     let report = leak.stop().expect("leak report");
     assert_eq!(report.pod_plaintext, 0, "{report}");
 }
+
+/// Nodes whose first InternalIP is IPv6 mesh over an IPv6 underlay: endpoints are IPv6 and the
+/// tunnel MTU is the underlay's less 80.
+#[test]
+fn an_ipv6_underlay_carries_the_mesh_with_80_bytes_of_overhead() {
+    let lab = Lab::builder().nodes(2).pods_per_node(1).ipv6(true).build().expect("dual-stack lab");
+    let cluster = Cluster::start_in(lab, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    for node in cluster.lab.nodes().to_vec() {
+        let v6 = node.underlay_addr6.expect("IPv6 underlay").to_string();
+        let patch = serde_json::json!({"status": {"addresses": [
+            {"type": "InternalIP", "address": v6},
+            {"type": "InternalIP", "address": node.underlay_addr.to_string()},
+            {"type": "Hostname", "address": node.name},
+        ]}});
+        cluster.api().merge_patch("v1", "Node", None, &node.name, &patch, true).expect("IPv6 first");
+    }
+    let ns = cluster.lab.node("node-0").unwrap().namespace.clone();
+    poll(Duration::from_secs(10), || {
+        let endpoints = cluster.wg("node-0", &["show", "meshcrypt0", "endpoints"]).unwrap_or_default();
+        let link = cluster.lab.exec(&ns, &["ip", "link", "show", "meshcrypt0"]).unwrap_or_default();
+        if endpoints.contains("[fd00:198:18::11]:51820") && link.contains("mtu 1420") {
+            Ok(())
+        } else {
+            Err(format!("endpoints {endpoints} link {link}"))
+        }
+    })
+    .expect("IPv6 endpoints and MTU 1420");
+    let (a, b) = (cluster.lab.pods_on("node-0")[0].clone(), cluster.lab.pods_on("node-1")[0].clone());
+    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
+    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    for to in [IpAddr::V4(b.address), IpAddr::V6(b.address6.unwrap())] {
+        poll(Duration::from_secs(10), || {
+            if cluster.lab.ping(&a, to).unwrap_or(false) { Ok(()) } else { Err(format!("-> {to}")) }
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(20)));
+    }
+    let report = leak.stop().expect("leak report");
+    assert_eq!(report.pod_plaintext, 0, "{report}");
+    assert!(report.mesh_packets > 0 && report.is_clean(), "{report}");
+}
