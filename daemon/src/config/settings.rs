@@ -239,10 +239,7 @@ mod tests {
             ),
             (vec![("key-rotation-interval", "0")], Box::new(|s| s.key_rotation_interval.is_none())),
             (vec![("log-level", "meshcrypt=debug")], Box::new(|s| s.log_level == "meshcrypt=debug")),
-            (
-                vec![("host-encryption", "true")],
-                Box::new(|s| s.host_encryption),
-            ),
+            (vec![("host-encryption", "true")], Box::new(|s| s.host_encryption)),
         ];
         for (input, check) in cases {
             let parsed =
