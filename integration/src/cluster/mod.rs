@@ -135,31 +135,18 @@ impl Cluster {
 
     /// Changes keys of the agents' ConfigMap (a merge patch, as `kubectl patch` would).
     pub fn set_config(&self, pairs: &[(&str, &str)]) -> Result<(), ClusterError> {
-        let data: serde_json::Map<String, Value> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect();
-        self.api().merge_patch(
-            "v1",
-            "ConfigMap",
-            Some(CONFIG_NAMESPACE),
-            CONFIG_MAP,
-            &serde_json::json!({"data": data}),
-            false,
-        )?;
-        Ok(())
+        self.patch_config(pairs.iter().map(|(k, v)| (*k, Value::String((*v).to_owned()))))
     }
 
     /// Removes keys from the agents' ConfigMap.
     pub fn unset_config(&self, keys: &[&str]) -> Result<(), ClusterError> {
-        let data: serde_json::Map<String, Value> =
-            keys.iter().map(|k| ((*k).to_owned(), Value::Null)).collect();
-        self.api().merge_patch(
-            "v1",
-            "ConfigMap",
-            Some(CONFIG_NAMESPACE),
-            CONFIG_MAP,
-            &serde_json::json!({"data": data}),
-            false,
-        )?;
+        self.patch_config(keys.iter().map(|k| (*k, Value::Null)))
+    }
+
+    fn patch_config<'a>(&self, data: impl Iterator<Item = (&'a str, Value)>) -> Result<(), ClusterError> {
+        let data: serde_json::Map<String, Value> = data.map(|(k, v)| (k.to_owned(), v)).collect();
+        let patch = serde_json::json!({"data": data});
+        self.api().merge_patch("v1", "ConfigMap", Some(CONFIG_NAMESPACE), CONFIG_MAP, &patch, false)?;
         Ok(())
     }
 
