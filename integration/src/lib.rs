@@ -8,3 +8,4 @@ pub mod lab;
 pub mod leak;
 pub mod manifests;
 pub mod traffic;
+pub mod wait;

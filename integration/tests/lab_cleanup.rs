@@ -3,17 +3,10 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshcrypt_integration::lab::{Lab, leftovers, naming, netns};
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use meshcrypt_integration::wait::until as wait_until;
 
 #[test]
 fn a_panic_inside_a_lab_scope_leaves_nothing_behind() {

@@ -3,18 +3,11 @@
 //! traffic that stays on one node), and nothing of the run is left afterwards.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshcrypt_integration::lab::{Lab, leftovers};
 use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use meshcrypt_integration::wait::until as wait_until;
 
 #[test]
 fn pods_reach_each_other_in_plaintext_and_the_detector_sees_it() {

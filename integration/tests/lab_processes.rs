@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use meshcrypt_integration::lab::{Lab, SpawnOptions, leftovers};
 
 fn wait_for_log(path: &std::path::Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    meshcrypt_integration::wait::poll(Duration::from_secs(5), || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         if text.contains(needle) {
-            return text;
+            Ok(text)
+        } else {
+            Err(format!("{} never said {needle:?}: {text:?}", path.display()))
         }
-        assert!(Instant::now() < deadline, "{} never said {needle:?}: {text:?}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

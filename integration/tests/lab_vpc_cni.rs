@@ -9,19 +9,12 @@ use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshcrypt_integration::lab::vpc_cni::{ENI_TABLE, FROM_POD_PRIORITY, TO_POD_PRIORITY};
 use meshcrypt_integration::lab::{Lab, LabError, Pod, leftovers, netns};
 use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use meshcrypt_integration::wait::until as wait_until;
 
 /// `ip <args>` inside lab namespace `ns`, one line per entry with whitespace collapsed.
 fn ip_lines(lab: &Lab, ns: &str, args: &[&str]) -> Vec<String> {

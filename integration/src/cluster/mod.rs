@@ -15,9 +15,10 @@ use serde_json::Value;
 use crate::apiserver::{ApiServerConfig, TestApiServer};
 use crate::lab::{Lab, LabProcess, Pod};
 
+pub use crate::wait::poll;
 pub use agent::{AgentOptions, meshcrypt_bin};
 pub use error::ClusterError;
-pub use probe::{http_get, poll};
+pub use probe::http_get;
 
 /// The namespace of the agents' ConfigMap (as in `deploy/`).
 pub const CONFIG_NAMESPACE: &str = "meshcrypt-system";
@@ -261,7 +262,7 @@ impl Cluster {
     /// laggards and the tail of their logs.
     pub fn wait_ready(&self, deadline: std::time::Duration) -> Result<(), ClusterError> {
         let nodes: Vec<String> = self.agents.keys().cloned().collect();
-        probe::poll(deadline, || {
+        poll(deadline, || {
             let pending: Vec<&String> = nodes.iter().filter(|n| !self.is_ready(n)).collect();
             if pending.is_empty() { Ok(()) } else { Err(format!("not ready: {pending:?}")) }
         })

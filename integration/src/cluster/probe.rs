@@ -1,23 +1,8 @@
-//! Polling with a deadline, and a tiny HTTP/1.0 GET for agents' probe endpoints inside a node.
+//! A tiny HTTP/1.0 GET for agents' probe endpoints inside a node.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
-
-/// How often conditions are re-checked.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Calls `check` until it returns `Ok`, or returns its last error once `deadline` has passed.
-pub fn poll<T>(deadline: Duration, mut check: impl FnMut() -> Result<T, String>) -> Result<T, String> {
-    let start = Instant::now();
-    loop {
-        match check() {
-            Ok(v) => return Ok(v),
-            Err(why) if start.elapsed() >= deadline => return Err(format!("after {deadline:?}: {why}")),
-            Err(_) => std::thread::sleep(POLL_INTERVAL),
-        }
-    }
-}
+use std::time::Duration;
 
 /// `GET path` over HTTP/1.0: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
