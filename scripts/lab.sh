@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked -p meshcrypt -p meshcrypt-integration --bin meshcrypt --bin meshcrypt-lab
-exec target/release/meshcrypt-lab "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/meshcrypt-lab" "$@"
