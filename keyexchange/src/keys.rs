@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use curve25519_dalek::montgomery::MontgomeryPoint;
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
 use x25519_dalek::StaticSecret;
@@ -61,11 +62,11 @@ pub struct PublicKey([u8; 32]);
 impl PublicKey {
     /// Accepts 32 raw bytes, rejecting the all-zero point and the other points of small order.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, Error> {
-        // Any clamped scalar is a multiple of the cofactor 8, so the shared secret with a
-        // small-order point is all zeros: exactly what `was_contributory` detects.
-        let probe = StaticSecret::from([0x5a; 32]);
-        let shared = probe.diffie_hellman(&x25519_dalek::PublicKey::from(bytes));
-        if !shared.was_contributory() {
+        // X25519 clamps every scalar to a multiple of the cofactor 8, so it yields an all-zero
+        // shared secret exactly for the points P (on the curve or its twist) with 8·P = O. Four
+        // steps of the Montgomery ladder compute 8·P: about 1/60 of a full Diffie-Hellman.
+        let eight_p = MontgomeryPoint(bytes).mul_bits_be([true, false, false, false].into_iter());
+        if eight_p.to_bytes() == [0u8; 32] {
             return Err(Error::LowOrderKey);
         }
         Ok(Self(bytes))
@@ -155,6 +156,48 @@ mod tests {
         }
     }
 
+    /// u-coordinates of small order (libsodium's list) and their non-canonical (+p, high-bit)
+    /// spellings, for the property test.
+    const SMALL_ORDER: [[u8; 32]; 8] = {
+        let mut p_minus_1 = [0xff; 32];
+        p_minus_1[0] = 0xec;
+        p_minus_1[31] = 0x7f;
+        let mut p = p_minus_1;
+        p[0] = 0xed;
+        let mut p_plus_1 = p_minus_1;
+        p_plus_1[0] = 0xee;
+        let mut one_high = [0u8; 32];
+        one_high[0] = 1;
+        one_high[31] = 0x80;
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        [
+            [0u8; 32],
+            one,
+            [
+                0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+                0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+                0xb8, 0x00,
+            ],
+            [
+                0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+                0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+                0x11, 0x57,
+            ],
+            p_minus_1,
+            p,
+            p_plus_1,
+            one_high,
+        ]
+    };
+
+    #[test]
+    fn every_known_small_order_point_is_refused() {
+        for bytes in SMALL_ORDER {
+            assert!(matches!(PublicKey::from_bytes(bytes), Err(Error::LowOrderKey)), "{bytes:02x?}");
+        }
+    }
+
     #[test]
     fn non_canonical_trailing_bits_are_refused() {
         let valid = PrivateKey::generate().public_key().to_string();
@@ -198,6 +241,18 @@ mod tests {
         fn parsing_arbitrary_text_never_panics(text in ".{0,64}") {
             let _ = text.parse::<PublicKey>();
             let _ = PrivateKey::from_base64(&text);
+        }
+
+        /// The small-order check agrees with the definition: a Diffie-Hellman with such a point is
+        /// all zeros. Random bytes, and random bytes forced onto each known small-order u.
+        #[test]
+        fn small_order_check_matches_diffie_hellman(bytes in any::<[u8; 32]>(), pick in 0usize..8, force in any::<bool>()) {
+            let mut bytes = bytes;
+            if force {
+                bytes = SMALL_ORDER[pick];
+            }
+            let shared = StaticSecret::from([0x5a; 32]).diffie_hellman(&x25519_dalek::PublicKey::from(bytes));
+            prop_assert_eq!(PublicKey::from_bytes(bytes).is_ok(), shared.was_contributory());
         }
 
         #[test]
