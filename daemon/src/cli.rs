@@ -49,6 +49,27 @@ pub enum Command {
     /// Work with meshcrypt's cluster configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the data plane alone as a WireGuard device configured over UAPI, like wireguard-go.
+    Device(DeviceArgs),
+}
+
+/// `meshcrypt device`
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// The interface to create.
+    pub ifname: String,
+    /// Directory of the UAPI socket (`wg` looks in /var/run/wireguard).
+    #[arg(long, default_value = "/var/run/wireguard")]
+    pub uapi_dir: PathBuf,
+    /// The UDP port to listen on (0: any free port).
+    #[arg(long, default_value_t = 51820)]
+    pub port: u16,
+    /// Worker threads per direction.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Accepted for compatibility with `wireguard-go -f`: the device always runs in the foreground.
+    #[arg(short = 'f', long = "foreground")]
+    pub foreground: bool,
 }
 
 /// `meshcrypt config …`

@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod config;
+mod device_cmd;
 mod error;
 mod keys_cmd;
 mod logging;
@@ -20,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         }
         cli::Command::Keys(keys) => keys_cmd::run(keys)?,
         cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args)?,
+        cli::Command::Device(args) => device_cmd::run(&args)?,
     }
     Ok(())
 }

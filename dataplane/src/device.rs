@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
 use tun_rs::InterruptEvent;
@@ -47,9 +47,12 @@ impl Device {
         // Until the routing crate sets the tunnel MTU, the TUN's own (1500) bounds padding.
         let tun_mtu = tun_dev.mtu().unwrap_or(1500);
         let bound = socket::bind(config.listen_port, config.fwmark)?;
+        let (gso, gro) = (bound.state.max_gso_segments(), bound.state.gro_segments());
+        let tun_offload = tun_dev.tcp_gso();
         let interrupt =
             InterruptEvent::new().map_err(|source| Error::Tun { ifname: config.ifname.clone(), source })?;
         let private = StaticSecret::from(*config.private_key.to_bytes());
+        let tx = Mutex::new(datapath::TxState::new(&tun_dev));
         let shared = Arc::new(Shared {
             ifname: config.ifname.clone(),
             ifindex,
@@ -57,6 +60,7 @@ impl Device {
             peers: RwLock::new(Peers::new(private)),
             net: RwLock::new(Net {
                 socket: Arc::new(bound.socket),
+                state: Arc::new(bound.state),
                 port: bound.port,
                 fwmark: config.fwmark,
                 dual_stack: bound.dual_stack,
@@ -65,6 +69,7 @@ impl Device {
             stop: AtomicBool::new(false),
             mtu: AtomicU32::new(u32::from(tun_mtu)),
             interrupt,
+            tx,
         });
         let mut device =
             Device { shared: shared.clone(), workers: Vec::new(), stop_timers: None, uapi: None };
@@ -88,6 +93,9 @@ impl Device {
             ifname = %config.ifname,
             ifindex,
             listen_port = bound.port,
+            tun_offload,
+            udp_gso_segments = gso,
+            udp_gro_segments = gro,
             public_key = %config.private_key.public_key(),
             "WireGuard device created"
         );
@@ -246,6 +254,7 @@ fn rebind(shared: &Shared, port: Option<u16>, fwmark: Option<Option<u32>>) -> Re
         tracing::info!(ifname = %shared.ifname, listen_port = bound.port, "listen port changed");
         *net = Net {
             socket: Arc::new(bound.socket),
+            state: Arc::new(bound.state),
             port: bound.port,
             fwmark: net.fwmark,
             dual_stack: bound.dual_stack,

@@ -1,20 +1,32 @@
 //! The UDP socket carrying encrypted traffic: dual-stack when the host has IPv6, `SO_MARK` when
-//! asked, and address mapping between the IPv6 socket and IPv4 endpoints.
+//! asked, address mapping between the IPv6 socket and IPv4 endpoints, and the batched IO state
+//! (`quinn-udp`: UDP GSO on send, UDP GRO and `recvmmsg` on receive, probed at bind time).
+//!
+//! The socket is non-blocking: the workers wait in `poll(2)` (see [`wait`]).
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::Error;
 
-/// How long a receive blocks before the worker rechecks for shutdown or a rebind.
+/// How long a receive waits before the worker rechecks for shutdown or a rebind.
 pub(crate) const RECV_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Socket buffer size asked for (with `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` when privileged): a
+/// burst of GSO batches must not overflow the receive queue (drops there become TCP
+/// retransmits inside the tunnel).
+const SOCKET_BUFFER: usize = 8 << 20;
 
 /// The bound socket and what it was bound with.
 pub(crate) struct Bound {
     pub(crate) socket: UdpSocket,
+    /// The batched-IO state (GSO/GRO support found at bind time).
+    pub(crate) state: UdpSocketState,
     pub(crate) port: u16,
     /// True for an `[::]` socket that also carries IPv4 (as IPv4-mapped addresses).
     pub(crate) dual_stack: bool,
@@ -30,7 +42,71 @@ pub(crate) fn bind(port: u16, fwmark: Option<u32>) -> Result<Bound, Error> {
     };
     let socket: UdpSocket = socket.into();
     let port = socket.local_addr().map_err(err)?.port();
-    Ok(Bound { socket, port, dual_stack })
+    let state = UdpSocketState::new((&socket).into()).map_err(err)?;
+    // quinn-udp sets "don't fragment" (PMTUDISC_PROBE); WireGuard leaves that to the kernel's
+    // default, so an oversized tunnel MTU degrades to fragments rather than to drops.
+    restore_pmtu_default(&socket, dual_stack);
+    grow_buffers(&socket);
+    tracing::debug!(
+        port,
+        gso_segments = state.max_gso_segments(),
+        gro_segments = state.gro_segments(),
+        "UDP socket bound"
+    );
+    Ok(Bound { socket, state, port, dual_stack })
+}
+
+fn setsockopt_int(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the fd is open for the socket's lifetime and `value` is a valid c_int of that size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+fn restore_pmtu_default(socket: &UdpSocket, dual_stack: bool) {
+    let _ = setsockopt_int(socket, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT);
+    if dual_stack {
+        let _ = setsockopt_int(socket, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT);
+    }
+}
+
+fn grow_buffers(socket: &UdpSocket) {
+    let size = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
+    let sock = socket2::SockRef::from(socket);
+    if setsockopt_int(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    }
+    if setsockopt_int(socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    }
+}
+
+/// Waits up to `timeout` until the socket is readable (`POLLIN`) or writable (`POLLOUT`).
+pub(crate) fn wait(socket: &UdpSocket, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd: socket.as_raw_fd(), events, revents: 0 };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pfd` is one valid pollfd.
+    let rc = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+    match rc {
+        -1 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) }
+        }
+        0 => Ok(false),
+        _ => Ok(true),
+    }
 }
 
 fn is_no_ipv6(e: &io::Error) -> bool {
@@ -48,7 +124,6 @@ fn open(domain: Domain, port: u16, fwmark: Option<u32>) -> io::Result<Socket> {
     if let Some(mark) = fwmark {
         socket.set_mark(mark)?;
     }
-    socket.set_read_timeout(Some(RECV_TIMEOUT))?;
     socket.bind(&addr.into())?;
     Ok(socket)
 }

@@ -20,10 +20,24 @@ pub(crate) fn validate_ifname(ifname: &str) -> Result<(), Error> {
 
 /// Creates the layer-3 TUN interface `ifname` (no packet-info header, left in its current link
 /// state) and returns it with its interface index.
+///
+/// The interface is opened with offloads (`IFF_VNET_HDR`, TSO and, where the kernel has it, USO):
+/// the kernel hands over TCP super-packets of up to 64 KiB that the send path splits, and takes
+/// coalesced ones on the receive path. A kernel that refuses offloads gets a plain TUN.
 pub(crate) fn open(ifname: &str) -> Result<(SyncDevice, u32), Error> {
     validate_ifname(ifname)?;
     let err = |source| Error::Tun { ifname: ifname.to_owned(), source };
-    let dev = DeviceBuilder::new().name(ifname).inherit_enable_state().build_sync().map_err(err)?;
+    let build = |offload: bool| {
+        DeviceBuilder::new().name(ifname).inherit_enable_state().offload(offload).build_sync()
+    };
+    let dev = match build(true) {
+        Ok(dev) => dev,
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(err(e)),
+        Err(e) => {
+            tracing::warn!(ifname, error = %e, "TUN offloads unavailable; packets go one at a time");
+            build(false).map_err(err)?
+        }
+    };
     dev.set_nonblocking(true).map_err(err)?;
     let ifindex = dev.if_index().map_err(err)?;
     Ok((dev, ifindex))

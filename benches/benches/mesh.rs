@@ -1,0 +1,118 @@
+//! Criterion benches of the agent's per-change computations at 100, 1,000 and 5,000 nodes: the
+//! peer set from the Node list (`mesh::desired_peers`, which parses every Node's key annotations)
+//! and the routing plan (`desired::build`, then `plan::plan` against an empty table as at first
+//! sync, and against an up-to-date table as in steady state).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use ipnet::IpNet;
+use meshcrypt_keyexchange::mesh::{AllowedIpsFrom, LocalNode, MeshConfig, NodeView, desired_peers};
+use meshcrypt_keyexchange::{NodeKeyAnnotations, PrivateKey};
+use meshcrypt_routing::{ObservedLink, ObservedState, RoutingInput, desired, plan};
+
+const SIZES: [usize; 3] = [100, 1_000, 5_000];
+
+fn node_addr(i: usize) -> Ipv4Addr {
+    let i = u32::try_from(i).unwrap();
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 10)) + i)
+}
+
+/// Node `i`'s pod prefix: a /24 under 10.0.0.0/8 (5,000 nodes do not fit a /16).
+fn pod_cidr(i: usize) -> IpNet {
+    let i = u32::try_from(i).unwrap();
+    IpNet::new(IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (i << 8))), 24).unwrap()
+}
+
+fn nodes(n: usize) -> Vec<NodeView> {
+    let created = jiff::Timestamp::from_second(1_790_000_000).unwrap();
+    (0..n)
+        .map(|i| NodeView {
+            name: format!("node-{i}"),
+            annotations: NodeKeyAnnotations {
+                public_key: PrivateKey::generate().public_key(),
+                epoch: 1,
+                created,
+            }
+            .to_annotations(),
+            internal_ips: vec![IpAddr::V4(node_addr(i))],
+            pod_cidrs: vec![pod_cidr(i).to_string()],
+        })
+        .collect()
+}
+
+fn bench_peer_set(c: &mut Criterion) {
+    let mut group = c.benchmark_group("desired_peers");
+    group.sample_size(10);
+    for n in SIZES {
+        let all = nodes(n);
+        let local = LocalNode {
+            name: "node-0".into(),
+            public_key: PrivateKey::generate().public_key(),
+            underlay_ip: IpAddr::V4(node_addr(0)),
+        };
+        let config =
+            MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs, host_encryption: false };
+        group.bench_with_input(BenchmarkId::from_parameter(n), &all, |b, all| {
+            b.iter(|| {
+                let set = desired_peers(black_box(all), &[], &local, &config);
+                assert_eq!(set.peers.len(), n - 1);
+                set
+            })
+        });
+    }
+    group.finish();
+}
+
+fn input(n: usize) -> RoutingInput {
+    RoutingInput {
+        ifname: "meshcrypt0".into(),
+        mtu: 1420,
+        addresses: vec!["10.0.0.0/32".parse().unwrap()],
+        table: 2_000,
+        rule_priority: 100,
+        pod_networks: vec!["10.0.0.0/8".parse().unwrap()],
+        local_prefixes: vec![pod_cidr(0)],
+        peer_prefixes: (1..n).map(pod_cidr).collect(),
+        strict: true,
+        host_prefixes: vec![],
+        fwmark: Some(0x20_0000),
+    }
+}
+
+fn bench_routing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("routing");
+    group.sample_size(10);
+    for n in SIZES {
+        let input = input(n);
+        group.bench_with_input(BenchmarkId::new("build", n), &input, |b, input| {
+            b.iter(|| desired::build(black_box(input)))
+        });
+        let want = desired::build(&input);
+        let link =
+            ObservedLink { index: 7, mtu: want.link.mtu, up: true, addresses: want.link.addresses.clone() };
+        let empty =
+            ObservedState { link: Some(link.clone()), routes: Default::default(), rules: Default::default() };
+        let synced =
+            ObservedState { link: Some(link), routes: want.routes.clone(), rules: want.rules.clone() };
+        group.bench_with_input(BenchmarkId::new("plan_first_sync", n), &empty, |b, observed| {
+            b.iter(|| {
+                let ops = plan::plan(black_box(&want), observed);
+                assert!(ops.len() >= n);
+                ops
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("plan_steady", n), &synced, |b, observed| {
+            b.iter(|| {
+                let ops = plan::plan(black_box(&want), observed);
+                assert!(ops.is_empty());
+                ops
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_peer_set, bench_routing);
+criterion_main!(benches);
