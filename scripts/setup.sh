@@ -12,9 +12,10 @@ need_root() {
 need_root
 
 # Debian packages: iproute2 (ip netns, veth, bridge), iputils-ping (lab connectivity checks),
-# wireguard-tools (`wg`, to inspect and configure devices) and wireguard-go (an independent
-# WireGuard implementation the tests interoperate with).
-packages=(iproute2 iputils-ping wireguard-tools wireguard-go)
+# wireguard-tools (`wg`, to inspect and configure devices), wireguard-go (an independent
+# WireGuard implementation the tests interoperate with and the benches compare with), iperf3 (the
+# throughput bench) and util-linux (`nsenter`, `mount`).
+packages=(iproute2 iputils-ping wireguard-tools wireguard-go iperf3 util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
