@@ -275,12 +275,18 @@ fn the_mesh_rides_out_an_api_outage_and_resyncs_after_410() {
     cluster.resume_api().expect("API back");
 
     // The agents' watches come back through 410 Expired and a relist: a node that joins now is
-    // meshed with the others.
+    // meshed with the others. Watches retry with a backoff capped at 5 s, and the 410 itself is
+    // one more retry, so this can take two capped delays after the API is back.
     let joined = cluster.add_node().expect("add node");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
     let new_pod = cluster.lab.pods_on(&joined)[0].clone();
-    poll(Duration::from_secs(15), || {
-        if cluster.lab.ping(&a, new_pod.address.into()).unwrap_or(false) { Ok(()) } else { Err("no".into()) }
+    let back = Instant::now();
+    let resynced = poll(Duration::from_secs(30), || {
+        if cluster.lab.ping(&a, new_pod.address.into()).unwrap_or(false) {
+            Ok(back.elapsed())
+        } else {
+            Err("no".into())
+        }
     })
     .unwrap_or_else(|e| {
         panic!("node-0 did not resync after the outage: {e}\n{}", cluster.agent_logs_tail(15))
@@ -288,7 +294,9 @@ fn the_mesh_rides_out_an_api_outage_and_resyncs_after_410() {
 
     let report = leak.stop().expect("leak report");
     let stream = stream.stop();
-    println!("30 s API outage: {lost} of {pings} pings lost; stream {stream:?}");
+    println!(
+        "30 s API outage: {lost} of {pings} pings lost; new node meshed {resynced:?} after it was ready; stream {stream:?}"
+    );
     assert_eq!(lost, 0, "pod traffic was disturbed by the API outage");
     assert_eq!(report.pod_plaintext, 0, "{report}");
     assert_eq!(stream.error, None, "{stream:?}");
