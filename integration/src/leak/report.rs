@@ -118,6 +118,26 @@ impl LeakReport {
         self.leaking_packets == 0
     }
 
+    /// For a run in which every pod talked to every other pod without meshcrypt: each pair of pods
+    /// on different nodes whose plaintext count is below `min`, and each pair on the same node
+    /// that showed up on the underlay at all (local traffic never leaves its node), described.
+    pub fn plaintext_pair_problems(&self, pods: &[crate::lab::Pod], min: u64) -> Vec<String> {
+        let mut problems = Vec::new();
+        for a in pods {
+            for b in pods.iter().filter(|b| *b != a) {
+                let n = self.pod_flow(IpAddr::V4(a.address), IpAddr::V4(b.address));
+                if a.node == b.node && n != 0 {
+                    problems
+                        .push(format!("{} -> {}: {n} packets on the underlay from one node", a.name, b.name));
+                } else if a.node != b.node && n < min {
+                    problems
+                        .push(format!("{} -> {}: {n} plaintext packets seen, want {min}", a.name, b.name));
+                }
+            }
+        }
+        problems
+    }
+
     /// Plaintext pod packets seen from `src` to `dst`.
     pub fn pod_flow(&self, src: IpAddr, dst: IpAddr) -> u64 {
         self.pod_flows.get(&(src, dst)).copied().unwrap_or(0)
