@@ -64,7 +64,7 @@ pub struct DeviceArgs {
     /// The UDP port to listen on (0: any free port).
     #[arg(long, default_value_t = 51820)]
     pub port: u16,
-    /// Worker threads per direction.
+    /// Data-path workers (each serves both directions).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Accepted for compatibility with `wireguard-go -f`: the device always runs in the foreground.

@@ -26,13 +26,14 @@ pub struct DeviceConfig {
     /// The directory of the UAPI socket `<uapi_dir>/<ifname>.sock` (`wg` uses
     /// [`DEFAULT_UAPI_DIR`]); created 0700 if missing.
     pub uapi_dir: PathBuf,
-    /// Worker threads per direction (TUN→UDP and UDP→TUN); 1 suits 2 cores. 0 counts as 1.
+    /// Data-path workers, each serving both directions (TUN→UDP and UDP→TUN); 1 suits 2 cores.
+    /// 0 counts as 1.
     pub threads: usize,
 }
 
 impl DeviceConfig {
     /// A configuration with the defaults: port 51820, no fwmark, the standard UAPI directory and
-    /// one worker per direction.
+    /// one data-path worker.
     pub fn new(ifname: impl Into<String>, private_key: PrivateKey) -> Self {
         Self {
             ifname: ifname.into(),

@@ -7,19 +7,21 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use tun_rs::InterruptEvent;
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use crate::backend::WireGuardDevice;
 use crate::config::{Change, DeviceConfig, PresharedKey};
-use crate::datapath::{self, Counters, Net, Shared};
+use crate::datapath::rx::RxState;
+use crate::datapath::tx::TxState;
+use crate::datapath::{self, Counters, Net, Shared, worker};
 use crate::error::Error;
 use crate::peers::Peers;
 use crate::socket;
 use crate::state::{DeviceState, PeerState};
 use crate::tun;
 use crate::uapi;
+use crate::wake::Waker;
 
 /// A running userspace WireGuard device: a TUN interface, a UDP socket, worker threads and a UAPI
 /// socket. Dropping it (or [`Device::shutdown`]) stops everything and removes the interface.
@@ -49,10 +51,10 @@ impl Device {
         let bound = socket::bind(config.listen_port, config.fwmark)?;
         let (gso, gro) = (bound.state.max_gso_segments(), bound.state.gro_segments());
         let tun_offload = tun_dev.tcp_gso();
-        let interrupt =
-            InterruptEvent::new().map_err(|source| Error::Tun { ifname: config.ifname.clone(), source })?;
+        let waker = Waker::new().map_err(|source| Error::Tun { ifname: config.ifname.clone(), source })?;
         let private = StaticSecret::from(*config.private_key.to_bytes());
-        let tx = Mutex::new(datapath::TxState::new(&tun_dev));
+        let tx = Mutex::new(TxState::new(&tun_dev));
+        let rx = Mutex::new(RxState::new(&tun_dev));
         let shared = Arc::new(Shared {
             ifname: config.ifname.clone(),
             ifindex,
@@ -68,18 +70,16 @@ impl Device {
             counters: Counters::default(),
             stop: AtomicBool::new(false),
             mtu: AtomicU32::new(u32::from(tun_mtu)),
-            interrupt,
+            waker,
             tx,
+            rx,
         });
         let mut device =
             Device { shared: shared.clone(), workers: Vec::new(), stop_timers: None, uapi: None };
 
-        let threads = config.threads.max(1);
-        for i in 0..threads {
+        for i in 0..config.threads.max(1) {
             let s = shared.clone();
-            device.spawn(format!("wg-tx-{i}"), move || datapath::tun_to_udp(&s))?;
-            let s = shared.clone();
-            device.spawn(format!("wg-rx-{i}"), move || datapath::udp_to_tun(&s))?;
+            device.spawn(format!("wg-{i}"), move || worker::run(&s))?;
         }
         let (stop_tx, stop_rx) = mpsc::channel();
         device.stop_timers = Some(stop_tx);
@@ -154,8 +154,8 @@ impl Device {
             server.stop();
         }
         self.stop_timers.take();
-        if let Err(e) = self.shared.interrupt.trigger() {
-            tracing::warn!(error = %e, "could not interrupt the TUN readers");
+        if let Err(e) = self.shared.waker.wake() {
+            tracing::warn!(error = %e, "could not wake the data-path workers");
         }
         for worker in self.workers.drain(..) {
             if worker.join().is_err() {

@@ -17,6 +17,7 @@ mod socket;
 mod state;
 mod tun;
 pub mod uapi;
+mod wake;
 
 pub use backend::WireGuardDevice;
 pub use config::{Change, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate, PresharedKey};

@@ -2,7 +2,8 @@
 //! asked, address mapping between the IPv6 socket and IPv4 endpoints, and the batched IO state
 //! (`quinn-udp`: UDP GSO on send, UDP GRO and `recvmmsg` on receive, probed at bind time).
 //!
-//! The socket is non-blocking: the workers wait in `poll(2)` (see [`wait`]).
+//! The socket is non-blocking: the workers wait for it in `poll(2)`, and a send that finds the
+//! buffer full waits briefly for room (see [`wait`]).
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
@@ -13,9 +14,6 @@ use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::Error;
-
-/// How long a receive waits before the worker rechecks for shutdown or a rebind.
-pub(crate) const RECV_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Socket buffer size asked for (with `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` when privileged): a
 /// burst of GSO batches must not overflow the receive queue (drops there become TCP
@@ -46,6 +44,7 @@ pub(crate) fn bind(port: u16, fwmark: Option<u32>) -> Result<Bound, Error> {
     // quinn-udp sets "don't fragment" (PMTUDISC_PROBE); WireGuard leaves that to the kernel's
     // default, so an oversized tunnel MTU degrades to fragments rather than to drops.
     restore_pmtu_default(&socket, dual_stack);
+    drop_unused_ancillary_data(&socket, dual_stack);
     grow_buffers(&socket);
     tracing::debug!(
         port,
@@ -79,6 +78,19 @@ fn restore_pmtu_default(socket: &UdpSocket, dual_stack: bool) {
     let _ = setsockopt_int(socket, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT);
     if dual_stack {
         let _ = setsockopt_int(socket, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT);
+    }
+}
+
+/// `quinn-udp` asks the kernel for each datagram's arrival time, destination address and ECN
+/// bits; the data path uses none of them, and building those control messages is per-packet work.
+/// (GRO segment sizes are still reported: receive batching needs them.)
+fn drop_unused_ancillary_data(socket: &UdpSocket, dual_stack: bool) {
+    let _ = setsockopt_int(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0);
+    let _ = setsockopt_int(socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 0);
+    let _ = setsockopt_int(socket, libc::IPPROTO_IP, libc::IP_RECVTOS, 0);
+    if dual_stack {
+        let _ = setsockopt_int(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 0);
+        let _ = setsockopt_int(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 0);
     }
 }
 
@@ -167,6 +179,33 @@ mod tests {
         assert_eq!(to_socket_addr(false, v4), v4);
         let v6: SocketAddr = "[fd00::1]:5".parse().unwrap();
         assert_eq!(canonical(to_socket_addr(true, v6)), v6);
+    }
+
+    fn getsockopt_int(socket: &UdpSocket, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are live and sized for a c_int.
+        let rc = unsafe {
+            libc::getsockopt(socket.as_raw_fd(), level, name, (&raw mut value).cast(), &raw mut len)
+        };
+        assert_eq!(rc, 0, "getsockopt({level}, {name})");
+        value
+    }
+
+    #[test]
+    fn receive_keeps_gro_and_drops_unused_ancillary_data() {
+        let bound = bind(0, None).unwrap();
+        let s = &bound.socket;
+        assert_eq!(getsockopt_int(s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS), 0, "timestamps");
+        assert_eq!(getsockopt_int(s, libc::IPPROTO_IP, libc::IP_PKTINFO), 0, "IPv4 pktinfo");
+        assert_eq!(getsockopt_int(s, libc::IPPROTO_IP, libc::IP_RECVTOS), 0, "IPv4 TOS");
+        if bound.dual_stack {
+            assert_eq!(getsockopt_int(s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO), 0, "IPv6 pktinfo");
+            assert_eq!(getsockopt_int(s, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS), 0, "IPv6 class");
+        }
+        if bound.state.gro_segments() > 1 {
+            assert_eq!(getsockopt_int(s, libc::SOL_UDP, libc::UDP_GRO), 1, "GRO stays on");
+        }
     }
 
     #[test]

@@ -65,6 +65,29 @@ fn ping_and_tcp_cross_the_tunnel_and_unrouted_traffic_is_dropped() {
     .unwrap();
 }
 
+/// Several workers share each device: TCP in both directions at once arrives whole and in order
+/// (each side checks the echo byte for byte).
+#[test]
+fn several_workers_carry_tcp_both_ways_at_once() {
+    const WORKERS: usize = 3;
+    let p = Pair::with_workers(WORKERS);
+    let (na, nb) = (&p.node_a.namespace, &p.node_b.namespace);
+    ping_eventually(&p.lab, na, "10.244.20.1").expect("a → b ping");
+    let (to_a, to_b) = ("10.244.10.1".parse().unwrap(), "10.244.20.1".parse().unwrap());
+    std::thread::scope(|s| {
+        let ab = s.spawn(|| p.lab.tcp_exchange_ns(na, nb, to_b, &payload(4 << 20), TCP_TIMEOUT));
+        let ba = s.spawn(|| p.lab.tcp_exchange_ns(nb, na, to_a, &payload(4 << 20), TCP_TIMEOUT));
+        ab.join().unwrap().expect("a → b TCP");
+        ba.join().unwrap().expect("b → a TCP");
+    });
+    let workers = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end().strip_prefix("wg-").is_some_and(|n| n.parse::<usize>().is_ok()))
+        .count();
+    assert_eq!(workers, 2 * WORKERS, "worker threads of the two devices");
+}
+
 #[test]
 fn changing_allowed_ips_keeps_the_session() {
     let p = Pair::new();

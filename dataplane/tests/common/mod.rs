@@ -71,6 +71,15 @@ impl Pair {
 
     /// `b_knows_a` false leaves B without an endpoint for A, to be learned.
     pub fn with(b_knows_a: bool) -> Self {
+        Self::build(b_knows_a, 1)
+    }
+
+    /// Devices with `workers` data-path workers each.
+    pub fn with_workers(workers: usize) -> Self {
+        Self::build(true, workers)
+    }
+
+    fn build(b_knows_a: bool, workers: usize) -> Self {
         let lab = lab(2);
         let (node_a, node_b) = (lab.nodes()[0].clone(), lab.nodes()[1].clone());
         let dirs = TempDir::new().unwrap();
@@ -79,6 +88,7 @@ impl Pair {
         let config = |key, side: &str| {
             let mut config = DeviceConfig::new(IFNAME, key);
             config.uapi_dir = dirs.path().join(side);
+            config.threads = workers;
             config
         };
         let a = device_in(&lab, &node_a.namespace, config(sk_a, "a"));

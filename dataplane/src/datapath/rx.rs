@@ -1,0 +1,219 @@
+//! UDP→TUN: receive a batch of datagrams (GRO trains through `recvmmsg`), dispatch each to its
+//! peer's session, open data straight into the TUN batch, check the inner source against the
+//! peer's allowed IPs, and write the batch with TCP GRO coalescing.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use quinn_udp::RecvMeta;
+use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
+
+use super::tx::tx_once;
+use super::{MAX_PACKET, OVERHEAD, Sender, Shared, bump};
+use crate::peers::Peers;
+use crate::socket;
+
+/// Messages per `recvmmsg` (each up to 64 KiB with GRO).
+pub(crate) const RX_MESSAGES: usize = 8;
+/// Each message buffer holds a whole GRO train (one skb: at most 64 KiB).
+const MSG_LEN: usize = MAX_PACKET + 1;
+
+/// Decrypted packets waiting to be written to the TUN in one coalescing batch.
+struct TunBatch {
+    bufs: Vec<Vec<u8>>,
+    count: usize,
+    offset: usize,
+    gro: GROTable,
+}
+
+impl TunBatch {
+    fn new(offset: usize) -> Self {
+        let bufs = (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(offset + 2048)).collect();
+        Self { bufs, count: 0, offset, gro: GROTable::new() }
+    }
+
+    /// The next free slot, sized for a datagram of `len` bytes after the offset.
+    fn slot(&mut self, len: usize) -> &mut [u8] {
+        let buf = &mut self.bufs[self.count];
+        buf.clear();
+        buf.resize(self.offset + len, 0);
+        &mut buf[self.offset..]
+    }
+
+    /// Keeps the slot just filled with an inner packet of `len` bytes.
+    fn commit(&mut self, len: usize) {
+        self.bufs[self.count].truncate(self.offset + len);
+        self.count += 1;
+    }
+
+    fn full(&self) -> bool {
+        self.count == self.bufs.len()
+    }
+
+    /// Writes the batch; true if there was anything to write.
+    fn flush(&mut self, shared: &Shared) -> bool {
+        if self.count == 0 {
+            return false;
+        }
+        if let Err(e) = shared.tun.send_multiple(&mut self.gro, &mut self.bufs[..self.count], self.offset) {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
+        self.count = 0;
+        true
+    }
+}
+
+/// The UDP→TUN path's buffers. Whoever holds them (behind [`Shared::rx`]) is the only reader of
+/// the socket, so each peer's datagrams are opened in the order they arrived.
+pub(crate) struct RxState {
+    storage: Vec<u8>,
+    metas: [RecvMeta; RX_MESSAGES],
+    batch: TunBatch,
+    scratch: Vec<u8>,
+}
+
+impl RxState {
+    pub(crate) fn new(tun: &SyncDevice) -> Self {
+        let offset = if tun.tcp_gso() { VIRTIO_NET_HDR_LEN } else { 0 };
+        Self {
+            storage: vec![0u8; MSG_LEN * RX_MESSAGES],
+            metas: [RecvMeta::default(); RX_MESSAGES],
+            batch: TunBatch::new(offset),
+            scratch: vec![0u8; MAX_PACKET + OVERHEAD],
+        }
+    }
+}
+
+/// Receives one batch of datagrams (never waiting), hands each to its peer's session and writes
+/// what decrypts to the TUN; then sends what the kernel answered inside that write. Returns how
+/// many messages the socket gave (0: it had none; [`RX_MESSAGES`]: there may be more).
+pub(crate) fn rx_once(shared: &Shared, st: &mut RxState) -> io::Result<usize> {
+    let RxState { storage, metas, batch, scratch } = st;
+    let sender = shared.sender();
+    let received = {
+        let mut chunks = storage.chunks_mut(MSG_LEN);
+        let mut slices: [IoSliceMut<'_>; RX_MESSAGES] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        sender.state.recv((&*sender.socket).into(), &mut slices, metas)
+    };
+    let msgs = match received {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(RX_MESSAGES),
+        // ICMP errors surface here (ECONNREFUSED, …); the caller logs them and goes on.
+        Err(e) => return Err(e),
+    };
+    {
+        let peers = shared.peers();
+        for (meta, msg) in metas.iter().zip(storage.chunks(MSG_LEN)).take(msgs) {
+            let from = socket::canonical(meta.addr);
+            let stride = if meta.stride == 0 { meta.len } else { meta.stride };
+            for datagram in msg[..meta.len].chunks(stride.max(1)) {
+                if batch.full() {
+                    let _ = batch.flush(shared);
+                }
+                handle_datagram(shared, &peers, &sender, datagram, from, batch, scratch);
+            }
+        }
+    }
+    // What the kernel answered inside that write (ACKs, echo replies) is queued on the TUN
+    // now: send it from here unless another worker is already at it, saving a wake-up.
+    if batch.flush(shared)
+        && let Ok(mut tx) = shared.tx.try_lock()
+    {
+        // A read error here shows again on the worker's own TUN read, which stops it.
+        let _ = tx_once(shared, &mut tx);
+    }
+    Ok(msgs)
+}
+
+fn handle_datagram(
+    shared: &Shared,
+    peers: &Peers,
+    sender: &Sender,
+    datagram: &[u8],
+    from: SocketAddr,
+    batch: &mut TunBatch,
+    scratch: &mut [u8],
+) {
+    let counters = &shared.counters;
+    let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
+        bump(&counters.decrypt_errors);
+        return;
+    };
+    let is_data = matches!(packet, Packet::PacketData(_));
+    let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
+    let peer = match packet {
+        Packet::HandshakeInit(ref init) => {
+            // Check mac1 (and under load, the cookie) before spending a Diffie-Hellman on it.
+            match peers.rate_limiter.verify_packet(Some(from.ip()), datagram, scratch) {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(cookie)) => {
+                    let _ = sender.transmit(cookie, None, from);
+                    return;
+                }
+                Err(_) => {
+                    bump(&counters.decrypt_errors);
+                    return;
+                }
+            }
+            parse_handshake_anon(peers.private_key(), peers.public_key(), init)
+                .ok()
+                .and_then(|half| peers.by_key(&half.peer_static_public))
+        }
+        Packet::HandshakeResponse(ref p) => peers.by_index(p.receiver_idx >> 8),
+        Packet::PacketCookieReply(ref p) => peers.by_index(p.receiver_idx >> 8),
+        Packet::PacketData(ref p) => peers.by_index(p.receiver_idx >> 8),
+    };
+    let Some(peer) = peer else {
+        bump(&counters.decrypt_errors);
+        return;
+    };
+
+    // Lock order is peers → session. Data opens straight into the TUN batch's next slot.
+    let mut tunn = peer.lock_tunn();
+    let mut authenticated = !is_cookie;
+    let out: &mut [u8] = if is_data { batch.slot(datagram.len()) } else { scratch };
+    let delivered = match tunn.decapsulate(Some(from.ip()), datagram, out) {
+        TunnResult::Done => None,
+        TunnResult::Err(e) => {
+            authenticated = false;
+            if !matches!(e, WireGuardError::DuplicateCounter) {
+                tracing::trace!(peer = %peer.public_key, error = ?e, "datagram rejected");
+            }
+            bump(&counters.decrypt_errors);
+            None
+        }
+        TunnResult::WriteToNetwork(reply) => {
+            // A cookie reply (type 3) answers an unauthenticated packet: no roaming on it.
+            authenticated &= reply.first() != Some(&3);
+            sender.send(peer, reply, from);
+            // Packets queued while the handshake ran go out now.
+            while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], scratch) {
+                sender.send(peer, queued, from);
+            }
+            None
+        }
+        TunnResult::WriteToTunnelV4(inner, src) => Some((inner.len(), IpAddr::V4(src))),
+        TunnResult::WriteToTunnelV6(inner, src) => Some((inner.len(), IpAddr::V6(src))),
+    };
+    drop(tunn);
+    if let Some((len, src)) = delivered {
+        // A peer may only send from its allowed IPs.
+        if peers.route(src).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+            if is_data {
+                batch.commit(len);
+            }
+        } else {
+            bump(&counters.bad_source);
+            tracing::trace!(peer = %peer.public_key, %src, "inner source not in the peer's allowed IPs");
+        }
+    }
+    if authenticated {
+        peer.set_endpoint(from);
+    }
+}

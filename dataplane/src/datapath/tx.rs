@@ -1,0 +1,259 @@
+//! TUN→UDP: read a TUN frame (with offloads, a TCP super-packet split into segments), route
+//! every packet to a peer by longest prefix, pad and seal it, and send each peer's run of
+//! datagrams with one UDP GSO `sendmsg`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use boringtun::noise::{Tunn, TunnResult};
+use tun_rs::{IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
+
+use super::{MAX_PACKET, OVERHEAD, Sender, Shared, bump};
+use crate::peers::Peer;
+
+/// Most bytes in one GSO send (a UDP datagram's payload limit, less some slack).
+const MAX_GSO_BYTES: usize = 65_000;
+/// TUN frames (each up to 64 KiB, split into up to IDEAL_BATCH_SIZE segments) per send batch.
+const TX_FRAMES: usize = 4;
+
+/// Datagrams sealed back to back for one peer, waiting for one GSO send.
+pub(crate) struct SendBatch {
+    buf: Vec<u8>,
+    len: usize,
+    count: usize,
+    /// The size of every datagram but possibly the last.
+    segment: usize,
+    /// A datagram shorter than `segment` ends the batch.
+    closed: bool,
+}
+
+impl SendBatch {
+    fn new() -> Self {
+        Self {
+            buf: vec![0u8; MAX_GSO_BYTES + MAX_PACKET + OVERHEAD],
+            len: 0,
+            count: 0,
+            segment: 0,
+            closed: false,
+        }
+    }
+
+    /// Whether a datagram of `size` bytes can join the batch.
+    fn fits(&self, size: usize, max_segments: usize) -> bool {
+        self.count == 0
+            || (!self.closed
+                && size <= self.segment
+                && self.count < max_segments
+                && self.len + size <= MAX_GSO_BYTES)
+    }
+
+    fn push(&mut self, size: usize) {
+        if self.count == 0 {
+            self.segment = size;
+        } else if size < self.segment {
+            self.closed = true;
+        }
+        self.len += size;
+        self.count += 1;
+    }
+
+    fn flush(&mut self, sender: &Sender, peer: &Peer, to: SocketAddr) {
+        if self.count == 0 {
+            return;
+        }
+        match sender.transmit(&self.buf[..self.len], Some(self.segment), to) {
+            Ok(()) => peer.mark_sent(),
+            Err(e) => {
+                tracing::debug!(peer = %peer.public_key, endpoint = %to, error = %e, datagrams = self.count, "send failed")
+            }
+        }
+        self.len = 0;
+        self.count = 0;
+        self.closed = false;
+    }
+}
+
+/// The TUN→UDP path's buffers. Whoever holds them (behind [`Shared::tx`]) is the only reader of
+/// the TUN, so packets leave in the order the kernel queued them.
+pub(crate) struct TxState {
+    offload: bool,
+    frame: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    targets: Vec<Option<Arc<Peer>>>,
+    batch: SendBatch,
+}
+
+impl TxState {
+    pub(crate) fn new(tun: &SyncDevice) -> Self {
+        let offload = tun.tcp_gso();
+        // One slot per segment; without offloads a single slot takes the whole packet. With
+        // offloads the batch takes whatever frames are already queued, up to TX_FRAMES of them.
+        let slots = if offload { TX_FRAMES * IDEAL_BATCH_SIZE } else { 1 };
+        Self {
+            offload,
+            frame: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
+            bufs: (0..slots).map(|_| vec![0u8; MAX_PACKET + 16]).collect(),
+            sizes: vec![0usize; slots],
+            targets: Vec::with_capacity(slots),
+            batch: SendBatch::new(),
+        }
+    }
+}
+
+/// Reads one batch from the TUN (never waiting), routes each packet to a peer by longest prefix,
+/// encrypts and sends it: `Ok(false)` when the TUN had nothing, an error only when reading cannot
+/// go on. A packet no peer covers is dropped and counted: nothing leaves unencrypted.
+///
+/// The receive side calls this too, right after writing to the TUN: replies and ACKs the kernel
+/// generated in that write then leave at once, without another wake-up.
+pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
+    let TxState { offload, frame, bufs, sizes, targets, batch } = st;
+    let offload = *offload;
+    let slots = bufs.len();
+    let mut n = match shared.tun.recv_multiple(frame, bufs, sizes, 0) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::Other => {
+            // A malformed offload frame: drop it, keep going.
+            tracing::debug!(ifname = %shared.ifname, error = %e, "TUN frame dropped");
+            return Ok(true);
+        }
+        Err(e) => return Err(e),
+    };
+    // More frames already queued join the batch (never waiting for them): fewer, fuller GSO
+    // sends. Each read needs room for a whole 64 KiB frame's segments.
+    while offload && slots - n >= IDEAL_BATCH_SIZE {
+        match shared.tun.recv_multiple(frame, &mut bufs[n..], &mut sizes[n..], 0) {
+            Ok(k) => n += k,
+            // Empty queue (or a bad frame, dropped): send what we have.
+            Err(_) => break,
+        }
+    }
+    let mtu = shared.mtu.load(Ordering::Relaxed) as usize;
+    // Route the whole batch under one read of the peer table.
+    targets.clear();
+    {
+        let peers = shared.peers();
+        for (buf, size) in bufs.iter_mut().zip(sizes.iter_mut()).take(n) {
+            // WireGuard pads the plaintext with zeros to a multiple of 16 (which boringtun
+            // leaves out): it hides exact lengths, and receivers trim by the inner IP header.
+            let padded = padded_len(*size, mtu);
+            buf[*size..padded].fill(0);
+            *size = padded;
+            let peer = Tunn::dst_address(&buf[..padded]).and_then(|dst| peers.route(dst));
+            if peer.is_none() {
+                bump(&shared.counters.no_route);
+            }
+            targets.push(peer.cloned());
+        }
+    }
+    let sender = shared.sender();
+    let max_segments = sender.max_segments();
+    let mut i = 0;
+    while i < n {
+        let Some(peer) = targets[i].clone() else {
+            i += 1;
+            continue;
+        };
+        let run_end =
+            (i..n).find(|&j| !targets[j].as_ref().is_some_and(|p| Arc::ptr_eq(p, &peer))).unwrap_or(n);
+        let Some(endpoint) = peer.endpoint() else {
+            shared.counters.no_endpoint.fetch_add((run_end - i) as u64, Ordering::Relaxed);
+            i = run_end;
+            continue;
+        };
+        let mut tunn = peer.lock_tunn();
+        for j in i..run_end {
+            let packet = &bufs[j][..sizes[j]];
+            let size = packet.len() + OVERHEAD;
+            if !batch.fits(size, max_segments) {
+                drop(tunn);
+                batch.flush(&sender, &peer, endpoint);
+                tunn = peer.lock_tunn();
+            }
+            match tunn.encapsulate(packet, &mut batch.buf[batch.len..]) {
+                TunnResult::WriteToNetwork(datagram)
+                    if datagram.len() == size && datagram.first() == Some(&4) =>
+                {
+                    batch.push(size)
+                }
+                TunnResult::WriteToNetwork(other) => {
+                    // No session yet: the packet is queued and a handshake initiation
+                    // goes out instead.
+                    let other = other.to_vec();
+                    sender.send(&peer, &other, endpoint);
+                }
+                TunnResult::Err(e) => {
+                    tracing::debug!(peer = %peer.public_key, error = ?e, "encapsulate failed");
+                }
+                _ => {}
+            }
+        }
+        drop(tunn);
+        batch.flush(&sender, &peer, endpoint);
+        i = run_end;
+    }
+    targets.clear();
+    Ok(true)
+}
+
+/// The padded length of an `n`-byte packet: the next multiple of 16, but never past the MTU
+/// (nor shorter than the packet).
+fn padded_len(n: usize, mtu: usize) -> usize {
+    n.next_multiple_of(16).min(mtu.max(n)).min(MAX_PACKET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_GSO_BYTES, SendBatch, padded_len};
+
+    #[test]
+    fn gso_batches_take_equal_datagrams_and_one_shorter_last() {
+        let mut b = SendBatch::new();
+        assert!(b.fits(1452, 64));
+        b.push(1452);
+        assert!(b.fits(1452, 64));
+        b.push(1452);
+        assert!(!b.fits(1468, 64), "a longer datagram starts a new batch");
+        assert!(b.fits(100, 64));
+        b.push(100);
+        assert!(!b.fits(100, 64), "nothing follows the short last datagram");
+        assert_eq!((b.count, b.len, b.segment), (3, 1452 * 2 + 100, 1452));
+    }
+
+    #[test]
+    fn gso_batches_respect_segment_and_byte_limits() {
+        let mut b = SendBatch::new();
+        for _ in 0..3 {
+            b.push(64);
+        }
+        assert!(!b.fits(64, 3), "the kernel's segment limit");
+        let mut b = SendBatch::new();
+        while b.fits(1452, 64) {
+            b.push(1452);
+        }
+        assert!(b.len <= MAX_GSO_BYTES);
+        assert_eq!(b.count, MAX_GSO_BYTES / 1452);
+    }
+
+    #[test]
+    fn padding_table() {
+        for (n, mtu, want) in [
+            (0, 1420, 0),
+            (1, 1420, 16),
+            (16, 1420, 16),
+            (17, 1420, 32),
+            (1419, 1420, 1420),
+            (1420, 1420, 1420),
+            (1433, 1440, 1440),
+            (84, 1440, 96),
+            (1500, 1420, 1500),
+        ] {
+            assert_eq!(padded_len(n, mtu), want, "n={n} mtu={mtu}");
+        }
+    }
+}
