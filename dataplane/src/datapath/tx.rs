@@ -84,6 +84,9 @@ pub(crate) struct TxState {
     sizes: Vec<usize>,
     targets: Vec<Option<Arc<Peer>>>,
     batch: SendBatch,
+    /// Whether the last read found the TUN still busy (a frame, not an empty queue): only then
+    /// are more frames read into the batch before sending.
+    streak: bool,
 }
 
 impl TxState {
@@ -99,6 +102,7 @@ impl TxState {
             sizes: vec![0usize; slots],
             targets: Vec::with_capacity(slots),
             batch: SendBatch::new(),
+            streak: false,
         }
     }
 }
@@ -110,12 +114,15 @@ impl TxState {
 /// The receive side calls this too, right after writing to the TUN: replies and ACKs the kernel
 /// generated in that write then leave at once, without another wake-up.
 pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
-    let TxState { offload, frame, bufs, sizes, targets, batch } = st;
+    let TxState { offload, frame, bufs, sizes, targets, batch, streak } = st;
     let offload = *offload;
     let slots = bufs.len();
     let mut n = match shared.tun.recv_multiple(frame, bufs, sizes, 0) {
         Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *streak = false;
+            return Ok(false);
+        }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
         Err(e) if e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::Other => {
             // A malformed offload frame: drop it, keep going.
@@ -124,12 +131,20 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
         }
         Err(e) => return Err(e),
     };
-    // More frames already queued join the batch (never waiting for them): fewer, fuller GSO
-    // sends. Each read needs room for a whole 64 KiB frame's segments.
-    while offload && slots - n >= IDEAL_BATCH_SIZE {
+    // In a burst, more frames already queued join the batch (never waiting for them): fewer,
+    // fuller GSO sends. A frame that follows an empty queue leaves at once instead: a lone
+    // packet (a ping, a request) does not wait for a read that finds nothing, and a burst's
+    // second read turns batching on. Each read needs room for a whole 64 KiB frame's segments.
+    let speculate = *streak;
+    *streak = true;
+    while speculate && offload && slots - n >= IDEAL_BATCH_SIZE {
         match shared.tun.recv_multiple(frame, &mut bufs[n..], &mut sizes[n..], 0) {
             Ok(k) => n += k,
-            // Empty queue (or a bad frame, dropped): send what we have.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *streak = false;
+                break;
+            }
+            // A bad frame (dropped): send what we have.
             Err(_) => break,
         }
     }
