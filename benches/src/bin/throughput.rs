@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…]
+//!            [--compare NAME=PATH-TO-MESHCRYPT]…
 //! ```
 //! Needs root, iproute2, iperf3, ping, wg (wireguard-tools), nsenter, and optionally wireguard-go
 //! and boringtun-cli (looked up in PATH and in `target/tools/bin`).
@@ -84,10 +85,13 @@ struct Args {
     ping_count: u32,
     only: Option<Vec<String>>,
     baseline: bool,
+    /// Other builds of `meshcrypt` to run side by side (name, path), e.g. the previous commit's.
+    compare: Vec<(String, PathBuf)>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args { rounds: 3, seconds: 5, ping_count: 100, only: None, baseline: false };
+    let mut a =
+        Args { rounds: 3, seconds: 5, ping_count: 100, only: None, baseline: false, compare: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -101,9 +105,14 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--baseline" => a.baseline = true,
             "--only" => a.only = Some(value("--only")?.split(',').map(str::to_owned).collect()),
+            "--compare" => {
+                let v = value("--compare")?;
+                let (name, path) = v.split_once('=').context("--compare wants NAME=PATH")?;
+                a.compare.push((name.to_owned(), PathBuf::from(path)));
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…]"
+                    "usage: throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…] [--compare NAME=PATH-TO-MESHCRYPT]…"
                 );
                 std::process::exit(0);
             }
@@ -125,7 +134,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn implementations(only: Option<&[String]>) -> anyhow::Result<Vec<Impl>> {
+fn implementations(only: Option<&[String]>, compare: &[(String, PathBuf)]) -> anyhow::Result<Vec<Impl>> {
     let exe = std::env::current_exe().context("current_exe")?;
     let meshcrypt = exe.with_file_name("meshcrypt");
     if !meshcrypt.is_file() {
@@ -137,6 +146,17 @@ fn implementations(only: Option<&[String]>) -> anyhow::Result<Vec<Impl>> {
         ifname_first: false,
         ours: true,
     }];
+    for (name, path) in compare {
+        if !path.is_file() {
+            bail!("--compare {name}: {} not found", path.display());
+        }
+        list.push(Impl {
+            name: name.clone(),
+            argv: vec![path.display().to_string(), "device".into()],
+            ifname_first: false,
+            ours: false,
+        });
+    }
     match find_program("wireguard-go") {
         Some(p) => list.push(Impl {
             name: "wireguard-go".into(),
@@ -166,6 +186,12 @@ fn implementations(only: Option<&[String]>) -> anyhow::Result<Vec<Impl>> {
         list.retain(|i| only.iter().any(|o| o == &i.name));
     }
     Ok(list)
+}
+
+/// `ours ÷ other`, or `None` when it means nothing (both zero, e.g. no retransmits on either).
+fn ratio(ours: f64, other: f64) -> Option<f64> {
+    let r = ours / other;
+    r.is_finite().then_some(r).or_else(|| (ours > 0.0).then_some(f64::INFINITY))
 }
 
 /// A tunnel running on one node.
@@ -460,7 +486,10 @@ fn table(impls: &[Impl], samples: &Samples) -> String {
             let _ = write!(out, " {:.3} |", get(&i.name, m));
         }
         for o in &others {
-            let _ = write!(out, " {:.2}× |", get("meshcrypt", m) / get(&o.name, m));
+            let _ = match ratio(get("meshcrypt", m), get(&o.name, m)) {
+                Some(r) => write!(out, " {r:.2}× |"),
+                None => write!(out, " – |"),
+            };
         }
         out.push('\n');
     }
@@ -484,7 +513,7 @@ fn table(impls: &[Impl], samples: &Samples) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let impls = implementations(args.only.as_deref())?;
+    let impls = implementations(args.only.as_deref(), &args.compare)?;
     if impls.is_empty() {
         bail!("nothing to run");
     }
@@ -527,4 +556,18 @@ fn main() -> anyhow::Result<()> {
         bail!("failures:\n{}", failures.join("\n"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio;
+
+    #[test]
+    fn ratio_table() {
+        for (ours, other, want) in
+            [(2.0, 0.5, Some(4.0)), (0.0, 16.0, Some(0.0)), (0.0, 0.0, None), (1.0, 0.0, Some(f64::INFINITY))]
+        {
+            assert_eq!(ratio(ours, other), want, "{ours} ÷ {other}");
+        }
+    }
 }
