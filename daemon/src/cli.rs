@@ -158,6 +158,10 @@ pub struct AgentArgs {
     /// Directory of the WireGuard UAPI socket (`wg` looks in /var/run/wireguard).
     #[arg(long, default_value = "/var/run/wireguard")]
     pub uapi_dir: PathBuf,
+    /// Data-path workers, each serving both directions: 1 suits 2 cores (lowest latency); on
+    /// larger nodes 2 lets one worker encrypt while another decrypts.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub dataplane_workers: u16,
     /// Address of the health (`/healthz`, `/readyz`) and Prometheus (`/metrics`) endpoint.
     #[arg(long, default_value = "0.0.0.0:9476")]
     pub metrics_addr: SocketAddr,

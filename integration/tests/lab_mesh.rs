@@ -10,10 +10,28 @@ use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
 const READY: Duration = Duration::from_secs(30);
 
 fn cluster(nodes: usize, pods: usize) -> Cluster {
-    let cluster =
-        Cluster::start(nodes, pods, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
+    cluster_with(nodes, pods, AgentOptions::new().expect("meshcrypt binary"))
+}
+
+fn cluster_with(nodes: usize, pods: usize, options: AgentOptions) -> Cluster {
+    let cluster = Cluster::start(nodes, pods, options).expect("cluster");
     cluster.wait_ready(READY).expect("agents ready");
     cluster
+}
+
+/// The names of a process's data-path worker threads (`wg-0`, `wg-1`, …).
+fn worker_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|comm| comm.trim_end().to_owned())
+                .filter(|comm| comm.strip_prefix("wg-").is_some_and(|n| n.parse::<usize>().is_ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn detector(cluster: &Cluster) -> LeakDetector {
@@ -51,9 +69,17 @@ fn reach(cluster: &Cluster, from: &Pod, to: &Pod, deadline: Duration) -> Duratio
     }
 }
 
+/// Runs with two data-path workers per agent (`--dataplane-workers 2`): every pair still talks,
+/// and only encrypted.
 #[test]
 fn three_nodes_talk_only_encrypted() {
-    let cluster = cluster(3, 2);
+    let mut options = AgentOptions::new().expect("meshcrypt binary");
+    options.extra_args = vec!["--dataplane-workers".into(), "2".into()];
+    let cluster = cluster_with(3, 2, options);
+    for node in cluster.lab.nodes() {
+        let pid = cluster.agent(&node.name).expect("agent").pid;
+        assert_eq!(worker_threads(pid), ["wg-0", "wg-1"], "{}", node.name);
+    }
     let leak = detector(&cluster);
     let pods = cluster.lab.pods().to_vec();
     for (a, b) in cross_node_pairs(&pods) {

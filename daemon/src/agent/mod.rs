@@ -85,6 +85,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         key,
         ifname: args.interface.clone(),
         uapi_dir: args.uapi_dir.clone(),
+        workers: usize::from(args.dataplane_workers),
         table: args.table,
         rule_priority: args.rule_priority,
         fwmark: args.fwmark,

@@ -40,6 +40,8 @@ pub struct Reconciler {
     pub ifname: String,
     /// The UAPI socket directory.
     pub uapi_dir: PathBuf,
+    /// Data-path workers of the device.
+    pub workers: usize,
     /// meshcrypt's routing table.
     pub table: u32,
     /// meshcrypt's rule priority.
@@ -191,6 +193,7 @@ impl Reconciler {
         config.listen_port = settings.port;
         config.uapi_dir = self.uapi_dir.clone();
         config.fwmark = Some(self.fwmark);
+        config.threads = self.workers;
         let device = Arc::new(Device::create(config)?);
         tracing::info!(interface = %self.ifname, port = settings.port, "wireguard device up");
         if let Ok(mut slot) = self.device.write() {
