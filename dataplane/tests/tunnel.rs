@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use common::{IFNAME, Pair, device_in, lab, nets, ping_eventually};
 use meshcrypt_dataplane::{Change, Device, DeviceConfig, PrivateKey};
 use meshcrypt_integration::cluster::poll;
+use meshcrypt_integration::lab::worker_threads;
 use tempfile::TempDir;
 
 const TCP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -80,11 +81,7 @@ fn several_workers_carry_tcp_both_ways_at_once() {
         ab.join().unwrap().expect("a → b TCP");
         ba.join().unwrap().expect("b → a TCP");
     });
-    let workers = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim_end().strip_prefix("wg-").is_some_and(|n| n.parse::<usize>().is_ok()))
-        .count();
+    let workers = worker_threads(std::process::id()).len();
     assert_eq!(workers, 2 * WORKERS, "worker threads of the two devices");
 }
 

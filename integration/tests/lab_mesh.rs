@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster};
-use meshcrypt_integration::lab::Pod;
+use meshcrypt_integration::lab::{Pod, worker_threads};
 use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
 
 const READY: Duration = Duration::from_secs(30);
@@ -17,21 +17,6 @@ fn cluster_with(nodes: usize, pods: usize, options: AgentOptions) -> Cluster {
     let cluster = Cluster::start(nodes, pods, options).expect("cluster");
     cluster.wait_ready(READY).expect("agents ready");
     cluster
-}
-
-/// The names of a process's data-path worker threads (`wg-0`, `wg-1`, …).
-fn worker_threads(pid: u32) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .map(|comm| comm.trim_end().to_owned())
-                .filter(|comm| comm.strip_prefix("wg-").is_some_and(|n| n.parse::<usize>().is_ok()))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 fn detector(cluster: &Cluster) -> LeakDetector {

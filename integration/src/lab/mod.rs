@@ -42,4 +42,4 @@ pub use connectivity::{PING_DEADLINE_SECS, TCP_TIMEOUT};
 pub use error::LabError;
 pub use instance::{BRIDGE, Lab};
 pub use model::{Node, Pod};
-pub use processes::{LabProcess, STOP_GRACE, SpawnOptions};
+pub use processes::{LabProcess, STOP_GRACE, SpawnOptions, worker_threads};

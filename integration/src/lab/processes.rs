@@ -53,6 +53,19 @@ pub struct LabProcess {
     pub log: PathBuf,
 }
 
+/// The data-path worker threads (`wg-0`, `wg-1`, …) of process `pid` (a lab process, or this
+/// test process when it runs a device itself), sorted; empty if the process is gone.
+pub fn worker_threads(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut names: Vec<String> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|comm| comm.trim_end().to_owned())
+        .filter(|comm| comm.strip_prefix("wg-").is_some_and(|n| n.parse::<usize>().is_ok()))
+        .collect();
+    names.sort();
+    names
+}
+
 /// The processes a lab owns.
 #[derive(Debug, Default)]
 pub(crate) struct ProcessTable {
