@@ -150,12 +150,9 @@ fn vpc_cni_pods_are_scattered_routed_by_cni_rules_and_reach_each_other_in_plaint
     all_pairs_reach(&lab);
     let report = detector.stop().expect("stop detector");
     println!("{report}");
-    assert!(!report.is_clean(), "plaintext pod traffic must be reported");
-    assert_eq!(report.stray_underlay, 0, "{report}");
-    assert_eq!(report.kernel_drops, 0, "{report}");
     // One echo request and one TCP exchange at least per cross-node pair; none within a node.
-    let problems = report.plaintext_pair_problems(lab.pods(), 2);
-    assert!(problems.is_empty(), "{problems:#?}");
+    let problems = report.plaintext_baseline_problems(lab.pods(), 2);
+    assert!(problems.is_empty(), "{problems:#?}\n{report}");
 
     drop(lab);
     assert_eq!(leftovers::namespaces_with_prefix(&prefix), Vec::<String>::new());

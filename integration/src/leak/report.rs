@@ -118,11 +118,25 @@ impl LeakReport {
         self.leaking_packets == 0
     }
 
-    /// For a run in which every pod talked to every other pod without meshcrypt: each pair of pods
-    /// on different nodes whose plaintext count is below `min`, and each pair on the same node
-    /// that showed up on the underlay at all (local traffic never leaves its node), described.
-    pub fn plaintext_pair_problems(&self, pods: &[crate::lab::Pod], min: u64) -> Vec<String> {
+    /// For a run in which every pod talked to every other pod without meshcrypt, what does not fit
+    /// that picture, described: the plaintext must be reported as a leak, nothing else may cross
+    /// the underlay, the kernel must not have dropped captured frames, each pair of pods on
+    /// different nodes must show at least `min` plaintext packets, and no pair on the same node may
+    /// show up at all (local traffic never leaves its node).
+    pub fn plaintext_baseline_problems(&self, pods: &[crate::lab::Pod], min: u64) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.is_clean() {
+            problems.push("the plaintext pod traffic was not reported as a leak".to_owned());
+        }
+        if self.stray_underlay != 0 {
+            problems.push(format!("{} stray underlay packets", self.stray_underlay));
+        }
+        if self.kernel_drops != 0 {
+            problems.push(format!(
+                "{} frames dropped by the kernel: the capture is incomplete",
+                self.kernel_drops
+            ));
+        }
         for a in pods {
             for b in pods.iter().filter(|b| *b != a) {
                 let n = self.pod_flow(IpAddr::V4(a.address), IpAddr::V4(b.address));
