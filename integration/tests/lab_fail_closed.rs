@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
 use meshcrypt_integration::lab::Pod;
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
 
 fn cluster(extra: &[&str]) -> Cluster {
     let mut options = AgentOptions::new().expect("meshcrypt binary");
@@ -14,11 +13,6 @@ fn cluster(extra: &[&str]) -> Cluster {
     let cluster = Cluster::start(2, 1, options).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
     cluster
-}
-
-fn detector(cluster: &Cluster) -> LeakDetector {
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector")
 }
 
 /// Adds a node with a Node object but no agent (so no key), returning its pod.
@@ -47,7 +41,7 @@ fn strict_mode_drops_traffic_to_a_node_without_a_key() {
     let dropped_before =
         metric(&cluster, "node-0", "meshcrypt_dropped_packets_total{reason=\"no_peer\"}").unwrap_or(0.0);
 
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     for _ in 0..3 {
         assert!(!cluster.lab.ping(&meshed, keyless.address.into()).expect("ping"), "reached a keyless node");
     }
@@ -73,7 +67,7 @@ fn strict_mode_off_falls_back_to_the_underlay_and_reports_the_node() {
             .ok_or_else(|| "node-0 has not reported the keyless node".to_owned())
     })
     .expect("keyless node reported");
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     assert!(cluster.lab.ping(&meshed, keyless.address.into()).expect("ping"), "no fallback to the underlay");
     let other = cluster.lab.pods_on("node-1")[0].clone();
     assert!(cluster.lab.ping(&meshed, other.address.into()).expect("ping"));
@@ -93,7 +87,7 @@ fn nothing_leaves_in_plaintext_while_the_agent_is_down() {
     let b = cluster.lab.pods_on("node-1")[0].clone();
     assert!(cluster.lab.ping(&b, a.address.into()).expect("ping"));
 
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     cluster.kill_agent("node-1").expect("kill agent");
     for _ in 0..3 {
         assert!(!cluster.lab.ping(&b, a.address.into()).expect("ping"), "traffic flowed with the agent down");

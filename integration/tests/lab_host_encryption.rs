@@ -7,11 +7,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector, LeakReport};
+use meshcrypt_integration::leak::LeakReport;
 
 fn node_tcp(cluster: &Cluster, from: &str, to: &str) -> LeakReport {
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    let leak = cluster.leak_detector().expect("leak detector");
     let (a, b) = (cluster.lab.node(from).unwrap().clone(), cluster.lab.node(to).unwrap().clone());
     cluster
         .lab

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
 use meshcrypt_integration::lab::Pod;
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector, LeakReport};
+use meshcrypt_integration::leak::LeakReport;
 use meshcrypt_integration::traffic::Stream;
 
 fn cluster(config: &[(&str, &str)]) -> Cluster {
@@ -25,8 +25,7 @@ fn pods(cluster: &Cluster) -> (Pod, Pod) {
 
 /// Watches the underlay while `a` pings `b` three times.
 fn window(cluster: &Cluster, a: &Pod, b: &Pod) -> LeakReport {
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    let leak = cluster.leak_detector().expect("leak detector");
     for _ in 0..3 {
         assert!(cluster.lab.ping(a, b.address.into()).expect("ping"), "{} cannot reach {}", a.name, b.name);
     }
@@ -145,8 +144,7 @@ fn an_agent_killed_and_restarted_leaks_nothing_and_the_stream_survives() {
     let mut cluster = cluster(&[]);
     let (a, b) = pods(&cluster);
     let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    let leak = cluster.leak_detector().expect("leak detector");
 
     let killed = Instant::now();
     cluster.kill_agent("node-0").expect("SIGKILL");
@@ -208,8 +206,7 @@ fn keys_rotate_on_every_node_during_traffic_without_a_reset() {
     let before = published(&cluster);
     assert!(before.values().all(|(key, epoch)| !key.is_empty() && epoch == "0"), "{before:?}");
     let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    let leak = cluster.leak_detector().expect("leak detector");
 
     // On demand on node-0 (`meshcrypt keys rotate`); scheduled on node-1 (its key made to look
     // two hours old, with a one-hour interval).
@@ -254,8 +251,7 @@ fn the_mesh_rides_out_an_api_outage_and_resyncs_after_410() {
     let mut cluster = cluster(&[]);
     let (a, b) = pods(&cluster);
     let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    let leak = cluster.leak_detector().expect("leak detector");
 
     cluster.pause_api();
     let down = Instant::now();

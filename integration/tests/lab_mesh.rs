@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster};
 use meshcrypt_integration::lab::{Pod, worker_threads};
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
 
 const READY: Duration = Duration::from_secs(30);
 
@@ -17,11 +16,6 @@ fn cluster_with(nodes: usize, pods: usize, options: AgentOptions) -> Cluster {
     let cluster = Cluster::start(nodes, pods, options).expect("cluster");
     cluster.wait_ready(READY).expect("agents ready");
     cluster
-}
-
-fn detector(cluster: &Cluster) -> LeakDetector {
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector")
 }
 
 /// Every ordered pair of pods on different nodes.
@@ -65,7 +59,7 @@ fn three_nodes_talk_only_encrypted() {
         let pid = cluster.agent(&node.name).expect("agent").pid;
         assert_eq!(worker_threads(pid), ["wg-0", "wg-1"], "{}", node.name);
     }
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     let pods = cluster.lab.pods().to_vec();
     for (a, b) in cross_node_pairs(&pods) {
         reach(&cluster, &a, &b, Duration::from_secs(10));
@@ -118,7 +112,7 @@ fn mesh_routes(cluster: &Cluster, node: &str) -> String {
 #[test]
 fn a_node_joins_while_traffic_flows_and_a_deleted_node_disappears_everywhere() {
     let mut cluster = cluster(3, 1);
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     let pods = cluster.lab.pods().to_vec();
     for (a, b) in cross_node_pairs(&pods) {
         reach(&cluster, &a, &b, Duration::from_secs(10));
@@ -244,7 +238,7 @@ fn wireguard_go_node_interoperates() {
     }}});
     cluster.api().merge_patch("v1", "Node", None, &wg_node.name, &patch, false).expect("publish key");
 
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     let go_pod = cluster.lab.pods_on(&wg_node.name)[0].clone();
     let others: Vec<Pod> = cluster.lab.pods().iter().filter(|p| p.node != wg_node.name).cloned().collect();
     for other in &others {
@@ -310,7 +304,7 @@ fn a_key_change_is_picked_up_and_a_key_claimed_twice_is_used_for_neither() {
     });
     assert!(duplicate, "a DuplicateKey Event names the claimants: {events:#?}");
     // Without an encrypted path, node-0's pod cannot reach node-1's: dropped, not sent in plaintext.
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     assert!(!cluster.lab.ping(&pods[0], pods[1].address.into()).expect("ping"));
     let report = leak.stop().expect("report");
     assert_eq!(report.pod_plaintext, 0, "{report}");

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
 use meshcrypt_integration::lab::Lab;
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
 
 #[test]
 fn pods_talk_over_ipv6_only_encrypted() {
@@ -14,8 +13,7 @@ fn pods_talk_over_ipv6_only_encrypted() {
     let cluster = Cluster::start_in(lab, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
     let pods = cluster.lab.pods().to_vec();
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    let leak = cluster.leak_detector().expect("leak detector");
     for a in &pods {
         for b in pods.iter().filter(|b| b.node != a.node) {
             let to = IpAddr::V6(b.address6.expect("IPv6 pod address"));
@@ -52,11 +50,7 @@ fn jumbo_underlay_gets_an_8941_byte_tunnel() {
     let link = cluster.lab.exec(&ns, &["ip", "link", "show", "meshcrypt0"]).expect("link");
     assert!(link.contains("mtu 8941"), "{link}");
     let (a, b) = (cluster.lab.pods_on("node-0")[0].clone(), cluster.lab.pods_on("node-1")[0].clone());
-    let leak = LeakDetector::start_for_lab(
-        &cluster.lab,
-        LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint()),
-    )
-    .expect("leak detector");
+    let leak = cluster.leak_detector().expect("leak detector");
     // 8900 bytes of payload + 28 of headers = 8928 ≤ 8941, sent with "don't fragment".
     let to = b.address.to_string();
     poll(Duration::from_secs(10), || {
@@ -99,8 +93,7 @@ fn an_ipv6_underlay_carries_the_mesh_with_80_bytes_of_overhead() {
     })
     .expect("IPv6 endpoints and MTU 1420");
     let (a, b) = (cluster.lab.pods_on("node-0")[0].clone(), cluster.lab.pods_on("node-1")[0].clone());
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    let leak = LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector");
+    let leak = cluster.leak_detector().expect("leak detector");
     for to in [IpAddr::V4(b.address), IpAddr::V6(b.address6.unwrap())] {
         poll(Duration::from_secs(10), || {
             if cluster.lab.ping(&a, to).unwrap_or(false) { Ok(()) } else { Err(format!("-> {to}")) }

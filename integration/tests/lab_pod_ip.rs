@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
 use meshcrypt_integration::lab::{Lab, Pod};
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector, LeakReport};
+use meshcrypt_integration::leak::LeakReport;
 use meshcrypt_integration::traffic::Stream;
 
 fn cluster() -> Cluster {
@@ -17,11 +17,6 @@ fn cluster() -> Cluster {
     let cluster = Cluster::start_in(lab, options).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
     cluster
-}
-
-fn detector(cluster: &Cluster) -> LeakDetector {
-    let config = LeakConfig::for_lab(&cluster.lab).with_api_endpoint(cluster.api_endpoint());
-    LeakDetector::start_for_lab(&cluster.lab, config).expect("leak detector")
 }
 
 fn reach(cluster: &Cluster, from: &Pod, to: &Pod, deadline: Duration) -> Duration {
@@ -51,7 +46,7 @@ fn assert_clean(report: &LeakReport) {
 fn scattered_pod_addresses_are_meshed_as_pods_come_and_go() {
     let mut cluster = cluster();
     let pods = cluster.lab.pods().to_vec();
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     for a in &pods {
         for b in pods.iter().filter(|b| b.node != a.node) {
             reach(&cluster, a, b, Duration::from_secs(10));
@@ -131,7 +126,7 @@ fn a_pod_claiming_another_nodes_address_redirects_nothing() {
         }
     })
     .expect("contested address withdrawn");
-    let leak = detector(&cluster);
+    let leak = cluster.leak_detector().expect("leak detector");
     assert!(
         !cluster.lab.ping(&client, victim.address.into()).expect("ping"),
         "contested address still reachable"

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::apiserver::{ApiServerConfig, TestApiServer};
 use crate::lab::{Lab, LabProcess, Pod};
+use crate::leak::{LeakConfig, LeakDetector, LeakError};
 
 pub use crate::wait::poll;
 pub use agent::{AgentOptions, meshcrypt_bin};
@@ -100,6 +101,12 @@ impl Cluster {
     /// Where agents reach the API server (inside the underlay).
     pub fn api_endpoint(&self) -> SocketAddr {
         self.api_endpoint
+    }
+
+    /// Starts a leak detector on the underlay that knows the agents' API traffic is expected.
+    pub fn leak_detector(&self) -> Result<LeakDetector, LeakError> {
+        let config = LeakConfig::for_lab(&self.lab).with_api_endpoint(self.api_endpoint);
+        LeakDetector::start_for_lab(&self.lab, config)
     }
 
     /// A directory for this cluster's files (keys, kubeconfigs), removed on drop.
