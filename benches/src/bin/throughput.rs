@@ -300,16 +300,6 @@ struct TcpResult {
     cpu_pct: f64,
 }
 
-fn iperf(
-    lab: &Lab,
-    a: &Node,
-    tunnels: [&Tunnel; 2],
-    streams: u32,
-    seconds: u32,
-) -> anyhow::Result<TcpResult> {
-    iperf_to(lab, a, ADDR_B, tunnels, streams, seconds)
-}
-
 fn iperf_to(
     lab: &Lab,
     a: &Node,
@@ -409,8 +399,8 @@ fn run_one(lab: &Lab, args: &Args, imp: &Impl, samples: &mut Samples) -> anyhow:
         std::thread::sleep(Duration::from_millis(300));
         let run = (|| {
             let ping = ping_avg_ms(lab, &a.namespace, args.ping_count)?;
-            let one = iperf(lab, a, [&ta, &tb], 1, args.seconds)?;
-            let four = iperf(lab, a, [&ta, &tb], 4, args.seconds)?;
+            let one = iperf_to(lab, a, ADDR_B, [&ta, &tb], 1, args.seconds)?;
+            let four = iperf_to(lab, a, ADDR_B, [&ta, &tb], 4, args.seconds)?;
             anyhow::Ok((ping, one, four))
         })();
         let _ = lab.stop_process(server.pid);
