@@ -21,7 +21,7 @@ pub fn run(args: &DeviceArgs) -> Result<(), AgentError> {
     let mut config = DeviceConfig::new(&args.ifname, PrivateKey::generate());
     config.uapi_dir = args.uapi_dir.clone();
     config.listen_port = args.port;
-    config.threads = args.threads;
+    config.workers = args.threads;
     let device = Device::create(config)?;
     tracing::info!(
         ifname = %args.ifname,

@@ -28,7 +28,7 @@ pub struct DeviceConfig {
     pub uapi_dir: PathBuf,
     /// Data-path workers, each serving both directions (TUN→UDP and UDP→TUN); 1 suits 2 cores.
     /// 0 counts as 1.
-    pub threads: usize,
+    pub workers: usize,
 }
 
 impl DeviceConfig {
@@ -41,7 +41,7 @@ impl DeviceConfig {
             listen_port: 51820,
             fwmark: None,
             uapi_dir: PathBuf::from(DEFAULT_UAPI_DIR),
-            threads: 1,
+            workers: 1,
         }
     }
 }

@@ -77,7 +77,7 @@ impl Device {
         let mut device =
             Device { shared: shared.clone(), workers: Vec::new(), stop_timers: None, uapi: None };
 
-        for i in 0..config.threads.max(1) {
+        for i in 0..config.workers.max(1) {
             let s = shared.clone();
             device.spawn(format!("wg-{i}"), move || worker::run(&s))?;
         }

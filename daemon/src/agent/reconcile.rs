@@ -193,7 +193,7 @@ impl Reconciler {
         config.listen_port = settings.port;
         config.uapi_dir = self.uapi_dir.clone();
         config.fwmark = Some(self.fwmark);
-        config.threads = self.workers;
+        config.workers = self.workers;
         let device = Arc::new(Device::create(config)?);
         tracing::info!(interface = %self.ifname, port = settings.port, "wireguard device up");
         if let Ok(mut slot) = self.device.write() {

@@ -88,7 +88,7 @@ impl Pair {
         let config = |key, side: &str| {
             let mut config = DeviceConfig::new(IFNAME, key);
             config.uapi_dir = dirs.path().join(side);
-            config.threads = workers;
+            config.workers = workers;
             config
         };
         let a = device_in(&lab, &node_a.namespace, config(sk_a, "a"));
