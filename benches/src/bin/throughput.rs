@@ -22,7 +22,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use meshcrypt_integration::lab::{Lab, Node, SpawnOptions};
+use meshcrypt_integration::cluster::poll;
+use meshcrypt_integration::lab::{Lab, LabProcess, Node, SpawnOptions};
 use meshcrypt_keyexchange::PrivateKey;
 
 const IFNAME: &str = "wgbench0";
@@ -211,23 +212,30 @@ fn start_tunnel(lab: &Lab, node: &Node, imp: &Impl) -> anyhow::Result<Tunnel> {
     let options = SpawnOptions { private_dirs: vec![PathBuf::from("/var/run/wireguard")] };
     let proc = lab.spawn_with(&node.namespace, &cmd, &options).context("spawn tunnel")?;
     let pid = proc.pid;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll(Duration::from_secs(10), || {
         if !lab.process_running(pid) {
-            bail!("{} exited at start; log: {}", imp.name, log_tail(&proc.log));
+            return Ok(Err(anyhow::anyhow!("{} exited at start; log: {}", imp.name, log_tail(&proc.log))));
         }
         let ok = Command::new("nsenter")
             .args(["-t", &pid.to_string(), "-m", "-n", "wg", "show", IFNAME])
             .output()
             .is_ok_and(|o| o.status.success());
-        if ok {
-            return Ok(Tunnel { pid });
-        }
-        if Instant::now() > deadline {
-            bail!("{}: no UAPI socket after 10 s; log: {}", imp.name, log_tail(&proc.log));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        if ok { Ok(Ok(Tunnel { pid })) } else { Err("no UAPI socket yet".to_owned()) }
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {e}; log: {}", imp.name, log_tail(&proc.log)))?
+}
+
+/// Starts an `iperf3` server on `addr` in `ns` and waits until it listens.
+fn iperf_server(lab: &Lab, ns: &str, addr: &str) -> anyhow::Result<LabProcess> {
+    let server = lab.spawn(ns, &["iperf3", "-s", "-B", addr])?;
+    let filter = format!("src {addr}:5201");
+    poll(Duration::from_secs(5), || match lab.exec(ns, &["ss", "-Hltn", &filter]) {
+        Ok(out) if !out.trim().is_empty() => Ok(()),
+        Ok(_) => Err("not listening yet".to_owned()),
+        Err(e) => Err(e.to_string()),
+    })
+    .map_err(|e| anyhow::anyhow!("iperf3 server on {addr}: {e}"))?;
+    Ok(server)
 }
 
 fn log_tail(path: &Path) -> String {
@@ -365,8 +373,7 @@ type Samples = BTreeMap<String, BTreeMap<Metric, Vec<f64>>>;
 fn run_baseline(lab: &Lab, args: &Args, samples: &mut Samples) -> anyhow::Result<()> {
     let (a, b) = (&lab.nodes()[0], &lab.nodes()[1]);
     let to = b.underlay_addr.to_string();
-    let server = lab.spawn(&b.namespace, &["iperf3", "-s", "-B", &to])?;
-    std::thread::sleep(Duration::from_millis(300));
+    let server = iperf_server(lab, &b.namespace, &to)?;
     let none = Tunnel { pid: 0 };
     let result = iperf_to(lab, a, &to, [&none, &none], 1, args.seconds);
     let _ = lab.stop_process(server.pid);
@@ -395,8 +402,7 @@ fn run_one(lab: &Lab, args: &Args, imp: &Impl, samples: &mut Samples) -> anyhow:
         wait_for_ping(lab, &a.namespace)?;
         // Let the previous test's teardown settle before measuring latency.
         std::thread::sleep(Duration::from_secs(1));
-        let server = lab.spawn(&b.namespace, &["iperf3", "-s", "-B", ADDR_B])?;
-        std::thread::sleep(Duration::from_millis(300));
+        let server = iperf_server(lab, &b.namespace, ADDR_B)?;
         let run = (|| {
             let ping = ping_avg_ms(lab, &a.namespace, args.ping_count)?;
             let one = iperf_to(lab, a, ADDR_B, [&ta, &tb], 1, args.seconds)?;
