@@ -32,7 +32,10 @@ struct TunBatch {
 
 impl TunBatch {
     fn new(offset: usize) -> Self {
-        let bufs = (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(offset + 2048)).collect();
+        // Coalescing appends later segments of a flow to its first packet's buffer, and tun-rs
+        // only does so when the buffer already has room for the result (2 × offset + length):
+        // each slot can grow to a whole 64 KiB super-packet. Pages are only touched as used.
+        let bufs = (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(2 * offset + MAX_PACKET)).collect();
         Self { bufs, count: 0, offset, gro: GROTable::new() }
     }
 
