@@ -53,7 +53,7 @@ impl Device {
         let tun_offload = tun_dev.tcp_gso();
         let waker = Waker::new().map_err(|source| Error::Tun { ifname: config.ifname.clone(), source })?;
         let private = StaticSecret::from(*config.private_key.to_bytes());
-        let tx = Mutex::new(TxState::new(&tun_dev));
+        let tx = Mutex::new(TxState::new(&tun_dev, usize::from(tun_mtu)));
         let rx = Mutex::new(RxState::new(&tun_dev));
         let shared = Arc::new(Shared {
             ifname: config.ifname.clone(),

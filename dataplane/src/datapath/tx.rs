@@ -17,6 +17,11 @@ use crate::peers::Peer;
 const MAX_GSO_BYTES: usize = 65_000;
 /// TUN frames (each up to 64 KiB, split into up to IDEAL_BATCH_SIZE segments) per send batch.
 const TX_FRAMES: usize = 4;
+/// The MTU segment slots are sized for at least: jumbo frames as in an AWS VPC, so raising the
+/// tunnel MTU up to it never outruns the slots. A larger MTU grows them (see [`TxState::fit`]).
+const SLOT_MTU: usize = 9001;
+/// Room after a packet for padding it to a multiple of 16.
+const PAD_ROOM: usize = 16;
 
 /// Datagrams sealed back to back for one peer, waiting for one GSO send.
 pub(crate) struct SendBatch {
@@ -90,21 +95,39 @@ pub(crate) struct TxState {
 }
 
 impl TxState {
-    pub(crate) fn new(tun: &SyncDevice) -> Self {
-        let offload = tun.tcp_gso();
+    pub(crate) fn new(tun: &SyncDevice, mtu: usize) -> Self {
+        Self::with_offload(tun.tcp_gso(), mtu)
+    }
+
+    fn with_offload(offload: bool, mtu: usize) -> Self {
         // One slot per segment; without offloads a single slot takes the whole packet. With
-        // offloads the batch takes whatever frames are already queued, up to TX_FRAMES of them.
-        let slots = if offload { TX_FRAMES * IDEAL_BATCH_SIZE } else { 1 };
+        // offloads the batch takes whatever frames are already queued, up to TX_FRAMES of them,
+        // and a slot takes one segment (at most an MTU).
+        let (slots, slot_len) =
+            if offload { (TX_FRAMES * IDEAL_BATCH_SIZE, slot_len(mtu)) } else { (1, MAX_PACKET + PAD_ROOM) };
         Self {
             offload,
             frame: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-            bufs: (0..slots).map(|_| vec![0u8; MAX_PACKET + 16]).collect(),
+            bufs: (0..slots).map(|_| vec![0u8; slot_len]).collect(),
             sizes: vec![0usize; slots],
             targets: Vec::with_capacity(slots),
             batch: SendBatch::new(),
             streak: false,
         }
     }
+
+    /// Grows the segment slots when the MTU has grown past them (never shrinks them).
+    fn fit(&mut self, mtu: usize) {
+        let len = slot_len(mtu);
+        if self.offload && self.bufs.first().is_some_and(|b| b.len() < len) {
+            self.bufs.iter_mut().for_each(|b| b.resize(len, 0));
+        }
+    }
+}
+
+/// A segment slot's size for a TUN MTU: a whole segment and its padding.
+fn slot_len(mtu: usize) -> usize {
+    mtu.clamp(SLOT_MTU, MAX_PACKET) + PAD_ROOM
 }
 
 /// Reads one batch from the TUN (never waiting), routes each packet to a peer by longest prefix,
@@ -114,6 +137,8 @@ impl TxState {
 /// The receive side calls this too, right after writing to the TUN: replies and ACKs the kernel
 /// generated in that write then leave at once, without another wake-up.
 pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
+    let mtu = shared.mtu.load(Ordering::Relaxed) as usize;
+    st.fit(mtu);
     let TxState { offload, frame, bufs, sizes, targets, batch, streak } = st;
     let offload = *offload;
     let slots = bufs.len();
@@ -148,7 +173,6 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             Err(_) => break,
         }
     }
-    let mtu = shared.mtu.load(Ordering::Relaxed) as usize;
     // Route the whole batch under one read of the peer table.
     targets.clear();
     {
@@ -224,7 +248,7 @@ fn padded_len(n: usize, mtu: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_GSO_BYTES, SendBatch, padded_len};
+    use super::{MAX_GSO_BYTES, MAX_PACKET, SendBatch, TxState, padded_len};
 
     #[test]
     fn gso_batches_take_equal_datagrams_and_one_shorter_last() {
@@ -253,6 +277,24 @@ mod tests {
         }
         assert!(b.len <= MAX_GSO_BYTES);
         assert_eq!(b.count, MAX_GSO_BYTES / 1452);
+    }
+
+    #[test]
+    fn segment_slots_fit_the_mtu_and_grow_with_it() {
+        let slots = |st: &TxState| (st.bufs.len(), st.bufs.iter().map(Vec::len).min(), st.bufs[0].len());
+        // (offload, MTU at creation, MTU later) → (slots, smallest slot, first slot) after `fit`.
+        for (offload, first, later, want) in [
+            (true, 1420, 1420, (512, Some(9017), 9017)),
+            (true, 1420, 8941, (512, Some(9017), 9017)),
+            (true, 1420, 12_000, (512, Some(12_016), 12_016)),
+            (true, 12_000, 1420, (512, Some(12_016), 12_016)),
+            (true, 1420, 70_000, (512, Some(MAX_PACKET + 16), MAX_PACKET + 16)),
+            (false, 1420, 12_000, (1, Some(MAX_PACKET + 16), MAX_PACKET + 16)),
+        ] {
+            let mut st = TxState::with_offload(offload, first);
+            st.fit(later);
+            assert_eq!(slots(&st), want, "offload {offload}, MTU {first} then {later}");
+        }
     }
 
     #[test]
