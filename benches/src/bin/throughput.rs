@@ -2,8 +2,9 @@
 //! boringtun-cli side by side between two lab namespaces (underlay MTU 1500, tunnel MTU 1420), in
 //! interleaved rounds (the order rotates every round). Each round starts every tunnel afresh on
 //! both nodes, configures it over UAPI with `wg setconf`, and measures ping latency, iperf3 TCP
-//! with one and four streams, the CPU the two tunnel processes use, and TCP retransmits (from the
-//! sender's `/proc/net/snmp`). It prints the medians and meshcrypt's ratios as a Markdown table.
+//! with one and four streams, the CPU the two tunnel processes use, their peak resident memory,
+//! and TCP retransmits (from the sender's `/proc/net/snmp`). It prints the medians and meshcrypt's
+//! ratios as a Markdown table.
 //!
 //! It fails (exit status 1) when a tunnel process crashes or meshcrypt's tunnel does not carry
 //! traffic, never on a number.
@@ -54,10 +55,11 @@ enum Metric {
     CpuPerGbit,
     Retrans1,
     Retrans4,
+    Memory,
 }
 
 impl Metric {
-    const ALL: [Metric; 7] = [
+    const ALL: [Metric; 8] = [
         Metric::Tcp1,
         Metric::Tcp4,
         Metric::Ping,
@@ -65,6 +67,7 @@ impl Metric {
         Metric::CpuPerGbit,
         Metric::Retrans1,
         Metric::Retrans4,
+        Metric::Memory,
     ];
 
     fn label(self) -> &'static str {
@@ -76,6 +79,7 @@ impl Metric {
             Metric::CpuPerGbit => "tunnel CPU per Gbit/s, 1 stream (% of a core)",
             Metric::Retrans1 => "TCP retransmits, 1 stream (% of segments)",
             Metric::Retrans4 => "TCP retransmits, 4 streams (% of segments)",
+            Metric::Memory => "tunnel peak resident memory (MiB, larger end)",
         }
     }
 }
@@ -289,6 +293,20 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / hz as f64
 }
 
+/// A process's peak resident memory (`VmHWM` in `/proc/PID/status`), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| vm_hwm_kib(&status))
+        .map_or(f64::NAN, |kib| kib as f64 / 1024.0)
+}
+
+/// The `VmHWM:` line of a `/proc/PID/status` text, in KiB.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let value = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    value.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
 /// (OutSegs, RetransSegs) of a namespace.
 fn tcp_segments(lab: &Lab, ns: &str) -> anyhow::Result<(u64, u64)> {
     let snmp = lab.exec(ns, &["cat", "/proc/net/snmp"])?;
@@ -407,10 +425,12 @@ fn run_one(lab: &Lab, args: &Args, imp: &Impl, samples: &mut Samples) -> anyhow:
             let ping = ping_avg_ms(lab, &a.namespace, args.ping_count)?;
             let one = iperf_to(lab, a, ADDR_B, [&ta, &tb], 1, args.seconds)?;
             let four = iperf_to(lab, a, ADDR_B, [&ta, &tb], 4, args.seconds)?;
-            anyhow::Ok((ping, one, four))
+            // Peak since start: the round's ping and both TCP tests.
+            let memory = peak_rss_mib(ta.pid).max(peak_rss_mib(tb.pid));
+            anyhow::Ok((ping, one, four, memory))
         })();
         let _ = lab.stop_process(server.pid);
-        let (ping, one, four) = run?;
+        let (ping, one, four, memory) = run?;
         let s = samples.entry(imp.name.clone()).or_default();
         for (m, v) in [
             (Metric::Tcp1, one.gbps),
@@ -420,12 +440,13 @@ fn run_one(lab: &Lab, args: &Args, imp: &Impl, samples: &mut Samples) -> anyhow:
             (Metric::CpuPerGbit, one.cpu_pct / one.gbps.max(1e-9)),
             (Metric::Retrans1, one.retrans_pct),
             (Metric::Retrans4, four.retrans_pct),
+            (Metric::Memory, memory),
         ] {
             s.entry(m).or_default().push(v);
         }
         println!(
-            "  {:<18} tcp1 {:6.3} Gbit/s (retr {:5.2}%, cpu {:5.1}%)  tcp4 {:6.3} Gbit/s (retr {:5.2}%)  ping {:.3} ms",
-            imp.name, one.gbps, one.retrans_pct, one.cpu_pct, four.gbps, four.retrans_pct, ping
+            "  {:<18} tcp1 {:6.3} Gbit/s (retr {:5.2}%, cpu {:5.1}%)  tcp4 {:6.3} Gbit/s (retr {:5.2}%)  ping {:.3} ms  peak {:.1} MiB",
+            imp.name, one.gbps, one.retrans_pct, one.cpu_pct, four.gbps, four.retrans_pct, ping, memory
         );
         anyhow::Ok(())
     })();
@@ -501,7 +522,7 @@ fn table(impls: &[Impl], samples: &Samples) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "\nratios are meshcrypt ÷ other: higher is better for throughput, lower for ping, CPU and retransmits."
+        "\nratios are meshcrypt ÷ other: higher is better for throughput, lower for ping, CPU, retransmits and memory."
     );
     let _ = writeln!(out, "rounds completed: {}", rounds.join(", "));
     out
@@ -556,7 +577,7 @@ fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::ratio;
+    use super::{ratio, vm_hwm_kib};
 
     #[test]
     fn ratio_table() {
@@ -564,6 +585,19 @@ mod tests {
             [(2.0, 0.5, Some(4.0)), (0.0, 16.0, Some(0.0)), (0.0, 0.0, None), (1.0, 0.0, Some(f64::INFINITY))]
         {
             assert_eq!(ratio(ours, other), want, "{ours} ÷ {other}");
+        }
+    }
+
+    #[test]
+    fn peak_memory_is_read_from_vm_hwm() {
+        let status = "Name:\tmeshcrypt\nVmPeak:\t  180000 kB\nVmHWM:\t   14456 kB\nVmRSS:\t   14372 kB\n";
+        for (text, want) in [
+            (status, Some(14_456)),
+            ("Name:\tx\nVmRSS:\t 10 kB\n", None),
+            ("VmHWM:\t  oops kB\n", None),
+            ("VmHWM:\t 12\n", None),
+        ] {
+            assert_eq!(vm_hwm_kib(text), want, "{text:?}");
         }
     }
 }
