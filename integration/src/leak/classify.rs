@@ -7,7 +7,7 @@ use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 use super::config::LeakConfig;
 use super::encap::{self, Inner};
-use super::findings::{Allowed, Finding, FrameVerdict, Layer, LeakKind, PacketSummary};
+use super::findings::{Allowed, Encapsulation, Finding, FrameVerdict, Layer, LeakKind, PacketSummary};
 use super::wireguard::looks_like_wireguard;
 
 /// How many encapsulations deep the detector looks.
@@ -100,6 +100,24 @@ fn view<'a>(packet: &LaxSlicedPacket<'a>) -> Option<IpView<'a>> {
     })
 }
 
+/// True if `ip` is an ICMP error that quotes a UDP packet on the mesh port between two underlay
+/// hosts (what a host answers when a WireGuard packet reaches a port nobody listens on).
+fn quotes_mesh_packet(ip: &IpView<'_>, config: &LeakConfig) -> bool {
+    let s = &ip.summary;
+    let Some(Inner { encapsulation: Encapsulation::IcmpError, packet }) =
+        encap::decapsulate(s.protocol, s.src_port, s.dst_port, ip.payload, ip.udp_payload)
+    else {
+        return false;
+    };
+    view(&packet).is_some_and(|quoted| {
+        let q = quoted.summary;
+        q.protocol == UDP
+            && (q.src_port == Some(config.mesh_port) || q.dst_port == Some(config.mesh_port))
+            && config.is_underlay(q.src)
+            && config.is_underlay(q.dst)
+    })
+}
+
 fn inspect(packet: &LaxSlicedPacket<'_>, layer: Layer, config: &LeakConfig, verdict: &mut FrameVerdict) {
     let Some(ip) = view(packet) else {
         return;
@@ -134,6 +152,8 @@ fn inspect(packet: &LaxSlicedPacket<'_>, layer: Layer, config: &LeakConfig, verd
             }
         } else if is_api {
             verdict.allowed = Some(Allowed::Api);
+        } else if quotes_mesh_packet(&ip, config) {
+            verdict.allowed = Some(Allowed::MeshIcmpError);
         } else {
             verdict.findings.push(Finding { kind: LeakKind::StrayUnderlay, layer, packet: s });
         }

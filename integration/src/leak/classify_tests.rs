@@ -122,6 +122,43 @@ fn wireguard_data(len: usize) -> Vec<u8> {
     p
 }
 
+/// An ICMPv4 port unreachable from `src` to `dst` quoting `quoted` (a bare IP packet), cut to
+/// `quote_len` bytes as a host cuts its quote.
+fn icmp4_unreachable(src: [u8; 4], dst: [u8; 4], quoted: &[u8], quote_len: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .icmpv4_raw(3, 3, [0; 4])
+        .write(&mut v, &quoted[..quote_len.min(quoted.len())])
+        .unwrap();
+    v
+}
+
+/// A bare UDP packet between two IPv4 hosts.
+fn bare_udp4(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64).udp(sp, dp).write(&mut v, payload).unwrap();
+    v
+}
+
+/// An ICMPv6 packet too big between two underlay hosts quoting a WireGuard packet.
+fn icmpv6_too_big_about_mesh() -> Vec<u8> {
+    let a: std::net::Ipv6Addr = "fd00:198:18::10".parse().unwrap();
+    let b: std::net::Ipv6Addr = "fd00:198:18::11".parse().unwrap();
+    let mut quoted = Vec::new();
+    PacketBuilder::ipv6(a.octets(), b.octets(), 64)
+        .udp(51820, 51820)
+        .write(&mut quoted, &wireguard_data(1440))
+        .unwrap();
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(b.octets(), a.octets(), 64)
+        .icmpv6_raw(2, 0, 1280u32.to_be_bytes())
+        .write(&mut v, &quoted[..1232])
+        .unwrap();
+    v
+}
+
 fn arp() -> Vec<u8> {
     let mut v = vec![0xff; 6];
     v.extend_from_slice(&MAC_A);
@@ -335,6 +372,51 @@ fn classification_table() {
             allowed: None,
             kinds: &[],
             pod_layer: None,
+        },
+        Case {
+            name: "port unreachable about a WireGuard packet (agent down) is its own category",
+            frame: icmp4_unreachable(
+                NODE1,
+                NODE0,
+                &bare_udp4(NODE0, NODE1, 51820, 51820, &wireguard_data(64)),
+                28,
+            ),
+            ip: true,
+            allowed: Some(Allowed::MeshIcmpError),
+            kinds: &[],
+            pod_layer: None,
+        },
+        Case {
+            name: "packet too big about a WireGuard packet (IPv6) is its own category",
+            frame: icmpv6_too_big_about_mesh(),
+            ip: true,
+            allowed: Some(Allowed::MeshIcmpError),
+            kinds: &[],
+            pod_layer: None,
+        },
+        Case {
+            name: "an ICMP error quoting a plaintext pod packet is a pod leak",
+            frame: icmp4_unreachable(NODE1, NODE0, &bare_pod_ip(), 576),
+            ip: true,
+            allowed: None,
+            kinds: &[PodPlaintext, StrayUnderlay],
+            pod_layer: inner(Encapsulation::IcmpError),
+        },
+        Case {
+            name: "an ICMP error about other UDP between nodes is stray",
+            frame: icmp4_unreachable(NODE1, NODE0, &bare_udp4(NODE0, NODE1, 4000, 53, b"dns"), 576),
+            ip: true,
+            allowed: None,
+            kinds: &[StrayUnderlay],
+            pod_layer: None,
+        },
+        Case {
+            name: "an ICMP error about mesh-port UDP from outside the underlay is stray",
+            frame: icmp4_unreachable(NODE1, NODE0, &bare_udp4(POD0, NODE1, 51820, 51820, b"x"), 576),
+            ip: true,
+            allowed: None,
+            kinds: &[PodPlaintext, StrayUnderlay],
+            pod_layer: inner(Encapsulation::IcmpError),
         },
         Case {
             name: "IPv6 echo between nodes is stray",

@@ -9,6 +9,11 @@ pub const VXLAN_PORT: u16 = 4789;
 /// Geneve's UDP port.
 pub const GENEVE_PORT: u16 = 6081;
 
+const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
+/// The fixed part of an ICMP or ICMPv6 error message before the quoted packet.
+const ICMP_ERROR_HEADER: usize = 8;
+
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86DD;
 const ETHERTYPE_TEB: u16 = 0x6558; // transparent Ethernet bridging
@@ -34,6 +39,10 @@ pub(crate) fn decapsulate<'a>(
         4 => (Encapsulation::Ipv4InIp, LaxSlicedPacket::from_ip(ip_payload).ok()?),
         41 => (Encapsulation::Ipv6InIp, LaxSlicedPacket::from_ip(ip_payload).ok()?),
         47 => (Encapsulation::Gre, gre(ip_payload)?),
+        ICMP | ICMPV6 => (
+            Encapsulation::IcmpError,
+            LaxSlicedPacket::from_ip(icmp_error_quote(protocol, ip_payload)?).ok()?,
+        ),
         17 => {
             // Without a parsed UDP header (truncated), skip the 8 header bytes by hand.
             let payload = match udp_payload {
@@ -87,4 +96,16 @@ fn geneve(p: &[u8]) -> Option<LaxSlicedPacket<'_>> {
     let opt_words = usize::from(*p.first()? & 0x3f);
     let ethertype = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]);
     by_ethertype(ethertype, p.get(8 + opt_words * 4..)?)
+}
+
+/// The packet an ICMP error quotes: after the 8-byte header of an ICMPv4 destination unreachable
+/// (3), source quench (4), redirect (5), time exceeded (11) or parameter problem (12) (RFC 792),
+/// or an ICMPv6 destination unreachable (1), packet too big (2), time exceeded (3) or parameter
+/// problem (4) (RFC 4443). `None` for other messages (echo, neighbour discovery, …).
+fn icmp_error_quote(protocol: u8, p: &[u8]) -> Option<&[u8]> {
+    let is_error = match protocol {
+        ICMP => matches!(p.first()?, 3 | 4 | 5 | 11 | 12),
+        _ => (1..=4).contains(p.first()?),
+    };
+    if is_error { p.get(ICMP_ERROR_HEADER..) } else { None }
 }

@@ -37,6 +37,10 @@ pub enum Encapsulation {
     Vxlan,
     /// Geneve (UDP 6081) carrying Ethernet or IP.
     Geneve,
+    /// The packet an ICMP or ICMPv6 error quotes (destination unreachable, time exceeded,
+    /// parameter problem, packet too big): RFC 792 and RFC 4443 quote the offending packet's
+    /// headers, so a plaintext pod packet can show up there too.
+    IcmpError,
 }
 
 impl fmt::Display for Encapsulation {
@@ -47,6 +51,7 @@ impl fmt::Display for Encapsulation {
             Encapsulation::Gre => "gre",
             Encapsulation::Vxlan => "vxlan",
             Encapsulation::Geneve => "geneve",
+            Encapsulation::IcmpError => "icmp-error",
         })
     }
 }
@@ -144,6 +149,10 @@ pub enum Allowed {
     Mesh,
     /// TCP to or from the API server.
     Api,
+    /// An ICMP error between underlay hosts about a mesh packet (it quotes UDP on the mesh port
+    /// between underlay hosts), e.g. port unreachable while a node's agent is down: it carries
+    /// only the quoted WireGuard header, never plaintext.
+    MeshIcmpError,
 }
 
 /// Everything the detector concluded about one frame.

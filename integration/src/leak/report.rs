@@ -34,6 +34,9 @@ pub struct LeakReport {
     pub mesh_packets: u64,
     /// Allowed API-server packets.
     pub api_packets: u64,
+    /// Allowed ICMP errors between underlay hosts about mesh packets (see
+    /// [`Allowed::MeshIcmpError`]).
+    pub mesh_icmp_errors: u64,
     /// Packets that break at least one rule.
     pub leaking_packets: u64,
     /// Packets with a plaintext pod address at some layer.
@@ -76,6 +79,7 @@ impl LeakReport {
         match verdict.allowed {
             Some(Allowed::Mesh) => self.mesh_packets += 1,
             Some(Allowed::Api) => self.api_packets += 1,
+            Some(Allowed::MeshIcmpError) => self.mesh_icmp_errors += 1,
             None => {}
         }
         if !verdict.is_leak() {
@@ -172,8 +176,8 @@ impl fmt::Display for LeakReport {
         )?;
         writeln!(
             f,
-            "allowed: {} mesh (WireGuard) packets, {} API-server packets",
-            self.mesh_packets, self.api_packets
+            "allowed: {} mesh (WireGuard) packets, {} API-server packets, {} ICMP errors about mesh packets",
+            self.mesh_packets, self.api_packets, self.mesh_icmp_errors
         )?;
         if self.is_clean() {
             return writeln!(f, "LEAKS: none");
