@@ -39,6 +39,8 @@ pub(crate) const MAX_PACKET: usize = 65_535;
 pub(crate) const OVERHEAD: usize = 32;
 /// How long a send waits for room in a full socket buffer before dropping.
 const SEND_WAIT: Duration = Duration::from_millis(100);
+/// A handshake initiation's length (WireGuard whitepaper §5.4.2).
+const HANDSHAKE_INIT_LEN: usize = 148;
 /// How often the timer tick runs.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 
@@ -153,6 +155,40 @@ impl Shared {
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+}
+
+/// Sends a handshake initiation to each of `keys` that is a peer with an endpoint, now, even if
+/// one is under way (a forced resend, as after REKEY_TIMEOUT). Returns how many were sent.
+pub(crate) fn initiate_handshakes(shared: &Shared, keys: &[meshcrypt_keyexchange::PublicKey]) -> usize {
+    let targets: Vec<(Arc<Peer>, SocketAddr)> = {
+        let peers = shared.peers();
+        keys.iter()
+            .filter_map(|k| peers.by_key(k.as_bytes()))
+            .filter_map(|p| p.endpoint().map(|e| (p.clone(), e)))
+            .collect()
+    };
+    let sender = shared.sender();
+    let mut out = [0u8; HANDSHAKE_INIT_LEN];
+    let mut sent = 0;
+    for (peer, to) in targets {
+        let mut tunn = peer.lock_tunn();
+        match tunn.format_handshake_initiation(&mut out, true) {
+            TunnResult::WriteToNetwork(init) => match sender.transmit(init, None, to) {
+                Ok(()) => {
+                    peer.mark_sent();
+                    sent += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %peer.public_key, endpoint = %to, error = %e, "handshake initiation not sent");
+                }
+            },
+            TunnResult::Err(e) => {
+                tracing::warn!(peer = %peer.public_key, error = ?e, "no handshake initiation")
+            }
+            _ => {}
+        }
+    }
+    sent
 }
 
 /// Runs the protocol timers of every peer each [`TICK`] until `stop` fires or is dropped.

@@ -136,6 +136,16 @@ impl Device {
         apply(&self.shared, changes)
     }
 
+    /// Starts a handshake with each peer in `peers` now, instead of when the first packet needs
+    /// one (WireGuard's default): a path is then up before traffic needs it, and a peer that kept
+    /// a session this device lost (a restart) moves to the new one at once instead of after
+    /// KEEPALIVE + REKEY_TIMEOUT (10 s + 5 s, whitepaper §6.5). A handshake under way is resent.
+    /// Keys that are not peers, or peers without an endpoint, are skipped. Returns how many
+    /// initiations were sent; a send error is logged (WARN) and the peer skipped.
+    pub fn initiate_handshakes(&self, peers: &[meshcrypt_keyexchange::PublicKey]) -> usize {
+        datapath::initiate_handshakes(&self.shared, peers)
+    }
+
     /// The configuration and statistics now.
     pub fn observe(&self) -> DeviceState {
         observe(&self.shared)

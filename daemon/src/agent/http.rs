@@ -1,9 +1,9 @@
-//! The health and metrics endpoint: `/healthz` (the loop is alive), `/readyz` (the device and
-//! routes are programmed) and `/metrics` (Prometheus text format).
+//! The health and metrics endpoint: `/healthz` (the loop is alive), `/readyz` (the latest pass
+//! programmed the device, peers and routes) and `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -18,13 +18,29 @@ use crate::error::AgentError;
 /// What the probes read, written by the reconcile loop.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// The device and routes have been programmed.
-    pub ready: AtomicBool,
+    /// The latest pass succeeded: the device is programmed, every peer with a valid key is
+    /// configured on it, handshakes with new peers were initiated, and the routes and rules are
+    /// in place. False until the first such pass, and again after a failed one.
+    ready: AtomicBool,
+    /// Why the agent is (not) ready, as `/readyz` says it.
+    reason: Mutex<String>,
     /// Unix seconds of the loop's latest pass, successful or not.
     pub last_pass: AtomicU64,
 }
 
 impl Health {
+    /// Records readiness and its reason; returns the readiness before.
+    pub fn set_ready(&self, ready: bool, reason: String) -> bool {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        self.ready.swap(ready, Ordering::Relaxed)
+    }
+
+    /// Readiness and its reason (empty before the first pass).
+    fn readiness(&self) -> (bool, String) {
+        let reason = self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (self.ready.load(Ordering::Relaxed), reason)
+    }
+
     /// Records that the loop ran a pass now.
     pub fn tick(&self) {
         self.last_pass.store(unix_now(), Ordering::Relaxed);
@@ -76,10 +92,12 @@ async fn healthz(State(s): State<Arc<Served>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<Arc<Served>>) -> impl IntoResponse {
-    if s.health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "mesh not programmed yet\n")
+    match s.health.readiness() {
+        (true, reason) => (StatusCode::OK, format!("ready: {reason}\n")),
+        (false, reason) if reason.is_empty() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the mesh is not programmed yet\n".to_owned())
+        }
+        (false, reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
     }
 }
 

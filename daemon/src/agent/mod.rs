@@ -39,6 +39,19 @@ fn flag_settings(args: &AgentArgs, log: &LogControl) -> Settings {
     }
 }
 
+/// The first retry after a failed pass.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+
+/// How long the loop waits for a change before its next pass: `resync` after a successful pass;
+/// after `failures` failed passes in a row, 250 ms doubling each time up to `resync`, so that a
+/// transient failure (the API, the kernel) is retried at once and a lasting one costs little.
+fn next_pass_after(failures: u32, resync: Duration) -> Duration {
+    match failures {
+        0 => resync,
+        n => FIRST_RETRY.saturating_mul(1 << (n - 1).min(16)).min(resync),
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 ///
 /// On exit the device goes away with the process, and with it the routes through it; the policy
@@ -130,12 +143,12 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     }
     tracing::info!(nodes = reconciler.nodes.state().len(), "first complete node list received");
 
-    let mut ticker = tokio::time::interval(resync);
+    let mut failures = 0u32;
     loop {
-        reconciler.pass().await;
+        failures = if reconciler.pass().await { 0 } else { failures.saturating_add(1) };
         tokio::select! {
             _ = wake.notified() => {}
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(next_pass_after(failures, resync)) => {}
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -144,4 +157,26 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         "stopping: routes through the device go with it; rules and the blackhole floor stay (fail closed)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_pass_after_table() {
+        let resync = Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        for (failures, want) in [
+            (0, resync),
+            (1, ms(250)),
+            (2, ms(500)),
+            (3, ms(1000)),
+            (6, ms(8000)),
+            (7, resync),
+            (u32::MAX, resync),
+        ] {
+            assert_eq!(next_pass_after(failures, resync), want, "{failures} failures");
+        }
+    }
 }

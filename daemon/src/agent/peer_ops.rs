@@ -63,6 +63,23 @@ pub fn peer_ops(desired: &PeerSet, device: &DeviceState) -> Vec<PeerOp> {
     ops
 }
 
+/// The peers to start a handshake with now, after `ops` are applied: every peer just added (a
+/// node that joined, a new key, this agent's first pass after a start) or, when this node's own
+/// key has just changed (`own_key_changed`; every session was reset), every desired peer. The
+/// other side then learns of the new session at once instead of after its own timers (up to
+/// KEEPALIVE + REKEY_TIMEOUT, 15 s) or its first packet's handshake being dropped (5 s).
+pub fn handshake_targets(desired: &PeerSet, ops: &[PeerOp], own_key_changed: bool) -> Vec<PublicKey> {
+    if own_key_changed {
+        return desired.peers.values().map(|p| p.public_key).collect();
+    }
+    ops.iter()
+        .filter_map(|op| match op {
+            PeerOp::Add { key, .. } => Some(*key),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The device changes for `ops`.
 pub fn to_changes(ops: &[PeerOp]) -> Vec<Change> {
     ops.iter()
@@ -221,5 +238,35 @@ mod tests {
             matches!(&changes[1], Change::UpsertPeer(c) if c.public_key == key(2) && c.allowed_ips.len() == 1)
         );
         assert!(matches!(&changes[2], Change::ReplaceAllowedIps { public_key, .. } if *public_key == key(3)));
+    }
+
+    #[test]
+    fn handshake_targets_table() {
+        let a = "198.18.0.11:51820";
+        let b = "198.18.0.12:51820";
+        let both = desired(&[(1, a, &["10.244.1.0/24"]), (2, b, &["10.244.2.0/24"])]);
+        let add2 = PeerOp::Add { key: key(2), endpoint: ep(b), allowed_ips: nets(&["10.244.2.0/24"]) };
+        let cases: Vec<(&str, Vec<PeerOp>, bool, Vec<PublicKey>)> = vec![
+            ("nothing changed", vec![], false, vec![]),
+            ("a peer added", vec![add2.clone()], false, vec![key(2)]),
+            ("key changed: the new peer", vec![PeerOp::Remove(key(3)), add2.clone()], false, vec![key(2)]),
+            (
+                "endpoint or allowed IPs changed: the session stays",
+                vec![
+                    PeerOp::SetEndpoint(key(1), ep(b)),
+                    PeerOp::SetAllowedIps(key(1), nets(&["10.244.9.0/24"])),
+                ],
+                false,
+                vec![],
+            ),
+            ("own key changed: every peer", vec![], true, vec![key(1), key(2)]),
+        ];
+        for (name, ops, own_key_changed, want) in cases {
+            let mut got = handshake_targets(&both, &ops, own_key_changed);
+            got.sort();
+            let mut want = want;
+            want.sort();
+            assert_eq!(got, want, "{name}");
+        }
     }
 }

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::Store;
@@ -21,7 +20,7 @@ use super::config_source::{ConfigSource, Reading};
 use super::events::{EventReporter, EventType, configmap_ref};
 use super::http::Health;
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
-use super::peer_ops::{peer_ops, to_changes};
+use super::peer_ops::{handshake_targets, peer_ops, to_changes};
 use super::publish::{publish_key, withdraw_key};
 use super::routing_input::{RoutingSettings, routing_input};
 use crate::config::settings::{Addressing, KeyError, Mtu, Settings};
@@ -96,13 +95,14 @@ impl Reconciler {
         self.reconcile(vec![NodeView::from_node(local)], &settings).instrument(span).await.map(|_| ())
     }
 
-    /// Runs one pass over the Node store inside its own span, recording the outcome.
-    pub async fn pass(&mut self) {
+    /// Runs one pass over the Node store inside its own span, recording the outcome; true if it
+    /// succeeded.
+    pub async fn pass(&mut self) -> bool {
         self.passes += 1;
         let span = tracing::info_span!("reconcile", pass = self.passes, node = %self.node);
         let Some(settings) = self.current_settings().instrument(span.clone()).await else {
             self.health.tick();
-            return;
+            return false;
         };
         let result = if settings.enabled {
             let nodes: Vec<NodeView> = self.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
@@ -114,7 +114,12 @@ impl Reconciler {
         self.health.tick();
         match result {
             Ok(summary) => {
-                let first = !self.health.ready.swap(true, Ordering::Relaxed);
+                let reason = if settings.enabled {
+                    format!("mesh programmed: {} peers configured, handshakes initiated", summary.peers)
+                } else {
+                    "mesh switched off by its ConfigMap".to_owned()
+                };
+                let first = !self.health.set_ready(true, reason);
                 self.metrics.ready.set(1);
                 span.in_scope(|| {
                     tracing::debug!(
@@ -129,10 +134,14 @@ impl Reconciler {
                     let note = format!("{} peers; key {}", summary.peers, self.key.public_key.fingerprint());
                     self.events.normal(&self.node, "MeshReady", &note).await;
                 }
+                true
             }
             Err(e) => {
                 self.metrics.reconcile_errors.inc();
+                self.health.set_ready(false, format!("the last reconcile pass failed: {e}"));
+                self.metrics.ready.set(0);
                 span.in_scope(|| tracing::warn!(error = %e, "reconcile failed; the last programmed state stays in force"));
+                false
             }
         }
     }
@@ -212,7 +221,7 @@ impl Reconciler {
             reason: "no InternalIP in status.addresses".into(),
         })?;
         let device = self.ensure_device(settings)?;
-        self.sync_key(&device, settings)?;
+        let own_key_changed = self.sync_key(&device, settings)?;
 
         // The published key must be the device's key before any peer relies on it.
         if NodeKeyAnnotations::parse(&local.annotations).ok().flatten().as_ref() != Some(&self.key) {
@@ -237,6 +246,11 @@ impl Reconciler {
         if !ops.is_empty() {
             tracing::info!(?ops, "updating wireguard peers");
             device.apply(&to_changes(&ops))?;
+        }
+        let targets = handshake_targets(&peers, &ops, own_key_changed);
+        if !targets.is_empty() {
+            let sent = device.initiate_handshakes(&targets);
+            tracing::info!(peers = targets.len(), sent, "handshakes initiated");
         }
         if let Ok(mut names) = self.names.lock() {
             *names = peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect();
@@ -290,8 +304,9 @@ impl Reconciler {
     /// Rotates the key when its interval has passed, and moves the device to the stored key when
     /// it changed (a scheduled rotation, or `meshcrypt keys rotate` on this node). Make before
     /// break: the device switches first (its current sessions carry traffic until their next
-    /// handshake), then the new key is published and peers follow.
-    fn sync_key(&mut self, device: &Device, settings: &Settings) -> Result<(), AgentError> {
+    /// handshake), then the new key is published and peers follow. Returns true when the device's
+    /// key changed.
+    fn sync_key(&mut self, device: &Device, settings: &Settings) -> Result<bool, AgentError> {
         if let Some(interval) = settings.key_rotation_interval {
             let age = jiff::Timestamp::now().duration_since(self.key.created);
             if age >= jiff::SignedDuration::try_from(interval).unwrap_or(jiff::SignedDuration::MAX) {
@@ -306,8 +321,9 @@ impl Reconciler {
             tracing::info!(from = %self.key.public_key.fingerprint(), to = %stored.public_key.fingerprint(), epoch = stored.epoch, "switching to the new node key");
             device.apply(&[Change::SetPrivateKey(record.key)])?;
             self.key = stored;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Brings the kernel to `desired`; returns how many operations that took.
@@ -321,6 +337,13 @@ impl Reconciler {
             self.netlink.apply(index, self.table, &ops).await?;
         }
         if observed.link.is_none() && !desired.routes.is_empty() {
+            // Deleted from outside (`ip link del`): the device behind it is dead. Dropping it
+            // lets the next pass create a new one; until then the fail-closed floor drops.
+            if let Ok(mut slot) = self.device.write()
+                && slot.take().is_some()
+            {
+                tracing::warn!(interface = %self.ifname, "the WireGuard interface was deleted; recreating the device");
+            }
             return Err(AgentError::LocalNode {
                 node: self.node.clone(),
                 reason: "the WireGuard interface is gone".into(),

@@ -244,6 +244,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Freezes the agent on `node` (SIGSTOP to its process group): its watches, reconcile loop
+    /// and data path stand still, as a busy or descheduled agent's would, until
+    /// [`Cluster::resume_agent`]. Datagrams to it wait in its socket's receive queue.
+    pub fn pause_agent(&self, node: &str) -> Result<(), ClusterError> {
+        self.signal_agent(node, nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a paused agent run again (SIGCONT).
+    pub fn resume_agent(&self, node: &str) -> Result<(), ClusterError> {
+        self.signal_agent(node, nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal_agent(&self, node: &str, signal: nix::sys::signal::Signal) -> Result<(), ClusterError> {
+        let process = self.agents.get(node).ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))?;
+        let group = nix::unistd::Pid::from_raw(-(process.pid as i32));
+        nix::sys::signal::kill(group, signal)
+            .map_err(|e| ClusterError::Command(format!("kill -{signal} -{}: {e}", process.pid)))
+    }
+
     /// The agent process on `node`, if one runs.
     pub fn agent(&self, node: &str) -> Option<&LabProcess> {
         self.agents.get(node)
@@ -337,6 +356,9 @@ pub fn wg_via(pid: u32, args: &[&str]) -> Result<String, ClusterError> {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for (_, process) in std::mem::take(&mut self.agents) {
+            // A paused agent (a test that failed before resuming it) would only see SIGKILL.
+            let group = nix::unistd::Pid::from_raw(-(process.pid as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGCONT);
             let _ = self.lab.stop_process(process.pid);
         }
         if let Some(api) = self.api.take() {
