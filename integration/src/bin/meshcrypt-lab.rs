@@ -141,8 +141,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         let options = AgentOptions::new().context("finding the meshcrypt binary")?;
         let started = Instant::now();
         let cluster = Cluster::start_in(lab, options).context("starting the API server and the agents")?;
-        cluster.wait_ready(Duration::from_secs(60)).context("waiting for the mesh")?;
-        say!("{} meshcrypt agents ready in {:.1?}", cluster.lab.nodes().len(), started.elapsed());
+        cluster.wait_ready(Duration::from_secs(60)).context("waiting for the agents")?;
+        let nodes = cluster.lab.nodes().len();
+        say!("{nodes} meshcrypt agents ready in {:.1?}", started.elapsed());
+        cluster.wait_converged(Duration::from_secs(60)).context("waiting for the mesh")?;
+        say!("mesh complete in {:.1?}: every node has {} peers", started.elapsed(), nodes.saturating_sub(1));
         say!();
         Setup::Meshed(Box::new(cluster))
     };

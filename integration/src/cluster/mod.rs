@@ -295,6 +295,25 @@ impl Cluster {
         .map_err(|why| ClusterError::Timeout(format!("{why}\n{}", self.agent_logs_tail(20))))
     }
 
+    /// Polls until every agent's device has a peer for every other agent's node (the mesh is
+    /// complete, as each agent sees it), or fails at `deadline` naming the laggards.
+    pub fn wait_converged(&self, deadline: std::time::Duration) -> Result<(), ClusterError> {
+        let want = self.agents.len().saturating_sub(1);
+        poll(deadline, || {
+            let short: Vec<String> = self
+                .agents
+                .keys()
+                .filter_map(|node| {
+                    let peers = self.wg(node, &["show", "meshcrypt0", "peers"]).unwrap_or_default();
+                    let have = peers.lines().filter(|l| !l.trim().is_empty()).count();
+                    (have != want).then(|| format!("{node}: {have} of {want} peers"))
+                })
+                .collect();
+            if short.is_empty() { Ok(()) } else { Err(short.join(", ")) }
+        })
+        .map_err(|why| ClusterError::Timeout(format!("{why}\n{}", self.agent_logs_tail(20))))
+    }
+
     /// True when `node`'s agent answers `/readyz` with 200.
     pub fn is_ready(&self, node: &str) -> bool {
         self.http(node, "/readyz").map(|(status, _)| status == 200).unwrap_or(false)
