@@ -67,6 +67,10 @@ pub struct DeviceArgs {
     /// Data-path workers (each serves both directions).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// The interface's MTU: 1420 fits a 1500-byte underlay over IPv4 or IPv6 (wireguard-go's
+    /// default); a path that carries less gets ICMP too-big back to the sender.
+    #[arg(long, default_value_t = meshcrypt_dataplane::DEFAULT_MTU, value_parser = clap::value_parser!(u16).range(576..=65_535))]
+    pub mtu: u16,
     /// Accepted for compatibility with `wireguard-go -f`: the device always runs in the foreground.
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,

@@ -22,6 +22,7 @@ pub fn run(args: &DeviceArgs) -> Result<(), AgentError> {
     config.uapi_dir = args.uapi_dir.clone();
     config.listen_port = args.port;
     config.workers = args.threads;
+    config.mtu = Some(args.mtu);
     let device = Device::create(config)?;
     tracing::info!(
         ifname = %args.ifname,

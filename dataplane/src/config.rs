@@ -29,11 +29,18 @@ pub struct DeviceConfig {
     /// Data-path workers, each serving both directions (TUN→UDP and UDP→TUN); 1 suits 2 cores.
     /// 0 counts as 1.
     pub workers: usize,
+    /// The TUN's MTU, set at creation; `None` leaves the interface's (a new TUN has 1500, which
+    /// no 1500-byte underlay can carry once WireGuard's 60–80 bytes are added).
+    pub mtu: Option<u16>,
 }
 
+/// The tunnel MTU a device gets unless told otherwise: a 1500-byte underlay less WireGuard over
+/// IPv6's 80 bytes, as wireguard-go and wg-quick default to.
+pub const DEFAULT_MTU: u16 = 1420;
+
 impl DeviceConfig {
-    /// A configuration with the defaults: port 51820, no fwmark, the standard UAPI directory and
-    /// one data-path worker.
+    /// A configuration with the defaults: port 51820, no fwmark, the standard UAPI directory, one
+    /// data-path worker and MTU [`DEFAULT_MTU`].
     pub fn new(ifname: impl Into<String>, private_key: PrivateKey) -> Self {
         Self {
             ifname: ifname.into(),
@@ -42,6 +49,7 @@ impl DeviceConfig {
             fwmark: None,
             uapi_dir: PathBuf::from(DEFAULT_UAPI_DIR),
             workers: 1,
+            mtu: Some(DEFAULT_MTU),
         }
     }
 }

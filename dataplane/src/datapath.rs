@@ -61,6 +61,11 @@ pub(crate) struct Counters {
     pub(crate) no_endpoint: AtomicU64,
     pub(crate) bad_source: AtomicU64,
     pub(crate) decrypt_errors: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+    pub(crate) too_big: AtomicU64,
+    /// Send errors since the last WARN about them, and when that was (ms since [`clock`]'s start).
+    unreported_send_errors: AtomicU64,
+    last_send_warning_ms: AtomicU64,
 }
 
 impl Counters {
@@ -70,8 +75,47 @@ impl Counters {
             dropped_no_endpoint: self.no_endpoint.load(Ordering::Relaxed),
             dropped_bad_source: self.bad_source.load(Ordering::Relaxed),
             decrypt_errors: self.decrypt_errors.load(Ordering::Relaxed),
+            dropped_send_error: self.send_errors.load(Ordering::Relaxed),
+            dropped_too_big: self.too_big.load(Ordering::Relaxed),
         }
     }
+
+    /// Counts `datagrams` lost to a send error and logs a WARN, at most one per
+    /// [`SEND_WARNING_EVERY`] with the count since the previous one (a path that refuses every
+    /// batch must not flood the log, nor be silent).
+    pub(crate) fn send_failed(&self, datagrams: usize, peer: &Peer, to: SocketAddr, error: &io::Error) {
+        let n = datagrams as u64;
+        self.send_errors.fetch_add(n, Ordering::Relaxed);
+        let unreported = self.unreported_send_errors.fetch_add(n, Ordering::Relaxed) + n;
+        let now = clock();
+        let last = self.last_send_warning_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= SEND_WARNING_EVERY.as_millis() as u64;
+        if due
+            && self
+                .last_send_warning_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.unreported_send_errors.fetch_sub(unreported, Ordering::Relaxed);
+            tracing::warn!(
+                peer = %peer.public_key,
+                endpoint = %to,
+                error = %error,
+                errno = error.raw_os_error(),
+                dropped = unreported,
+                "datagrams to a peer could not be sent and were dropped"
+            );
+        }
+    }
+}
+
+/// How often a send error is logged at most.
+pub(crate) const SEND_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// Milliseconds since the data path's clock started (monotonic).
+pub(crate) fn clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -95,6 +139,8 @@ pub(crate) struct Shared {
     pub(crate) rx: Mutex<rx::RxState>,
     /// The TUN's MTU, refreshed by the timer tick: padding never grows a packet past it.
     pub(crate) mtu: AtomicU32,
+    /// Asks the timer thread for a tick now (after a configuration change, and to stop it).
+    pub(crate) tick_now: std::sync::mpsc::Sender<()>,
 }
 
 /// A socket handle for sending.
@@ -102,6 +148,7 @@ pub(crate) struct Sender {
     socket: Arc<UdpSocket>,
     state: Arc<UdpSocketState>,
     dual_stack: bool,
+    pub(crate) fwmark: Option<u32>,
 }
 
 impl Sender {
@@ -129,10 +176,11 @@ impl Sender {
         }
     }
 
-    pub(crate) fn send(&self, peer: &Peer, packet: &[u8], to: SocketAddr) {
+    /// Sends one datagram to `peer`; a failure is counted and reported in `counters`.
+    pub(crate) fn send(&self, peer: &Peer, packet: &[u8], to: SocketAddr, counters: &Counters) {
         match self.transmit(packet, None, to) {
             Ok(()) => peer.mark_sent(),
-            Err(e) => tracing::debug!(peer = %peer.public_key, endpoint = %to, error = %e, "send failed"),
+            Err(e) => counters.send_failed(1, peer, to, &e),
         }
     }
 
@@ -149,7 +197,12 @@ impl Shared {
 
     pub(crate) fn sender(&self) -> Sender {
         let net = self.net.read().unwrap_or_else(|p| p.into_inner());
-        Sender { socket: net.socket.clone(), state: net.state.clone(), dual_stack: net.dual_stack }
+        Sender {
+            socket: net.socket.clone(),
+            state: net.state.clone(),
+            dual_stack: net.dual_stack,
+            fwmark: net.fwmark,
+        }
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -178,9 +231,7 @@ pub(crate) fn initiate_handshakes(shared: &Shared, keys: &[meshcrypt_keyexchange
                     peer.mark_sent();
                     sent += 1;
                 }
-                Err(e) => {
-                    tracing::warn!(peer = %peer.public_key, endpoint = %to, error = %e, "handshake initiation not sent");
-                }
+                Err(e) => shared.counters.send_failed(1, &peer, to, &e),
             },
             TunnResult::Err(e) => {
                 tracing::warn!(peer = %peer.public_key, error = ?e, "no handshake initiation")
@@ -191,14 +242,38 @@ pub(crate) fn initiate_handshakes(shared: &Shared, keys: &[meshcrypt_keyexchange
     sent
 }
 
-/// Runs the protocol timers of every peer each [`TICK`] until `stop` fires or is dropped.
-pub(crate) fn timers(shared: &Shared, stop: Receiver<()>) {
+/// Learns the path MTU to `to` when due (see [`Peer::path_probe_due`]): a few syscalls, no
+/// packet sent.
+fn probe_path(peer: &Peer, to: SocketAddr, fwmark: Option<u32>) {
+    let now = clock();
+    if !peer.path_probe_due(now) {
+        return;
+    }
+    match crate::pmtu::path_mtu(to, fwmark) {
+        Ok(path) => {
+            let inner = crate::pmtu::inner_mtu(path, &to);
+            tracing::debug!(peer = %peer.public_key, endpoint = %to, path_mtu = path, inner_mtu = inner, "path MTU");
+            peer.set_inner_mtu(Some(inner), now);
+        }
+        Err(e) => {
+            tracing::debug!(peer = %peer.public_key, endpoint = %to, error = %e, "path MTU unknown");
+            peer.set_inner_mtu(None, now);
+        }
+    }
+}
+
+/// Runs the protocol timers of every peer (and probes paths that are due) each [`TICK`], and at
+/// once when asked through [`Shared::tick_now`], until the device stops.
+pub(crate) fn timers(shared: &Shared, ticks: Receiver<()>) {
     let mut out = vec![0u8; MAX_PACKET + OVERHEAD];
     let mut last_reset = Instant::now();
     loop {
-        match stop.recv_timeout(TICK) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        match ticks.recv_timeout(TICK) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if shared.stopping() {
+            return;
         }
         if let Ok(mtu) = shared.tun.mtu() {
             shared.mtu.store(u32::from(mtu), Ordering::Relaxed);
@@ -213,18 +288,21 @@ pub(crate) fn timers(shared: &Shared, stop: Receiver<()>) {
         };
         let sender = shared.sender();
         for peer in all {
-            tick_peer(&peer, &sender, &mut out);
+            tick_peer(&peer, &sender, &shared.counters, &mut out);
         }
     }
 }
 
-fn tick_peer(peer: &Peer, sender: &Sender, out: &mut [u8]) {
+fn tick_peer(peer: &Peer, sender: &Sender, counters: &Counters, out: &mut [u8]) {
     let endpoint = peer.endpoint();
+    if let Some(to) = endpoint {
+        probe_path(peer, to, sender.fwmark);
+    }
     let mut tunn = peer.lock_tunn();
     match tunn.update_timers(out) {
         TunnResult::WriteToNetwork(datagram) => {
             if let Some(to) = endpoint {
-                sender.send(peer, datagram, to);
+                sender.send(peer, datagram, to, counters);
             }
         }
         TunnResult::Err(WireGuardError::ConnectionExpired) | TunnResult::Done => {}
@@ -235,7 +313,7 @@ fn tick_peer(peer: &Peer, sender: &Sender, out: &mut [u8]) {
         && peer.keepalive_due()
     {
         if let TunnResult::WriteToNetwork(datagram) = tunn.encapsulate(&[], out) {
-            sender.send(peer, datagram, to);
+            sender.send(peer, datagram, to, counters);
         } else {
             // A handshake is already under way; count this as the keepalive.
             peer.mark_sent();

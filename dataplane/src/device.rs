@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
@@ -28,7 +28,6 @@ use crate::wake::Waker;
 pub struct Device {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    stop_timers: Option<Sender<()>>,
     uapi: Option<uapi::Server>,
 }
 
@@ -42,17 +41,22 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
-    /// Creates the TUN interface (left down, without addresses: the routing crate owns those),
+    /// Creates the TUN interface (left down, without addresses: the routing crate owns those; with
+    /// [`DeviceConfig::mtu`] as its MTU),
     /// binds the UDP socket, starts the workers and serves UAPI at `<uapi_dir>/<ifname>.sock`.
     pub fn create(config: DeviceConfig) -> Result<Self, Error> {
         let (tun_dev, ifindex) = tun::open(&config.ifname)?;
-        // Until the routing crate sets the tunnel MTU, the TUN's own (1500) bounds padding.
+        if let Some(mtu) = config.mtu {
+            tun_dev.set_mtu(mtu).map_err(|source| Error::Tun { ifname: config.ifname.clone(), source })?;
+        }
+        // The TUN's MTU bounds padding (the timer tick follows later changes).
         let tun_mtu = tun_dev.mtu().unwrap_or(1500);
         let bound = socket::bind(config.listen_port, config.fwmark)?;
         let (gso, gro) = (bound.state.max_gso_segments(), bound.state.gro_segments());
         let tun_offload = tun_dev.tcp_gso();
         let waker = Waker::new().map_err(|source| Error::Tun { ifname: config.ifname.clone(), source })?;
         let private = StaticSecret::from(*config.private_key.to_bytes());
+        let (tick_now, ticks) = mpsc::channel();
         let tx = Mutex::new(TxState::new(&tun_dev, usize::from(tun_mtu)));
         let rx = Mutex::new(RxState::new(&tun_dev));
         let shared = Arc::new(Shared {
@@ -71,20 +75,18 @@ impl Device {
             stop: AtomicBool::new(false),
             mtu: AtomicU32::new(u32::from(tun_mtu)),
             waker,
+            tick_now,
             tx,
             rx,
         });
-        let mut device =
-            Device { shared: shared.clone(), workers: Vec::new(), stop_timers: None, uapi: None };
+        let mut device = Device { shared: shared.clone(), workers: Vec::new(), uapi: None };
 
         for i in 0..config.workers.max(1) {
             let s = shared.clone();
             device.spawn(format!("wg-{i}"), move || worker::run(&s))?;
         }
-        let (stop_tx, stop_rx) = mpsc::channel();
-        device.stop_timers = Some(stop_tx);
         let s = shared.clone();
-        device.spawn("wg-timers".to_owned(), move || datapath::timers(&s, stop_rx))?;
+        device.spawn("wg-timers".to_owned(), move || datapath::timers(&s, ticks))?;
 
         let path = config.uapi_dir.join(format!("{}.sock", config.ifname));
         let handle = DeviceHandle { shared };
@@ -163,7 +165,7 @@ impl Device {
         if let Some(server) = self.uapi.take() {
             server.stop();
         }
-        self.stop_timers.take();
+        let _ = self.shared.tick_now.send(());
         if let Err(e) = self.shared.waker.wake() {
             tracing::warn!(error = %e, "could not wake the data-path workers");
         }
@@ -242,6 +244,11 @@ fn apply(shared: &Shared, changes: &[Change]) -> Result<(), Error> {
             }
         }
     }
+    drop(peers);
+    // A new endpoint's path is probed by a tick now rather than at the next one, so that the
+    // first packets to it already know what it carries (the timer thread is in the device's
+    // network namespace; the caller may not be).
+    let _ = shared.tick_now.send(());
     Ok(())
 }
 

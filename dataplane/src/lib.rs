@@ -3,8 +3,8 @@
 //! UAPI socket (so `wg show` and `wg set` work), behind the [`WireGuardDevice`] seam that a
 //! kernel backend will also implement.
 //!
-//! The device never assigns addresses, routes or MTU, and never brings the link up: the routing
-//! crate does. Outbound packets no peer's allowed IPs cover are dropped and counted (fail
+//! The device never assigns addresses or routes, and never brings the link up: the routing crate
+//! does; it sets the MTU only at creation ([`DeviceConfig::mtu`]). Outbound packets no peer's allowed IPs cover are dropped and counted (fail
 //! closed); inbound packets whose inner source is not the sender's are dropped and counted.
 
 mod backend;
@@ -13,6 +13,7 @@ mod datapath;
 mod device;
 mod error;
 mod peers;
+mod pmtu;
 mod socket;
 mod state;
 mod tun;
@@ -20,7 +21,7 @@ pub mod uapi;
 mod wake;
 
 pub use backend::WireGuardDevice;
-pub use config::{Change, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate, PresharedKey};
+pub use config::{Change, DEFAULT_MTU, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate, PresharedKey};
 pub use device::{Device, uapi_socket_path};
 pub use error::Error;
 pub use ip_network::IpNetwork;

@@ -20,6 +20,12 @@ use crate::config::{PeerUpdate, PresharedKey};
 use crate::error::Error;
 use crate::state::PeerState;
 
+/// How long a probed path MTU holds before it is probed again: Linux's
+/// `net.ipv4.route.mtu_expires` default (600 s).
+pub(crate) const PMTU_EXPIRY: Duration = Duration::from_secs(600);
+/// How soon a failed path probe (no route yet, say) is tried again.
+pub(crate) const PMTU_RETRY: Duration = Duration::from_secs(10);
+
 /// Handshake initiations per second (device-wide) before cookies are demanded.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
@@ -35,6 +41,11 @@ pub(crate) struct Peer {
     /// Milliseconds since `created` of the last datagram sent to the peer, 0 for never.
     last_sent_ms: AtomicU64,
     created: Instant,
+    /// The largest inner packet the underlay path to the endpoint carries (the kernel's path MTU
+    /// less WireGuard's overhead); 0 while none is known.
+    inner_mtu: AtomicU32,
+    /// When the path was last probed, in ms of [`crate::datapath::clock`]; 0 for never.
+    probed_at: AtomicU64,
 }
 
 impl Peer {
@@ -51,7 +62,33 @@ impl Peer {
         if *ep != Some(addr) {
             tracing::debug!(peer = %self.public_key, endpoint = %addr, "peer endpoint set");
             *ep = Some(addr);
+            // Another path: what was learned about the old one does not hold.
+            self.inner_mtu.store(0, Ordering::Relaxed);
+            self.probed_at.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// The largest inner packet the path to the peer carries, once probed.
+    pub(crate) fn inner_mtu(&self) -> Option<u32> {
+        match self.inner_mtu.load(Ordering::Relaxed) {
+            0 => None,
+            mtu => Some(mtu),
+        }
+    }
+
+    /// Whether the path should be probed at `now_ms`: never probed, or probed [`PMTU_EXPIRY`] ago
+    /// (routes change), or a failed probe [`PMTU_RETRY`] ago.
+    pub(crate) fn path_probe_due(&self, now_ms: u64) -> bool {
+        let at = self.probed_at.load(Ordering::Relaxed);
+        let every = if self.inner_mtu.load(Ordering::Relaxed) == 0 { PMTU_RETRY } else { PMTU_EXPIRY };
+        at == 0 || now_ms.saturating_sub(at) >= every.as_millis() as u64
+    }
+
+    /// Records a probe at `now_ms`: the largest inner packet the path carries, or `None` if the
+    /// probe failed.
+    pub(crate) fn set_inner_mtu(&self, mtu: Option<u32>, now_ms: u64) {
+        self.probed_at.store(now_ms.max(1), Ordering::Relaxed);
+        self.inner_mtu.store(mtu.unwrap_or(0), Ordering::Relaxed);
     }
 
     pub(crate) fn keepalive(&self) -> Option<u16> {
@@ -270,6 +307,8 @@ impl Peers {
             keepalive: AtomicU32::new(0),
             last_sent_ms: AtomicU64::new(0),
             created: Instant::now(),
+            inner_mtu: AtomicU32::new(0),
+            probed_at: AtomicU64::new(0),
         });
         self.by_index.insert(index, peer.clone());
         self.entries.insert(key, Entry { peer, allowed_ips: Vec::new(), preshared_key: psk });
@@ -420,5 +459,29 @@ mod tests {
         assert!(p.keepalive_due());
         p.mark_sent();
         assert!(!p.keepalive_due());
+    }
+
+    #[test]
+    fn path_probes_are_due_when_new_expired_or_failed_and_a_new_endpoint_forgets_the_path() {
+        let a = key();
+        let mut peers = table();
+        upsert(&mut peers, a, &["10.244.1.0/24"]);
+        let p = peers.by_key(a.as_bytes()).unwrap().clone();
+        let (expiry, retry) = (PMTU_EXPIRY.as_millis() as u64, PMTU_RETRY.as_millis() as u64);
+        assert!(p.path_probe_due(1000), "never probed");
+        assert_eq!(p.inner_mtu(), None);
+        p.set_inner_mtu(Some(1440), 1000);
+        assert_eq!(p.inner_mtu(), Some(1440));
+        for (now, due) in [(1000, false), (1000 + expiry - 1, false), (1000 + expiry, true)] {
+            assert_eq!(p.path_probe_due(now), due, "probed at 1000, now {now}");
+        }
+        p.set_inner_mtu(None, 1000);
+        for (now, due) in [(1000 + retry - 1, false), (1000 + retry, true)] {
+            assert_eq!(p.path_probe_due(now), due, "failed at 1000, now {now}");
+        }
+        p.set_inner_mtu(Some(1440), 2000);
+        p.set_endpoint("198.18.0.12:51820".parse().unwrap());
+        assert_eq!(p.inner_mtu(), None, "a new endpoint is a new path");
+        assert!(p.path_probe_due(2000));
     }
 }

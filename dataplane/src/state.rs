@@ -64,4 +64,10 @@ pub struct DeviceCounters {
     pub dropped_bad_source: u64,
     /// Datagrams that failed authentication or decryption, or that match no peer.
     pub decrypt_errors: u64,
+    /// Datagrams the kernel refused to send (each also logged as a WARN, at most every 10 s).
+    pub dropped_send_error: u64,
+    /// Packets larger than the path to their peer carries: each answered with ICMP
+    /// fragmentation-needed / packet-too-big to its sender when its family allows (IPv4 with Don't
+    /// Fragment, IPv6), as a router would.
+    pub dropped_too_big: u64,
 }

@@ -1,5 +1,5 @@
 //! Creating (or opening) the TUN interface through `tun-rs`, without touching its addresses,
-//! routes, MTU or link state: the routing crate owns those.
+//! routes or link state: the routing crate owns those ([`crate::Device::create`] sets its MTU).
 
 use tun_rs::{DeviceBuilder, SyncDevice};
 

@@ -267,3 +267,44 @@ fn readiness_drops_while_passes_fail_and_a_deleted_device_is_recreated() {
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(20)));
     println!("a deleted device was recreated and carried traffic after {:?}", took.elapsed());
 }
+
+/// `node`'s WireGuard interface MTU.
+fn device_mtu(cluster: &Cluster, node: &str) -> u32 {
+    let ns = &cluster.lab.node(node).expect("node").namespace;
+    let out = cluster.lab.exec_output(ns, &["cat", "/sys/class/net/meshcrypt0/mtu"]).expect("cat");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Behaviour 8, the ConfigMap side. On a 1500-byte underlay, `mtu: "9001"` cannot be carried
+/// through WireGuard: the agents reject it (a ConfigRejected Event that names the largest that
+/// fits), keep the MTU in force and keep carrying traffic; a value that fits is then applied.
+#[test]
+fn mtu_the_underlay_cannot_carry_is_rejected_and_the_last_good_stays() {
+    let mut options = AgentOptions::new().expect("meshcrypt binary");
+    options.config_map = Some(Default::default());
+    let cluster = Cluster::start(2, 1, options).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    let (a, b) = (pod_on(&cluster, "node-0"), pod_on(&cluster, "node-1"));
+    assert_eq!(device_mtu(&cluster, "node-0"), 1440, "auto on a 1500-byte IPv4 underlay");
+
+    cluster.set_config(&[("mtu", "9001")]).expect("set mtu");
+    let event = poll(Duration::from_secs(10), || {
+        cluster
+            .events("ConfigRejected")
+            .into_iter()
+            .find(|e| e["note"].as_str().is_some_and(|n| n.contains("mtu:") && n.contains("at most 1440")))
+            .ok_or_else(|| "no ConfigRejected Event about the mtu".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
+    println!("rejection: {}", event["note"]);
+    assert_eq!(device_mtu(&cluster, "node-0"), 1440, "the rejected MTU was applied");
+    assert!(cluster.lab.ping(&a, b.address.into()).expect("ping"), "traffic stopped");
+
+    cluster.set_config(&[("mtu", "1400")]).expect("set mtu");
+    poll(Duration::from_secs(10), || match device_mtu(&cluster, "node-0") {
+        1400 => Ok(()),
+        other => Err(format!("MTU {other}")),
+    })
+    .unwrap_or_else(|e| panic!("a fitting MTU was not applied: {e}"));
+    assert!(cluster.lab.ping(&a, b.address.into()).expect("ping"), "traffic stopped at MTU 1400");
+}

@@ -97,6 +97,8 @@ impl Collector for DeviceCollector {
             ("no_endpoint", c.dropped_no_endpoint),
             ("bad_source", c.dropped_bad_source),
             ("decrypt_error", c.decrypt_errors),
+            ("send_error", c.dropped_send_error),
+            ("too_big", c.dropped_too_big),
         ] {
             ConstCounter::new(value).encode(dropped.encode_family(&vec![("reason", reason.to_owned())])?)?;
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use meshcrypt_dataplane::{Change, Device, DeviceConfig};
 use meshcrypt_keyexchange::mesh::{
     AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PodView, desired_peers,
@@ -149,7 +149,14 @@ impl Reconciler {
     /// The settings to act on: the ConfigMap's if valid (reporting what changed), else the last
     /// good ones (reporting the rejection once). `None` before any valid settings exist.
     async fn current_settings(&mut self) -> Option<Settings> {
-        match self.config.read() {
+        let reading = match self.config.read() {
+            Reading::Valid(settings) => match self.underlay_misfit(&settings).await {
+                Some(error) => Reading::Rejected(vec![error]),
+                None => Reading::Valid(settings),
+            },
+            rejected => rejected,
+        };
+        match reading {
             Reading::Valid(settings) => {
                 self.rejected = None;
                 if self.settings.as_ref() != Some(&settings) {
@@ -174,6 +181,18 @@ impl Reconciler {
             }
         }
         self.settings.clone()
+    }
+
+    /// Why `settings` do not fit this node's underlay (a fixed `mtu` it cannot carry), if they do
+    /// not; `None` when they fit or the underlay is not known yet (the pass then reports it).
+    async fn underlay_misfit(&self, settings: &Settings) -> Option<KeyError> {
+        if !matches!(settings.mtu, Mtu::Fixed(_)) {
+            return None;
+        }
+        let local = self.nodes.get(&ObjectRef::new(&self.node))?;
+        let ip = *NodeView::from_node(&local).internal_ips.first()?;
+        let underlay = self.netlink.mtu_of_address(ip).await.ok().flatten()?;
+        settings.check_underlay(underlay, ip.is_ipv6()).err()
     }
 
     async fn config_event(&self, type_: EventType, reason: &str, note: &str) {
@@ -203,6 +222,8 @@ impl Reconciler {
         config.uapi_dir = self.uapi_dir.clone();
         config.fwmark = Some(self.fwmark);
         config.workers = self.workers;
+        // The routing step sets the tunnel MTU for this node's underlay, in this same pass.
+        config.mtu = None;
         let device = Arc::new(Device::create(config)?);
         tracing::info!(interface = %self.ifname, port = settings.port, "wireguard device up");
         if let Ok(mut slot) = self.device.write() {

@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use meshcrypt_routing::mtu::{IPV6_MIN_MTU, tunnel_mtu};
 
 /// Every ConfigMap key, with its default and meaning (the deploy manifest documents the same).
 pub const KEYS: &[(&str, &str, &str)] = &[
@@ -17,7 +18,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "Fail closed: drop pod traffic that has no encrypted path instead of sending it in plaintext.",
     ),
     ("port", "51820", "The UDP port of the mesh on every node (1-65535)."),
-    ("mtu", "auto", "Tunnel MTU: auto (underlay MTU less 60 for IPv4, 80 for IPv6) or 576-9001."),
+    (
+        "mtu",
+        "auto",
+        "Tunnel MTU: auto (underlay MTU less 60 for IPv4, 80 for IPv6) or 576-9001; a value the node's underlay cannot carry, or under 1280 with an IPv6 pod network, is rejected.",
+    ),
     (
         "addressing",
         "pod-cidr",
@@ -147,7 +152,37 @@ impl Settings {
         if errors.is_empty() && out.enabled && out.pod_networks.is_empty() {
             errors.push(KeyError { key: "pod-networks".into(), reason: "required when enabled".into() });
         }
+        if let Mtu::Fixed(mtu) = out.mtu
+            && errors.is_empty()
+            && mtu < IPV6_MIN_MTU
+            && out.pod_networks.iter().any(|n| matches!(n, IpNet::V6(_)))
+        {
+            errors.push(KeyError {
+                key: "mtu".into(),
+                reason: format!(
+                    "{mtu} is less than IPv6's minimum link MTU ({IPV6_MIN_MTU}, RFC 8200 §5), and a pod network is IPv6"
+                ),
+            });
+        }
         if errors.is_empty() { Ok(out) } else { Err(errors) }
+    }
+
+    /// Whether these settings fit this node's underlay: an `mtu` larger than an underlay of
+    /// `underlay_mtu` bytes carries through WireGuard (less 60 bytes over IPv4, 80 over IPv6) is
+    /// rejected, naming the largest that fits. `auto` always fits.
+    pub fn check_underlay(&self, underlay_mtu: u32, underlay_is_ipv6: bool) -> Result<(), KeyError> {
+        let Mtu::Fixed(mtu) = self.mtu else { return Ok(()) };
+        let max = tunnel_mtu(underlay_mtu, underlay_is_ipv6).unwrap_or(0);
+        if mtu <= max {
+            return Ok(());
+        }
+        let family = if underlay_is_ipv6 { "IPv6" } else { "IPv4" };
+        Err(KeyError {
+            key: "mtu".into(),
+            reason: format!(
+                "{mtu} does not fit this node's {underlay_mtu}-byte {family} underlay through WireGuard: at most {max}"
+            ),
+        })
     }
 }
 
@@ -275,6 +310,46 @@ mod tests {
             let got: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
             assert_eq!(got, keys, "{input:?}: {errors:?}");
             assert!(errors.iter().all(|e| !e.reason.is_empty()));
+        }
+    }
+
+    #[test]
+    fn an_mtu_under_1280_is_rejected_when_a_pod_network_is_ipv6() {
+        let v6 = [("pod-networks", "10.244.0.0/16,fd00:10:244::/56")];
+        for (pairs, accepted) in [
+            (vec![("mtu", "1279")], true),
+            ([v6.as_slice(), &[("mtu", "1279")]].concat(), false),
+            ([v6.as_slice(), &[("mtu", "1280")]].concat(), true),
+            ([v6.as_slice(), &[("mtu", "auto")]].concat(), true),
+        ] {
+            let result = Settings::parse(&base(), &data(&pairs));
+            assert_eq!(result.is_ok(), accepted, "{pairs:?}: {result:?}");
+            if let Err(errors) = result {
+                assert_eq!(errors[0].key, "mtu");
+                assert!(errors[0].reason.contains("1280"), "{errors:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn check_underlay_table() {
+        let with = |mtu| Settings { mtu, ..base() };
+        for (settings, underlay, v6, fits) in [
+            (with(Mtu::Auto), 1500, false, true),
+            (with(Mtu::Fixed(1440)), 1500, false, true),
+            (with(Mtu::Fixed(1441)), 1500, false, false),
+            (with(Mtu::Fixed(1440)), 1500, true, false),
+            (with(Mtu::Fixed(1420)), 1500, true, true),
+            (with(Mtu::Fixed(9001)), 9001, false, false),
+            (with(Mtu::Fixed(8941)), 9001, false, true),
+            (with(Mtu::Fixed(576)), 600, false, false),
+        ] {
+            let result = settings.check_underlay(underlay, v6);
+            assert_eq!(result.is_ok(), fits, "{:?} on {underlay} v6={v6}: {result:?}", settings.mtu);
+            if let Err(e) = result {
+                assert_eq!(e.key, "mtu");
+                assert!(e.reason.contains("at most"), "{e}");
+            }
         }
     }
 

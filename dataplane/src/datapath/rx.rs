@@ -194,10 +194,10 @@ fn handle_datagram(
         TunnResult::WriteToNetwork(reply) => {
             // A cookie reply (type 3) answers an unauthenticated packet: no roaming on it.
             authenticated &= reply.first() != Some(&3);
-            sender.send(peer, reply, from);
+            sender.send(peer, reply, from, counters);
             // Packets queued while the handshake ran go out now.
             while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], scratch) {
-                sender.send(peer, queued, from);
+                sender.send(peer, queued, from, counters);
             }
             None
         }

@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 use boringtun::noise::{Tunn, TunnResult};
 use tun_rs::{IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
-use super::{MAX_PACKET, OVERHEAD, Sender, Shared, bump};
+use super::{Counters, MAX_PACKET, OVERHEAD, Sender, Shared, bump};
 use crate::peers::Peer;
+use crate::pmtu;
 
 /// Most bytes in one GSO send (a UDP datagram's payload limit, less some slack).
 const MAX_GSO_BYTES: usize = 65_000;
@@ -64,20 +65,45 @@ impl SendBatch {
         self.count += 1;
     }
 
-    fn flush(&mut self, sender: &Sender, peer: &Peer, to: SocketAddr) {
+    /// Sends the batch with one GSO `sendmsg`. If the kernel refuses it because a segment is
+    /// larger than the path takes (UDP GSO cannot fragment: `udp_send_skb` answers EINVAL, or
+    /// EMSGSIZE), its datagrams go one by one, which the kernel may fragment; any other error
+    /// drops the batch. Every datagram lost is counted and reported.
+    fn flush(&mut self, sender: &Sender, counters: &Counters, peer: &Peer, to: SocketAddr) {
         if self.count == 0 {
             return;
         }
         match sender.transmit(&self.buf[..self.len], Some(self.segment), to) {
             Ok(()) => peer.mark_sent(),
-            Err(e) => {
-                tracing::debug!(peer = %peer.public_key, endpoint = %to, error = %e, datagrams = self.count, "send failed")
+            Err(e) if self.count > 1 && matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::EINVAL)) => {
+                for datagram in self.buf[..self.len].chunks(self.segment) {
+                    sender.send(peer, datagram, to, counters);
+                }
             }
+            Err(e) => counters.send_failed(self.count, peer, to, &e),
         }
         self.len = 0;
         self.count = 0;
         self.closed = false;
     }
+}
+
+/// A packet larger than the path to its peer carries (the tunnel MTU is set too high for the
+/// underlay). If its sender must be told (IPv4 with Don't Fragment, IPv6: [`pmtu::too_big`]), it
+/// is dropped, counted, and the ICMP message written into the TUN as if from the path; returns
+/// true then. Otherwise (IPv4 that may be fragmented) it is to be sent on its own, and the
+/// kernel fragments the datagram; returns false.
+fn answered_too_big(shared: &Shared, packet: &[u8], limit: u32) -> bool {
+    let Some(icmp) = pmtu::too_big(packet, limit) else { return false };
+    bump(&shared.counters.too_big);
+    let offset = if shared.tun.tcp_gso() { VIRTIO_NET_HDR_LEN } else { 0 };
+    // With offloads every TUN write starts with a virtio-net header; all zero: no offload asked.
+    let mut frame = vec![0u8; offset];
+    frame.extend_from_slice(&icmp);
+    if let Err(e) = shared.tun.send(&frame) {
+        tracing::debug!(ifname = %shared.ifname, error = %e, "ICMP too-big not delivered");
+    }
+    true
 }
 
 /// The TUN→UDP path's buffers. Whoever holds them (behind [`Shared::tx`]) is the only reader of
@@ -205,26 +231,35 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             i = run_end;
             continue;
         };
+        let limit = peer.inner_mtu();
         let mut tunn = peer.lock_tunn();
         for j in i..run_end {
             let packet = &bufs[j][..sizes[j]];
+            let oversized =
+                limit.is_some_and(|limit| pmtu::ip_len(packet).is_some_and(|len| len > limit as usize));
+            if oversized && answered_too_big(shared, packet, limit.unwrap_or_default()) {
+                continue;
+            }
             let size = packet.len() + OVERHEAD;
-            if !batch.fits(size, max_segments) {
+            // An oversized packet that may be fragmented leaves alone: GSO cannot fragment.
+            if oversized || !batch.fits(size, max_segments) {
                 drop(tunn);
-                batch.flush(&sender, &peer, endpoint);
+                batch.flush(&sender, &shared.counters, &peer, endpoint);
                 tunn = peer.lock_tunn();
             }
             match tunn.encapsulate(packet, &mut batch.buf[batch.len..]) {
                 TunnResult::WriteToNetwork(datagram)
                     if datagram.len() == size && datagram.first() == Some(&4) =>
                 {
-                    batch.push(size)
+                    batch.push(size);
+                    // Nothing joins it: a datagram the kernel must fragment goes alone.
+                    batch.closed |= oversized;
                 }
                 TunnResult::WriteToNetwork(other) => {
                     // No session yet: the packet is queued and a handshake initiation
                     // goes out instead.
                     let other = other.to_vec();
-                    sender.send(&peer, &other, endpoint);
+                    sender.send(&peer, &other, endpoint, &shared.counters);
                 }
                 TunnResult::Err(e) => {
                     tracing::debug!(peer = %peer.public_key, error = ?e, "encapsulate failed");
@@ -233,7 +268,7 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             }
         }
         drop(tunn);
-        batch.flush(&sender, &peer, endpoint);
+        batch.flush(&sender, &shared.counters, &peer, endpoint);
         i = run_end;
     }
     targets.clear();
