@@ -38,6 +38,8 @@ fn nodes(n: usize) -> Vec<NodeView> {
             .to_annotations(),
             internal_ips: vec![IpAddr::V4(node_addr(i))],
             pod_cidrs: vec![pod_cidr(i).to_string()],
+            created: Some(created),
+            key_claimed: Some(created),
         })
         .collect()
 }

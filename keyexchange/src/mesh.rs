@@ -9,7 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 
+use jiff::Timestamp;
+
 use crate::aggregate::aggregate;
+use crate::annotations::PUBLIC_KEY;
 use crate::{NodeKeyAnnotations, PublicKey};
 
 /// What the peer set needs to know of one Node, read from fields the API server vouches for.
@@ -23,6 +26,13 @@ pub struct NodeView {
     pub internal_ips: Vec<IpAddr>,
     /// `spec.podCIDRs` (or the older `spec.podCIDR`), as written.
     pub pod_cidrs: Vec<String>,
+    /// `metadata.creationTimestamp`, set by the API server (a node cannot change it): a pod CIDR
+    /// claimed by two Nodes stays with the older.
+    pub created: Option<Timestamp>,
+    /// When the API server recorded the latest write of the public-key annotation: the `time` of
+    /// the `managedFields` entry that owns it (a node cannot backdate it). A key claimed by two
+    /// Nodes stays with the one that claimed it first.
+    pub key_claimed: Option<Timestamp>,
 }
 
 impl NodeView {
@@ -47,8 +57,24 @@ impl NodeView {
             annotations: node.metadata.annotations.clone().unwrap_or_default(),
             internal_ips,
             pod_cidrs,
+            created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            key_claimed: annotation_written(node, PUBLIC_KEY),
         }
     }
+}
+
+/// The latest `time` among the `managedFields` entries that own annotation `key` of `node`.
+fn annotation_written(node: &Node, key: &str) -> Option<Timestamp> {
+    let field = format!("f:{key}");
+    node.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            entry.fields_v1.as_ref().is_some_and(|f| f.0["f:metadata"]["f:annotations"].get(&field).is_some())
+        })
+        .filter_map(|entry| entry.time.as_ref().map(|t| t.0))
+        .max()
 }
 
 /// What pod-IP mode needs of one Pod: where it runs and the addresses it holds.
@@ -60,6 +86,8 @@ pub struct PodView {
     pub node: String,
     /// `status.podIPs` (or `status.podIP`).
     pub ips: Vec<IpAddr>,
+    /// `metadata.creationTimestamp`: an address claimed by Pods on two nodes stays with the older.
+    pub created: Option<Timestamp>,
 }
 
 impl PodView {
@@ -89,7 +117,7 @@ impl PodView {
             pod.metadata.namespace.as_deref().unwrap_or_default(),
             pod.metadata.name.as_deref().unwrap_or_default()
         );
-        Some(Self { name, node, ips })
+        Some(Self { name, node, ips, created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0) })
     }
 }
 
@@ -147,10 +175,16 @@ pub enum Problem {
     NoKey,
     /// The node's key annotations are malformed.
     InvalidAnnotation(String),
-    /// The node publishes a key another node publishes too; neither gets traffic.
+    /// The node publishes a key another node claimed first (see [`key_claim`]): it is refused
+    /// as a peer; the first claimant keeps the key.
     DuplicateKey {
-        /// The other nodes claiming the same key.
+        /// The other nodes claiming the same key, the holder first.
         with: Vec<String>,
+    },
+    /// Other nodes publish this node's key after it did: they are refused, this node keeps it.
+    KeyClaimedByOthers {
+        /// The nodes that copied the key.
+        by: Vec<String>,
     },
     /// The node publishes this node's own key.
     ClaimsLocalKey,
@@ -158,12 +192,20 @@ pub enum Problem {
     NoEndpoint,
     /// An entry of `spec.podCIDRs` is not a canonical prefix.
     InvalidPodCidr(String),
-    /// A prefix overlaps one claimed by other nodes; no node gets it.
+    /// A prefix overlaps one that other nodes claimed first (or one of this node's own): this
+    /// node does not get it.
     ContestedPrefix {
         /// The prefix this node claims.
         prefix: IpNet,
         /// The other nodes whose prefixes overlap it.
         with: Vec<String>,
+    },
+    /// Other nodes claim prefixes overlapping this node's, after it: this node keeps its prefix.
+    PrefixClaimedByOthers {
+        /// The prefix this node holds.
+        prefix: IpNet,
+        /// The nodes whose later claims overlap it.
+        by: Vec<String>,
     },
 }
 
@@ -175,9 +217,11 @@ impl Problem {
             Self::InvalidAnnotation(_) => "InvalidKeyAnnotation",
             Self::DuplicateKey { .. } => "DuplicateKey",
             Self::ClaimsLocalKey => "DuplicateKey",
+            Self::KeyClaimedByOthers { .. } => "KeyClaimedByOthers",
             Self::NoEndpoint => "NoInternalIP",
             Self::InvalidPodCidr(_) => "InvalidPodCIDR",
             Self::ContestedPrefix { .. } => "ContestedPrefix",
+            Self::PrefixClaimedByOthers { .. } => "PrefixClaimedByOthers",
         }
     }
 }
@@ -187,18 +231,35 @@ impl fmt::Display for Problem {
         match self {
             Self::NoKey => f.write_str("no meshcrypt key published"),
             Self::InvalidAnnotation(why) => write!(f, "invalid key annotation: {why}"),
-            Self::DuplicateKey { with } => write!(f, "public key also claimed by {}", with.join(", ")),
+            Self::DuplicateKey { with } => {
+                write!(f, "public key already claimed by {}: refused", with.join(", "))
+            }
+            Self::KeyClaimedByOthers { by } => {
+                write!(f, "public key copied later by {} (refused); kept by this node", by.join(", "))
+            }
             Self::ClaimsLocalKey => f.write_str("publishes this node's public key"),
             Self::NoEndpoint => f.write_str("no InternalIP in the underlay's address family"),
             Self::InvalidPodCidr(cidr) => write!(f, "pod CIDR {cidr:?} is not a canonical prefix"),
             Self::ContestedPrefix { prefix, with } => {
-                write!(f, "pod prefix {prefix} overlaps prefixes of {}", with.join(", "))
+                write!(
+                    f,
+                    "pod prefix {prefix} overlaps prefixes of {} claimed first: refused",
+                    with.join(", ")
+                )
+            }
+            Self::PrefixClaimedByOthers { prefix, by } => {
+                write!(
+                    f,
+                    "pod prefix {prefix} overlapped later by {} (refused); kept by this node",
+                    by.join(", ")
+                )
             }
         }
     }
 }
 
-/// A node left out of the peer set (wholly or in part) and why.
+/// A node left out of the peer set (wholly or in part), or holding a claim others contest, and
+/// why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeProblem {
     /// The Node's name.
@@ -222,10 +283,13 @@ pub struct PeerSet {
 /// Computes the peers of `local` from every Node in `nodes` (which includes the local Node) and,
 /// in pod-IP mode, every Pod in `pods`.
 ///
-/// A peer is another node with a valid key that no other node claims, and an InternalIP in the
-/// local underlay's family. Its allowed IPs are its pod CIDRs (or its Pods' addresses), less any
-/// prefix that overlaps a prefix of another node (the local node included): a contested prefix or
-/// address goes to nobody, so no claim can redirect another node's traffic.
+/// A peer is another node with a valid key and an InternalIP in the local underlay's family. A key
+/// published by several Nodes stays with the one that claimed it first ([`key_claim`]); the
+/// others are refused, so copying a public key (which is public) cannot cut its holder off. A
+/// node's allowed IPs are its pod CIDRs (or its Pods' addresses), less any prefix that overlaps one
+/// claimed earlier by another node, or one of the local node's own: an overlapping claim never
+/// redirects traffic, and the established claim keeps working. Both sides of every conflict are
+/// reported.
 pub fn desired_peers(
     nodes: &[NodeView],
     pods: &[PodView],
@@ -240,14 +304,15 @@ pub fn desired_peers(
         AllowedIpsFrom::PodCidrs => valid_prefixes(nodes, &mut report),
         AllowedIpsFrom::PodIps => pod_prefixes(pods),
     };
-    let contested = contested_prefixes(&prefixes);
+    let conflicts = contested_prefixes(&prefixes, &local.name);
     let finish = |claimed: &mut dyn Iterator<Item = IpNet>| -> Vec<IpNet> {
         match config.allowed_ips {
             AllowedIpsFrom::PodCidrs => claimed.collect(),
             AllowedIpsFrom::PodIps => aggregate(&claimed.map(|n| n.addr()).collect()),
         }
     };
-    let local_prefixes = finish(&mut prefixes.get(local.name.as_str()).into_iter().flatten().copied());
+    let local_prefixes =
+        finish(&mut prefixes.get(local.name.as_str()).into_iter().flat_map(|p| p.keys()).copied());
 
     let mut keyed: Vec<(&NodeView, NodeKeyAnnotations)> = Vec::new();
     for node in nodes.iter().filter(|n| n.name != local.name) {
@@ -257,9 +322,12 @@ pub fn desired_peers(
             Err(e) => report(&node.name, Problem::InvalidAnnotation(e.to_string())),
         }
     }
-    let mut claimants: BTreeMap<PublicKey, Vec<&str>> = BTreeMap::new();
+    let mut claimants: BTreeMap<PublicKey, Vec<&NodeView>> = BTreeMap::new();
     for (node, key) in &keyed {
-        claimants.entry(key.public_key).or_default().push(&node.name);
+        claimants.entry(key.public_key).or_default().push(node);
+    }
+    for nodes in claimants.values_mut() {
+        nodes.sort_by_key(|n| key_claim(n));
     }
 
     let mut peers = BTreeMap::new();
@@ -268,11 +336,16 @@ pub fn desired_peers(
             report(&node.name, Problem::ClaimsLocalKey);
             continue;
         }
+        // Sorted: the first claimant holds the key.
+        let claims = &claimants[&key.public_key];
         let others: Vec<String> =
-            claimants[&key.public_key].iter().filter(|n| **n != node.name).map(|n| (*n).to_owned()).collect();
+            claims.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
         if !others.is_empty() {
-            report(&node.name, Problem::DuplicateKey { with: others });
-            continue;
+            if claims[0].name != node.name {
+                report(&node.name, Problem::DuplicateKey { with: others });
+                continue;
+            }
+            report(&node.name, Problem::KeyClaimedByOthers { by: others });
         }
         let Some(ip) = node.internal_ips.iter().find(|ip| ip.is_ipv4() == local.underlay_ip.is_ipv4()) else {
             report(&node.name, Problem::NoEndpoint);
@@ -282,8 +355,8 @@ pub fn desired_peers(
             &mut prefixes
                 .get(node.name.as_str())
                 .into_iter()
-                .flatten()
-                .filter(|p| !contested.contains_key(&(node.name.as_str(), **p)))
+                .flat_map(|p| p.keys())
+                .filter(|p| conflicts.get(&(node.name.as_str(), **p)).is_none_or(Conflict::routed))
                 .copied(),
         );
         let mut allowed_ips = allowed_ips;
@@ -302,28 +375,44 @@ pub fn desired_peers(
             },
         );
     }
-    for ((node, prefix), with) in contested {
-        report(
-            node,
-            Problem::ContestedPrefix { prefix, with: with.into_iter().map(str::to_owned).collect() },
-        );
+    for ((node, prefix), conflict) in conflicts {
+        let others = conflict.with.into_iter().map(str::to_owned).collect();
+        let problem = if conflict.established {
+            Problem::PrefixClaimedByOthers { prefix, by: others }
+        } else {
+            Problem::ContestedPrefix { prefix, with: others }
+        };
+        report(node, problem);
     }
     problems.sort_by(|a, b| a.node.cmp(&b.node));
     PeerSet { peers, local_prefixes, problems }
 }
 
-/// Each node's canonical pod prefixes, deduplicated and sorted; invalid entries are reported.
+/// The order in which claims are honoured: the earliest first. A claim of unknown age counts as
+/// the newest; equal times fall to the next field, and the name last, so every node decides the
+/// same way, and the same after a restart (the inputs are the API server's, not the agent's).
+pub type ClaimOrder<'a> = (Timestamp, Timestamp, &'a str);
+
+/// How senior `node`'s claim of its published key is: when the API server recorded the key's
+/// annotation, then when the Node was created, then its name.
+pub fn key_claim(node: &NodeView) -> ClaimOrder<'_> {
+    (node.key_claimed.unwrap_or(Timestamp::MAX), node.created.unwrap_or(Timestamp::MAX), &node.name)
+}
+
+/// Each node's canonical pod prefixes with the order of their claims (the Node's creation), sorted;
+/// invalid entries are reported.
 fn valid_prefixes<'a>(
     nodes: &'a [NodeView],
     report: &mut impl FnMut(&str, Problem),
-) -> BTreeMap<&'a str, BTreeSet<IpNet>> {
-    let mut out: BTreeMap<&str, BTreeSet<IpNet>> = BTreeMap::new();
+) -> BTreeMap<&'a str, BTreeMap<IpNet, ClaimOrder<'a>>> {
+    let mut out: BTreeMap<&str, BTreeMap<IpNet, ClaimOrder<'a>>> = BTreeMap::new();
     for node in nodes {
+        let order = (node.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, node.name.as_str());
         let entry = out.entry(node.name.as_str()).or_default();
         for cidr in &node.pod_cidrs {
             match cidr.parse::<IpNet>() {
                 Ok(net) if net.trunc() == net => {
-                    entry.insert(net);
+                    entry.insert(net, order);
                 }
                 _ => report(&node.name, Problem::InvalidPodCidr(cidr.clone())),
             }
@@ -332,41 +421,80 @@ fn valid_prefixes<'a>(
     out
 }
 
-/// Each node's Pods' addresses as host prefixes (/32, /128).
-fn pod_prefixes(pods: &[PodView]) -> BTreeMap<&str, BTreeSet<IpNet>> {
-    let mut out: BTreeMap<&str, BTreeSet<IpNet>> = BTreeMap::new();
+/// Each node's Pods' addresses as host prefixes (/32, /128), ordered by the Pod's creation (then
+/// its name).
+fn pod_prefixes(pods: &[PodView]) -> BTreeMap<&str, BTreeMap<IpNet, ClaimOrder<'_>>> {
+    let mut out: BTreeMap<&str, BTreeMap<IpNet, ClaimOrder<'_>>> = BTreeMap::new();
     for pod in pods {
-        out.entry(pod.node.as_str()).or_default().extend(pod.ips.iter().map(|ip| IpNet::from(*ip)));
+        let order = (pod.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, pod.name.as_str());
+        let node = out.entry(pod.node.as_str()).or_default();
+        for ip in &pod.ips {
+            let held = node.entry(IpNet::from(*ip)).or_insert(order);
+            *held = (*held).min(order);
+        }
     }
     out
 }
 
-/// Every (node, prefix) that overlaps a prefix of a different node, with those nodes.
+/// One claimed prefix that overlaps prefixes of other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Conflict<'a> {
+    /// The other nodes whose prefixes overlap it.
+    with: BTreeSet<&'a str>,
+    /// It was claimed before every claim it overlaps (see [`ClaimOrder`]).
+    established: bool,
+    /// It overlaps a prefix of the local node, whose own pods it would take.
+    overlaps_local: bool,
+}
+
+impl Conflict<'_> {
+    /// Whether the prefix is routed to its claimant: established, and not over local pods.
+    fn routed(&self) -> bool {
+        self.established && !self.overlaps_local
+    }
+}
+
+/// Every (node, prefix) that overlaps a prefix of a different node, with those nodes and whether
+/// it is the established claim.
 ///
 /// Two CIDR prefixes overlap only when one contains the other, so after sorting by start address
 /// (shorter prefix first) the prefixes covering any point form a nested chain: a stack sweep finds
 /// every overlap in O(n log n), which matters at thousands of nodes.
 fn contested_prefixes<'a>(
-    prefixes: &BTreeMap<&'a str, BTreeSet<IpNet>>,
-) -> BTreeMap<(&'a str, IpNet), BTreeSet<&'a str>> {
-    let mut claims: Vec<(IpNet, &str)> =
-        prefixes.iter().flat_map(|(node, nets)| nets.iter().map(move |net| (*net, *node))).collect();
+    prefixes: &BTreeMap<&'a str, BTreeMap<IpNet, ClaimOrder<'a>>>,
+    local: &str,
+) -> BTreeMap<(&'a str, IpNet), Conflict<'a>> {
+    let mut claims: Vec<(IpNet, &str, ClaimOrder<'a>)> = prefixes
+        .iter()
+        .flat_map(|(node, nets)| nets.iter().map(move |(net, order)| (*net, *node, *order)))
+        .collect();
     claims.sort();
-    let mut contested: BTreeMap<(&str, IpNet), BTreeSet<&str>> = BTreeMap::new();
-    let mut chain: Vec<(IpNet, &str)> = Vec::new();
-    for (net, node) in claims {
-        while chain.last().is_some_and(|(outer, _)| !outer.contains(&net.network())) {
+    let mut conflicts: BTreeMap<(&str, IpNet), Conflict<'a>> = BTreeMap::new();
+    let mut chain: Vec<(IpNet, &str, ClaimOrder<'a>)> = Vec::new();
+    for (net, node, order) in claims {
+        while chain.last().is_some_and(|(outer, _, _)| !outer.contains(&net.network())) {
             chain.pop();
         }
-        for (outer, owner) in &chain {
-            if *owner != node {
-                contested.entry((node, net)).or_default().insert(owner);
-                contested.entry((owner, *outer)).or_default().insert(node);
+        for (outer, owner, outer_order) in &chain {
+            if *owner == node {
+                continue;
+            }
+            for (claim, other, mine, theirs) in
+                [((node, net), *owner, order, *outer_order), ((*owner, *outer), node, *outer_order, order)]
+            {
+                let c = conflicts.entry(claim).or_insert_with(|| Conflict {
+                    with: BTreeSet::new(),
+                    established: true,
+                    overlaps_local: false,
+                });
+                c.with.insert(other);
+                c.established &= mine < theirs;
+                c.overlaps_local |= other == local;
             }
         }
-        chain.push((net, node));
+        chain.push((net, node, order));
     }
-    contested
+    conflicts
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ impl EventReporter {
         let current: BTreeSet<(String, &'static str, String)> =
             problems.iter().map(|p| (p.node.clone(), p.problem.reason(), p.problem.to_string())).collect();
         for (node, reason, message) in current.difference(&self.reported) {
-            tracing::warn!(peer_node = %node, reason, %message, "node left out of the mesh");
+            tracing::warn!(peer_node = %node, reason, %message, "a node is left out of the mesh, or holds a claim others contest");
             self.publish(node_ref(node), EventType::Warning, reason, message).await;
         }
         self.reported = current;

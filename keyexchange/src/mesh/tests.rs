@@ -31,7 +31,21 @@ fn node(name: &str, key: Option<&str>, ips: &[&str], cidrs: &[&str]) -> NodeView
         annotations: annotated(key),
         internal_ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
         pod_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
+        created: None,
+        key_claimed: None,
     }
+}
+
+/// A point in time, `secs` seconds into a fixed day.
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+/// `node` created at second `created`, its key annotation written at second `claimed`.
+fn aged(mut node: NodeView, created: i64, claimed: i64) -> NodeView {
+    node.created = Some(at(created));
+    node.key_claimed = Some(at(claimed));
+    node
 }
 
 fn cidr_mode(port: u16) -> MeshConfig {
@@ -43,7 +57,14 @@ fn pod(name: &str, node: &str, ips: &[&str]) -> PodView {
         name: name.to_owned(),
         node: node.to_owned(),
         ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+        created: None,
     }
+}
+
+/// `pod` created at second `created`.
+fn pod_at(created: i64, mut pod: PodView) -> PodView {
+    pod.created = Some(at(created));
+    pod
 }
 
 fn local(underlay: &str) -> LocalNode {
@@ -100,16 +121,52 @@ fn peer_set_table() {
             problems: vec![("b", "NoKey"), ("c", "InvalidKeyAnnotation")],
         },
         Case {
-            name: "a key claimed by two nodes is used for neither",
+            name: "a key copied by a newer node stays with the node that published it first",
+            underlay: "198.18.0.10",
+            nodes: vec![
+                a(),
+                // c is the older Node, but b published the key first: b holds it.
+                aged(node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24"]), 20, 30),
+                aged(node("c", Some(k2), &["198.18.0.12"], &["10.244.2.0/24"]), 10, 31),
+                node("d", Some(k4), &["198.18.0.13"], &["10.244.3.0/24"]),
+            ],
+            peers: vec![
+                ("b", "198.18.0.11:51820", vec!["10.244.1.0/24"]),
+                ("d", "198.18.0.13:51820", vec!["10.244.3.0/24"]),
+            ],
+            problems: vec![("b", "KeyClaimedByOthers"), ("c", "DuplicateKey")],
+        },
+        Case {
+            name: "a key claimed in the same second stays with the older Node",
+            underlay: "198.18.0.10",
+            nodes: vec![
+                a(),
+                aged(node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24"]), 20, 30),
+                aged(node("c", Some(k2), &["198.18.0.12"], &["10.244.2.0/24"]), 10, 30),
+            ],
+            peers: vec![("c", "198.18.0.12:51820", vec!["10.244.2.0/24"])],
+            problems: vec![("b", "DuplicateKey"), ("c", "KeyClaimedByOthers")],
+        },
+        Case {
+            name: "a claim of unknown age yields; with no ages at all the name decides",
             underlay: "198.18.0.10",
             nodes: vec![
                 a(),
                 node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24"]),
-                node("c", Some(k2), &["198.18.0.12"], &["10.244.2.0/24"]),
-                node("d", Some(k4), &["198.18.0.13"], &["10.244.3.0/24"]),
+                aged(node("c", Some(k2), &["198.18.0.12"], &["10.244.2.0/24"]), 10, 30),
+                node("d", Some(k3), &["198.18.0.13"], &["10.244.3.0/24"]),
+                node("e", Some(k3), &["198.18.0.14"], &["10.244.4.0/24"]),
             ],
-            peers: vec![("d", "198.18.0.13:51820", vec!["10.244.3.0/24"])],
-            problems: vec![("b", "DuplicateKey"), ("c", "DuplicateKey")],
+            peers: vec![
+                ("c", "198.18.0.12:51820", vec!["10.244.2.0/24"]),
+                ("d", "198.18.0.13:51820", vec!["10.244.3.0/24"]),
+            ],
+            problems: vec![
+                ("b", "DuplicateKey"),
+                ("c", "KeyClaimedByOthers"),
+                ("d", "KeyClaimedByOthers"),
+                ("e", "DuplicateKey"),
+            ],
         },
         Case {
             name: "a node publishing this node's key is refused",
@@ -155,27 +212,56 @@ fn peer_set_table() {
             problems: vec![("b", "InvalidPodCIDR"), ("b", "InvalidPodCIDR")],
         },
         Case {
-            name: "overlapping prefixes go to nobody, including a claim on the local node's prefix",
+            name: "an overlapping prefix stays with the older Node; the newer one is refused it",
             underlay: "198.18.0.10",
             nodes: vec![
-                a(),
-                node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24", "10.244.21.0/24"]),
-                node("c", Some(k3), &["198.18.0.12"], &["10.244.1.128/25", "10.244.2.0/24"]),
-                node("d", Some(k4), &["198.18.0.13"], &["10.244.0.0/16"]),
+                aged(a(), 0, 0),
+                aged(node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24", "10.244.21.0/24"]), 10, 10),
+                aged(node("c", Some(k3), &["198.18.0.12"], &["10.244.1.128/25", "10.244.2.0/24"]), 20, 20),
+                aged(node("d", Some(k4), &["198.18.0.13"], &["10.244.0.0/16"]), 30, 30),
             ],
             peers: vec![
-                ("b", "198.18.0.11:51820", vec![]),
-                ("c", "198.18.0.12:51820", vec![]),
+                ("b", "198.18.0.11:51820", vec!["10.244.1.0/24", "10.244.21.0/24"]),
+                ("c", "198.18.0.12:51820", vec!["10.244.2.0/24"]),
                 ("d", "198.18.0.13:51820", vec![]),
             ],
             problems: vec![
-                ("a", "ContestedPrefix"),
-                ("b", "ContestedPrefix"),
-                ("b", "ContestedPrefix"),
+                ("a", "PrefixClaimedByOthers"),
+                ("b", "PrefixClaimedByOthers"),
+                ("b", "PrefixClaimedByOthers"),
                 ("c", "ContestedPrefix"),
-                ("c", "ContestedPrefix"),
+                ("c", "PrefixClaimedByOthers"),
                 ("d", "ContestedPrefix"),
             ],
+        },
+        Case {
+            name: "a prefix over the local node's pods is never routed away, however old its claim",
+            underlay: "198.18.0.10",
+            nodes: vec![
+                aged(a(), 10, 10),
+                aged(node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24"]), 20, 20),
+                aged(node("d", Some(k4), &["198.18.0.13"], &["10.244.0.0/16"]), 0, 0),
+            ],
+            peers: vec![("b", "198.18.0.11:51820", vec![]), ("d", "198.18.0.13:51820", vec![])],
+            problems: vec![
+                ("a", "ContestedPrefix"),
+                ("b", "ContestedPrefix"),
+                ("d", "PrefixClaimedByOthers"),
+            ],
+        },
+        Case {
+            name: "overlapping prefixes of unknown age: the name decides, the same on every node",
+            underlay: "198.18.0.10",
+            nodes: vec![
+                a(),
+                node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24"]),
+                node("c", Some(k3), &["198.18.0.12"], &["10.244.1.128/25"]),
+            ],
+            peers: vec![
+                ("b", "198.18.0.11:51820", vec!["10.244.1.0/24"]),
+                ("c", "198.18.0.12:51820", vec![]),
+            ],
+            problems: vec![("b", "PrefixClaimedByOthers"), ("c", "ContestedPrefix")],
         },
         Case {
             name: "the same prefix listed twice by one node is not a contest",
@@ -246,21 +332,21 @@ fn pod_ip_mode_table() {
             vec![],
         ),
         (
-            "an address claimed on two nodes goes to neither, even a local one",
+            "an address claimed on two nodes stays with the older Pod; a local one is never taken",
             vec![
-                pod("p1", "a", &["10.244.128.8"]),
-                pod("p2", "b", &["10.244.128.9"]),
-                pod("p3", "c", &["10.244.128.9"]),
-                pod("p4", "c", &["10.244.128.8"]),
-                pod("p5", "c", &["10.244.128.20"]),
+                pod_at(5, pod("p1", "a", &["10.244.128.8"])),
+                pod_at(20, pod("p2", "b", &["10.244.128.9"])),
+                pod_at(10, pod("p3", "c", &["10.244.128.9"])),
+                pod_at(1, pod("p4", "c", &["10.244.128.8"])),
+                pod_at(1, pod("p5", "c", &["10.244.128.20"])),
             ],
-            vec![("b", vec![]), ("c", vec!["10.244.128.20/32"])],
+            vec![("b", vec![]), ("c", vec!["10.244.128.9/32", "10.244.128.20/32"])],
             vec!["10.244.128.8/32"],
             vec![
                 ("a", "ContestedPrefix"),
                 ("b", "ContestedPrefix"),
-                ("c", "ContestedPrefix"),
-                ("c", "ContestedPrefix"),
+                ("c", "PrefixClaimedByOthers"),
+                ("c", "PrefixClaimedByOthers"),
             ],
         ),
         (
@@ -333,21 +419,35 @@ fn only_pods_holding_pod_network_addresses_count() {
 #[test]
 fn duplicate_key_names_the_other_claimant_and_keeps_the_epoch() {
     let nodes = vec![
-        node("b", Some(&key(2).to_string()), &["198.18.0.11"], &[]),
-        node("c", Some(&key(2).to_string()), &["198.18.0.12"], &[]),
+        aged(node("b", Some(&key(2).to_string()), &["198.18.0.11"], &[]), 0, 40),
+        aged(node("c", Some(&key(2).to_string()), &["198.18.0.12"], &[]), 0, 30),
         node("d", Some(&key(4).to_string()), &["198.18.0.13"], &[]),
     ];
     let got = desired_peers(&nodes, &[], &local("198.18.0.10"), &cidr_mode(7));
     assert_eq!(got.problems[0].problem, Problem::DuplicateKey { with: vec!["c".to_owned()] });
-    assert_eq!(got.problems[1].problem, Problem::DuplicateKey { with: vec!["b".to_owned()] });
+    assert_eq!(got.problems[1].problem, Problem::KeyClaimedByOthers { by: vec!["b".to_owned()] });
+    assert_eq!(got.peers["c"].public_key, key(2));
     assert_eq!(got.peers["d"].key_epoch, 2);
     assert_eq!(got.peers["d"].public_key, key(4));
 }
 
 #[test]
 fn reads_the_fields_it_trusts_from_a_node_object() {
+    let owns = |annotation: &str| serde_json::json!({"f:metadata": {"f:annotations": {format!("f:{annotation}"): {}}}});
     let node: Node = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "n1", "annotations": {"x": "y"}},
+        "metadata": {
+            "name": "n1",
+            "annotations": {"x": "y"},
+            "creationTimestamp": "2026-11-01T10:00:00Z",
+            "managedFields": [
+                {"manager": "meshcrypt", "operation": "Apply", "time": "2026-11-02T10:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": owns("meshcrypt.dev/public-key")},
+                {"manager": "kubectl", "operation": "Update", "time": "2026-11-03T10:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": owns("x")},
+                {"manager": "kubelet", "operation": "Update", "time": "2026-11-04T10:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}},
+            ],
+        },
         "spec": {"podCIDR": "10.244.1.0/24"},
         "status": {"addresses": [
             {"type": "Hostname", "address": "n1"},
@@ -362,32 +462,46 @@ fn reads_the_fields_it_trusts_from_a_node_object() {
     assert_eq!(view.internal_ips, vec!["198.18.0.11".parse::<IpAddr>().unwrap()]);
     assert_eq!(view.pod_cidrs, vec!["10.244.1.0/24"]);
     assert_eq!(view.annotations.get("x").map(String::as_str), Some("y"));
+    assert_eq!(view.created, Some("2026-11-01T10:00:00Z".parse().unwrap()));
+    assert_eq!(
+        view.key_claimed,
+        Some("2026-11-02T10:00:00Z".parse().unwrap()),
+        "only the key's owner counts"
+    );
 }
 
 proptest::proptest! {
     /// The O(n log n) sweep finds exactly the overlaps a brute-force comparison of every pair finds.
     #[test]
     fn contested_sweep_matches_brute_force(
-        claims in proptest::collection::vec((0u8..4, 0u8..8, 22u8..=26), 0..24),
+        claims in proptest::collection::vec((0u8..4, 0u8..8, 22u8..=26, 0i64..3), 0..24),
     ) {
         let names = ["n0", "n1", "n2", "n3"];
-        let mut prefixes: BTreeMap<&str, BTreeSet<IpNet>> = BTreeMap::new();
-        for (owner, third, len) in claims {
+        let mut prefixes: BTreeMap<&str, BTreeMap<IpNet, ClaimOrder<'_>>> = BTreeMap::new();
+        for (owner, third, len, since) in claims {
             let net = IpNet::new(IpAddr::from([10, 244, third, 0]), len).unwrap().trunc();
-            prefixes.entry(names[owner as usize]).or_default().insert(net);
+            let name = names[owner as usize];
+            prefixes.entry(name).or_default().insert(net, (at(since), Timestamp::MAX, name));
         }
-        let mut brute: BTreeMap<(&str, IpNet), BTreeSet<&str>> = BTreeMap::new();
+        let mut brute: BTreeMap<(&str, IpNet), Conflict<'_>> = BTreeMap::new();
         for (a, nets_a) in &prefixes {
             for (b, nets_b) in &prefixes {
-                for x in nets_a {
-                    for y in nets_b {
+                for (x, x_order) in nets_a {
+                    for (y, y_order) in nets_b {
                         if a != b && (x.contains(&y.network()) || y.contains(&x.network())) {
-                            brute.entry((a, *x)).or_default().insert(b);
+                            let c = brute.entry((a, *x)).or_insert_with(|| Conflict {
+                                with: BTreeSet::new(),
+                                established: true,
+                                overlaps_local: false,
+                            });
+                            c.with.insert(b);
+                            c.established &= x_order < y_order;
+                            c.overlaps_local |= *b == "n0";
                         }
                     }
                 }
             }
         }
-        proptest::prop_assert_eq!(contested_prefixes(&prefixes), brute);
+        proptest::prop_assert_eq!(contested_prefixes(&prefixes, "n0"), brute);
     }
 }
