@@ -100,8 +100,9 @@ pub enum KeysCommand {
     Init(StateDir),
     /// Print the public half and fingerprint of the existing node key.
     Show(StateDir),
-    /// Replace the node key with a new one of the next epoch; a running agent switches to it and
-    /// publishes it on its next pass. The old key is destroyed.
+    /// Stage a new node key of the next epoch (`pending.key`): the agent publishes it on its next
+    /// pass and, once peers can learn it, puts it in use and destroys the old key. During an API
+    /// outage the rotation stays pending and the old key keeps working.
     Rotate(StateDir),
 }
 

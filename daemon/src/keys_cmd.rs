@@ -8,18 +8,33 @@ use crate::cli::KeysCommand;
 use crate::error::AgentError;
 
 pub fn run(command: KeysCommand) -> Result<(), AgentError> {
-    let (record, created) = match command {
-        KeysCommand::Init(args) => KeyStore::open(&args.state_dir)?.load_or_create()?,
+    let (record, created, store) = match command {
+        KeysCommand::Init(args) => {
+            let store = KeyStore::open(&args.state_dir)?;
+            let (record, created) = store.load_or_create()?;
+            (record, created, store)
+        }
         KeysCommand::Show(args) => {
-            let key = KeyStore::open(&args.state_dir)?.load()?.ok_or_else(|| {
+            let store = KeyStore::open(&args.state_dir)?;
+            let key = store.load()?.ok_or_else(|| {
                 AgentError::Config(format!(
                     "no key in {}: run `meshcrypt keys init`",
                     args.state_dir.display()
                 ))
             })?;
-            (key, false)
+            (key, false, store)
         }
-        KeysCommand::Rotate(args) => (KeyStore::open(&args.state_dir)?.rotate()?, true),
+        KeysCommand::Rotate(args) => {
+            let store = KeyStore::open(&args.state_dir)?;
+            if store.load()?.is_none() {
+                return Err(AgentError::Config(format!(
+                    "no key in {} to rotate: run `meshcrypt keys init`",
+                    args.state_dir.display()
+                )));
+            }
+            store.stage_rotation()?;
+            (store.load()?.ok_or_else(|| AgentError::Config("the key in use vanished".into()))?, false, store)
+        }
     };
     let public = record.key.public_key();
     let io = |source| AgentError::Io { what: "write to stdout".into(), source };
@@ -30,5 +45,11 @@ pub fn run(command: KeysCommand) -> Result<(), AgentError> {
     writeln!(out, "key-created: {}", record.annotations().to_annotations()["meshcrypt.dev/key-created"])
         .map_err(io)?;
     writeln!(out, "created:     {}", if created { "now" } else { "earlier" }).map_err(io)?;
+    if let Some(pending) = store.pending()? {
+        // The agent publishes it, then puts it in use: peers learn a key before it is used.
+        let public = pending.key.public_key();
+        writeln!(out, "pending:     {public} (epoch {}, {})", pending.epoch, public.fingerprint())
+            .map_err(io)?;
+    }
     Ok(())
 }

@@ -44,9 +44,15 @@ fn init_creates_a_private_0600_key_and_show_prints_the_same_public_key() {
     assert_eq!(field(&shown, "epoch:"), "0");
     let (ok, rotated, rotate_log) = meshcrypt(&["keys", "rotate", "--state-dir", dir]);
     assert!(ok, "{rotate_log}");
-    assert_eq!(field(&rotated, "epoch:"), "1");
-    assert_ne!(field(&rotated, "public-key:"), field(&shown, "public-key:"));
-    let new_private = std::fs::read_to_string(&key_file).unwrap().lines().next().unwrap().to_owned();
+    // Staged, not in use: the agent publishes the pending key before it uses it.
+    assert_eq!(field(&rotated, "epoch:"), "0");
+    assert_eq!(field(&rotated, "public-key:"), field(&shown, "public-key:"));
+    let pending = field(&rotated, "pending:");
+    assert!(pending.contains("(epoch 1,"), "{rotated}");
+    assert!(!pending.starts_with(field(&shown, "public-key:")), "{rotated}");
+    let pending_file = std::path::Path::new(dir).join("pending.key");
+    assert_eq!(std::fs::metadata(&pending_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let new_private = std::fs::read_to_string(&pending_file).unwrap().lines().next().unwrap().to_owned();
     for text in [&first, &first_log, &again, &shown, &show_log, &rotated, &rotate_log] {
         assert!(!text.contains(private), "private key printed: {text}");
         assert!(!text.contains(&new_private), "private key printed: {text}");

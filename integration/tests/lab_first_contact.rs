@@ -308,3 +308,102 @@ fn mtu_the_underlay_cannot_carry_is_rejected_and_the_last_good_stays() {
     .unwrap_or_else(|e| panic!("a fitting MTU was not applied: {e}"));
     assert!(cluster.lab.ping(&a, b.address.into()).expect("ping"), "traffic stopped at MTU 1400");
 }
+
+/// Behaviour 3, restart. With the API server unreachable, node-0's agent is killed and started
+/// again: it carries encrypted traffic from the last known peer set (saved in its state
+/// directory after every pass) at once, says on `/readyz` that it does, nothing leaks, and once
+/// the API server is back its list takes over and the agent is ready.
+#[test]
+fn control_plane_outage_an_agent_restarted_during_it_carries_traffic_from_the_last_known_peers() {
+    let mut cluster = cluster(2);
+    let (a, b) = (pod_on(&cluster, "node-0"), pod_on(&cluster, "node-1"));
+    let leak = cluster.leak_detector().expect("leak detector");
+    cluster.pause_api();
+    cluster.kill_agent("node-0").expect("SIGKILL");
+    cluster.start_agent("node-0").expect("restart");
+    let started = Instant::now();
+    let flowing = poll(Duration::from_secs(10), || {
+        let both = cluster.lab.ping(&a, b.address.into()).unwrap_or(false)
+            && cluster.lab.ping(&b, a.address.into()).unwrap_or(false);
+        if both { Ok(started.elapsed()) } else { Err("no traffic between the pods".to_owned()) }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(20)));
+    let (status, body, _) = readiness(&cluster, "node-0");
+    println!("restarted during the outage: traffic after {flowing:?}; /readyz {status}: {body}");
+    assert_eq!(status, 503, "ready without the API server: {body}");
+    assert!(body.contains("last known peer set"), "{body}");
+
+    cluster.resume_api().expect("API back");
+    poll(
+        Duration::from_secs(30),
+        || if cluster.is_ready("node-0") { Ok(()) } else { Err("not ready".into()) },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(20)));
+    assert!(cluster.lab.ping(&a, b.address.into()).expect("ping"), "traffic after the API came back");
+    let report = leak.stop().expect("leak report");
+    assert!(report.is_clean(), "{report}");
+}
+
+/// Behaviour 3, rotation. A key rotation asked for (`meshcrypt keys rotate`) while the API server
+/// is unreachable does not cut traffic: the agent cannot publish the new key, so it keeps the old
+/// one in use and reports the rotation as pending; once the API server is back it publishes the
+/// new key, then uses it. The stream is never reset and nothing leaks.
+#[test]
+fn control_plane_outage_a_key_rotation_waits_until_peers_can_learn_the_key() {
+    let mut cluster = cluster(2);
+    let (a, b) = (pod_on(&cluster, "node-0"), pod_on(&cluster, "node-1"));
+    let old = public_key(&cluster, "node-0");
+    let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
+    let leak = cluster.leak_detector().expect("leak detector");
+
+    cluster.pause_api();
+    let state = cluster.dir().join("node-0").join("state");
+    let out = std::process::Command::new(meshcrypt_integration::cluster::meshcrypt_bin().unwrap())
+        .args(["keys", "rotate", "--state-dir"])
+        .arg(&state)
+        .output()
+        .expect("meshcrypt keys rotate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pending = |cluster: &Cluster| {
+        let metrics = cluster.http("node-0", "/metrics").map(|(_, m)| m).unwrap_or_default();
+        metrics.lines().any(|l| l == "meshcrypt_key_rotation_pending 1")
+    };
+    poll(Duration::from_secs(30), || if pending(&cluster) { Ok(()) } else { Err("not pending".into()) })
+        .unwrap_or_else(|e| {
+            panic!("the agent never tried the rotation: {e}\n{}", cluster.agent_logs_tail(20))
+        });
+    let device_key = cluster.wg("node-0", &["show", "meshcrypt0", "public-key"]).expect("wg");
+    assert_eq!(device_key.trim(), old, "the device switched to a key its peers cannot learn");
+    assert!(
+        cluster.lab.ping(&a, b.address.into()).expect("ping"),
+        "traffic stopped during the pending rotation"
+    );
+    assert!(
+        cluster.lab.ping(&b, a.address.into()).expect("ping"),
+        "traffic stopped during the pending rotation"
+    );
+
+    cluster.resume_api().expect("API back");
+    let new = poll(Duration::from_secs(30), || {
+        let published = public_key(&cluster, "node-0");
+        let device = cluster.wg("node-0", &["show", "meshcrypt0", "public-key"]).unwrap_or_default();
+        let flowing = cluster.lab.ping(&a, b.address.into()).unwrap_or(false);
+        if published != old && device.trim() == published && flowing && !pending(&cluster) {
+            Ok(published)
+        } else {
+            Err(format!("published {published}, device {}, traffic {flowing}", device.trim()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("the rotation did not complete: {e}\n{}", cluster.agent_logs_tail(20)));
+    assert!(
+        cluster
+            .events("KeyRotated")
+            .iter()
+            .any(|e| e["note"].as_str().is_some_and(|n| n.contains("epoch 1")))
+    );
+    let report = leak.stop().expect("leak report");
+    let stream = stream.stop();
+    println!("rotated to {new} after the outage; stream {stream:?}");
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(stream.error, None, "the TCP stream was reset: {stream:?}");
+}

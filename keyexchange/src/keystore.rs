@@ -1,7 +1,9 @@
 //! The private key file: `<state-dir>/private.key`, mode 0600 in a 0700 directory, replaced
 //! atomically (temporary file, fsync, rename, fsync of the directory) and reused across restarts.
 //! It holds the key in WireGuard's base64 form and the key's epoch (`epoch=N` on a second line),
-//! so that the two can never disagree after a crash. On rotation the old key's bytes are
+//! so that the two can never disagree after a crash. A rotation is staged first: the next key
+//! waits in `<state-dir>/pending.key` (same format, same custody) until the agent has published it
+//! where peers can learn it, and only then replaces the key in use; the old key's bytes are
 //! overwritten in place before its file is released.
 
 use std::fs::{self, File, OpenOptions};
@@ -15,7 +17,8 @@ use crate::{Error, NodeKeyAnnotations, PrivateKey};
 
 /// The key file's name inside the state directory.
 pub const KEY_FILE: &str = "private.key";
-const TEMP_FILE: &str = ".private.key.tmp";
+/// The staged next key's file name inside the state directory.
+pub const PENDING_FILE: &str = "pending.key";
 
 /// The stored key with its epoch (how many keys came before it) and creation time.
 #[derive(Debug)]
@@ -67,28 +70,19 @@ impl KeyStore {
         self.dir.join(KEY_FILE)
     }
 
-    /// Loads the stored key, or `None` if there is none yet.
+    /// The staged next key's path.
+    pub fn pending_path(&self) -> PathBuf {
+        self.dir.join(PENDING_FILE)
+    }
+
+    /// Loads the key in use, or `None` if there is none yet.
     pub fn load(&self) -> Result<Option<KeyRecord>, Error> {
-        let path = self.key_path();
-        let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
-        check_private(&path, &meta, false)?;
-        let mut text = Zeroizing::new(String::new());
-        file.read_to_string(&mut text).map_err(|e| Error::io(&path, e))?;
-        let mut lines = text.lines();
-        let key = PrivateKey::from_base64(lines.next().unwrap_or_default())?;
-        let epoch = match lines.next() {
-            None => 0,
-            Some(line) => line
-                .strip_prefix("epoch=")
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| Error::io(&path, invalid_data("second line must be epoch=N")))?,
-        };
-        Ok(Some(KeyRecord { key, epoch, created: modified(&path, &meta)? }))
+        read_key(&self.key_path())
+    }
+
+    /// Loads the staged next key, or `None` if no rotation is pending.
+    pub fn pending(&self) -> Result<Option<KeyRecord>, Error> {
+        read_key(&self.pending_path())
     }
 
     /// Loads the stored key, or generates a first one (epoch 0) and stores it. The flag is true
@@ -97,58 +91,112 @@ impl KeyStore {
         if let Some(record) = self.load()? {
             return Ok((record, false));
         }
-        let record = self.write(PrivateKey::generate(), 0)?;
+        let record = self.write(&self.key_path(), PrivateKey::generate(), 0)?;
         tracing::info!(path = %self.key_path().display(), fingerprint = %record.key.public_key().fingerprint(), "generated a new node key");
         Ok((record, true))
     }
 
-    /// Replaces the key with a fresh one of the next epoch. The old key's bytes are overwritten
-    /// on disk (on file systems that write in place, such as ext4 and xfs) and the old key in
-    /// memory is zeroized when dropped.
-    pub fn rotate(&self) -> Result<KeyRecord, Error> {
+    /// Stages a rotation: a fresh key of the next epoch in `pending.key`, which
+    /// [`KeyStore::promote_pending`] puts in use once peers can learn it. A rotation already
+    /// staged is returned as it is (its public half may already be published).
+    pub fn stage_rotation(&self) -> Result<KeyRecord, Error> {
+        if let Some(pending) = self.pending()? {
+            return Ok(pending);
+        }
         let epoch = match self.load()? {
             Some(old) => old.epoch + 1,
             None => 0,
         };
-        let record = self.write(PrivateKey::generate(), epoch)?;
-        tracing::info!(epoch, fingerprint = %record.key.public_key().fingerprint(), "rotated the node key");
+        let record = self.write(&self.pending_path(), PrivateKey::generate(), epoch)?;
+        tracing::info!(epoch, fingerprint = %record.key.public_key().fingerprint(), "staged a node key rotation");
         Ok(record)
     }
 
-    /// Stores `key` as epoch `epoch`, atomically replacing any previous key: a reader sees the
-    /// old key or the new one, never a mix, even across a crash.
-    fn write(&self, key: PrivateKey, epoch: u64) -> Result<KeyRecord, Error> {
-        let temp = self.dir.join(TEMP_FILE);
-        match fs::remove_file(&temp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&temp, e)),
-        }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temp)
-            .map_err(|e| Error::io(&temp, e))?;
-        // The umask cannot widen 0600, but a restrictive one could narrow it; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(&temp, e))?;
-        let mut text = key.to_base64();
-        text.push_str(&format!("\nepoch={epoch}\n"));
-        file.write_all(text.as_bytes()).map_err(|e| Error::io(&temp, e))?;
-        file.sync_all().map_err(|e| Error::io(&temp, e))?;
-        drop(file);
-        let path = self.key_path();
-        // Hold the old file open across the rename, then overwrite what it held.
-        let old = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&path).ok();
-        fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&self.dir, e))?;
-        if let Some(old) = old {
-            destroy(old).map_err(|e| Error::io(&path, e))?;
-        }
-        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(KeyRecord { key, epoch, created: modified(&path, &meta)? })
+    /// Puts the staged key in use: `pending.key` atomically replaces `private.key` (a reader sees
+    /// the old key or the new one, never a mix, even across a crash), and the old key's bytes are
+    /// overwritten on disk (on file systems that write in place, such as ext4 and xfs). Returns the
+    /// key now in use, or `None` if no rotation was staged.
+    pub fn promote_pending(&self) -> Result<Option<KeyRecord>, Error> {
+        let Some(record) = self.pending()? else { return Ok(None) };
+        replace(&self.dir, &self.pending_path(), &self.key_path())?;
+        tracing::info!(epoch = record.epoch, fingerprint = %record.key.public_key().fingerprint(), "the staged node key is in use");
+        Ok(Some(record))
     }
+
+    /// Stores `key` as epoch `epoch` at `path`, atomically replacing any previous key there.
+    fn write(&self, path: &Path, key: PrivateKey, epoch: u64) -> Result<KeyRecord, Error> {
+        let encoded = key.to_base64();
+        let epoch_line = format!("\nepoch={epoch}\n");
+        // Sized up front: growing a buffer that holds key bytes would free a copy unzeroed.
+        let mut text = Zeroizing::new(String::with_capacity(encoded.len() + epoch_line.len()));
+        text.push_str(&encoded);
+        text.push_str(&epoch_line);
+        write_private(&self.dir, path, text.as_bytes())?;
+        let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        Ok(KeyRecord { key, epoch, created: modified(path, &meta)? })
+    }
+}
+
+/// Writes `contents` to `path` in `dir` atomically and privately: a 0600 temporary file beside it
+/// (`.<name>.tmp`, replacing one a crash left), fsync, rename(2) over `path`, fsync of `dir`; the
+/// bytes of the file `path` held before are overwritten. A reader sees the old contents or the
+/// new, never a mix, even across a crash. For the key files and other state kept beside them.
+pub fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), Error> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{name}.tmp"));
+    match fs::remove_file(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&temp, e)),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(|e| Error::io(&temp, e))?;
+    // The umask cannot widen 0600, but a restrictive one could narrow it; set it exactly.
+    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(&temp, e))?;
+    file.write_all(contents).map_err(|e| Error::io(&temp, e))?;
+    file.sync_all().map_err(|e| Error::io(&temp, e))?;
+    drop(file);
+    replace(dir, &temp, path)
+}
+
+/// Renames `from` over `to` in `dir` (atomic: rename(2)), makes the rename durable, and
+/// overwrites the bytes of the file `to` held before, which was kept open across the rename.
+fn replace(dir: &Path, from: &Path, to: &Path) -> Result<(), Error> {
+    let old = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(to).ok();
+    fs::rename(from, to).map_err(|e| Error::io(to, e))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    if let Some(old) = old {
+        destroy(old).map_err(|e| Error::io(to, e))?;
+    }
+    Ok(())
+}
+
+/// Reads a key file (`None` if it does not exist), refusing one that is not private.
+fn read_key(path: &Path) -> Result<Option<KeyRecord>, Error> {
+    let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    check_private(path, &meta, false)?;
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(|e| Error::io(path, e))?;
+    let mut lines = text.lines();
+    let key = PrivateKey::from_base64(lines.next().unwrap_or_default())?;
+    let epoch = match lines.next() {
+        None => 0,
+        Some(line) => line
+            .strip_prefix("epoch=")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::io(path, invalid_data("second line must be epoch=N")))?,
+    };
+    Ok(Some(KeyRecord { key, epoch, created: modified(path, &meta)? }))
 }
 
 fn is_empty(dir: &Path) -> Result<bool, Error> {
@@ -186,6 +234,9 @@ fn check_private(path: &Path, meta: &fs::Metadata, want_dir: bool) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where [`write_private`] stages the key file.
+    const TEMP_FILE: &str = ".private.key.tmp";
 
     fn store() -> (tempfile::TempDir, KeyStore) {
         let tmp = tempfile::tempdir().unwrap();
@@ -225,7 +276,15 @@ mod tests {
         // A reader holding the old file (as rename(2) lets it) must find no key left in it.
         let mut held = File::open(store.key_path()).unwrap();
         let old_inode = held.metadata().unwrap().ino();
-        let new = store.rotate().unwrap();
+        let staged = store.stage_rotation().unwrap();
+        // Staged, not in use: the key in use is still the old one, and staging is idempotent.
+        assert_eq!(store.load().unwrap().unwrap().key.public_key(), old.key.public_key());
+        assert_eq!(store.stage_rotation().unwrap().key.public_key(), staged.key.public_key());
+        assert_eq!(mode(&store.pending_path()), 0o600);
+        let new = store.promote_pending().unwrap().unwrap();
+        assert_eq!(new.key.public_key(), staged.key.public_key());
+        assert!(store.pending().unwrap().is_none());
+        assert!(store.promote_pending().unwrap().is_none());
         let meta = fs::metadata(store.key_path()).unwrap();
         assert_ne!(meta.ino(), old_inode);
         assert_eq!(meta.mode() & 0o7777, 0o600);
@@ -239,7 +298,8 @@ mod tests {
         assert_eq!(loaded.key.public_key(), new.key.public_key());
         assert_ne!(loaded.key.public_key(), old.key.public_key());
         assert_eq!((loaded.epoch, new.epoch), (1, 1));
-        assert_eq!(store.rotate().unwrap().epoch, 2);
+        assert_eq!(store.stage_rotation().unwrap().epoch, 2);
+        store.promote_pending().unwrap();
         assert_eq!(loaded.annotations().public_key, new.key.public_key());
         let names: Vec<_> =
             fs::read_dir(tmp.path().join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();

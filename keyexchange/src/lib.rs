@@ -9,8 +9,9 @@ mod error;
 pub mod keys;
 pub mod keystore;
 pub mod mesh;
+pub mod rotation;
 
 pub use annotations::{ANNOTATION_PREFIX, NodeKeyAnnotations};
 pub use error::Error;
 pub use keys::{PrivateKey, PublicKey};
-pub use keystore::{KeyRecord, KeyStore};
+pub use keystore::{KeyRecord, KeyStore, write_private};

@@ -23,8 +23,10 @@ pub struct LoopMetrics {
     pub reconcile_errors: Counter,
     /// Nodes left out of the mesh, by reason.
     pub node_problems: Family<Vec<(&'static str, String)>, Gauge>,
-    /// 1 once the device and routes are programmed.
+    /// 1 while the latest pass programmed the device, peers and routes.
     pub ready: Gauge,
+    /// 1 while a staged key rotation waits to be published (the current key stays in use).
+    pub key_rotation_pending: Gauge,
 }
 
 /// Which node each peer key belongs to, for labels; refreshed by every pass.
@@ -122,8 +124,13 @@ pub fn registry(loop_metrics: &LoopMetrics, device: DeviceSlot, names: PeerNames
     );
     registry.register(
         "meshcrypt_ready",
-        "1 once the device and routes are programmed",
+        "1 while the latest reconcile pass programmed the device, its peers and the routes",
         loop_metrics.ready.clone(),
+    );
+    registry.register(
+        "meshcrypt_key_rotation_pending",
+        "1 while a staged key rotation waits to be published; the current key stays in use",
+        loop_metrics.key_rotation_pending.clone(),
     );
     registry.register_collector(Box::new(DeviceCollector { device, names }));
     registry

@@ -5,6 +5,7 @@ mod config_source;
 mod events;
 mod http;
 mod kube_client;
+mod last_known;
 mod metrics;
 mod nodes;
 mod peer_ops;
@@ -118,6 +119,31 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         names,
         log,
         passes: 0,
+        state_dir: args.state.state_dir.clone(),
+        last_known: None,
+    };
+
+    // The last known peer set carries traffic at once, before (or without) the API server; the
+    // first complete list replaces it. It also puts the fail-closed floor in place.
+    let restored = match last_known::load(&args.state.state_dir, &args.node_name) {
+        Ok(Some(last)) => {
+            let saved = last.saved;
+            match reconciler.restore(last).await {
+                Ok(peers) => {
+                    tracing::info!(peers, %saved, "restored the last known peer set; the API server's list will replace it");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot restore the last known peer set");
+                    false
+                }
+            }
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the saved last known peer set");
+            false
+        }
     };
 
     // Fail closed from the start: once the settings are read, the floor goes in as soon as this
@@ -126,6 +152,8 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         reconciler.config.ready().await.map_err(AgentError::Config)?;
         let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(reconciler.client.clone());
         match api.get(&args.node_name).await {
+            // Restored peers stay until the complete list: the floor is already in place.
+            Ok(_) if restored => {}
             Ok(local) => match reconciler.bootstrap(&local).await {
                 Ok(()) => tracing::info!(
                     "settings read; fail-closed floor in place; waiting for the complete node list"

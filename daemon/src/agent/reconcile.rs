@@ -10,15 +10,16 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 use meshcrypt_dataplane::{Change, Device, DeviceConfig};
 use meshcrypt_keyexchange::mesh::{
-    AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PodView, desired_peers,
+    AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, desired_peers,
 };
-use meshcrypt_keyexchange::{KeyStore, NodeKeyAnnotations};
+use meshcrypt_keyexchange::{KeyStore, NodeKeyAnnotations, rotation, write_private};
 use meshcrypt_routing::{DesiredState, LinkSpec, Netlink, mtu::tunnel_mtu, plan::plan};
 use tracing::Instrument as _;
 
 use super::config_source::{ConfigSource, Reading};
 use super::events::{EventReporter, EventType, configmap_ref};
 use super::http::Health;
+use super::last_known::{self, LastKnown, Snapshot};
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use super::peer_ops::{handshake_targets, peer_ops, to_changes};
 use super::publish::{publish_key, withdraw_key};
@@ -79,6 +80,10 @@ pub struct Reconciler {
     pub log: LogControl,
     /// Passes run so far.
     pub passes: u64,
+    /// The state directory (the key files, the last known peer set).
+    pub state_dir: PathBuf,
+    /// The last known peer set as saved (or restored).
+    pub last_known: Option<LastKnown>,
 }
 
 impl Reconciler {
@@ -92,7 +97,8 @@ impl Reconciler {
             return Ok(());
         }
         let span = tracing::info_span!("bootstrap", node = %self.node);
-        self.reconcile(vec![NodeView::from_node(local)], &settings).instrument(span).await.map(|_| ())
+        let now = jiff::Timestamp::now();
+        self.reconcile(vec![NodeView::from_node(local)], &settings, now).instrument(span).await.map(|_| ())
     }
 
     /// Runs one pass over the Node store inside its own span, recording the outcome; true if it
@@ -106,7 +112,7 @@ impl Reconciler {
         };
         let result = if settings.enabled {
             let nodes: Vec<NodeView> = self.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
-            self.reconcile(nodes, &settings).instrument(span.clone()).await
+            self.reconcile(nodes, &settings, jiff::Timestamp::now()).instrument(span.clone()).await
         } else {
             self.disable().instrument(span.clone()).await
         };
@@ -232,7 +238,12 @@ impl Reconciler {
         Ok(device)
     }
 
-    async fn reconcile(&mut self, nodes: Vec<NodeView>, settings: &Settings) -> Result<Summary, AgentError> {
+    async fn reconcile(
+        &mut self,
+        nodes: Vec<NodeView>,
+        settings: &Settings,
+        now: jiff::Timestamp,
+    ) -> Result<Summary, AgentError> {
         let local = nodes.iter().find(|n| n.name == self.node).ok_or_else(|| AgentError::LocalNode {
             node: self.node.clone(),
             reason: "not found in the API".into(),
@@ -242,10 +253,11 @@ impl Reconciler {
             reason: "no InternalIP in status.addresses".into(),
         })?;
         let device = self.ensure_device(settings)?;
-        let own_key_changed = self.sync_key(&device, settings)?;
+        let published = NodeKeyAnnotations::parse(&local.annotations).ok().flatten();
+        let own_key_changed = self.sync_key(&device, settings, published.as_ref(), now).await?;
 
         // The published key must be the device's key before any peer relies on it.
-        if NodeKeyAnnotations::parse(&local.annotations).ok().flatten().as_ref() != Some(&self.key) {
+        if !own_key_changed && published.as_ref() != Some(&self.key) {
             publish_key(&self.client, &self.node, &self.key).await?;
         }
 
@@ -263,20 +275,6 @@ impl Reconciler {
         self.events.problems(&peers.problems).await;
         self.record_problems(&peers.problems);
 
-        let ops = peer_ops(&peers, &device.observe());
-        if !ops.is_empty() {
-            tracing::info!(?ops, "updating wireguard peers");
-            device.apply(&to_changes(&ops))?;
-        }
-        let targets = handshake_targets(&peers, &ops, own_key_changed);
-        if !targets.is_empty() {
-            let sent = device.initiate_handshakes(&targets);
-            tracing::info!(peers = targets.len(), sent, "handshakes initiated");
-        }
-        if let Ok(mut names) = self.names.lock() {
-            *names = peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect();
-        }
-
         let mtu = match settings.mtu {
             Mtu::Fixed(mtu) => mtu,
             Mtu::Auto => {
@@ -292,18 +290,112 @@ impl Reconciler {
         };
         let node_ips: Vec<std::net::IpAddr> =
             nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect();
+        let node = self.node.clone();
+        let mesh = Snapshot {
+            node: &node,
+            port: settings.port,
+            mtu,
+            strict: settings.strict,
+            host_encryption: settings.host_encryption,
+            pod_networks: &settings.pod_networks,
+            node_ips: &node_ips,
+        };
+        let (device_ops, kernel_ops) = self.program(&device, &peers, own_key_changed, mesh).await?;
+        self.remember(LastKnown::of(mesh, &peers, now));
+        Ok(Summary { peers: peers.peers.len(), device_ops, kernel_ops })
+    }
+
+    /// Programs `device` with `peers` (starting handshakes with the new ones, or with all of them
+    /// when this node's key changed) and the kernel with the routes and rules `mesh` asks for.
+    /// Returns how many device and kernel operations that took.
+    async fn program(
+        &mut self,
+        device: &Device,
+        peers: &PeerSet,
+        own_key_changed: bool,
+        mesh: Snapshot<'_>,
+    ) -> Result<(usize, usize), AgentError> {
+        let ops = peer_ops(peers, &device.observe());
+        if !ops.is_empty() {
+            tracing::info!(?ops, "updating wireguard peers");
+            device.apply(&to_changes(&ops))?;
+        }
+        let targets = handshake_targets(peers, &ops, own_key_changed);
+        if !targets.is_empty() {
+            let sent = device.initiate_handshakes(&targets);
+            tracing::info!(peers = targets.len(), sent, "handshakes initiated");
+        }
+        if let Ok(mut names) = self.names.lock() {
+            *names = peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect();
+        }
         let routing = RoutingSettings {
             ifname: self.ifname.clone(),
             table: self.table,
             rule_priority: self.rule_priority,
-            pod_networks: settings.pod_networks.clone(),
-            strict: settings.strict,
-            host_encryption: settings.host_encryption,
+            pod_networks: mesh.pod_networks.to_vec(),
+            strict: mesh.strict,
+            host_encryption: mesh.host_encryption,
             fwmark: self.fwmark,
         };
-        let desired = meshcrypt_routing::desired::build(&routing_input(&routing, mtu, &node_ips, &peers));
+        let desired =
+            meshcrypt_routing::desired::build(&routing_input(&routing, mesh.mtu, mesh.node_ips, peers));
         let kernel_ops = self.converge(&desired).await?;
-        Ok(Summary { peers: peers.peers.len(), device_ops: ops.len(), kernel_ops })
+        Ok((ops.len(), kernel_ops))
+    }
+
+    /// Programs the device and the kernel from the last known peer set, before the API server
+    /// has answered (an agent restarted during a control-plane outage carries traffic at once).
+    /// Readiness stays false, with the reason, until a pass with the API server's list succeeds;
+    /// that pass replaces everything restored here. Returns the number of peers restored.
+    pub async fn restore(&mut self, last: LastKnown) -> Result<usize, AgentError> {
+        let peers = last.peer_set().map_err(|e| AgentError::Config(format!("last known peer set: {e}")))?;
+        let settings = Settings {
+            port: last.port,
+            mtu: Mtu::Fixed(last.mtu),
+            strict: last.strict,
+            host_encryption: last.host_encryption,
+            pod_networks: last.pod_networks.clone(),
+            ..Settings::default()
+        };
+        let device = self.ensure_device(&settings)?;
+        let mesh = Snapshot {
+            node: &last.node,
+            port: last.port,
+            mtu: last.mtu,
+            strict: last.strict,
+            host_encryption: last.host_encryption,
+            pod_networks: &last.pod_networks,
+            node_ips: &last.node_ips,
+        };
+        self.program(&device, &peers, false, mesh).await?;
+        self.health.set_ready(
+            false,
+            format!(
+                "carrying traffic from the last known peer set (saved {}); waiting for the API server",
+                last.saved
+            ),
+        );
+        self.last_known = Some(last);
+        Ok(peers.peers.len())
+    }
+
+    /// Saves `snapshot` as the last known peer set when it differs from the one saved (its time
+    /// aside). A failure to save is a WARN, never a failed pass.
+    fn remember(&mut self, snapshot: LastKnown) {
+        if self
+            .last_known
+            .as_ref()
+            .is_some_and(|saved| LastKnown { saved: snapshot.saved, ..saved.clone() } == snapshot)
+        {
+            return;
+        }
+        let path = last_known::path(&self.state_dir);
+        match write_private(&self.state_dir, &path, snapshot.encode().as_bytes()) {
+            Ok(()) => self.last_known = Some(snapshot),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot save the last known peer set")
+            }
+        }
     }
 
     /// Every Pod holding pod-network addresses; starts the Pod watcher the first time and waits
@@ -322,24 +414,48 @@ impl Reconciler {
         Ok(store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
     }
 
-    /// Rotates the key when its interval has passed, and moves the device to the stored key when
-    /// it changed (a scheduled rotation, or `meshcrypt keys rotate` on this node). Make before
-    /// break: the device switches first (its current sessions carry traffic until their next
-    /// handshake), then the new key is published and peers follow. Returns true when the device's
-    /// key changed.
-    fn sync_key(&mut self, device: &Device, settings: &Settings) -> Result<bool, AgentError> {
-        if let Some(interval) = settings.key_rotation_interval {
-            let age = jiff::Timestamp::now().duration_since(self.key.created);
-            if age >= jiff::SignedDuration::try_from(interval).unwrap_or(jiff::SignedDuration::MAX) {
-                tracing::info!(age = %age, "key rotation due");
-                self.keys.rotate()?;
+    /// Brings the node key up to date, publishing before using: a scheduled rotation that is due
+    /// (at `now`) is staged; a staged key (scheduled, or `meshcrypt keys rotate`) is published on
+    /// this Node first, and the device switches to it only once that succeeded, so peers can
+    /// always learn the key the device runs. While the API cannot take the publish the rotation
+    /// stays pending (`meshcrypt_key_rotation_pending` 1, one WARN) and the old key keeps
+    /// working. A key in use that changed on disk (restored from a backup) is followed. Returns
+    /// true when the device's key changed (every session restarts: handshakes follow).
+    async fn sync_key(
+        &mut self,
+        device: &Device,
+        settings: &Settings,
+        published: Option<&NodeKeyAnnotations>,
+        now: jiff::Timestamp,
+    ) -> Result<bool, AgentError> {
+        if rotation::due(self.key.created, settings.key_rotation_interval, now) {
+            tracing::info!(created = %self.key.created, "scheduled key rotation due");
+            self.keys.stage_rotation()?;
+        }
+        if let Some(pending) = self.keys.pending()? {
+            let next = pending.annotations();
+            if published != Some(&next)
+                && let Err(e) = publish_key(&self.client, &self.node, &next).await
+            {
+                if self.metrics.key_rotation_pending.set(1) == 0 {
+                    tracing::warn!(error = %e, fingerprint = %next.public_key.fingerprint(), epoch = next.epoch, "key rotation pending: the new key cannot be published yet; the current key stays in use");
+                }
+                return Ok(false);
             }
+            tracing::info!(from = %self.key.public_key.fingerprint(), to = %next.public_key.fingerprint(), epoch = next.epoch, "switching to the new node key, now published");
+            device.apply(&[Change::SetPrivateKey(pending.key)])?;
+            self.keys.promote_pending()?;
+            self.key = next;
+            self.metrics.key_rotation_pending.set(0);
+            let note = format!("epoch {}, key {}", self.key.epoch, self.key.public_key.fingerprint());
+            self.events.normal(&self.node, "KeyRotated", &note).await;
+            return Ok(true);
         }
         let record =
             self.keys.load()?.ok_or_else(|| AgentError::Config("the node key file vanished".into()))?;
         let stored = record.annotations();
         if stored != self.key {
-            tracing::info!(from = %self.key.public_key.fingerprint(), to = %stored.public_key.fingerprint(), epoch = stored.epoch, "switching to the new node key");
+            tracing::info!(from = %self.key.public_key.fingerprint(), to = %stored.public_key.fingerprint(), epoch = stored.epoch, "the key file changed: switching to it");
             device.apply(&[Change::SetPrivateKey(record.key)])?;
             self.key = stored;
             return Ok(true);
@@ -383,6 +499,15 @@ impl Reconciler {
             rules: Default::default(),
         };
         let kernel_ops = self.converge(&empty).await?;
+        // Switched off: nothing may come back from the last known peer set at the next start.
+        let saved = last_known::path(&self.state_dir);
+        match std::fs::remove_file(&saved) {
+            Ok(()) => self.last_known = None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.last_known = None,
+            Err(source) => {
+                return Err(AgentError::Io { what: format!("remove {}", saved.display()), source });
+            }
+        }
         let nodes = self.nodes.state();
         let published = nodes
             .iter()

@@ -1,0 +1,272 @@
+//! The last known peer set, kept in the state directory (`last-known.json`, 0600) after every
+//! pass that programmed the mesh, so that an agent started while the API server is unreachable
+//! carries encrypted traffic from it at once. It is a cache, never an authority: the first
+//! complete list from the API server replaces it, and it is checked before use (format, its
+//! SHA-256 digest, the node it was written for) and ignored, with a WARN, when it fails a check.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use meshcrypt_keyexchange::PublicKey;
+use meshcrypt_keyexchange::mesh::{Peer, PeerSet};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// The file's name inside the state directory.
+pub const FILE: &str = "last-known.json";
+/// The first line's prefix; the line ends with the SHA-256 of the rest of the file, in hex.
+const HEADER: &str = "meshcrypt last-known v1 sha256=";
+
+/// Everything a pass needs to program the device and the kernel without the API server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastKnown {
+    /// The node this was written on (a file copied from another node is refused).
+    pub node: String,
+    /// When it was written.
+    pub saved: jiff::Timestamp,
+    /// The mesh's UDP port.
+    pub port: u16,
+    /// The tunnel MTU in force.
+    pub mtu: u32,
+    /// Fail closed.
+    pub strict: bool,
+    /// Host encryption.
+    pub host_encryption: bool,
+    /// The pod networks steered into the mesh.
+    pub pod_networks: Vec<IpNet>,
+    /// Every node's InternalIPs (routing keeps node addresses inside pod networks local).
+    pub node_ips: Vec<IpAddr>,
+    /// This node's own pod prefixes.
+    pub local_prefixes: Vec<IpNet>,
+    /// The peers.
+    pub peers: Vec<SavedPeer>,
+}
+
+/// One peer as saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPeer {
+    /// The Node's name.
+    pub node: String,
+    /// Its public key, in WireGuard's base64.
+    pub public_key: String,
+    /// Its key epoch.
+    pub key_epoch: u64,
+    /// Where its packets go.
+    pub endpoint: SocketAddr,
+    /// Its allowed IPs.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+/// Why a saved file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// It could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The first line is not this format's header.
+    #[error("not a meshcrypt last-known file (unknown header)")]
+    Header,
+    /// The digest does not match the contents (truncated, edited, or corrupted on disk).
+    #[error("its SHA-256 does not match its contents")]
+    Digest,
+    /// The contents do not parse.
+    #[error("malformed: {0}")]
+    Malformed(#[source] serde_json::Error),
+    /// It was written for another node.
+    #[error("written for node {0}, not this one")]
+    OtherNode(String),
+    /// A saved public key is not a valid key.
+    #[error("peer {node}: invalid public key: {source}")]
+    Key {
+        /// The peer's node.
+        node: String,
+        /// Why the key is invalid.
+        #[source]
+        source: meshcrypt_keyexchange::Error,
+    },
+}
+
+impl LastKnown {
+    /// The snapshot of a pass's outcome.
+    pub fn of(settings: Snapshot<'_>, peers: &PeerSet, saved: jiff::Timestamp) -> Self {
+        Self {
+            node: settings.node.to_owned(),
+            saved,
+            port: settings.port,
+            mtu: settings.mtu,
+            strict: settings.strict,
+            host_encryption: settings.host_encryption,
+            pod_networks: settings.pod_networks.to_vec(),
+            node_ips: settings.node_ips.to_vec(),
+            local_prefixes: peers.local_prefixes.clone(),
+            peers: peers
+                .peers
+                .values()
+                .map(|p| SavedPeer {
+                    node: p.node.clone(),
+                    public_key: p.public_key.to_string(),
+                    key_epoch: p.key_epoch,
+                    endpoint: p.endpoint,
+                    allowed_ips: p.allowed_ips.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The peer set it describes (no problems: those were reported when it was saved).
+    pub fn peer_set(&self) -> Result<PeerSet, Refused> {
+        let mut peers = std::collections::BTreeMap::new();
+        for p in &self.peers {
+            let public_key = p
+                .public_key
+                .parse::<PublicKey>()
+                .map_err(|source| Refused::Key { node: p.node.clone(), source })?;
+            let peer = Peer {
+                node: p.node.clone(),
+                public_key,
+                key_epoch: p.key_epoch,
+                endpoint: p.endpoint,
+                allowed_ips: p.allowed_ips.clone(),
+            };
+            peers.insert(p.node.clone(), peer);
+        }
+        Ok(PeerSet { peers, local_prefixes: self.local_prefixes.clone(), problems: Vec::new() })
+    }
+
+    /// The file's contents: the header line with the digest of the body, then the body.
+    pub fn encode(&self) -> String {
+        let body = serde_json::to_string_pretty(self).expect("plain data serializes");
+        format!("{HEADER}{}\n{body}\n", hex::encode(Sha256::digest(format!("{body}\n"))))
+    }
+
+    /// Parses and checks file contents written by [`LastKnown::encode`] for node `node`.
+    pub fn decode(text: &str, node: &str) -> Result<Self, Refused> {
+        let (header, body) = text.split_once('\n').ok_or(Refused::Header)?;
+        let digest = header.strip_prefix(HEADER).ok_or(Refused::Header)?;
+        if hex::encode(Sha256::digest(body)) != digest {
+            return Err(Refused::Digest);
+        }
+        let saved: Self = serde_json::from_str(body).map_err(Refused::Malformed)?;
+        if saved.node != node {
+            return Err(Refused::OtherNode(saved.node));
+        }
+        saved.peer_set()?;
+        Ok(saved)
+    }
+}
+
+/// What of a pass's settings a snapshot keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// This node.
+    pub node: &'a str,
+    /// The mesh port.
+    pub port: u16,
+    /// The tunnel MTU.
+    pub mtu: u32,
+    /// Fail closed.
+    pub strict: bool,
+    /// Host encryption.
+    pub host_encryption: bool,
+    /// The pod networks.
+    pub pod_networks: &'a [IpNet],
+    /// Every node's InternalIPs.
+    pub node_ips: &'a [IpAddr],
+}
+
+/// The file in `state_dir`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE)
+}
+
+/// Reads the saved snapshot for `node` from `state_dir`: `Ok(None)` when there is none.
+pub fn load(state_dir: &Path, node: &str) -> Result<Option<LastKnown>, Refused> {
+    let path = path(state_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => LastKnown::decode(&text, node).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Refused::Read { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshcrypt_dataplane::PrivateKey;
+
+    fn sample() -> LastKnown {
+        let key = PrivateKey::generate().public_key();
+        let peers = PeerSet {
+            peers: [(
+                "node-1".to_owned(),
+                Peer {
+                    node: "node-1".into(),
+                    public_key: key,
+                    key_epoch: 3,
+                    endpoint: "198.18.0.11:51820".parse().unwrap(),
+                    allowed_ips: vec!["10.244.1.0/24".parse().unwrap()],
+                },
+            )]
+            .into(),
+            local_prefixes: vec!["10.244.0.0/24".parse().unwrap()],
+            problems: vec![],
+        };
+        let settings = Snapshot {
+            node: "node-0",
+            port: 51820,
+            mtu: 1440,
+            strict: true,
+            host_encryption: false,
+            pod_networks: &["10.244.0.0/16".parse().unwrap()],
+            node_ips: &["198.18.0.10".parse().unwrap(), "198.18.0.11".parse().unwrap()],
+        };
+        LastKnown::of(settings, &peers, jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    #[test]
+    fn round_trips_and_rebuilds_the_peer_set() {
+        let saved = sample();
+        let back = LastKnown::decode(&saved.encode(), "node-0").unwrap();
+        assert_eq!(back, saved);
+        let peers = back.peer_set().unwrap();
+        assert_eq!(peers.peers["node-1"].key_epoch, 3);
+        assert_eq!(peers.local_prefixes, saved.local_prefixes);
+    }
+
+    #[test]
+    fn refusals_table() {
+        let good = sample().encode();
+        let flipped = good.replacen("10.244.1.0/24", "10.244.9.0/24", 1);
+        let (header, body) = good.split_once('\n').unwrap();
+        let mut other = sample();
+        other.node = "node-7".into();
+        let mut bad_key = sample();
+        bad_key.peers[0].public_key = "AAAA".into();
+        type Check = fn(&Refused) -> bool;
+        let cases: Vec<(&str, String, Check)> = vec![
+            ("an edited body", flipped, |r| matches!(r, Refused::Digest)),
+            ("a truncated file", good[..good.len() / 2].to_owned(), |r| matches!(r, Refused::Digest)),
+            ("no header", body.to_owned(), |r| matches!(r, Refused::Header)),
+            ("an unknown version", good.replacen("v1", "v9", 1), |r| matches!(r, Refused::Header)),
+            ("another node's", other.encode(), |r| matches!(r, Refused::OtherNode(n) if n == "node-7")),
+            ("an invalid key", bad_key.encode(), |r| matches!(r, Refused::Key { .. })),
+            (
+                "valid digest, not JSON",
+                format!("{HEADER}{}\nnot json\n", hex::encode(Sha256::digest("not json\n"))),
+                |r| matches!(r, Refused::Malformed(_)),
+            ),
+        ];
+        assert!(header.starts_with(HEADER));
+        for (name, text, expected) in cases {
+            let refused = LastKnown::decode(&text, "node-0").expect_err(name);
+            assert!(expected(&refused), "{name}: {refused}");
+        }
+    }
+}
