@@ -410,7 +410,7 @@ fn spec_labels_status_and_ownership_may_not_change() {
         ("changes the pod CIDRs", "spec", Box::new(|n| n["spec"]["podCIDRs"] = json!(["10.0.0.0/8"]))),
         (
             "adds a taint",
-            "spec",
+            "taints only by removing its startup taint",
             Box::new(|n| n["spec"]["taints"] = json!([{"key": "x", "effect": "NoSchedule"}])),
         ),
         ("cordons the node", "spec", Box::new(|n| n["spec"]["unschedulable"] = json!(true))),
@@ -438,7 +438,12 @@ fn spec_labels_status_and_ownership_may_not_change() {
         let mut new = with_key(old.clone());
         change(&mut new);
         let decision = policy.admit(&update(agent_on("node-a"), &old, &new, None));
-        assert_denied_by(&decision, &format!("may not change a Node's {field}"), case);
+        let needle = if field.starts_with("taints") {
+            format!("may change a Node's {field}")
+        } else {
+            format!("may not change a Node's {field}")
+        };
+        assert_denied_by(&decision, &needle, case);
     }
     // The status subresource is covered too.
     let mut new = old.clone();
@@ -482,4 +487,102 @@ fn the_policy_applies_to_the_agents_service_account_only() {
     let mut pods = update(agent_on("node-b"), &old, &new, None);
     pods["resource"]["resource"] = json!("pods");
     assert_eq!(policy.admit(&pods), Decision::NotMatched);
+}
+
+/// The startup taint (issue 11, behaviour 4): the agent may remove `meshcrypt.dev/agent-not-ready`
+/// from its own Node, and do nothing else to the taints or the rest of the spec.
+#[test]
+fn the_agent_may_remove_its_startup_taint_and_nothing_else() {
+    let policy = Policy::load();
+    let ours = json!({"key": "meshcrypt.dev/agent-not-ready", "value": "true", "effect": "NoSchedule"});
+    let other = json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"});
+    let tainted = |taints: Json| {
+        let mut n = node("node-a");
+        n["spec"]["taints"] = taints;
+        n
+    };
+    let without_taints = |mut n: Json| {
+        n["spec"].as_object_mut().expect("spec").remove("taints");
+        n
+    };
+    // (case, old, new, acting node, None if admitted or Some(the rule that denies it))
+    let cases: Vec<(&str, Json, Json, &str, Option<&str>)> = vec![
+        (
+            "removes its taint, another stays",
+            tainted(json!([ours, other])),
+            tainted(json!([other])),
+            "node-a",
+            None,
+        ),
+        ("removes its only taint (empty list)", tainted(json!([ours])), tainted(json!([])), "node-a", None),
+        (
+            "removes its only taint (no list)",
+            tainted(json!([ours])),
+            without_taints(tainted(json!([ours]))),
+            "node-a",
+            None,
+        ),
+        (
+            "removes two copies of its taint",
+            tainted(json!([ours, other, ours])),
+            tainted(json!([other])),
+            "node-a",
+            None,
+        ),
+        (
+            "removes another taint",
+            tainted(json!([ours, other])),
+            tainted(json!([ours])),
+            "node-a",
+            Some("taints only by removing"),
+        ),
+        (
+            "removes its taint and another",
+            tainted(json!([ours, other])),
+            tainted(json!([])),
+            "node-a",
+            Some("taints only by removing"),
+        ),
+        (
+            "adds its taint",
+            tainted(json!([other])),
+            tainted(json!([ours, other])),
+            "node-a",
+            Some("taints only by removing"),
+        ),
+        (
+            "changes its taint's effect",
+            tainted(json!([ours])),
+            tainted(
+                json!([{"key": "meshcrypt.dev/agent-not-ready", "value": "true", "effect": "NoExecute"}]),
+            ),
+            "node-a",
+            Some("taints only by removing"),
+        ),
+        (
+            "removes its taint and cordons the node",
+            tainted(json!([ours])),
+            {
+                let mut n = tainted(json!([]));
+                n["spec"]["unschedulable"] = json!(true);
+                n
+            },
+            "node-a",
+            Some("may not change a Node's spec"),
+        ),
+        (
+            "removes the taint of another node",
+            tainted(json!([ours])),
+            tainted(json!([])),
+            "node-b",
+            Some("only its own Node"),
+        ),
+    ];
+    for (case, old, new, actor, denied_by) in cases {
+        let decision = policy.admit(&update(agent_on(actor), &old, &new, None));
+        match denied_by {
+            None => assert_eq!(decision, Decision::Allowed, "{case}"),
+            Some(needle) => assert_denied_by(&decision, needle, case),
+        }
+    }
 }

@@ -407,3 +407,79 @@ fn control_plane_outage_a_key_rotation_waits_until_peers_can_learn_the_key() {
     assert!(report.is_clean(), "{report}");
     assert_eq!(stream.error, None, "the TCP stream was reset: {stream:?}");
 }
+
+/// The taints of Node `node`, as (key, effect).
+fn taints(cluster: &Cluster, node: &str) -> Vec<(String, String)> {
+    let object = cluster.api().get("v1", "Node", None, node).expect("node");
+    object["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap_or_default().to_owned(),
+                t["effect"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `node`'s failed reconcile passes so far.
+fn failed_passes(cluster: &Cluster, node: &str) -> u64 {
+    let metrics = cluster.http(node, "/metrics").map(|(_, m)| m).unwrap_or_default();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meshcrypt_reconcile_errors_total ")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Behaviour 4, the boot window. A node registers with the startup taint
+/// `meshcrypt.dev/agent-not-ready` (and another taint), so no pod lands on it before its agent
+/// has the mesh in place. While its agent cannot program the mesh (the Node has no InternalIP
+/// yet) the taint stays; once the agent is ready it removes its taint, and only its taint.
+#[test]
+fn boot_window_a_node_starts_tainted_and_is_untainted_only_once_the_mesh_is_in_place() {
+    let mut cluster = cluster(2);
+    let ours = ("meshcrypt.dev/agent-not-ready".to_owned(), "NoSchedule".to_owned());
+    let other = ("example.com/maintenance".to_owned(), "NoSchedule".to_owned());
+    let node = cluster
+        .add_node_with(|cluster, name| {
+            let taints = serde_json::json!({"spec": {"taints": [
+                {"key": "meshcrypt.dev/agent-not-ready", "value": "true", "effect": "NoSchedule"},
+                {"key": "example.com/maintenance", "effect": "NoSchedule"},
+            ]}});
+            cluster.api().merge_patch("v1", "Node", None, name, &taints, false)?;
+            let no_address = serde_json::json!({"status": {"addresses": []}});
+            cluster.api().merge_patch("v1", "Node", None, name, &no_address, true)?;
+            Ok(())
+        })
+        .expect("add a tainted node");
+
+    // Passes fail (no InternalIP): not ready, and the taint stays.
+    poll(Duration::from_secs(30), || match failed_passes(&cluster, &node) {
+        n if n >= 2 => Ok(()),
+        n => Err(format!("{n} failed passes")),
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
+    assert_eq!(readiness(&cluster, &node).0, 503);
+    assert_eq!(
+        taints(&cluster, &node),
+        vec![ours.clone(), other.clone()],
+        "untainted before the mesh was in place"
+    );
+
+    // The address arrives: the agent programs the mesh, is ready, and only then removes its taint.
+    let address = cluster.lab.node(&node).expect("lab node").underlay_addr.to_string();
+    let status = serde_json::json!({"status": {"addresses": [{"type": "InternalIP", "address": address}]}});
+    cluster.api().merge_patch("v1", "Node", None, &node, &status, true).expect("InternalIP");
+    poll(Duration::from_secs(30), || {
+        let left = taints(&cluster, &node);
+        if left.contains(&ours) { Err(format!("still tainted: {left:?}")) } else { Ok(()) }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
+    assert_eq!(readiness(&cluster, &node).0, 200, "untainted but not ready");
+    assert!(ifindex(&cluster, &node).is_some(), "untainted without a device");
+    assert_eq!(taints(&cluster, &node), vec![other], "another taint was touched");
+    let (from, to) = (pod_on(&cluster, &node), pod_on(&cluster, "node-0"));
+    assert!(cluster.lab.ping(&from, to.address.into()).expect("ping"), "no mesh after the taint went");
+}

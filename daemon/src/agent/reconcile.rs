@@ -22,7 +22,7 @@ use super::http::Health;
 use super::last_known::{self, LastKnown, Snapshot};
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use super::peer_ops::{handshake_targets, peer_ops, to_changes};
-use super::publish::{publish_key, withdraw_key};
+use super::publish::{STARTUP_TAINT, publish_key, remove_startup_taint, withdraw_key};
 use super::routing_input::{RoutingSettings, routing_input};
 use crate::config::settings::{Addressing, KeyError, Mtu, Settings};
 use crate::error::AgentError;
@@ -140,6 +140,9 @@ impl Reconciler {
                     let note = format!("{} peers; key {}", summary.peers, self.key.public_key.fingerprint());
                     self.events.normal(&self.node, "MeshReady", &note).await;
                 }
+                if settings.enabled {
+                    self.untaint().instrument(span.clone()).await;
+                }
                 true
             }
             Err(e) => {
@@ -199,6 +202,15 @@ impl Reconciler {
         let ip = *NodeView::from_node(&local).internal_ips.first()?;
         let underlay = self.netlink.mtu_of_address(ip).await.ok().flatten()?;
         settings.check_underlay(underlay, ip.is_ipv6()).err()
+    }
+
+    /// Removes this node's startup taint once the mesh is in place (a failure is a WARN; the next
+    /// pass tries again).
+    async fn untaint(&self) {
+        let Some(local) = self.nodes.get(&ObjectRef::new(&self.node)) else { return };
+        if let Err(e) = remove_startup_taint(&self.client, &local).await {
+            tracing::warn!(error = %e, taint = STARTUP_TAINT, "cannot remove the startup taint yet");
+        }
     }
 
     async fn config_event(&self, type_: EventType, reason: &str, note: &str) {

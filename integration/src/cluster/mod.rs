@@ -270,8 +270,19 @@ impl Cluster {
 
     /// Adds a lab node, its Node object and its agent, while everything else runs.
     pub fn add_node(&mut self) -> Result<String, ClusterError> {
+        self.add_node_with(|_, _| Ok(()))
+    }
+
+    /// Like [`Cluster::add_node`], with `prepare` run on the new Node's name after its object is
+    /// created and before its agent starts (to taint it, say, as a kubelet registering with
+    /// `--register-with-taints` would).
+    pub fn add_node_with(
+        &mut self,
+        prepare: impl FnOnce(&Self, &str) -> Result<(), ClusterError>,
+    ) -> Result<String, ClusterError> {
         let name = self.lab.add_node()?.name.clone();
         self.register_node(&name)?;
+        prepare(self, &name)?;
         self.start_agent(&name)?;
         Ok(name)
     }
