@@ -92,8 +92,13 @@ fn bench_routing(c: &mut Criterion) {
             b.iter(|| desired::build(black_box(input)))
         });
         let want = desired::build(&input);
-        let link =
-            ObservedLink { index: 7, mtu: want.link.mtu, up: true, addresses: want.link.addresses.clone() };
+        let link = ObservedLink {
+            index: 7,
+            mtu: want.link.mtu,
+            up: true,
+            addresses: want.link.addresses.clone(),
+            kind: Some("tun".into()),
+        };
         let empty =
             ObservedState { link: Some(link.clone()), routes: Default::default(), rules: Default::default() };
         let synced =

@@ -26,6 +26,27 @@ pub enum AgentError {
         /// What is missing.
         reason: String,
     },
+    /// A link with the device's name exists and is not a TUN meshcrypt can take over.
+    #[error(
+        "a {kind} link named {ifname} already exists (left by an earlier install or another tool); meshcrypt takes over only a TUN of its own: delete it (`ip link del {ifname}`) or run the agent with another --interface"
+    )]
+    ForeignLink {
+        /// The interface name.
+        ifname: String,
+        /// Its kind as the kernel reports it ("veth", "wireguard", ...).
+        kind: String,
+    },
+    /// A TUN with the device's name is held open by another process.
+    #[error(
+        "the TUN {ifname} is in use by another process (another meshcrypt agent, or wireguard-go?): stop it, or run the agent with another --interface"
+    )]
+    TunBusy {
+        /// The interface name.
+        ifname: String,
+        /// The device's error (EBUSY).
+        #[source]
+        source: meshcrypt_dataplane::Error,
+    },
     /// A flag or setting is unusable.
     #[error("configuration: {0}")]
     Config(String),

@@ -483,3 +483,103 @@ fn boot_window_a_node_starts_tainted_and_is_untainted_only_once_the_mesh_is_in_p
     let (from, to) = (pod_on(&cluster, &node), pod_on(&cluster, "node-0"));
     assert!(cluster.lab.ping(&from, to.address.into()).expect("ping"), "no mesh after the taint went");
 }
+
+/// Runs `args` in `node`'s namespace and returns stdout.
+fn on_node(cluster: &Cluster, node: &str, args: &[&str]) -> String {
+    let ns = cluster.lab.node(node).expect("node").namespace.clone();
+    cluster.lab.exec(&ns, args).expect("command on the node")
+}
+
+/// Behaviour 9, leftover state that must be refused. A veth named like the device (another
+/// tool's): the agent neither takes it over nor routes through it; it says what is wrong and
+/// what to do (on `/readyz` and in its log), keeps the node fail closed (its rule and blackhole
+/// floor are in place, pod traffic is dropped, never sent in plaintext), and recovers by itself
+/// once the link is gone.
+#[test]
+fn leftover_state_a_foreign_link_with_the_device_name_is_refused_clearly_and_the_node_stays_closed() {
+    let mut cluster = cluster(2);
+    let node = cluster
+        .add_node_with(|cluster, name| {
+            let ns = cluster.lab.node(name).expect("node").namespace.clone();
+            cluster.lab.exec(
+                &ns,
+                &["ip", "link", "add", "meshcrypt0", "type", "veth", "peer", "name", "leftover0"],
+            )?;
+            cluster.lab.exec(&ns, &["ip", "link", "set", "meshcrypt0", "up"])?;
+            Ok(())
+        })
+        .expect("add node");
+    poll(Duration::from_secs(10), || match failed_passes(&cluster, &node) {
+        n if n >= 2 => Ok(()),
+        n => Err(format!("{n} failed passes")),
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
+    let (status, body, _) = readiness(&cluster, &node);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("a veth link named meshcrypt0 already exists")
+            && body.contains("ip link del meshcrypt0"),
+        "the reason does not name the object and what to do: {body}"
+    );
+    let rules = on_node(&cluster, &node, &["ip", "rule", "show", "priority", "100"]);
+    let table = on_node(&cluster, &node, &["ip", "route", "show", "table", "51820"]);
+    assert!(rules.contains("lookup 51820"), "no mesh rule on a node whose device failed:\n{rules}");
+    assert!(table.contains("blackhole"), "no blackhole floor:\n{table}");
+    assert!(!table.contains("dev meshcrypt0"), "routed through another tool's link:\n{table}");
+    let leak = cluster.leak_detector().expect("leak detector");
+    let (from, to) = (pod_on(&cluster, &node), pod_on(&cluster, "node-0"));
+    assert!(
+        !cluster.lab.ping(&from, to.address.into()).expect("ping"),
+        "pod traffic left a node without a device"
+    );
+    let report = leak.stop().expect("leak report");
+    assert!(report.is_clean(), "{report}");
+
+    on_node(&cluster, &node, &["ip", "link", "del", "meshcrypt0"]);
+    poll(Duration::from_secs(30), || if cluster.is_ready(&node) { Ok(()) } else { Err("not ready".into()) })
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
+    assert!(cluster.lab.ping(&from, to.address.into()).expect("ping"), "no mesh after the leftover went");
+}
+
+/// Behaviour 9, leftover state that is taken over. A node holds what an earlier install or a
+/// crash left: a persistent TUN named like the device that no process holds, a route in
+/// meshcrypt's table and a rule at its priority for a network no longer meshed, and a corrupt
+/// last-known peer set. The agent takes the TUN over, removes the stale route and rule (the table
+/// and the priority are its own), ignores the corrupt file (a WARN), and is ready.
+#[test]
+fn leftover_state_an_earlier_installs_tun_routes_rules_and_files_are_taken_over() {
+    let mut cluster = cluster(2);
+    let state_dir = |cluster: &Cluster, node: &str| cluster.dir().join(node).join("state");
+    let node = cluster
+        .add_node_with(|cluster, name| {
+            let ns = cluster.lab.node(name).expect("node").namespace.clone();
+            for args in [
+                &["ip", "tuntap", "add", "dev", "meshcrypt0", "mode", "tun"][..],
+                &["ip", "route", "add", "blackhole", "10.99.0.0/16", "table", "51820"],
+                &["ip", "rule", "add", "to", "10.99.0.0/16", "lookup", "51820", "priority", "100"],
+            ] {
+                cluster.lab.exec(&ns, args)?;
+            }
+            let dir = state_dir(cluster, name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+            std::fs::write(dir.join("last-known.json"), "meshcrypt last-known v1 sha256=00\n{}\n")?;
+            Ok(())
+        })
+        .expect("add node");
+    poll(Duration::from_secs(30), || if cluster.is_ready(&node) { Ok(()) } else { Err("not ready".into()) })
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
+    let (from, to) = (pod_on(&cluster, &node), pod_on(&cluster, "node-0"));
+    assert!(cluster.lab.ping(&from, to.address.into()).expect("ping"), "no mesh over the taken-over TUN");
+    let rules = on_node(&cluster, &node, &["ip", "rule", "show", "priority", "100"]);
+    let table = on_node(&cluster, &node, &["ip", "route", "show", "table", "51820"]);
+    assert!(
+        !rules.contains("10.99.0.0/16") && !table.contains("10.99.0.0/16"),
+        "stale state kept:\n{rules}\n{table}"
+    );
+    let log = cluster.agent_logs_tail(200);
+    assert!(log.contains("ignoring the saved last known peer set"), "no word about the corrupt file");
+    // The corrupt file was replaced by a good one after the first pass.
+    let saved = std::fs::read_to_string(state_dir(&cluster, &node).join("last-known.json")).expect("saved");
+    assert!(saved.contains(&format!("\"node\": \"{node}\"")), "{saved}");
+}

@@ -103,6 +103,8 @@ pub struct ObservedLink {
     pub up: bool,
     /// Addresses on the device.
     pub addresses: BTreeSet<IpNet>,
+    /// The link's kind (`IFLA_INFO_KIND`: "tun", "veth", "wireguard", ...), if the kernel says.
+    pub kind: Option<String>,
 }
 
 /// What the kernel holds of the things meshcrypt owns.

@@ -11,9 +11,9 @@ use futures::TryStreamExt as _;
 use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
@@ -62,7 +62,8 @@ impl Netlink {
         Ok(ObservedState { link, routes, rules })
     }
 
-    async fn observe_link(&self, ifname: &str) -> Result<Option<ObservedLink>, Error> {
+    /// The link named `ifname`, with its index, MTU, state, addresses and kind, if one exists.
+    pub async fn observe_link(&self, ifname: &str) -> Result<Option<ObservedLink>, Error> {
         let mut links = self.handle.link().get().match_name(ifname.to_owned()).execute();
         let msg = match links.try_next().await {
             Ok(Some(msg)) => msg,
@@ -76,6 +77,13 @@ impl Netlink {
         let mtu =
             msg.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(m) = a { Some(*m) } else { None });
         let up = msg.header.flags.contains(LinkFlags::Up);
+        let kind = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Kind(kind) => Some(kind.to_string()),
+                _ => None,
+            }),
+            _ => None,
+        });
         let mut addresses = BTreeSet::new();
         let mut dump = self.handle.address().get().set_link_index_filter(index).execute();
         while let Some(addr) =
@@ -89,7 +97,7 @@ impl Netlink {
                 }
             }
         }
-        Ok(Some(ObservedLink { index, mtu: mtu.unwrap_or(0), up, addresses }))
+        Ok(Some(ObservedLink { index, mtu: mtu.unwrap_or(0), up, addresses, kind }))
     }
 
     /// The MTU of the interface that holds `address` (the node's underlay address), if any does.
@@ -171,7 +179,11 @@ impl Netlink {
                 self.handle.route().add(msg).replace().execute().await.map_err(fail)
             }
             Op::DelRoute(route) => {
-                let msg = route_message(op, &route, table, None)?;
+                let mut msg = route_message(op, &route, table, None)?;
+                // Match the route whoever added it: any protocol (ours are "static", one added by
+                // `ip route` is "boot") and any scope (fib_table_delete compares them if set).
+                msg.header.protocol = RouteProtocol::Unspec;
+                msg.header.scope = RouteScope::NoWhere;
                 self.handle.route().del(msg).execute().await.map_err(fail)
             }
             Op::AddRule(rule) => {

@@ -185,3 +185,46 @@ fn routes_and_rules_of_others_are_never_touched() {
         assert!(rules.contains("101:\tfrom all to 10.244.0.0/16 lookup 77"), "{rules}");
     });
 }
+
+/// Leftovers in meshcrypt's own table and priority, added by hand (`ip route` marks them protocol
+/// "boot", ours are "static"; some in other scopes and kinds): one plan removes them all, and
+/// the next plan is empty (a delete that cannot match would repeat on every pass).
+#[test]
+fn leftovers_in_our_table_are_removed_whoever_added_them() {
+    in_private_netns(|| {
+        ip(&["tuntap", "add", "dev", "meshcrypt0", "mode", "tun"]);
+        ip(&["link", "set", "lo", "up"]);
+        let table = TABLE.to_string();
+        ip(&["route", "add", "blackhole", "10.99.0.0/16", "table", &table]);
+        ip(&["route", "add", "unreachable", "10.98.0.0/16", "table", &table, "metric", "7"]);
+        ip(&[
+            "route",
+            "add",
+            "10.97.0.0/16",
+            "dev",
+            "lo",
+            "table",
+            &table,
+            "proto",
+            "kernel",
+            "scope",
+            "link",
+        ]);
+        ip(&["route", "add", "prohibit", "fd00:99::/64", "table", &table]);
+        ip(&["rule", "add", "to", "10.99.0.0/16", "lookup", &table, "priority", &PRIORITY.to_string()]);
+        runtime().block_on(async {
+            let nl = Netlink::connect().unwrap();
+            let desired = build(&input(&[], true));
+            let observed = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap();
+            let index = observed.link.as_ref().map(|l| l.index);
+            nl.apply(index, TABLE, &plan(&desired, &observed)).await.unwrap();
+            let after = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap();
+            let left = plan(&desired, &after);
+            assert!(left.is_empty(), "leftovers survived: {left:?}\n{after:#?}");
+        });
+        let routes = ip(&["route", "show", "table", &table]) + &ip(&["-6", "route", "show", "table", &table]);
+        for stale in ["10.99.0.0/16", "10.98.0.0/16", "10.97.0.0/16", "fd00:99::/64"] {
+            assert!(!routes.contains(stale), "{stale} left in the table:\n{routes}");
+        }
+    });
+}

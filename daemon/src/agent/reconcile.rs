@@ -223,14 +223,24 @@ impl Reconciler {
         self.device.read().ok().and_then(|d| d.clone())
     }
 
-    /// The device, created (or moved to the configured port) as needed.
-    fn ensure_device(&mut self, settings: &Settings) -> Result<Arc<Device>, AgentError> {
+    /// The device, created (or moved to the configured port) as needed. A link that already has
+    /// the device's name is taken over only if it is a TUN no other process holds (one left by a
+    /// crashed agent); anything else is an error that names it and what to do.
+    async fn ensure_device(&mut self, settings: &Settings) -> Result<Arc<Device>, AgentError> {
         if let Some(device) = self.device() {
             if device.listen_port() != settings.port {
                 tracing::info!(from = device.listen_port(), to = settings.port, "moving the mesh port");
                 device.apply(&[Change::SetListenPort(settings.port)])?;
             }
             return Ok(device);
+        }
+        if let Some(link) = self.netlink.observe_link(&self.ifname).await?
+            && link.kind.as_deref() != Some("tun")
+        {
+            return Err(AgentError::ForeignLink {
+                ifname: self.ifname.clone(),
+                kind: link.kind.unwrap_or_else(|| "unknown".into()),
+            });
         }
         let record =
             self.keys.load()?.ok_or_else(|| AgentError::Config("the node key file vanished".into()))?;
@@ -242,7 +252,13 @@ impl Reconciler {
         config.workers = self.workers;
         // The routing step sets the tunnel MTU for this node's underlay, in this same pass.
         config.mtu = None;
-        let device = Arc::new(Device::create(config)?);
+        let device = Arc::new(Device::create(config).map_err(|e| {
+            if e.io_error().and_then(std::io::Error::raw_os_error) == Some(nix::errno::Errno::EBUSY as i32) {
+                AgentError::TunBusy { ifname: self.ifname.clone(), source: e }
+            } else {
+                e.into()
+            }
+        })?);
         tracing::info!(interface = %self.ifname, port = settings.port, "wireguard device up");
         if let Ok(mut slot) = self.device.write() {
             *slot = Some(device.clone());
@@ -264,15 +280,7 @@ impl Reconciler {
             node: self.node.clone(),
             reason: "no InternalIP in status.addresses".into(),
         })?;
-        let device = self.ensure_device(settings)?;
         let published = NodeKeyAnnotations::parse(&local.annotations).ok().flatten();
-        let own_key_changed = self.sync_key(&device, settings, published.as_ref(), now).await?;
-
-        // The published key must be the device's key before any peer relies on it.
-        if !own_key_changed && published.as_ref() != Some(&self.key) {
-            publish_key(&self.client, &self.node, &self.key).await?;
-        }
-
         let (allowed_ips, pods) = match settings.addressing {
             Addressing::PodCidr => (AllowedIpsFrom::PodCidrs, Vec::new()),
             Addressing::PodIp => (AllowedIpsFrom::PodIps, self.pod_views().await?),
@@ -312,6 +320,25 @@ impl Reconciler {
             pod_networks: &settings.pod_networks,
             node_ips: &node_ips,
         };
+        let device = match self.ensure_device(settings).await {
+            Ok(device) => device,
+            Err(e) => {
+                // No device: still fail closed. The rules and the blackhole floor need no device.
+                let desired = meshcrypt_routing::desired::build(&routing_input(
+                    &self.routing_settings(mesh),
+                    mtu,
+                    &node_ips,
+                    &peers,
+                ));
+                self.converge(&desired, None).await?;
+                return Err(e);
+            }
+        };
+        let own_key_changed = self.sync_key(&device, settings, published.as_ref(), now).await?;
+        // The published key must be the device's key before any peer relies on it.
+        if !own_key_changed && published.as_ref() != Some(&self.key) {
+            publish_key(&self.client, &self.node, &self.key).await?;
+        }
         let (device_ops, kernel_ops) = self.program(&device, &peers, own_key_changed, mesh).await?;
         self.remember(LastKnown::of(mesh, &peers, now));
         Ok(Summary { peers: peers.peers.len(), device_ops, kernel_ops })
@@ -340,7 +367,19 @@ impl Reconciler {
         if let Ok(mut names) = self.names.lock() {
             *names = peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect();
         }
-        let routing = RoutingSettings {
+        let desired = meshcrypt_routing::desired::build(&routing_input(
+            &self.routing_settings(mesh),
+            mesh.mtu,
+            mesh.node_ips,
+            peers,
+        ));
+        let kernel_ops = self.converge(&desired, Some(device.ifindex())).await?;
+        Ok((ops.len(), kernel_ops))
+    }
+
+    /// The routing crate's settings for `mesh`.
+    fn routing_settings(&self, mesh: Snapshot<'_>) -> RoutingSettings {
+        RoutingSettings {
             ifname: self.ifname.clone(),
             table: self.table,
             rule_priority: self.rule_priority,
@@ -348,11 +387,7 @@ impl Reconciler {
             strict: mesh.strict,
             host_encryption: mesh.host_encryption,
             fwmark: self.fwmark,
-        };
-        let desired =
-            meshcrypt_routing::desired::build(&routing_input(&routing, mesh.mtu, mesh.node_ips, peers));
-        let kernel_ops = self.converge(&desired).await?;
-        Ok((ops.len(), kernel_ops))
+        }
     }
 
     /// Programs the device and the kernel from the last known peer set, before the API server
@@ -369,7 +404,7 @@ impl Reconciler {
             pod_networks: last.pod_networks.clone(),
             ..Settings::default()
         };
-        let device = self.ensure_device(&settings)?;
+        let device = self.ensure_device(&settings).await?;
         let mesh = Snapshot {
             node: &last.node,
             port: last.port,
@@ -475,9 +510,15 @@ impl Reconciler {
         Ok(false)
     }
 
-    /// Brings the kernel to `desired`; returns how many operations that took.
-    async fn converge(&self, desired: &DesiredState) -> Result<usize, AgentError> {
-        let observed = self.netlink.observe(&self.ifname, self.table, self.rule_priority).await?;
+    /// Brings the kernel to `desired` through the device with interface index `device` (none: no
+    /// device, the rules and floors only); returns how many operations that took. A link with the
+    /// device's name but another index (a leftover, or ours deleted and the name reused) is never
+    /// routed through or changed.
+    async fn converge(&self, desired: &DesiredState, device: Option<u32>) -> Result<usize, AgentError> {
+        let mut observed = self.netlink.observe(&self.ifname, self.table, self.rule_priority).await?;
+        if observed.link.as_ref().is_some_and(|l| Some(l.index) != device) {
+            observed.link = None;
+        }
         let ops = plan(desired, &observed);
         if !ops.is_empty() {
             let listed: Vec<String> = ops.iter().map(ToString::to_string).collect();
@@ -485,7 +526,7 @@ impl Reconciler {
             let index = observed.link.as_ref().map(|l| l.index);
             self.netlink.apply(index, self.table, &ops).await?;
         }
-        if observed.link.is_none() && !desired.routes.is_empty() {
+        if device.is_some() && observed.link.is_none() {
             // Deleted from outside (`ip link del`): the device behind it is dead. Dropping it
             // lets the next pass create a new one; until then the fail-closed floor drops.
             if let Ok(mut slot) = self.device.write()
@@ -510,7 +551,7 @@ impl Reconciler {
             routes: Default::default(),
             rules: Default::default(),
         };
-        let kernel_ops = self.converge(&empty).await?;
+        let kernel_ops = self.converge(&empty, None).await?;
         // Switched off: nothing may come back from the last known peer set at the next start.
         let saved = last_known::path(&self.state_dir);
         match std::fs::remove_file(&saved) {

@@ -37,7 +37,7 @@ fn input(peers: &[&str], strict: bool) -> RoutingInput {
 }
 
 fn link(mtu: u32, up: bool) -> Option<ObservedLink> {
-    Some(ObservedLink { index: 7, mtu, up, addresses: BTreeSet::new() })
+    Some(ObservedLink { index: 7, mtu, up, addresses: BTreeSet::new(), kind: Some("tun".into()) })
 }
 
 /// The kernel as the planner sees it: applies ops to an observed state.
