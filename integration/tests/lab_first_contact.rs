@@ -123,8 +123,9 @@ fn convergence_a_peer_that_learns_of_a_new_node_late_brings_the_path_up_at_once(
     assert!(handshake_with(&cluster, "node-1", &key_new) > 0, "node-1 shows no handshake with {joined}");
 }
 
-/// Restarts the agent on `victim` `rounds` times under a TCP stream from `a` to `b`; returns the
-/// time from each new agent's readiness until a ping from `a` reaches `b`.
+/// Restarts the agent on `victim` `rounds` times under a TCP stream from `a` to `b`; returns, for
+/// each, the time from the new agent's readiness until a ping from `a` reaches `b`, and from the
+/// old agent's end until then.
 fn restart_gaps(
     cluster: &mut Cluster,
     victim: &str,
@@ -132,9 +133,10 @@ fn restart_gaps(
     b: &Pod,
     rounds: usize,
     kill: bool,
-) -> Vec<Duration> {
-    let mut gaps = Vec::new();
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut gaps, mut outages) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
+        let stopped = Instant::now();
         if kill {
             cluster.kill_agent(victim).expect("SIGKILL");
         } else {
@@ -155,8 +157,9 @@ fn restart_gaps(
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(20)));
         gaps.push(gap);
+        outages.push(stopped.elapsed());
     }
-    gaps
+    (gaps, outages)
 }
 
 fn median_and_max(gaps: &[Duration]) -> (Duration, Duration) {
@@ -181,11 +184,12 @@ fn restart_gap_either_side_traffic_is_back_within_a_second_of_ready() {
     let mut worst = Vec::new();
     for (victim, side) in [("node-0", "sending"), ("node-1", "receiving")] {
         for kill in [true, false] {
-            let gaps = restart_gaps(&mut cluster, victim, &a, &b, rounds, kill);
+            let (gaps, outages) = restart_gaps(&mut cluster, victim, &a, &b, rounds, kill);
             let (median, max) = median_and_max(&gaps);
+            let (whole_median, whole_max) = median_and_max(&outages);
             let how = if kill { "SIGKILL" } else { "SIGTERM" };
             println!(
-                "{how} of the {side} node's agent, {rounds} rounds: traffic back after ready: median {median:?}, max {max:?}"
+                "{how} of the {side} node's agent, {rounds} rounds: traffic back after ready: median {median:?}, max {max:?}; after the signal: median {whole_median:?}, max {whole_max:?}"
             );
             worst.push((format!("{how} {side}"), max));
         }
@@ -582,4 +586,52 @@ fn leftover_state_an_earlier_installs_tun_routes_rules_and_files_are_taken_over(
     // The corrupt file was replaced by a good one after the first pass.
     let saved = std::fs::read_to_string(state_dir(&cluster, &node).join("last-known.json")).expect("saved");
     assert!(saved.contains(&format!("\"node\": \"{node}\"")), "{saved}");
+}
+
+/// The p-th percentile (0–100) of `samples`, nearest rank.
+fn percentile(samples: &[Duration], p: usize) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+/// Behaviour 1, measured over joins. Nodes join one after another (`MESHCRYPT_JOINS`, default 3);
+/// for each, the time from the Node's creation to the first packet delivered from a pod on it to
+/// a pod elsewhere and back, and from the new agent's readiness to that packet, which must be
+/// within 1 s (no first handshake lost to a 5 s retry). Prints p50 and p99.
+#[test]
+fn convergence_joining_nodes_reach_everyone_within_a_second_of_ready() {
+    let joins: usize = std::env::var("MESHCRYPT_JOINS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let mut cluster = cluster(2);
+    let old = pod_on(&cluster, "node-0");
+    let (mut from_join, mut from_ready) = (Vec::new(), Vec::new());
+    for _ in 0..joins {
+        let joined_at = Instant::now();
+        let node = cluster.add_node().expect("add node");
+        poll(
+            Duration::from_secs(30),
+            || if cluster.is_ready(&node) { Ok(()) } else { Err("not ready".into()) },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
+        let ready_at = Instant::now();
+        let new = pod_on(&cluster, &node);
+        poll(Duration::from_secs(30), || {
+            let there = cluster.lab.ping(&new, old.address.into()).unwrap_or(false);
+            let back = there && cluster.lab.ping(&old, new.address.into()).unwrap_or(false);
+            if back { Ok(()) } else { Err(format!("{} and {} do not talk", new.name, old.name)) }
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(20)));
+        from_join.push(joined_at.elapsed());
+        from_ready.push(ready_at.elapsed());
+    }
+    println!(
+        "{joins} joins: join -> first packet both ways p50 {:?} p99 {:?}; agent ready -> first packet p50 {:?} p99 {:?}",
+        percentile(&from_join, 50),
+        percentile(&from_join, 99),
+        percentile(&from_ready, 50),
+        percentile(&from_ready, 99)
+    );
+    let worst = percentile(&from_ready, 100);
+    assert!(worst <= PATH_UP, "a joining node's pods waited {worst:?} after its agent was ready");
 }
