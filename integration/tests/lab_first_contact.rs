@@ -635,3 +635,39 @@ fn convergence_joining_nodes_reach_everyone_within_a_second_of_ready() {
     let worst = percentile(&from_ready, 100);
     assert!(worst <= PATH_UP, "a joining node's pods waited {worst:?} after its agent was ready");
 }
+
+/// Behaviour 6. In pod-IP mode (VPC-CNI-like lab), a pod the CNI has wired on node-0 but whose
+/// Pod object the agents have not seen (the API is slow, or down) is reachable from node-0 itself
+/// (a kubelet probe) and from another pod on node-0: local delivery never waits for the API. Its
+/// traffic never leaves the node, so nothing crosses the underlay in plaintext.
+#[test]
+fn local_delivery_a_pod_wired_before_its_pod_object_is_reachable_on_its_node() {
+    let lab = meshcrypt_integration::lab::Lab::builder()
+        .nodes(2)
+        .pods_per_node(1)
+        .vpc_cni(true)
+        .build()
+        .expect("lab");
+    let mut options = AgentOptions::new().expect("meshcrypt binary");
+    options.config_map = Some([("addressing".to_owned(), "pod-ip".to_owned())].into());
+    let mut cluster = Cluster::start_in(lab, options).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    let neighbour = pod_on(&cluster, "node-0");
+    let leak = cluster.leak_detector().expect("leak detector");
+
+    // Wired by the CNI, never registered with the API server.
+    let fresh = cluster.lab.add_pod("node-0").expect("wire a pod");
+    let node_ns = cluster.lab.node("node-0").expect("node").namespace.clone();
+    let took = poll(Duration::from_secs(10), || {
+        let from_node = cluster.lab.ping_from(&node_ns, fresh.address.into()).unwrap_or(false);
+        let from_pod = from_node && cluster.lab.ping(&neighbour, fresh.address.into()).unwrap_or(false);
+        if from_pod {
+            Ok(())
+        } else {
+            Err(format!("{} unreachable on its node (node {from_node})", fresh.address))
+        }
+    });
+    let report = leak.stop().expect("leak report");
+    took.unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
+    assert!(report.is_clean(), "{report}");
+}

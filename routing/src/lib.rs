@@ -14,5 +14,5 @@ pub mod plan;
 
 pub use desired::RoutingInput;
 pub use error::Error;
-pub use model::{DesiredState, LinkSpec, ObservedLink, ObservedState, Op, Route, RouteKind, Rule};
+pub use model::{DesiredState, HostRoute, LinkSpec, ObservedLink, ObservedState, Op, Route, RouteKind, Rule};
 pub use netlink::Netlink;

@@ -153,3 +153,15 @@ impl fmt::Display for Op {
         }
     }
 }
+
+/// A host route (a /32 or /128) read from a table of the kernel's, e.g. one a CNI installed in the
+/// main table for a pod on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostRoute {
+    /// The destination.
+    pub dst: IpNet,
+    /// The output interface's index, if the route has one.
+    pub oif: Option<u32>,
+    /// The route goes through a gateway (a next hop beyond the link), not straight onto the link.
+    pub via_gateway: bool,
+}

@@ -10,16 +10,18 @@ use std::net::IpAddr;
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
+use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 
 use crate::error::Error;
-use crate::model::{ObservedLink, ObservedState, Op, Route, RouteKind, Rule};
+use crate::model::{HostRoute, ObservedLink, ObservedState, Op, Route, RouteKind, Rule};
 
 /// Applies routing operations in the network namespace of the thread that connected it.
 #[derive(Debug, Clone)]
@@ -102,6 +104,17 @@ impl Netlink {
 
     /// The MTU of the interface that holds `address` (the node's underlay address), if any does.
     pub async fn mtu_of_address(&self, address: IpAddr) -> Result<Option<u32>, Error> {
+        let Some(index) = self.index_of_address(address).await? else { return Ok(None) };
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg =
+            links.try_next().await.map_err(|e| Error::from_rtnetlink(format!("get link {index}"), e))?;
+        Ok(msg.and_then(|m| {
+            m.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(m) = a { Some(*m) } else { None })
+        }))
+    }
+
+    /// The index of the interface that holds `address` (the node's underlay address), if any does.
+    pub async fn index_of_address(&self, address: IpAddr) -> Result<Option<u32>, Error> {
         let mut dump = self.handle.address().get().set_address_filter(address).execute();
         let mut index = None;
         while let Some(msg) = dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump addresses", e))? {
@@ -109,13 +122,55 @@ impl Netlink {
                 index = Some(msg.header.index);
             }
         }
-        let Some(index) = index else { return Ok(None) };
-        let mut links = self.handle.link().get().match_index(index).execute();
-        let msg =
-            links.try_next().await.map_err(|e| Error::from_rtnetlink(format!("get link {index}"), e))?;
-        Ok(msg.and_then(|m| {
-            m.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(m) = a { Some(*m) } else { None })
-        }))
+        Ok(index)
+    }
+
+    /// Every host route (/32, /128) of `table`, both families: what a CNI installs in the main
+    /// table (254) for the pods it wired on this node, among others.
+    pub async fn host_routes(&self, table: u32) -> Result<Vec<HostRoute>, Error> {
+        let mut out = Vec::new();
+        for version in [IpVersion::V4, IpVersion::V6] {
+            let query = match version {
+                IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().table_id(table).build(),
+                IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().table_id(table).build(),
+            };
+            let mut dump = self.handle.route().get(query).execute();
+            while let Some(msg) =
+                dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump routes", e))?
+            {
+                if route_table(&msg) == table && msg.header.kind == RouteType::Unicast {
+                    out.extend(host_route_from(&msg));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `wake` whenever a host route (/32, /128) of the main table is added or removed, e.g.
+    /// when a CNI wires or unwires a pod here, for as long as the runtime runs. Needs a runtime.
+    pub fn watch_host_routes(wake: impl Fn() + Send + 'static) -> Result<(), Error> {
+        use futures::StreamExt as _;
+        use rtnetlink::sys::{AsyncSocket as _, SocketAddr};
+        let (mut connection, _, mut messages) = rtnetlink::new_connection().map_err(Error::Connect)?;
+        let groups = rtnetlink::constants::RTMGRP_IPV4_ROUTE | rtnetlink::constants::RTMGRP_IPV6_ROUTE;
+        connection.socket_mut().socket_mut().bind(&SocketAddr::new(0, groups)).map_err(Error::Connect)?;
+        tokio::spawn(connection);
+        tokio::spawn(async move {
+            while let Some((message, _)) = messages.next().await {
+                let route = match message.payload {
+                    NetlinkPayload::InnerMessage(
+                        RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m),
+                    ) => m,
+                    _ => continue,
+                };
+                if route_table(&route) == u32::from(RouteHeader::RT_TABLE_MAIN)
+                    && host_route_from(&route).is_some()
+                {
+                    wake();
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Applies `ops` in order to the link `link_index` (needed by link, address and device-route
@@ -240,6 +295,26 @@ fn route_from(msg: &RouteMessage, link_index: Option<u32>) -> Option<Route> {
         other => RouteKind::Foreign(u8::from(other)),
     };
     Some(Route { dst, metric: metric.unwrap_or(0), kind })
+}
+
+/// A host route's destination, output interface and whether it has a gateway; `None` for a route
+/// to more than one address.
+fn host_route_from(msg: &RouteMessage) -> Option<HostRoute> {
+    let dst = match msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(d) => Some(d),
+        _ => None,
+    })? {
+        RouteAddress::Inet(a) if msg.header.destination_prefix_length == 32 => IpNet::from(IpAddr::from(*a)),
+        RouteAddress::Inet6(a) if msg.header.destination_prefix_length == 128 => {
+            IpNet::from(IpAddr::from(*a))
+        }
+        _ => return None,
+    };
+    let oif =
+        msg.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
+    let via_gateway =
+        msg.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Via(_)));
+    Some(HostRoute { dst, oif, via_gateway })
 }
 
 fn route_message(op: &Op, route: &Route, table: u32, oif: Option<u32>) -> Result<RouteMessage, Error> {

@@ -88,6 +88,11 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         None => config_source::ConfigSource::flags_only(base),
     };
     let nodes = nodes::watch(client.clone(), wake.clone());
+    // A pod wired (or unwired) here by the CNI wakes the loop: local delivery follows the kernel.
+    let on_route = wake.clone();
+    if let Err(e) = Netlink::watch_host_routes(move || on_route.notify_one()) {
+        tracing::warn!(error = %e, "cannot watch the kernel's routes; pods wired here wait for the next pass");
+    }
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|source| AgentError::Io { what: "install the SIGTERM handler".into(), source })?;
     let mut interrupt = signal(SignalKind::interrupt())

@@ -23,7 +23,7 @@ use super::last_known::{self, LastKnown, Snapshot};
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use super::peer_ops::{handshake_targets, peer_ops, to_changes};
 use super::publish::{STARTUP_TAINT, publish_key, remove_startup_taint, withdraw_key};
-use super::routing_input::{RoutingSettings, routing_input};
+use super::routing_input::{MAIN_TABLE, RoutingSettings, routing_input, wired_local_pods};
 use crate::config::settings::{Addressing, KeyError, Mtu, Settings};
 use crate::error::AgentError;
 use crate::logging::LogControl;
@@ -286,7 +286,7 @@ impl Reconciler {
             Addressing::PodIp => (AllowedIpsFrom::PodIps, self.pod_views().await?),
         };
         let local_node = LocalNode { name: self.node.clone(), public_key: self.key.public_key, underlay_ip };
-        let peers = desired_peers(
+        let mut peers = desired_peers(
             &nodes,
             &pods,
             &local_node,
@@ -294,6 +294,19 @@ impl Reconciler {
         );
         self.events.problems(&peers.problems).await;
         self.record_problems(&peers.problems);
+        if settings.addressing == Addressing::PodIp {
+            // Pods the CNI wired here that the API has not shown yet are delivered locally too.
+            let routes = self.netlink.host_routes(MAIN_TABLE).await?;
+            let underlay = self.netlink.index_of_address(underlay_ip).await?;
+            let not_local: Vec<u32> =
+                underlay.into_iter().chain(self.device().map(|d| d.ifindex())).collect();
+            let wired = wired_local_pods(&routes, &settings.pod_networks, &peers.local_prefixes, &not_local);
+            if !wired.is_empty() {
+                tracing::debug!(?wired, "pods wired on this node that the API has not shown yet");
+                peers.local_prefixes.extend(wired);
+                peers.local_prefixes.sort();
+            }
+        }
 
         let mtu = match settings.mtu {
             Mtu::Fixed(mtu) => mtu,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use meshcrypt_keyexchange::mesh::PeerSet;
-use meshcrypt_routing::RoutingInput;
+use meshcrypt_routing::{HostRoute, RoutingInput};
 
 /// The routing settings that do not change between passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,31 @@ pub fn routing_input(
     }
 }
 
+/// The main routing table's id (`RT_TABLE_MAIN`, rtnetlink(7)).
+pub const MAIN_TABLE: u32 = 254;
+
+/// The pods the CNI has wired on this node, read from the kernel rather than the API: host routes
+/// of the main table inside a pod network that go straight onto an interface (a pod's veth), not
+/// through a gateway and not onto `not_local` (the underlay's interface, the mesh device), less
+/// those `known` already covers. Local delivery to them then never waits for the API server.
+pub fn wired_local_pods(
+    routes: &[HostRoute],
+    pod_networks: &[IpNet],
+    known: &[IpNet],
+    not_local: &[u32],
+) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = routes
+        .iter()
+        .filter(|r| !r.via_gateway && r.oif.is_some_and(|oif| !not_local.contains(&oif)))
+        .filter(|r| pod_networks.iter().any(|n| n.contains(&r.dst)))
+        .filter(|r| !known.iter().any(|k| k.contains(&r.dst)))
+        .map(|r| r.dst)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +139,39 @@ mod tests {
         assert_eq!(input.local_prefixes, vec![net("10.244.0.0/24"), net("10.244.200.7/32")]);
         assert!(input.strict);
         assert_eq!(input.mtu, 1440);
+    }
+
+    #[test]
+    fn wired_local_pods_table() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let route =
+            |dst: &str, oif: Option<u32>, via_gateway: bool| HostRoute { dst: net(dst), oif, via_gateway };
+        let pod_networks = [net("10.244.128.0/17"), net("fd00:10:244::/56")];
+        let known = [net("10.244.128.8/32")];
+        // 2: the underlay's interface, 9: the mesh device; 11, 12: pod veths.
+        let not_local = [2, 9];
+        let cases: Vec<(&str, HostRoute, bool)> = vec![
+            ("a pod on a veth", route("10.244.128.13/32", Some(11), false), true),
+            ("an IPv6 pod on a veth", route("fd00:10:244::d/128", Some(12), false), true),
+            ("already known from the API", route("10.244.128.8/32", Some(11), false), false),
+            (
+                "a remote pod over the underlay (host-gateway route)",
+                route("10.244.128.9/32", Some(2), true),
+                false,
+            ),
+            (
+                "a remote pod onto the underlay without a gateway",
+                route("10.244.128.10/32", Some(2), false),
+                false,
+            ),
+            ("through the mesh device", route("10.244.128.11/32", Some(9), false), false),
+            ("through a gateway on another link", route("10.244.128.12/32", Some(11), true), false),
+            ("outside the pod networks", route("192.0.2.7/32", Some(11), false), false),
+            ("no output interface", route("10.244.128.14/32", None, false), false),
+        ];
+        for (name, r, local) in cases {
+            let got = wired_local_pods(&[r], &pod_networks, &known, &not_local);
+            assert_eq!(got == vec![r.dst], local, "{name}: {got:?}");
+        }
     }
 }
