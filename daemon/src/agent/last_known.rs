@@ -18,6 +18,29 @@ pub const FILE: &str = "last-known.json";
 /// The first line's prefix; the line ends with the SHA-256 of the rest of the file, in hex.
 const HEADER: &str = "meshcrypt last-known v1 sha256=";
 
+/// How often the file is rewritten at most for a change of allowed IPs only: in pod-IP mode pod
+/// churn changes them many times a second, and a restart needs them only roughly current (the
+/// API's list replaces them).
+pub const SAVE_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
+
+/// Whether `next` is to be written, `last` being what was written last: when nothing was; at once
+/// when the peers (their nodes, keys, endpoints) or the settings changed; and when only allowed
+/// IPs or local prefixes changed, once the last write is [`SAVE_EVERY`] old.
+pub fn save_due(last: Option<&LastKnown>, next: &LastKnown) -> bool {
+    let Some(last) = last else { return true };
+    if (LastKnown { saved: next.saved, ..last.clone() }) == *next {
+        return false;
+    }
+    // What changes rarely and matters: everything but allowed IPs and local prefixes.
+    let skeleton = |k: &LastKnown| LastKnown {
+        saved: next.saved,
+        local_prefixes: Vec::new(),
+        peers: k.peers.iter().map(|p| SavedPeer { allowed_ips: Vec::new(), ..p.clone() }).collect(),
+        ..k.clone()
+    };
+    skeleton(last) != skeleton(next) || next.saved.duration_since(last.saved) >= SAVE_EVERY
+}
+
 /// Everything a pass needs to program the device and the kernel without the API server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastKnown {
@@ -238,6 +261,33 @@ mod tests {
         let peers = back.peer_set().unwrap();
         assert_eq!(peers.peers["node-1"].key_epoch, 3);
         assert_eq!(peers.local_prefixes, saved.local_prefixes);
+    }
+
+    #[test]
+    fn save_due_table() {
+        let last = sample();
+        // secs after the last save; what changed: 0 nothing, 1 allowed IPs, 2 a peer's key, 3 the MTU.
+        let later = |secs: i64, change: u8| {
+            let mut next = last.clone();
+            next.saved = last.saved + jiff::SignedDuration::from_secs(secs);
+            match change {
+                1 => next.peers[0].allowed_ips.push("10.244.9.0/24".parse().unwrap()),
+                2 => next.peers[0].public_key = PrivateKey::generate().public_key().to_string(),
+                3 => next.mtu = 1400,
+                _ => {}
+            }
+            next
+        };
+        for (name, last, next, due) in [
+            ("nothing saved yet", None, later(0, 0), true),
+            ("unchanged, long after", Some(&last), later(3600, 0), false),
+            ("allowed IPs changed, too soon", Some(&last), later(9, 1), false),
+            ("allowed IPs changed, 10 s on", Some(&last), later(10, 1), true),
+            ("a peer's key changed: at once", Some(&last), later(0, 2), true),
+            ("the MTU changed: at once", Some(&last), later(0, 3), true),
+        ] {
+            assert_eq!(save_due(last, &next), due, "{name}");
+        }
     }
 
     #[test]

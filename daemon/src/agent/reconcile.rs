@@ -439,14 +439,11 @@ impl Reconciler {
         Ok(peers.peers.len())
     }
 
-    /// Saves `snapshot` as the last known peer set when it differs from the one saved (its time
-    /// aside). A failure to save is a WARN, never a failed pass.
+    /// Saves `snapshot` as the last known peer set when it differs from the one saved, at most
+    /// every [`last_known::SAVE_EVERY`] (a later pass saves what a skipped one did not). A failure
+    /// to save is a WARN, never a failed pass.
     fn remember(&mut self, snapshot: LastKnown) {
-        if self
-            .last_known
-            .as_ref()
-            .is_some_and(|saved| LastKnown { saved: snapshot.saved, ..saved.clone() } == snapshot)
-        {
+        if !last_known::save_due(self.last_known.as_ref(), &snapshot) {
             return;
         }
         let path = last_known::path(&self.state_dir);
