@@ -54,8 +54,7 @@ fn bench_peer_set(c: &mut Criterion) {
             public_key: PrivateKey::generate().public_key(),
             underlay_ip: IpAddr::V4(node_addr(0)),
         };
-        let config =
-            MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs, host_encryption: false };
+        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs };
         group.bench_with_input(BenchmarkId::from_parameter(n), &all, |b, all| {
             b.iter(|| {
                 let set = desired_peers(black_box(all), &[], &local, &config);
@@ -78,7 +77,8 @@ fn input(n: usize) -> RoutingInput {
         local_prefixes: vec![pod_cidr(0)],
         peer_prefixes: (1..n).map(pod_cidr).collect(),
         strict: true,
-        host_prefixes: vec![],
+        peer_hosts: vec![],
+        host_encryption: false,
         fwmark: Some(0x20_0000),
     }
 }

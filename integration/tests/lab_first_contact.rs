@@ -671,3 +671,57 @@ fn local_delivery_a_pod_wired_before_its_pod_object_is_reachable_on_its_node() {
     took.unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(10)));
     assert!(report.is_clean(), "{report}");
 }
+
+/// Host network on one node and a pod on another, both ways, with `host-encryption` off (the
+/// default): a TCP exchange and a ping from node-0's own network namespace to node-1's pod, and
+/// from node-1's pod to node-0's address (as Prometheus scrapes an agent's `/metrics`). All of it
+/// crosses the underlay only as WireGuard.
+fn host_network_talks_with_a_remote_pod(cluster: &Cluster) {
+    let pod = pod_on(cluster, "node-1");
+    let node0 = cluster.lab.node("node-0").expect("node-0").clone();
+    let leak = cluster.leak_detector().expect("leak detector");
+    let host_to_pod = cluster.lab.ping_from(&node0.namespace, pod.address.into()).expect("ping");
+    let tcp_host_to_pod =
+        cluster.lab.tcp_exchange_ns(&node0.namespace, &pod.namespace, pod.address.into(), b"scrape", TCP);
+    let pod_to_host = cluster.lab.ping(&pod, node0.underlay_addr.into()).expect("ping");
+    let tcp_pod_to_host = cluster.lab.tcp_exchange_ns(
+        &pod.namespace,
+        &node0.namespace,
+        node0.underlay_addr.into(),
+        b"metrics",
+        TCP,
+    );
+    let report = leak.stop().expect("leak report");
+    assert!(host_to_pod, "node-0's host cannot ping {}\n{}", pod.name, cluster.agent_logs_tail(10));
+    assert!(tcp_host_to_pod.is_ok(), "node-0's host -> {}: {tcp_host_to_pod:?}", pod.name);
+    assert!(pod_to_host, "{} cannot ping node-0's address", pod.name);
+    assert!(tcp_pod_to_host.is_ok(), "{} -> node-0's host: {tcp_pod_to_host:?}", pod.name);
+    assert_eq!(report.pod_plaintext, 0, "{report}");
+    assert!(report.is_clean(), "{report}");
+}
+
+/// The TCP exchanges' deadline.
+const TCP: Duration = Duration::from_secs(10);
+
+/// Behaviour 5 in pod-CIDR mode.
+#[test]
+fn host_network_and_remote_pods_talk_both_ways_encrypted_in_pod_cidr_mode() {
+    host_network_talks_with_a_remote_pod(&cluster(2));
+}
+
+/// Behaviour 5 in pod-IP mode (the VPC-CNI-like lab).
+#[test]
+fn host_network_and_remote_pods_talk_both_ways_encrypted_in_pod_ip_mode() {
+    let lab = meshcrypt_integration::lab::Lab::builder()
+        .nodes(2)
+        .pods_per_node(1)
+        .vpc_cni(true)
+        .build()
+        .expect("lab");
+    let mut options = AgentOptions::new().expect("meshcrypt binary");
+    options.config_map = Some([("addressing".to_owned(), "pod-ip".to_owned())].into());
+    let cluster = Cluster::start_in(lab, options).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    cluster.wait_converged(Duration::from_secs(30)).expect("mesh");
+    host_network_talks_with_a_remote_pod(&cluster);
+}

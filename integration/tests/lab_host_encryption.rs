@@ -60,9 +60,13 @@ fn node_to_node_traffic_crosses_only_as_wireguard() {
     assert!(cluster.lab.ping(&a, b.address.into()).expect("ping"));
     cluster.set_config(&[("host-encryption", "false")]).expect("switch off");
     poll(Duration::from_secs(10), || {
-        let allowed = cluster.wg("node-0", &["show", "meshcrypt0", "allowed-ips"]).unwrap_or_default();
-        if allowed.contains("198.18.0.11/32") { Err(allowed) } else { Ok(()) }
+        let ns = &cluster.lab.node("node-1").unwrap().namespace;
+        let rules = cluster.lab.exec(ns, &["ip", "rule", "show"]).unwrap_or_default();
+        if rules.contains("to 198.18.0.10 ") { Err(rules) } else { Ok(()) }
     })
     .expect("agents still follow the API after host encryption");
     assert!(cluster.is_ready("node-0") && cluster.is_ready("node-1"));
+    // Off again: node-to-node traffic is the host's own business once more (pods' is not).
+    let plain = node_tcp(&cluster, "node-0", "node-1");
+    assert!(plain.stray_underlay > 0, "host encryption still on after switching it off: {plain}");
 }

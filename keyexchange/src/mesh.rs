@@ -149,8 +149,6 @@ pub struct MeshConfig {
     pub port: u16,
     /// Where allowed IPs come from.
     pub allowed_ips: AllowedIpsFrom,
-    /// Host encryption: each peer's node address (its endpoint) is among its allowed IPs.
-    pub host_encryption: bool,
 }
 
 /// One remote node this node exchanges encrypted traffic with.
@@ -288,8 +286,9 @@ pub struct PeerSet {
 /// others are refused, so copying a public key (which is public) cannot cut its holder off. A
 /// node's allowed IPs are its pod CIDRs (or its Pods' addresses), less any prefix that overlaps one
 /// claimed earlier by another node, or one of the local node's own: an overlapping claim never
-/// redirects traffic, and the established claim keeps working. Both sides of every conflict are
-/// reported.
+/// redirects traffic, and the established claim keeps working; its node address (its endpoint) is
+/// among them too, so that its host network can talk to pods here. Both sides of every conflict
+/// are reported.
 pub fn desired_peers(
     nodes: &[NodeView],
     pods: &[PodView],
@@ -359,11 +358,12 @@ pub fn desired_peers(
                 .filter(|p| conflicts.get(&(node.name.as_str(), **p)).is_none_or(Conflict::routed))
                 .copied(),
         );
+        // The node's own address too: traffic between its host network and pods here is pod
+        // traffic, encrypted both ways (the routing step decides what is steered to it).
         let mut allowed_ips = allowed_ips;
-        if config.host_encryption {
-            allowed_ips.push(IpNet::from(*ip));
-            allowed_ips.sort();
-        }
+        allowed_ips.push(IpNet::from(*ip));
+        allowed_ips.sort();
+        allowed_ips.dedup();
         peers.insert(
             node.name.clone(),
             Peer {

@@ -1,10 +1,14 @@
 //! From prefixes to kernel state: which routes and rules steer pod traffic into the mesh.
 //!
-//! One rule per pod network sends its traffic to meshcrypt's table. There, each peer's prefixes go
-//! into the device, this node's own pods are thrown back to the next rule (the main table), and in
-//! strict mode the whole pod network goes into the device (which drops and counts what no peer
-//! covers) over a blackhole floor that stays when the device is gone: a packet with no encrypted
-//! path is dropped, never sent in plaintext.
+//! Two rules per pod network send its traffic to meshcrypt's table: everything to it, and
+//! everything from it (a pod talking to another node's address). There, each peer's prefixes and
+//! its node addresses go into the device, this node's own pods are thrown back to the next rule
+//! (the main table), and in strict mode the whole pod network and every peer's node address go
+//! into the device (which drops and counts what no peer covers) over a blackhole floor that stays
+//! when the device is gone: a packet with no encrypted path is dropped, never sent in plaintext.
+//! Anything else a pod sends (the internet, a node without a key) finds no route here and goes
+//! on to the main table. With host encryption, traffic to peers' node addresses from anywhere
+//! (the host itself) is steered in too.
 
 use std::collections::BTreeSet;
 
@@ -39,9 +43,12 @@ pub struct RoutingInput {
     pub peer_prefixes: Vec<IpNet>,
     /// Fail closed: pod traffic without a peer is dropped rather than sent on the underlay.
     pub strict: bool,
-    /// Peers' node addresses whose traffic goes through the mesh too (host encryption); their
-    /// routes are among `peer_prefixes`.
-    pub host_prefixes: Vec<IpNet>,
+    /// Peers' node addresses: traffic between them and pods goes through the mesh (their routes
+    /// are among `peer_prefixes`); in strict mode a blackhole floor holds each.
+    pub peer_hosts: Vec<IpNet>,
+    /// Host encryption: traffic to peers' node addresses from anywhere, not just from pods, is
+    /// steered into the mesh.
+    pub host_encryption: bool,
     /// The firewall mark on the mesh's own UDP packets: every rule skips packets carrying it.
     pub fwmark: Option<u32>,
 }
@@ -61,17 +68,18 @@ pub fn build(input: &RoutingInput) -> DesiredState {
             add(network, ROUTE_METRIC, RouteKind::Device);
             add(network, FLOOR_METRIC, RouteKind::Blackhole);
         }
+        for host in &input.peer_hosts {
+            add(host, FLOOR_METRIC, RouteKind::Blackhole);
+        }
     }
+    let (priority, mark, table) = (input.rule_priority, input.fwmark, input.table);
+    let hosts: &[IpNet] = if input.host_encryption { &input.peer_hosts } else { &[] };
     let rules = input
         .pod_networks
         .iter()
-        .chain(&input.host_prefixes)
-        .map(|dst| Rule {
-            priority: input.rule_priority,
-            dst: dst.trunc(),
-            unmarked: input.fwmark,
-            table: input.table,
-        })
+        .chain(hosts)
+        .map(|dst| Rule::to(priority, dst.trunc(), mark, table))
+        .chain(input.pod_networks.iter().map(|src| Rule::from(priority, src.trunc(), mark, table)))
         .collect();
     DesiredState {
         link: LinkSpec {
@@ -102,9 +110,10 @@ mod tests {
             rule_priority: 100,
             pod_networks: vec![net("10.244.0.0/16")],
             local_prefixes: vec![net("10.244.0.0/24")],
-            peer_prefixes: vec![net("10.244.1.0/24"), net("10.244.2.0/24")],
+            peer_prefixes: vec![net("10.244.1.0/24"), net("10.244.2.0/24"), net("198.18.0.11/32")],
             strict,
-            host_prefixes: vec![],
+            peer_hosts: vec![net("198.18.0.11/32")],
+            host_encryption: false,
             fwmark: Some(0x20_0000),
         }
     }
@@ -119,23 +128,24 @@ mod tests {
             route("10.244.0.0/24", ROUTE_METRIC, RouteKind::Throw),
             route("10.244.1.0/24", ROUTE_METRIC, RouteKind::Device),
             route("10.244.2.0/24", ROUTE_METRIC, RouteKind::Device),
+            route("198.18.0.11/32", ROUTE_METRIC, RouteKind::Device),
         ];
         let strict_extra = [
             route("10.244.0.0/16", ROUTE_METRIC, RouteKind::Device),
             route("10.244.0.0/16", FLOOR_METRIC, RouteKind::Blackhole),
+            route("198.18.0.11/32", FLOOR_METRIC, RouteKind::Blackhole),
         ];
         for (strict, want_extra) in [(true, &strict_extra[..]), (false, &[][..])] {
             let got = build(&input(strict));
             let want: BTreeSet<Route> = common.iter().chain(want_extra).copied().collect();
             assert_eq!(got.routes, want, "strict={strict}");
+            // Pod traffic in both directions; the host's own traffic to peers stays out.
             assert_eq!(
                 got.rules,
-                BTreeSet::from([Rule {
-                    priority: 100,
-                    dst: net("10.244.0.0/16"),
-                    unmarked: Some(0x20_0000),
-                    table: 2_000
-                }])
+                BTreeSet::from([
+                    Rule::to(100, net("10.244.0.0/16"), Some(0x20_0000), 2_000),
+                    Rule::from(100, net("10.244.0.0/16"), Some(0x20_0000), 2_000),
+                ])
             );
             assert_eq!(got.link.mtu, 1440);
         }
@@ -144,15 +154,9 @@ mod tests {
     #[test]
     fn host_encryption_steers_peers_node_addresses_but_never_marked_packets() {
         let mut host = input(true);
-        host.host_prefixes = vec![net("198.18.0.11/32")];
-        host.peer_prefixes.push(net("198.18.0.11/32"));
+        host.host_encryption = true;
         let got = build(&host);
-        assert!(got.rules.contains(&Rule {
-            priority: 100,
-            dst: net("198.18.0.11/32"),
-            unmarked: Some(0x20_0000),
-            table: 2_000
-        }));
+        assert!(got.rules.contains(&Rule::to(100, net("198.18.0.11/32"), Some(0x20_0000), 2_000)));
         assert!(got.routes.contains(&route("198.18.0.11/32", ROUTE_METRIC, RouteKind::Device)));
         assert!(got.rules.iter().all(|r| r.unmarked == Some(0x20_0000)));
     }
@@ -163,7 +167,7 @@ mod tests {
         dual.pod_networks.push(net("fd00:10:244::/56"));
         dual.peer_prefixes.push(net("fd00:10:244:1::/64"));
         let got = build(&dual);
-        assert_eq!(got.rules.len(), 2);
+        assert_eq!(got.rules.len(), 4, "to and from each pod network");
         assert!(got.routes.contains(&route("fd00:10:244::/56", FLOOR_METRIC, RouteKind::Blackhole)));
         assert!(got.routes.contains(&route("fd00:10:244:1::/64", ROUTE_METRIC, RouteKind::Device)));
     }

@@ -50,7 +50,9 @@ impl fmt::Display for Route {
 pub struct Rule {
     /// The rule's priority (lower is consulted first).
     pub priority: u32,
-    /// The destination selector.
+    /// The source selector (`from`); a /0 prefix matches every source.
+    pub src: IpNet,
+    /// The destination selector (`to`); a /0 prefix matches every destination.
     pub dst: IpNet,
     /// Match only packets with none of these mark bits (`fwmark 0/MASK`); `None` for any mark.
     pub unmarked: Option<u32>,
@@ -58,9 +60,35 @@ pub struct Rule {
     pub table: u32,
 }
 
+impl Rule {
+    /// A rule for packets to `dst`, from anywhere.
+    pub fn to(priority: u32, dst: IpNet, unmarked: Option<u32>, table: u32) -> Self {
+        Self { priority, src: any(&dst), dst, unmarked, table }
+    }
+
+    /// A rule for packets from `src`, to anywhere.
+    pub fn from(priority: u32, src: IpNet, unmarked: Option<u32>, table: u32) -> Self {
+        Self { priority, src, dst: any(&src), unmarked, table }
+    }
+}
+
+/// The /0 prefix of `net`'s family: every address.
+fn any(net: &IpNet) -> IpNet {
+    match net {
+        IpNet::V4(_) => IpNet::V4(Default::default()),
+        IpNet::V6(_) => IpNet::V6(Default::default()),
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: to {}", self.priority, self.dst)?;
+        write!(f, "{}:", self.priority)?;
+        if self.src.prefix_len() > 0 {
+            write!(f, " from {}", self.src)?;
+        }
+        if self.dst.prefix_len() > 0 || self.src.prefix_len() == 0 {
+            write!(f, " to {}", self.dst)?;
+        }
         if let Some(mask) = self.unmarked {
             write!(f, " fwmark 0/{mask:#x}")?;
         }

@@ -341,13 +341,14 @@ fn rule_from(msg: &RuleMessage) -> Option<Rule> {
     }
     let mut priority = 0;
     let mut table = u32::from(msg.header.table);
-    let mut addr = None;
+    let (mut addr, mut src) = (None, None);
     let (mut mark, mut mask) = (0, 0);
     for attr in &msg.attributes {
         match attr {
             RuleAttribute::Priority(p) => priority = *p,
             RuleAttribute::Table(t) => table = *t,
             RuleAttribute::Destination(a) => addr = Some(*a),
+            RuleAttribute::Source(a) => src = Some(*a),
             RuleAttribute::FwMark(m) => mark = *m,
             RuleAttribute::FwMask(m) => mask = *m,
             _ => {}
@@ -357,17 +358,24 @@ fn rule_from(msg: &RuleMessage) -> Option<Rule> {
     // back as "unmarked 0", which meshcrypt never wants, so the planner removes it.
     let foreign = msg.header.flags.contains(RuleFlags::Invert) || mark != 0;
     let unmarked = if foreign { Some(0) } else { (mask != 0).then_some(mask) };
-    let addr = addr.unwrap_or(match msg.header.family {
+    let unspecified: IpAddr = match msg.header.family {
         AddressFamily::Inet6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
         _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
-    });
-    Some(Rule { priority, dst: IpNet::new(addr, msg.header.dst_len).ok()?, unmarked, table })
+    };
+    Some(Rule {
+        priority,
+        src: IpNet::new(src.unwrap_or(unspecified), msg.header.src_len).ok()?,
+        dst: IpNet::new(addr.unwrap_or(unspecified), msg.header.dst_len).ok()?,
+        unmarked,
+        table,
+    })
 }
 
 fn rule_message(rule: &Rule) -> RuleMessage {
     let mut msg = RuleMessage::default();
     msg.header.family = if rule.dst.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     msg.header.dst_len = rule.dst.prefix_len();
+    msg.header.src_len = rule.src.prefix_len();
     msg.header.action = RuleAction::ToTable;
     msg.header.table =
         u8::try_from(rule.table).ok().filter(|t| *t != 0).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
@@ -379,6 +387,9 @@ fn rule_message(rule: &Rule) -> RuleMessage {
     }
     if rule.dst.prefix_len() > 0 {
         msg.attributes.push(RuleAttribute::Destination(rule.dst.addr()));
+    }
+    if rule.src.prefix_len() > 0 {
+        msg.attributes.push(RuleAttribute::Source(rule.src.addr()));
     }
     msg
 }

@@ -43,7 +43,8 @@ fn input(peers: &[&str], strict: bool) -> RoutingInput {
         local_prefixes: vec![net("10.244.0.0/24"), net("fd00:10:244::/64")],
         peer_prefixes: peers.iter().map(|p| net(p)).collect(),
         strict,
-        host_prefixes: vec![],
+        peer_hosts: vec![],
+        host_encryption: false,
         fwmark: Some(0x20_0000),
     }
 }
@@ -152,12 +153,8 @@ fn removing_a_peer_and_the_device_leaves_the_blackhole_floor() {
                 kind: RouteKind::Blackhole
             }));
             assert!(!gone.routes.iter().any(|r| r.kind == RouteKind::Device));
-            assert!(gone.rules.contains(&Rule {
-                priority: PRIORITY,
-                dst: net("10.244.0.0/16"),
-                unmarked: Some(0x20_0000),
-                table: TABLE
-            }));
+            assert!(gone.rules.contains(&Rule::to(PRIORITY, net("10.244.0.0/16"), Some(0x20_0000), TABLE)));
+            assert!(gone.rules.contains(&Rule::from(PRIORITY, net("10.244.0.0/16"), Some(0x20_0000), TABLE)));
         });
         let get = Command::new("ip").args(["route", "get", "10.244.1.7"]).output().unwrap();
         assert!(!get.status.success(), "a pod address must be unroutable without the device");

@@ -286,12 +286,8 @@ impl Reconciler {
             Addressing::PodIp => (AllowedIpsFrom::PodIps, self.pod_views().await?),
         };
         let local_node = LocalNode { name: self.node.clone(), public_key: self.key.public_key, underlay_ip };
-        let mut peers = desired_peers(
-            &nodes,
-            &pods,
-            &local_node,
-            &MeshConfig { port: settings.port, allowed_ips, host_encryption: settings.host_encryption },
-        );
+        let mut peers =
+            desired_peers(&nodes, &pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
         self.events.problems(&peers.problems).await;
         self.record_problems(&peers.problems);
         if settings.addressing == Addressing::PodIp {

@@ -26,10 +26,11 @@ pub struct RoutingSettings {
     pub fwmark: u32,
 }
 
-/// The routing input for one pass: every peer's allowed IPs into the device; this node's own pod
-/// prefixes, and node addresses that fall inside a pod network (as on EKS, where the VPC holds
-/// both), delivered without the mesh — unless host encryption sends peers' node addresses through
-/// it.
+/// The routing input for one pass: every peer's allowed IPs (its pods and its node address) into
+/// the device; this node's own pod prefixes, and node addresses that fall inside a pod network
+/// (as on EKS, where the VPC holds both) but are not peers', delivered without the mesh. Traffic
+/// between pods and peers' node addresses always goes through the mesh; with host encryption,
+/// the host's own traffic to them too.
 pub fn routing_input(
     settings: &RoutingSettings,
     mtu: u32,
@@ -40,18 +41,16 @@ pub fn routing_input(
         peers.peers.values().flat_map(|p| p.allowed_ips.iter().copied()).collect();
     peer_prefixes.sort();
     peer_prefixes.dedup();
-    let host_prefixes: Vec<IpNet> = if settings.host_encryption {
-        peers.peers.values().map(|p| IpNet::from(p.endpoint.ip())).collect()
-    } else {
-        Vec::new()
-    };
+    let mut peer_hosts: Vec<IpNet> = peers.peers.values().map(|p| IpNet::from(p.endpoint.ip())).collect();
+    peer_hosts.sort();
+    peer_hosts.dedup();
     let mut local_prefixes = peers.local_prefixes.clone();
     local_prefixes.extend(
         node_ips
             .iter()
             .filter(|ip| settings.pod_networks.iter().any(|n| n.contains(*ip)))
             .map(|ip| IpNet::from(*ip))
-            .filter(|net| !host_prefixes.contains(net)),
+            .filter(|net| !peer_hosts.contains(net)),
     );
     local_prefixes.sort();
     local_prefixes.dedup();
@@ -65,7 +64,8 @@ pub fn routing_input(
         local_prefixes,
         peer_prefixes,
         strict: settings.strict,
-        host_prefixes,
+        peer_hosts,
+        host_encryption: settings.host_encryption,
         fwmark: Some(settings.fwmark),
     }
 }
@@ -104,17 +104,18 @@ mod tests {
     #[test]
     fn peers_prefixes_are_collected_once_and_local_ones_kept_apart() {
         let net = |s: &str| s.parse::<IpNet>().unwrap();
-        let peer = |node: &str, nets: &[&str]| Peer {
+        let peer = |node: &str, endpoint: &str, nets: &[&str]| Peer {
             node: node.into(),
             public_key: PrivateKey::generate().public_key(),
             key_epoch: 0,
-            endpoint: "198.18.0.11:51820".parse().unwrap(),
+            endpoint: endpoint.parse().unwrap(),
             allowed_ips: nets.iter().map(|n| net(n)).collect(),
         };
         let peers = PeerSet {
             peers: [
-                ("b".to_owned(), peer("b", &["10.244.2.0/24", "fd00:10:244:2::/64"])),
-                ("c".to_owned(), peer("c", &["10.244.1.0/24"])),
+                ("b".to_owned(), peer("b", "198.18.0.11:51820", &["10.244.2.0/24", "fd00:10:244:2::/64"])),
+                // A peer whose node address lies inside the pod network, as on EKS.
+                ("c".to_owned(), peer("c", "10.244.200.8:51820", &["10.244.1.0/24"])),
             ]
             .into(),
             local_prefixes: vec![net("10.244.0.0/24")],
@@ -129,13 +130,15 @@ mod tests {
             host_encryption: false,
             fwmark: 0x20_0000,
         };
-        let node_ips = ["198.18.0.10".parse().unwrap(), "10.244.200.7".parse().unwrap()];
+        let node_ips = ["198.18.0.10", "10.244.200.7", "10.244.200.8"].map(|ip| ip.parse().unwrap());
         let input = routing_input(&settings, 1440, &node_ips, &peers);
         assert_eq!(
             input.peer_prefixes,
             vec![net("10.244.1.0/24"), net("10.244.2.0/24"), net("fd00:10:244:2::/64")]
         );
-        // A node address inside the pod network bypasses the mesh; one outside needs nothing.
+        assert_eq!(input.peer_hosts, vec![net("10.244.200.8/32"), net("198.18.0.11/32")]);
+        // A node address inside the pod network bypasses the mesh, unless it is a peer's; one
+        // outside needs nothing.
         assert_eq!(input.local_prefixes, vec![net("10.244.0.0/24"), net("10.244.200.7/32")]);
         assert!(input.strict);
         assert_eq!(input.mtu, 1440);

@@ -49,7 +49,7 @@ fn aged(mut node: NodeView, created: i64, claimed: i64) -> NodeView {
 }
 
 fn cidr_mode(port: u16) -> MeshConfig {
-    MeshConfig { port, allowed_ips: AllowedIpsFrom::PodCidrs, host_encryption: false }
+    MeshConfig { port, allowed_ips: AllowedIpsFrom::PodCidrs }
 }
 
 fn pod(name: &str, node: &str, ips: &[&str]) -> PodView {
@@ -69,6 +69,13 @@ fn pod_at(created: i64, mut pod: PodView) -> PodView {
 
 fn local(underlay: &str) -> LocalNode {
     LocalNode { name: "a".to_owned(), public_key: key(1), underlay_ip: underlay.parse().unwrap() }
+}
+
+/// A peer's allowed IPs but its node address, which every peer has (checked here).
+fn pod_prefixes_of(p: &Peer) -> Vec<String> {
+    let host = IpNet::from(p.endpoint.ip());
+    assert!(p.allowed_ips.contains(&host), "{}: node address not allowed: {:?}", p.node, p.allowed_ips);
+    p.allowed_ips.iter().filter(|n| **n != host).map(ToString::to_string).collect()
 }
 
 struct Case {
@@ -276,13 +283,7 @@ fn peer_set_table() {
         let peers: Vec<(String, String, Vec<String>)> = got
             .peers
             .values()
-            .map(|p| {
-                (
-                    p.node.clone(),
-                    p.endpoint.to_string(),
-                    p.allowed_ips.iter().map(|n| n.to_string()).collect(),
-                )
-            })
+            .map(|p| (p.node.clone(), p.endpoint.to_string(), pod_prefixes_of(p)))
             .collect();
         let want: Vec<(String, String, Vec<String>)> = case
             .peers
@@ -358,13 +359,10 @@ fn pod_ip_mode_table() {
         ),
     ];
     for (name, pods, want_peers, want_local, want_problems) in cases {
-        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodIps, host_encryption: false };
+        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodIps };
         let got = desired_peers(&nodes, &pods, &local("198.18.0.10"), &config);
-        let peers: Vec<(&str, Vec<String>)> = got
-            .peers
-            .values()
-            .map(|p| (p.node.as_str(), p.allowed_ips.iter().map(ToString::to_string).collect()))
-            .collect();
+        let peers: Vec<(&str, Vec<String>)> =
+            got.peers.values().map(|p| (p.node.as_str(), pod_prefixes_of(p))).collect();
         let want: Vec<(&str, Vec<String>)> =
             want_peers.iter().map(|(n, a)| (*n, a.iter().map(|s| (*s).to_owned()).collect())).collect();
         assert_eq!(peers, want, "{name}");
@@ -377,12 +375,12 @@ fn pod_ip_mode_table() {
 }
 
 #[test]
-fn host_encryption_adds_each_peers_node_address() {
+fn each_peers_node_address_is_among_its_allowed_ips() {
     let nodes = vec![
         node("a", Some(&key(1).to_string()), &["198.18.0.10"], &["10.244.0.0/24"]),
         node("b", Some(&key(2).to_string()), &["198.18.0.11"], &["10.244.1.0/24"]),
     ];
-    let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs, host_encryption: true };
+    let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs };
     let got = desired_peers(&nodes, &[], &local("198.18.0.10"), &config);
     let allowed: Vec<String> = got.peers["b"].allowed_ips.iter().map(ToString::to_string).collect();
     assert_eq!(allowed, vec!["10.244.1.0/24", "198.18.0.11/32"]);

@@ -17,7 +17,12 @@ fn route(dst: &str, metric: u32, kind: RouteKind) -> Route {
 }
 
 fn rule(dst: &str) -> Rule {
-    Rule { priority: 100, dst: net(dst), unmarked: Some(0x20_0000), table: 2_000 }
+    Rule::to(100, net(dst), Some(0x20_0000), 2_000)
+}
+
+/// The rule for traffic from pod network `src`.
+fn from_rule(src: &str) -> Rule {
+    Rule::from(100, net(src), Some(0x20_0000), 2_000)
 }
 
 fn input(peers: &[&str], strict: bool) -> RoutingInput {
@@ -31,7 +36,8 @@ fn input(peers: &[&str], strict: bool) -> RoutingInput {
         local_prefixes: vec![net("10.244.0.0/24")],
         peer_prefixes: peers.iter().map(|p| net(p)).collect(),
         strict,
-        host_prefixes: vec![],
+        peer_hosts: vec![],
+        host_encryption: false,
         fwmark: Some(0x20_0000),
     }
 }
@@ -79,6 +85,7 @@ fn plan_table() {
                 Op::ReplaceRoute(route("10.244.0.0/16", ROUTE_METRIC, Device)),
                 Op::ReplaceRoute(route("10.244.1.0/24", ROUTE_METRIC, Device)),
                 Op::AddRule(rule("10.244.0.0/16")),
+                Op::AddRule(from_rule("10.244.0.0/16")),
             ],
         ),
         ("settled: nothing to do", input(&["10.244.1.0/24"], true), settled.clone(), vec![]),
@@ -111,6 +118,7 @@ fn plan_table() {
                 Op::ReplaceRoute(route("10.244.0.0/16", FLOOR_METRIC, Blackhole)),
                 Op::ReplaceRoute(route("10.244.0.0/24", ROUTE_METRIC, Throw)),
                 Op::AddRule(rule("10.244.0.0/16")),
+                Op::AddRule(from_rule("10.244.0.0/16")),
             ],
         ),
         (
@@ -143,9 +151,14 @@ fn plan_table() {
                     route("10.244.0.0/24", ROUTE_METRIC, Throw),
                     route("10.244.1.0/24", ROUTE_METRIC, Device),
                 ]),
-                rules: BTreeSet::from([rule("10.244.0.0/16")]),
+                rules: BTreeSet::from([rule("10.244.0.0/16"), from_rule("10.244.0.0/16")]),
             },
-            vec![Op::AddRule(rule("10.244.0.0/15")), Op::DelRule(rule("10.244.0.0/16"))],
+            vec![
+                Op::AddRule(rule("10.244.0.0/15")),
+                Op::AddRule(from_rule("10.244.0.0/15")),
+                Op::DelRule(rule("10.244.0.0/16")),
+                Op::DelRule(from_rule("10.244.0.0/16")),
+            ],
         ),
     ];
     for (name, input, observed, want) in cases {
@@ -209,7 +222,7 @@ proptest! {
                 observed.routes.insert(r);
             }
         }
-        observed.rules = stale_rules.into_iter().map(|dst| Rule { priority: 100, dst, unmarked: Some(0x20_0000), table: 2_000 }).collect();
+        observed.rules = stale_rules.into_iter().map(|dst| Rule::to(100, dst, Some(0x20_0000), 2_000)).collect();
         let desired = build(&input);
         let after = apply(&observed, &plan(&desired, &observed));
         prop_assert_eq!(plan(&desired, &after), vec![]);
