@@ -11,9 +11,13 @@ use meshcrypt_integration::traffic::Stream;
 /// How soon after the event that makes it possible a path must carry traffic (issue 11).
 const PATH_UP: Duration = Duration::from_secs(1);
 
+/// A cluster whose agents are ready and know each other: readiness is per node (every peer it
+/// knows is configured), and a node can be ready before its partner has published its key, so the
+/// tests that take the API away or freeze an agent first wait for the complete mesh.
 fn cluster(nodes: usize) -> Cluster {
     let cluster = Cluster::start(nodes, 1, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
     cluster
 }
 

@@ -16,6 +16,9 @@ fn cluster(config: &[(&str, &str)]) -> Cluster {
         Some(config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>());
     let cluster = Cluster::start(2, 1, options).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    // Ready is per node: wait until each knows the other before the API goes away or traffic is
+    // counted.
+    cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
     cluster
 }
 
