@@ -44,17 +44,8 @@ impl Netlink {
         let mut routes = BTreeSet::new();
         let mut rules = BTreeSet::new();
         for version in [IpVersion::V4, IpVersion::V6] {
-            let query = match version {
-                IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().table_id(table).build(),
-                IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().table_id(table).build(),
-            };
-            let mut dump = self.handle.route().get(query).execute();
-            while let Some(msg) =
-                dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump routes", e))?
-            {
-                if route_table(&msg) == table {
-                    routes.extend(route_from(&msg, index));
-                }
+            for msg in self.table_routes(version.clone(), table).await? {
+                routes.extend(route_from(&msg, index));
             }
             let mut dump = self.handle.rule().get(version).execute();
             while let Some(msg) = dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump rules", e))? {
@@ -125,20 +116,29 @@ impl Netlink {
         Ok(index)
     }
 
+    /// Every route of `table` in `version`'s family, as the kernel sends them.
+    async fn table_routes(&self, version: IpVersion, table: u32) -> Result<Vec<RouteMessage>, Error> {
+        let query = match version {
+            IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().table_id(table).build(),
+            IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().table_id(table).build(),
+        };
+        let mut dump = self.handle.route().get(query).execute();
+        let mut out = Vec::new();
+        while let Some(msg) = dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump routes", e))? {
+            if route_table(&msg) == table {
+                out.push(msg);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every host route (/32, /128) of `table`, both families: what a CNI installs in the main
     /// table (254) for the pods it wired on this node, among others.
     pub async fn host_routes(&self, table: u32) -> Result<Vec<HostRoute>, Error> {
         let mut out = Vec::new();
         for version in [IpVersion::V4, IpVersion::V6] {
-            let query = match version {
-                IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().table_id(table).build(),
-                IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().table_id(table).build(),
-            };
-            let mut dump = self.handle.route().get(query).execute();
-            while let Some(msg) =
-                dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump routes", e))?
-            {
-                if route_table(&msg) == table && msg.header.kind == RouteType::Unicast {
+            for msg in self.table_routes(version, table).await? {
+                if msg.header.kind == RouteType::Unicast {
                     out.extend(host_route_from(&msg));
                 }
             }
