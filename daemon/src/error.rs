@@ -47,6 +47,39 @@ pub enum AgentError {
         #[source]
         source: meshcrypt_dataplane::Error,
     },
+    /// No valid settings yet: the ConfigMap has been rejected since the agent started.
+    #[error("no valid settings yet: the ConfigMap was rejected (see the ConfigRejected Event)")]
+    NoSettings,
+    /// The underlay's MTU leaves no room for WireGuard's overhead.
+    #[error("underlay MTU {mtu} is too small for a tunnel")]
+    UnderlayTooSmall {
+        /// The underlay interface's MTU.
+        mtu: u32,
+    },
+    /// The WireGuard interface was deleted from outside; the next pass creates a new device.
+    #[error("the WireGuard interface {ifname} is gone; a new device is created on the next pass")]
+    DeviceGone {
+        /// The interface name.
+        ifname: String,
+    },
+    /// The node key file is missing (deleted under the running agent).
+    #[error("the node key file {} is missing", path.display())]
+    KeyFileMissing {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The saved last known peer set cannot be used.
+    #[error("last known peer set: {0}")]
+    LastKnown(#[from] crate::agent::Refused),
+    /// A watch's store closed before its first complete list (the watcher task ended).
+    #[error("the {what} store closed before its first complete list")]
+    StoreClosed {
+        /// Which store ("nodes", "pods", "configmap").
+        what: &'static str,
+        /// kube-runtime's error.
+        #[source]
+        source: kube::runtime::reflector::store::WriterDropped,
+    },
     /// A flag or setting is unusable.
     #[error("configuration: {0}")]
     Config(String),
@@ -56,6 +89,7 @@ pub enum AgentError {
         /// What was being done.
         what: String,
         /// The operating system's error.
+        #[source]
         source: std::io::Error,
     },
 }

@@ -37,6 +37,18 @@ impl LogControl {
     }
 }
 
+impl LogControl {
+    /// A control over a filter no subscriber uses, for tests of code that changes the level: it
+    /// keeps the filter it is given and reports the change as `init`'s does.
+    #[cfg(test)]
+    pub fn detached(filter: &str) -> Self {
+        let (layer, handle) = reload::Layer::<EnvFilter, Registry>::new(EnvFilter::new(filter));
+        // The handle reloads only while its layer lives: keep the layer for the process.
+        std::mem::forget(layer);
+        Self { handle, current: std::sync::Arc::new(std::sync::Mutex::new(filter.to_owned())) }
+    }
+}
+
 /// Installs the global subscriber.
 pub fn init(args: &LogArgs) -> anyhow::Result<LogControl> {
     let (filter, handle) = reload::Layer::new(EnvFilter::try_new(&args.log_level)?);

@@ -1,16 +1,52 @@
-//! The seam between meshcrypt and a WireGuard implementation: the userspace [`crate::Device`]
-//! now, a kernel backend later.
+//! The seam between meshcrypt and a WireGuard implementation: [`WireGuardDevice`] (one running
+//! device, configured by deltas) and [`WireGuardBackend`] (what creates devices). The userspace
+//! [`crate::Device`] implements both now; a kernel backend will too, and tests run the fake in
+//! [`crate::fake`] (feature `test-support`).
 
-use crate::config::Change;
+use std::sync::Arc;
+
+use meshcrypt_keyexchange::PublicKey;
+
+use crate::config::{Change, DeviceConfig};
 use crate::error::Error;
 use crate::state::DeviceState;
 
-/// A WireGuard device configured by deltas and read back as a whole.
-pub trait WireGuardDevice {
+/// A WireGuard device configured by deltas and read back as a whole. Dropping the last handle
+/// removes the device (and the kernel then removes every route through its interface).
+pub trait WireGuardDevice: Send + Sync + std::fmt::Debug {
     /// Applies the changes in order under one lock, so packets see the state before or after the
     /// whole list. Stops at the first error; the changes before it stay applied.
     fn apply(&self, changes: &[Change]) -> Result<(), Error>;
 
     /// The current configuration and statistics.
     fn observe(&self) -> Result<DeviceState, Error>;
+
+    /// Starts a handshake with each peer in `peers` now (see [`crate::Device::initiate_handshakes`]);
+    /// returns how many initiations were sent.
+    fn initiate_handshakes(&self, peers: &[PublicKey]) -> usize;
+}
+
+/// What creates WireGuard devices.
+pub trait WireGuardBackend: Send + Sync {
+    /// Creates a device as `config` asks: the interface exists, down and without addresses, when
+    /// this returns. Errors keep the operating system's errno (`EBUSY`: the TUN is held by another
+    /// process).
+    fn create(&self, config: DeviceConfig) -> Result<Arc<dyn WireGuardDevice>, Error>;
+}
+
+/// The userspace backend: [`crate::Device`] on a TUN interface, with boringtun's protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Userspace;
+
+impl WireGuardBackend for Userspace {
+    fn create(&self, config: DeviceConfig) -> Result<Arc<dyn WireGuardDevice>, Error> {
+        Ok(Arc::new(crate::Device::create(config)?))
+    }
+}
+
+/// A shared backend (a test keeps a handle on the fake it hands the agent).
+impl<T: WireGuardBackend + ?Sized> WireGuardBackend for Arc<T> {
+    fn create(&self, config: DeviceConfig) -> Result<Arc<dyn WireGuardDevice>, Error> {
+        (**self).create(config)
+    }
 }

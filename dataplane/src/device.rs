@@ -192,6 +192,10 @@ impl WireGuardDevice for Device {
     fn observe(&self) -> Result<DeviceState, Error> {
         Ok(Device::observe(self))
     }
+
+    fn initiate_handshakes(&self, peers: &[meshcrypt_keyexchange::PublicKey]) -> usize {
+        Device::initiate_handshakes(self, peers)
+    }
 }
 
 /// What the UAPI server holds: the shared state, not the threads.

@@ -12,6 +12,8 @@ mod config;
 mod datapath;
 mod device;
 mod error;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
 mod peers;
 mod pmtu;
 mod socket;
@@ -20,7 +22,7 @@ mod tun;
 pub mod uapi;
 mod wake;
 
-pub use backend::WireGuardDevice;
+pub use backend::{Userspace, WireGuardBackend, WireGuardDevice};
 pub use config::{Change, DEFAULT_MTU, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate, PresharedKey};
 pub use device::{Device, uapi_socket_path};
 pub use error::Error;

@@ -2,7 +2,6 @@
 //! network namespaces joined by an underlay bridge, and the detector that reports plaintext pod
 //! traffic on that underlay. Tests and the demo use it; production code never does.
 
-pub mod apiserver;
 pub mod cluster;
 pub mod lab;
 pub mod leak;

@@ -3,10 +3,14 @@
 //!
 //! [`desired::build`] turns peers' prefixes into a [`DesiredState`]; [`plan::plan`] compares it
 //! with an [`ObservedState`] and returns the [`Op`]s that close the gap, in an order that never
-//! opens a plaintext window. The executor applies them and reads the result back.
+//! opens a plaintext window. A [`Kernel`] ([`Netlink`], or the fake in `fake` with the
+//! `test-support` feature) applies them and reads the result back.
 
 pub mod desired;
 mod error;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
+mod kernel;
 pub mod model;
 pub mod mtu;
 pub mod netlink;
@@ -14,5 +18,6 @@ pub mod plan;
 
 pub use desired::RoutingInput;
 pub use error::Error;
+pub use kernel::Kernel;
 pub use model::{DesiredState, HostRoute, LinkSpec, ObservedLink, ObservedState, Op, Route, RouteKind, Rule};
 pub use netlink::Netlink;

@@ -11,6 +11,7 @@ use kube::runtime::watcher;
 use tokio::sync::Notify;
 
 use crate::config::settings::{KeyError, Settings};
+use crate::error::AgentError;
 
 /// Where the agent's settings come from.
 pub struct ConfigSource {
@@ -21,6 +22,7 @@ pub struct ConfigSource {
 }
 
 /// The outcome of reading the ConfigMap.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reading {
     /// Settings to apply.
     Valid(Settings),
@@ -50,11 +52,23 @@ impl ConfigSource {
     }
 
     /// Waits for the first complete read of the ConfigMap (immediate without one).
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), AgentError> {
         match &self.watched {
-            Some((store, _)) => store.wait_until_ready().await.map_err(|e| e.to_string()),
+            Some((store, _)) => store
+                .wait_until_ready()
+                .await
+                .map_err(|source| AgentError::StoreClosed { what: "configmap", source }),
             None => Ok(()),
         }
+    }
+
+    /// The watched ConfigMap's data as the watch has it now (`None` before it is seen).
+    #[cfg(test)]
+    pub fn data(&self) -> Option<BTreeMap<String, String>> {
+        let (store, name) = self.watched.as_ref()?;
+        let state = store.state();
+        let cm = state.iter().find(|cm| cm.metadata.name.as_deref() == Some(name.as_str()))?;
+        Some(cm.data.clone().unwrap_or_default())
     }
 
     /// The settings as of now.

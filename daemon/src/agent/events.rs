@@ -1,35 +1,21 @@
-//! Kubernetes Events about the mesh: a Warning on each Node left out of the peer set (once per
-//! distinct problem, again only if it goes away and comes back), and Normal events for milestones.
-
-use std::collections::BTreeSet;
+//! Kubernetes Events about the mesh, published as `meshcrypt` on behalf of one node's agent: the
+//! pass decides which (a Warning on each Node left out of the peer set, once per distinct problem;
+//! Normal events for milestones), this module only sends them.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 pub use kube::runtime::events::EventType;
 use kube::runtime::events::{Event, Recorder, Reporter};
-use meshcrypt_keyexchange::mesh::NodeProblem;
 
 /// Publishes Events as `meshcrypt` on behalf of one node's agent.
 pub struct EventReporter {
     recorder: Recorder,
-    reported: BTreeSet<(String, &'static str, String)>,
 }
 
 impl EventReporter {
     /// A reporter for the agent on `node`.
     pub fn new(client: kube::Client, node: &str) -> Self {
         let reporter = Reporter { controller: "meshcrypt".into(), instance: Some(node.to_owned()) };
-        Self { recorder: Recorder::new(client, reporter), reported: BTreeSet::new() }
-    }
-
-    /// Reports the problems that are new since the last call, and logs each.
-    pub async fn problems(&mut self, problems: &[NodeProblem]) {
-        let current: BTreeSet<(String, &'static str, String)> =
-            problems.iter().map(|p| (p.node.clone(), p.problem.reason(), p.problem.to_string())).collect();
-        for (node, reason, message) in current.difference(&self.reported) {
-            tracing::warn!(peer_node = %node, reason, %message, "a node is left out of the mesh, or holds a claim others contest");
-            self.publish(node_ref(node), EventType::Warning, reason, message).await;
-        }
-        self.reported = current;
+        Self { recorder: Recorder::new(client, reporter) }
     }
 
     /// A Normal event on Node `node`.

@@ -36,7 +36,7 @@ impl Health {
     }
 
     /// Readiness and its reason (empty before the first pass).
-    fn readiness(&self) -> (bool, String) {
+    pub fn readiness(&self) -> (bool, String) {
         let reason = self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
         (self.ready.load(Ordering::Relaxed), reason)
     }

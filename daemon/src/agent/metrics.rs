@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use meshcrypt_dataplane::{Device, PublicKey};
+use meshcrypt_dataplane::{PublicKey, WireGuardDevice};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
@@ -33,7 +33,7 @@ pub struct LoopMetrics {
 pub type PeerNames = Arc<Mutex<BTreeMap<PublicKey, String>>>;
 
 /// The device while the mesh is enabled; empty while it is switched off.
-pub type DeviceSlot = Arc<std::sync::RwLock<Option<Arc<Device>>>>;
+pub type DeviceSlot = Arc<std::sync::RwLock<Option<Arc<dyn WireGuardDevice>>>>;
 
 /// Reads the device at scrape time.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ struct DeviceCollector {
 impl Collector for DeviceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let device = self.device.read().ok().and_then(|d| d.clone());
-        let Some(state) = device.map(|d| d.observe()) else {
+        let Some(state) = device.and_then(|d| d.observe().ok()) else {
             return ConstGauge::new(0i64).encode(encoder.encode_descriptor(
                 "meshcrypt_peers",
                 "WireGuard peers configured",

@@ -2,22 +2,32 @@
 //! runs the one reconcile loop that owns all state (device, routes, rules, published key).
 
 mod config_source;
+mod decide;
 mod events;
+mod execute;
+mod gather;
 mod http;
+mod io;
 mod kube_client;
 mod last_known;
 mod metrics;
 mod nodes;
+#[cfg(test)]
+mod pass_tests;
 mod peer_ops;
 mod pods;
 mod publish;
 mod reconcile;
 mod routing_input;
+mod state;
 mod watch;
+
+pub use last_known::Refused;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshcrypt_dataplane::Userspace;
 use meshcrypt_keyexchange::KeyStore;
 use meshcrypt_routing::Netlink;
 use tokio::signal::unix::{SignalKind, signal};
@@ -98,42 +108,41 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|source| AgentError::Io { what: "install the SIGINT handler".into(), source })?;
 
-    let mut reconciler = reconcile::Reconciler {
+    let params = decide::Params {
         node: args.node_name.clone(),
-        keys,
-        key,
         ifname: args.interface.clone(),
-        uapi_dir: args.uapi_dir.clone(),
-        workers: usize::from(args.dataplane_workers),
         table: args.table,
         rule_priority: args.rule_priority,
         fwmark: args.fwmark,
-        config,
-        config_ref: args.config_map.clone().map(|name| (args.config_namespace.clone(), name)),
-        settings: None,
-        rejected: None,
-        device,
-        pods: None,
-        wake: wake.clone(),
+        config_map: args.config_map.clone().map(|name| (args.config_namespace.clone(), name)),
+    };
+    let io = io::Io {
         events: events::EventReporter::new(client.clone(), &args.node_name),
         client,
         nodes,
-        netlink,
+        pods: None,
+        wake: wake.clone(),
+        config,
+        kernel: netlink,
+        backend: Userspace,
+        device,
+        uapi_dir: args.uapi_dir.clone(),
+        workers: usize::from(args.dataplane_workers),
+        keys,
+        state_dir: args.state.state_dir.clone(),
         health,
         metrics: loop_metrics,
         names,
         log,
-        passes: 0,
-        state_dir: args.state.state_dir.clone(),
-        last_known: None,
     };
+    let mut reconciler = reconcile::Reconciler { params, io, state: state::LoopState::new(key) };
 
     // The last known peer set carries traffic at once, before (or without) the API server; the
     // first complete list replaces it. It also puts the fail-closed floor in place.
     let restored = match last_known::load(&args.state.state_dir, &args.node_name) {
         Ok(Some(last)) => {
             let saved = last.saved;
-            match reconciler.restore(last).await {
+            match reconciler.restore(last, jiff::Timestamp::now()).await {
                 Ok(peers) => {
                     tracing::info!(peers, %saved, "restored the last known peer set; the API server's list will replace it");
                     true
@@ -154,12 +163,12 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     // Fail closed from the start: once the settings are read, the floor goes in as soon as this
     // node's own Node is known, while the full list (and with it every peer) is on its way.
     let wait_for_list = async {
-        reconciler.config.ready().await.map_err(AgentError::Config)?;
-        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(reconciler.client.clone());
+        reconciler.io.config.ready().await?;
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(reconciler.io.client.clone());
         match api.get(&args.node_name).await {
             // Restored peers stay until the complete list: the floor is already in place.
             Ok(_) if restored => {}
-            Ok(local) => match reconciler.bootstrap(&local).await {
+            Ok(local) => match reconciler.bootstrap(&local, jiff::Timestamp::now()).await {
                 Ok(()) => tracing::info!(
                     "settings read; fail-closed floor in place; waiting for the complete node list"
                 ),
@@ -167,18 +176,31 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
             },
             Err(e) => tracing::warn!(error = %e, "cannot read this node's Node yet"),
         }
-        reconciler.nodes.wait_until_ready().await.map_err(|e| AgentError::Config(format!("node store: {e}")))
+        reconciler
+            .io
+            .nodes
+            .wait_until_ready()
+            .await
+            .map_err(|source| AgentError::StoreClosed { what: "nodes", source })
     };
     tokio::select! {
         result = wait_for_list => result?,
         _ = terminate.recv() => return Ok(()),
         _ = interrupt.recv() => return Ok(()),
     }
-    tracing::info!(nodes = reconciler.nodes.state().len(), "first complete node list received");
+    tracing::info!(nodes = reconciler.io.nodes.state().len(), "first complete node list received");
 
     let mut failures = 0u32;
     loop {
-        failures = if reconciler.pass().await { 0 } else { failures.saturating_add(1) };
+        // SIGTERM cancels a pass where it waits (on the API server or the kernel). Every step of
+        // a pass leaves the node fail-closed (the plan's order), so stopping between two is safe.
+        tokio::select! {
+            ok = reconciler.pass(jiff::Timestamp::now()) => {
+                failures = if ok { 0 } else { failures.saturating_add(1) };
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(next_pass_after(failures, resync)) => {}

@@ -58,7 +58,7 @@ pub(super) fn spawn(cluster: &Cluster, node: &str) -> Result<LabProcess, Cluster
     let kubeconfig = dir.join("kubeconfig");
     let token = cluster.api().add_node_token(node);
     let url = format!("http://{}", cluster.api_endpoint());
-    std::fs::write(&kubeconfig, crate::apiserver::kubeconfig_yaml(&url, &token))?;
+    std::fs::write(&kubeconfig, meshcrypt_test_apiserver::kubeconfig_yaml(&url, &token))?;
     let opts = &cluster.options;
     let mut cmd = Command::new(&opts.binary);
     cmd.args(["agent", "--node-name", node])

@@ -1,7 +1,7 @@
 //! The cluster harness's error type.
 
-use crate::apiserver::ApiServerError;
 use crate::lab::LabError;
+use meshcrypt_test_apiserver::ApiServerError;
 
 /// What can go wrong setting up or driving a lab cluster.
 #[derive(Debug, thiserror::Error)]

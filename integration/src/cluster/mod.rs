@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::apiserver::{ApiServerConfig, TestApiServer};
 use crate::lab::{Lab, LabProcess, Pod};
 use crate::leak::{LeakConfig, LeakDetector, LeakError};
+use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
 
 pub use crate::wait::poll;
 pub use agent::{AgentOptions, meshcrypt_bin};

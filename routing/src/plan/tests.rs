@@ -46,23 +46,12 @@ fn link(mtu: u32, up: bool) -> Option<ObservedLink> {
     Some(ObservedLink { index: 7, mtu, up, addresses: BTreeSet::new(), kind: Some("tun".into()) })
 }
 
-/// The kernel as the planner sees it: applies ops to an observed state.
+/// The kernel as the planner sees it: applies ops to an observed state, each of which must change
+/// something (a plan holds no redundant operation).
 fn apply(observed: &ObservedState, ops: &[Op]) -> ObservedState {
     let mut next = observed.clone();
     for op in ops {
-        match *op {
-            Op::SetMtu(mtu) => next.link.as_mut().unwrap().mtu = mtu,
-            Op::SetUp => next.link.as_mut().unwrap().up = true,
-            Op::AddAddress(a) => assert!(next.link.as_mut().unwrap().addresses.insert(a), "exists: {a}"),
-            Op::DelAddress(a) => assert!(next.link.as_mut().unwrap().addresses.remove(&a), "missing: {a}"),
-            Op::ReplaceRoute(r) => {
-                next.routes.retain(|o| (o.dst, o.metric) != (r.dst, r.metric));
-                next.routes.insert(r);
-            }
-            Op::DelRoute(r) => assert!(next.routes.remove(&r), "missing: {r}"),
-            Op::AddRule(r) => assert!(next.rules.insert(r), "exists: {r}"),
-            Op::DelRule(r) => assert!(next.rules.remove(&r), "missing: {r}"),
-        }
+        assert!(crate::fake::step(&mut next, op), "redundant: {op}");
     }
     next
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use meshcrypt_integration::apiserver::{TestApiServer, kubeconfig_yaml};
+use meshcrypt_test_apiserver::{TestApiServer, kubeconfig_yaml};
 use serde_json::{Value, json};
 
 /// How long any condition may take before a test fails.

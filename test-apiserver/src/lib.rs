@@ -23,8 +23,8 @@
 //! [`TestApiServer::write_kubeconfig`] embeds that CA.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), meshcrypt_integration::apiserver::ApiServerError> {
-//! use meshcrypt_integration::apiserver::{ApiServerConfig, TestApiServer};
+//! # async fn demo() -> Result<(), meshcrypt_test_apiserver::ApiServerError> {
+//! use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
 //!
 //! let server = TestApiServer::start(ApiServerConfig::default()).await?;
 //! server.create(TestApiServer::node_object("node-a", "10.244.1.0/24", "198.18.0.1"))?;

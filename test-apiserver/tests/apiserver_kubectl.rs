@@ -261,10 +261,8 @@ async fn kubectl_server_side_apply_creates_and_updates() {
 #[tokio::test]
 async fn kubectl_with_a_node_token_may_annotate_only_its_own_node() {
     let server = ServerProcess::start();
-    let node_kubeconfig = server.write(
-        "node-1.kubeconfig",
-        &meshcrypt_integration::apiserver::kubeconfig_yaml(&server.url, NODE_1_TOKEN),
-    );
+    let node_kubeconfig = server
+        .write("node-1.kubeconfig", &meshcrypt_test_apiserver::kubeconfig_yaml(&server.url, NODE_1_TOKEN));
     let (ok, _, stderr) =
         server.kubectl_with(&node_kubeconfig, &["annotate", "node", "seed-node-2", "meshcrypt.dev/test=1"]);
     assert!(!ok && stderr.contains("Forbidden"), "{stderr}");
@@ -286,10 +284,8 @@ async fn kubectl_with_a_node_token_may_annotate_only_its_own_node() {
     assert!(!annotated("seed-node-2").await);
 
     // With an unknown token kubectl is turned away.
-    let unknown = server.write(
-        "unknown.kubeconfig",
-        &meshcrypt_integration::apiserver::kubeconfig_yaml(&server.url, "wrong-token"),
-    );
+    let unknown = server
+        .write("unknown.kubeconfig", &meshcrypt_test_apiserver::kubeconfig_yaml(&server.url, "wrong-token"));
     let (ok, _, stderr) = server.kubectl_with(&unknown, &["get", "nodes"]);
     assert!(!ok, "{stderr}");
     assert!(stderr.contains("Unauthorized") || stderr.contains("logged in"), "{stderr}");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use meshcrypt_integration::apiserver::{ApiServerConfig, TestApiServer};
+use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
 
 /// Command-line flags.
 #[derive(Debug, Parser)]

@@ -8,7 +8,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Error};
-use meshcrypt_integration::apiserver::{ApiServerConfig, TestApiServer};
+use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
 use serde_json::json;
 
 fn api_code(e: &Error) -> (u16, String) {

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
-use meshcrypt_integration::apiserver::{ApiServerConfig, TestApiServer};
+use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
 use tokio::sync::mpsc;
 
 /// What the test saw from the watcher, simplified.

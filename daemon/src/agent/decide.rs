@@ -1,0 +1,568 @@
+//! The decisions of one pass, pure: from what was gathered ([`Inputs`]) and what the loop
+//! remembers ([`LoopState`]) to a [`PassPlan`]: the settings in force, what to publish, the
+//! device and kernel changes, the Events, the metrics and readiness. No IO and no clock: time is
+//! [`Inputs::now`]. [`super::execute`] carries a plan out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use meshcrypt_dataplane::{DeviceState, PublicKey};
+use meshcrypt_keyexchange::mesh::{
+    AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, desired_peers,
+};
+use meshcrypt_keyexchange::{NodeKeyAnnotations, rotation};
+use meshcrypt_routing::mtu::tunnel_mtu;
+use meshcrypt_routing::plan::plan as plan_kernel;
+use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedState, Op};
+
+use super::config_source::Reading;
+use super::last_known::{self, LastKnown, Snapshot};
+use super::peer_ops::{PeerOp, handshake_targets, peer_ops};
+use super::routing_input::{RoutingSettings, routing_input, wired_local_pods};
+use super::state::LoopState;
+use crate::config::settings::{Addressing, KeyError, Mtu, Settings};
+
+/// What does not change while the agent runs: its node and the kernel objects it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// This node's name.
+    pub node: String,
+    /// The WireGuard interface.
+    pub ifname: String,
+    /// meshcrypt's routing table.
+    pub table: u32,
+    /// meshcrypt's rule priority.
+    pub rule_priority: u32,
+    /// The firewall mark on the device's UDP packets.
+    pub fwmark: u32,
+    /// The watched ConfigMap as (namespace, name), for Events.
+    pub config_map: Option<(String, String)>,
+}
+
+/// Where a pass's peers come from.
+#[derive(Debug, Clone)]
+pub enum View {
+    /// The API server's complete Node list and, in pod-IP mode, every Pod with a pod address.
+    Complete {
+        /// Every Node.
+        nodes: Vec<NodeView>,
+        /// Every Pod holding pod-network addresses (empty in podCIDR mode).
+        pods: Vec<PodView>,
+    },
+    /// Only this node's own Node, before the complete list (bootstrap): the device and the
+    /// fail-closed floor, no peers; readiness is not claimed.
+    LocalOnly(NodeView),
+    /// The last known peer set, before the API server answered (restore): its settings and peers,
+    /// nothing published; readiness stays false with the reason.
+    LastKnown {
+        /// The saved snapshot.
+        last: LastKnown,
+        /// Its peers, checked.
+        peers: PeerSet,
+    },
+}
+
+/// The node key files, as their public annotations (the private halves stay on disk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFiles {
+    /// The key file (`None`: it vanished).
+    pub current: Option<NodeKeyAnnotations>,
+    /// A staged rotation (`meshcrypt keys rotate`, or a scheduled one not yet published).
+    pub pending: Option<NodeKeyAnnotations>,
+}
+
+/// Everything a pass reads, gathered before any decision.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// The time of the pass.
+    pub now: jiff::Timestamp,
+    /// The ConfigMap as read now (with the flags under it).
+    pub reading: Reading,
+    /// The peers' source.
+    pub view: View,
+    /// The key files.
+    pub key_files: KeyFiles,
+    /// The device the agent holds, as it reports itself; `None` without one.
+    pub device: Option<DeviceState>,
+    /// The kernel: the link with the device's name (whatever it is), meshcrypt's table and rules.
+    pub kernel: ObservedState,
+    /// The MTU of the interface holding this node's underlay address, if found.
+    pub underlay_mtu: Option<u32>,
+    /// The index of that interface, if found.
+    pub underlay_index: Option<u32>,
+    /// The main table's host routes (pod-IP mode: what the CNI wired here), else empty.
+    pub host_routes: Vec<HostRoute>,
+}
+
+/// Why a pass cannot complete. What the plan still holds (the fail-closed floor, at least where
+/// the kernel is known) is applied first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// No valid settings yet (the first ConfigMap read was rejected).
+    NoSettings,
+    /// The local Node is not in the list.
+    LocalNodeMissing,
+    /// The local Node has no InternalIP.
+    NoInternalIp,
+    /// No interface holds the node's InternalIP, so the MTU cannot be derived.
+    UnderlayUnknown(IpAddr),
+    /// The underlay's MTU leaves no room for a tunnel.
+    UnderlayTooSmall(u32),
+    /// A link with the device's name exists and is not a TUN (its kind).
+    ForeignLink(String),
+    /// The device's interface was deleted from outside; a new device is created next pass.
+    DeviceGone,
+    /// The node key file is missing.
+    KeyFileMissing,
+}
+
+/// What happens to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceStep {
+    /// Keep the one held (or stay without one).
+    Keep,
+    /// Create one listening on this port; the pass then runs again to program it.
+    Create(u16),
+    /// Drop the one held (switched off, or its interface is gone).
+    Discard,
+}
+
+/// What happens to the node key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStep {
+    /// The key in use stays.
+    Keep,
+    /// Switch to the staged key (staging one first if `stage`: a scheduled rotation is due),
+    /// publishing it first unless `publish_first` is false (it is already on the Node).
+    Rotate {
+        /// Generate and stage a new key first.
+        stage: bool,
+        /// Publish the staged key before switching.
+        publish_first: bool,
+    },
+    /// The key file changed under the agent (restored from a backup): switch to it.
+    Follow,
+}
+
+/// An Event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEvent {
+    /// On this Node, or (`None`) on the watched ConfigMap.
+    pub node: Option<String>,
+    /// Warning (else Normal).
+    pub warning: bool,
+    /// The reason (`ConfigApplied`, `KeyMissing`, ...).
+    pub reason: String,
+    /// The note.
+    pub note: String,
+}
+
+/// Readiness after the pass, if its execution succeeds (a failed one is never ready).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Not touched (bootstrap).
+    Unchanged,
+    /// Ready, with the reason `/readyz` gives.
+    Ready(String),
+    /// Not ready, with the reason.
+    NotReady(String),
+}
+
+/// The kernel changes and the link they go through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelPlan {
+    /// The device's interface index, when a device is in use; `None`: the floor and rules only.
+    pub link: Option<u32>,
+    /// The operations, in the planner's make-before-break order.
+    pub ops: Vec<Op>,
+}
+
+/// Everything one pass does, decided up front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassPlan {
+    /// The settings in force after the pass (`None`: none valid yet).
+    pub settings: Option<Settings>,
+    /// The settings changed (the log filter follows; the change is logged).
+    pub settings_changed: bool,
+    /// The rejection in force (reported once).
+    pub rejected: Option<Vec<KeyError>>,
+    /// The pass cannot complete, and why.
+    pub blocked: Option<Blocked>,
+    /// The device.
+    pub device: DeviceStep,
+    /// Move the device to this port.
+    pub move_port: Option<u16>,
+    /// The node key.
+    pub key: KeyStep,
+    /// The key annotations the Node carries, as parsed (`None`: no key published).
+    pub published: Option<NodeKeyAnnotations>,
+    /// Publish the key in use after step 5 (it is not the published one, or the device follows a
+    /// changed key file); skipped when a rotation switched keys (its key was published first).
+    pub publish: bool,
+    /// Withdraw the published key (switched off).
+    pub withdraw: bool,
+    /// The device's peer changes, removals first.
+    pub peer_ops: Vec<PeerOp>,
+    /// Peers to start a handshake with (those added).
+    pub handshakes: Vec<PublicKey>,
+    /// Every desired peer: the handshake targets if this node's key switches.
+    pub all_peers: Vec<PublicKey>,
+    /// The kernel.
+    pub kernel: KernelPlan,
+    /// The last known peer set to save.
+    pub save: Option<LastKnown>,
+    /// Remove the saved last known peer set (switched off).
+    pub forget: bool,
+    /// Problems newly found (each logged and reported once).
+    pub new_problems: Vec<NodeProblem>,
+    /// Every problem now, as reported (the loop remembers it).
+    pub problems: BTreeSet<(String, &'static str, String)>,
+    /// `meshcrypt_node_problems` by reason (`None`: no peer set was computed; left as is).
+    pub problem_counts: Option<BTreeMap<&'static str, i64>>,
+    /// Peer key → node name, for metric labels.
+    pub peer_names: BTreeMap<PublicKey, String>,
+    /// The Events to publish at the end of the pass.
+    pub events: Vec<PlannedEvent>,
+    /// Readiness if the execution succeeds.
+    pub readiness: Readiness,
+    /// Remove the startup taint once the pass succeeds.
+    pub untaint: bool,
+    /// The number of configured peers after the pass.
+    pub peers: usize,
+}
+
+impl PassPlan {
+    fn new(state: &LoopState) -> Self {
+        Self {
+            settings: state.settings.clone(),
+            settings_changed: false,
+            rejected: state.rejected.clone(),
+            blocked: None,
+            device: DeviceStep::Keep,
+            move_port: None,
+            key: KeyStep::Keep,
+            published: None,
+            publish: false,
+            withdraw: false,
+            peer_ops: Vec::new(),
+            handshakes: Vec::new(),
+            all_peers: Vec::new(),
+            kernel: KernelPlan::default(),
+            save: None,
+            forget: false,
+            new_problems: Vec::new(),
+            problems: state.reported.clone(),
+            problem_counts: None,
+            peer_names: BTreeMap::new(),
+            events: Vec::new(),
+            readiness: Readiness::Unchanged,
+            untaint: false,
+            peers: 0,
+        }
+    }
+
+    fn blocked(mut self, why: Blocked) -> Self {
+        self.blocked = Some(why);
+        self
+    }
+}
+
+/// Decides one pass. See the module doc; the order [`super::execute`] applies a plan in is
+/// documented there.
+pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
+    let mut plan = PassPlan::new(state);
+    let local = match &inputs.view {
+        View::Complete { nodes, .. } => nodes.iter().find(|n| n.name == params.node),
+        View::LocalOnly(local) => Some(local),
+        View::LastKnown { .. } => None,
+    };
+    let settings = match &inputs.view {
+        View::LastKnown { last, .. } => restored_settings(last),
+        _ => {
+            let underlay_ip = local.and_then(|l| l.internal_ips.first());
+            decide_settings(params, state, &inputs.reading, underlay_ip, inputs.underlay_mtu, &mut plan);
+            match plan.settings.clone() {
+                Some(settings) => settings,
+                None => return plan.blocked(Blocked::NoSettings),
+            }
+        }
+    };
+    let published = local.and_then(|l| NodeKeyAnnotations::parse(&l.annotations).ok().flatten());
+    if !settings.enabled {
+        return switched_off(params, inputs, published, plan);
+    }
+
+    // The peers, this node's underlay and the tunnel MTU.
+    let (peers, underlay_ip, node_ips) = match &inputs.view {
+        View::LastKnown { last, peers } => {
+            let Some(ip) = last.node_ips.first().copied() else { return plan.blocked(Blocked::NoInternalIp) };
+            (peers.clone(), ip, last.node_ips.clone())
+        }
+        view => {
+            let Some(local) = local else { return plan.blocked(Blocked::LocalNodeMissing) };
+            let Some(ip) = local.internal_ips.first().copied() else {
+                return plan.blocked(Blocked::NoInternalIp);
+            };
+            let (nodes, pods) = match view {
+                View::Complete { nodes, pods } => (nodes.as_slice(), pods.as_slice()),
+                _ => (std::slice::from_ref(local), &[][..]),
+            };
+            let local_node =
+                LocalNode { name: params.node.clone(), public_key: state.key.public_key, underlay_ip: ip };
+            let allowed_ips = match settings.addressing {
+                Addressing::PodCidr => AllowedIpsFrom::PodCidrs,
+                Addressing::PodIp => AllowedIpsFrom::PodIps,
+            };
+            let mut peers =
+                desired_peers(nodes, pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
+            report_problems(state, &peers, &mut plan);
+            if settings.addressing == Addressing::PodIp {
+                // Pods the CNI wired here that the API has not shown yet are delivered locally too.
+                let not_local: Vec<u32> = inputs
+                    .underlay_index
+                    .into_iter()
+                    .chain(inputs.device.as_ref().map(|d| d.ifindex))
+                    .collect();
+                let wired = wired_local_pods(
+                    &inputs.host_routes,
+                    &settings.pod_networks,
+                    &peers.local_prefixes,
+                    &not_local,
+                );
+                peers.local_prefixes.extend(wired);
+                peers.local_prefixes.sort();
+            }
+            (peers, ip, nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect())
+        }
+    };
+    let mtu = match settings.mtu {
+        Mtu::Fixed(mtu) => mtu,
+        Mtu::Auto => {
+            let Some(underlay) = inputs.underlay_mtu else {
+                return plan.blocked(Blocked::UnderlayUnknown(underlay_ip));
+            };
+            match tunnel_mtu(underlay, underlay_ip.is_ipv6()) {
+                Some(mtu) => mtu,
+                None => return plan.blocked(Blocked::UnderlayTooSmall(underlay)),
+            }
+        }
+    };
+
+    // The kernel: routed through the device held if its interface is still the one the kernel
+    // has; the floor and rules alone otherwise.
+    let held = inputs.device.as_ref();
+    let link = inputs.kernel.link.as_ref();
+    let mut observed = inputs.kernel.clone();
+    observed.link = link.filter(|l| held.is_some_and(|d| d.ifindex == l.index)).cloned();
+    let mesh = Snapshot {
+        node: &params.node,
+        port: settings.port,
+        mtu,
+        strict: settings.strict,
+        host_encryption: settings.host_encryption,
+        pod_networks: &settings.pod_networks,
+        node_ips: &node_ips,
+    };
+    let desired = meshcrypt_routing::desired::build(&routing_input(
+        &routing_settings(params, &settings),
+        mtu,
+        &node_ips,
+        &peers,
+    ));
+    plan.kernel =
+        KernelPlan { link: observed.link.as_ref().map(|l| l.index), ops: plan_kernel(&desired, &observed) };
+    plan.peer_names = peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect();
+
+    let Some(device) = held else {
+        if let Some(link) = link.filter(|l| l.kind.as_deref() != Some("tun")) {
+            return plan.blocked(Blocked::ForeignLink(link.kind.clone().unwrap_or_else(|| "unknown".into())));
+        }
+        if inputs.key_files.current.is_none() {
+            return plan.blocked(Blocked::KeyFileMissing);
+        }
+        plan.device = DeviceStep::Create(settings.port);
+        return plan;
+    };
+    if observed.link.is_none() {
+        plan.device = DeviceStep::Discard;
+        return plan.blocked(Blocked::DeviceGone);
+    }
+    if device.listen_port != settings.port {
+        plan.move_port = Some(settings.port);
+    }
+
+    // The key: publish before use.
+    if !matches!(inputs.view, View::LastKnown { .. }) {
+        let Some(stored) = &inputs.key_files.current else { return plan.blocked(Blocked::KeyFileMissing) };
+        let due = rotation::due(state.key.created, settings.key_rotation_interval, inputs.now);
+        plan.key = match &inputs.key_files.pending {
+            Some(pending) => {
+                KeyStep::Rotate { stage: false, publish_first: published.as_ref() != Some(pending) }
+            }
+            None if due => KeyStep::Rotate { stage: true, publish_first: true },
+            None if *stored != state.key => KeyStep::Follow,
+            None => KeyStep::Keep,
+        };
+        plan.publish = published.as_ref() != Some(&state.key) || plan.key == KeyStep::Follow;
+        plan.published = published;
+    }
+
+    plan.peer_ops = peer_ops(&peers, device);
+    plan.handshakes = handshake_targets(&peers, &plan.peer_ops, false);
+    plan.all_peers = handshake_targets(&peers, &plan.peer_ops, true);
+    plan.peers = peers.peers.len();
+    match &inputs.view {
+        View::Complete { .. } => {
+            let snapshot = LastKnown::of(mesh, &peers, inputs.now);
+            plan.save = last_known::save_due(state.last_known.as_ref(), &snapshot).then_some(snapshot);
+            plan.readiness = Readiness::Ready(format!(
+                "mesh programmed: {} peers configured, handshakes initiated",
+                plan.peers
+            ));
+            plan.untaint = true;
+        }
+        View::LocalOnly(_) => {}
+        View::LastKnown { last, .. } => {
+            plan.readiness = Readiness::NotReady(format!(
+                "carrying traffic from the last known peer set (saved {}); waiting for the API server",
+                last.saved
+            ));
+        }
+    }
+    plan
+}
+
+/// The settings a restored snapshot ran with.
+fn restored_settings(last: &LastKnown) -> Settings {
+    Settings {
+        port: last.port,
+        mtu: Mtu::Fixed(last.mtu),
+        strict: last.strict,
+        host_encryption: last.host_encryption,
+        pod_networks: last.pod_networks.clone(),
+        ..Settings::default()
+    }
+}
+
+/// The settings in force: the reading if valid and fit for this node's underlay (a change is
+/// reported), else the last good ones (a new rejection is reported once).
+fn decide_settings(
+    params: &Params,
+    state: &LoopState,
+    reading: &Reading,
+    underlay_ip: Option<&IpAddr>,
+    underlay_mtu: Option<u32>,
+    plan: &mut PassPlan,
+) {
+    let misfit = match (reading, underlay_ip, underlay_mtu) {
+        (Reading::Valid(s), Some(ip), Some(mtu)) => s.check_underlay(mtu, ip.is_ipv6()).err(),
+        _ => None,
+    };
+    let config_event = |warning: bool, reason: &str, note: String| PlannedEvent {
+        node: None,
+        warning,
+        reason: reason.to_owned(),
+        note,
+    };
+    match (reading, misfit) {
+        (Reading::Valid(settings), None) => {
+            plan.rejected = None;
+            if state.settings.as_ref() != Some(settings) {
+                if state.settings.is_some() && params.config_map.is_some() {
+                    plan.events.push(config_event(false, "ConfigApplied", "configuration applied".into()));
+                }
+                plan.settings_changed = true;
+                plan.settings = Some(settings.clone());
+            }
+        }
+        (reading, misfit) => {
+            let errors = match (reading, misfit) {
+                (Reading::Rejected(errors), _) => errors.clone(),
+                (_, misfit) => misfit.into_iter().collect(),
+            };
+            if state.rejected.as_ref() != Some(&errors) {
+                if params.config_map.is_some() {
+                    let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    let note = format!("rejected, last good configuration kept: {}", listed.join("; "));
+                    plan.events.push(config_event(true, "ConfigRejected", note));
+                }
+                plan.rejected = Some(errors);
+            }
+        }
+    }
+}
+
+/// Problems new since the last report become Warning Events; the metrics count all of them.
+fn report_problems(state: &LoopState, peers: &PeerSet, plan: &mut PassPlan) {
+    let current: BTreeSet<(String, &'static str, String)> =
+        peers.problems.iter().map(|p| (p.node.clone(), p.problem.reason(), p.problem.to_string())).collect();
+    plan.new_problems =
+        peers.problems.iter().filter(|p| !state.reported.contains(&problem_key(p))).cloned().collect();
+    for (node, reason, message) in current.difference(&state.reported) {
+        plan.events.push(PlannedEvent {
+            node: Some(node.clone()),
+            warning: true,
+            reason: (*reason).to_owned(),
+            note: message.clone(),
+        });
+    }
+    let mut counts = BTreeMap::new();
+    for p in &peers.problems {
+        *counts.entry(p.problem.reason()).or_default() += 1;
+    }
+    plan.problem_counts = Some(counts);
+    plan.problems = current;
+}
+
+fn problem_key(p: &NodeProblem) -> (String, &'static str, String) {
+    (p.node.clone(), p.problem.reason(), p.problem.to_string())
+}
+
+/// Switched off: the device, every route and rule, the saved peer set and the published key go.
+fn switched_off(
+    params: &Params,
+    inputs: &Inputs,
+    published: Option<NodeKeyAnnotations>,
+    mut plan: PassPlan,
+) -> PassPlan {
+    let empty = DesiredState {
+        link: LinkSpec { name: params.ifname.clone(), mtu: 0, addresses: Default::default() },
+        table: params.table,
+        routes: Default::default(),
+        rules: Default::default(),
+    };
+    let observed = ObservedState { link: None, ..inputs.kernel.clone() };
+    plan.kernel = KernelPlan { link: None, ops: plan_kernel(&empty, &observed) };
+    if inputs.device.is_some() {
+        plan.device = DeviceStep::Discard;
+    }
+    plan.withdraw = published.is_some();
+    plan.published = published;
+    plan.forget = true;
+    if plan.device == DeviceStep::Discard || !plan.kernel.ops.is_empty() || plan.withdraw {
+        plan.events.push(PlannedEvent {
+            node: Some(params.node.clone()),
+            warning: false,
+            reason: "MeshDisabled".into(),
+            note: "meshcrypt switched off by its ConfigMap".into(),
+        });
+    }
+    plan.readiness = Readiness::Ready("mesh switched off by its ConfigMap".into());
+    plan
+}
+
+/// The routing crate's settings for `settings` on this agent.
+fn routing_settings(params: &Params, settings: &Settings) -> RoutingSettings {
+    RoutingSettings {
+        ifname: params.ifname.clone(),
+        table: params.table,
+        rule_priority: params.rule_priority,
+        pod_networks: settings.pod_networks.clone(),
+        strict: settings.strict,
+        host_encryption: settings.host_encryption,
+        fwmark: params.fwmark,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,595 @@
+//! The decisions of a pass as a table: a world in sync, one change per row, and what the plan
+//! must say about it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use meshcrypt_dataplane::{DeviceCounters, DeviceState, PrivateKey};
+use meshcrypt_routing::fake::step;
+use meshcrypt_routing::{HostRoute, ObservedLink, RouteKind};
+
+use super::*;
+
+const NOW: i64 = 1_900_000_000;
+const LINK: u32 = 7;
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(NOW).unwrap()
+}
+
+/// Keys 0 (this node), 1..=5 (others), fixed for the process.
+fn key(n: usize) -> PublicKey {
+    static KEYS: OnceLock<Vec<PublicKey>> = OnceLock::new();
+    KEYS.get_or_init(|| (0..6).map(|_| PrivateKey::generate().public_key()).collect())[n]
+}
+
+fn annotations(n: usize, epoch: u64, created: i64) -> NodeKeyAnnotations {
+    NodeKeyAnnotations { public_key: key(n), epoch, created: jiff::Timestamp::from_second(created).unwrap() }
+}
+
+/// Node `name` with key `k` (none: no key published), pod CIDR 10.244.`i`.0/24, InternalIP
+/// 198.18.0.`i+1`.
+fn node(name: &str, i: u8, k: Option<usize>) -> NodeView {
+    NodeView {
+        name: name.into(),
+        annotations: k.map(|k| annotations(k, 0, NOW - 3600).to_annotations()).unwrap_or_default(),
+        internal_ips: vec![IpAddr::from([198, 18, 0, i + 1])],
+        pod_cidrs: vec![format!("10.244.{i}.0/24")],
+        created: Some(jiff::Timestamp::from_second(NOW - 86_400 + i64::from(i)).unwrap()),
+        key_claimed: Some(jiff::Timestamp::from_second(NOW - 3600 + i64::from(i)).unwrap()),
+    }
+}
+
+fn settings() -> Settings {
+    Settings { pod_networks: vec!["10.244.0.0/16".parse().unwrap()], ..Settings::default() }
+}
+
+struct World {
+    params: Params,
+    state: LoopState,
+    inputs: Inputs,
+}
+
+impl World {
+    fn nodes(&mut self) -> &mut Vec<NodeView> {
+        match &mut self.inputs.view {
+            View::Complete { nodes, .. } => nodes,
+            _ => panic!("not a complete view"),
+        }
+    }
+
+    fn decide(&self) -> PassPlan {
+        decide(&self.params, &self.state, &self.inputs)
+    }
+
+    /// Applies what a plan does to the device, the kernel and the state, as a successful execution
+    /// would.
+    fn converge(&mut self) {
+        for _ in 0..2 {
+            let plan = self.decide();
+            assert_eq!(plan.blocked, None);
+            if let DeviceStep::Create(port) = plan.device {
+                self.inputs.device = Some(DeviceState {
+                    ifname: "meshcrypt0".into(),
+                    ifindex: LINK,
+                    public_key: self.state.key.public_key,
+                    listen_port: port,
+                    fwmark: Some(self.params.fwmark),
+                    peers: Vec::new(),
+                    counters: DeviceCounters::default(),
+                });
+            }
+            for op in &plan.kernel.ops {
+                step(&mut self.inputs.kernel, op);
+            }
+            let device = self.inputs.device.as_mut().expect("a device");
+            for op in &plan.peer_ops {
+                match op {
+                    PeerOp::Remove(k) => device.peers.retain(|p| p.public_key != *k),
+                    PeerOp::Add { key, endpoint, allowed_ips } => {
+                        device.peers.push(peer_state(*key, *endpoint, allowed_ips))
+                    }
+                    PeerOp::SetEndpoint(k, endpoint) => {
+                        device
+                            .peers
+                            .iter_mut()
+                            .filter(|p| p.public_key == *k)
+                            .for_each(|p| p.endpoint = Some(*endpoint));
+                    }
+                    PeerOp::SetAllowedIps(k, allowed_ips) => {
+                        let state = peer_state(*k, "0.0.0.0:0".parse().unwrap(), allowed_ips);
+                        device
+                            .peers
+                            .iter_mut()
+                            .filter(|p| p.public_key == *k)
+                            .for_each(|p| p.allowed_ips.clone_from(&state.allowed_ips));
+                    }
+                }
+            }
+            self.state.settings.clone_from(&plan.settings);
+            self.state.reported.clone_from(&plan.problems);
+            if let Some(saved) = plan.save {
+                self.state.last_known = Some(saved);
+            }
+        }
+    }
+}
+
+fn peer_state(
+    key: PublicKey,
+    endpoint: std::net::SocketAddr,
+    allowed_ips: &[ipnet::IpNet],
+) -> meshcrypt_dataplane::PeerState {
+    meshcrypt_dataplane::PeerState {
+        public_key: key,
+        endpoint: Some(endpoint),
+        allowed_ips: allowed_ips
+            .iter()
+            .map(|n| meshcrypt_dataplane::IpNetwork::new_truncate(n.network(), n.prefix_len()).unwrap())
+            .collect(),
+        persistent_keepalive: None,
+        has_preshared_key: false,
+        last_handshake: None,
+        rx_bytes: 0,
+        tx_bytes: 0,
+    }
+}
+
+/// Node-a (this node) with node-b and node-c, device and kernel programmed, settings in force,
+/// the key published, the last known peer set saved.
+fn in_sync() -> World {
+    let own = annotations(0, 0, NOW - 3600);
+    let mut local = node("node-a", 0, Some(0));
+    local.annotations = own.to_annotations();
+    let mut world = World {
+        params: Params {
+            node: "node-a".into(),
+            ifname: "meshcrypt0".into(),
+            table: 51820,
+            rule_priority: 100,
+            fwmark: 0x20_0000,
+            config_map: Some(("kube-system".into(), "meshcrypt".into())),
+        },
+        state: LoopState::new(own.clone()),
+        inputs: Inputs {
+            now: now(),
+            reading: Reading::Valid(settings()),
+            view: View::Complete {
+                nodes: vec![local, node("node-b", 1, Some(1)), node("node-c", 2, Some(2))],
+                pods: Vec::new(),
+            },
+            key_files: KeyFiles { current: Some(own), pending: None },
+            device: None,
+            kernel: ObservedState {
+                link: Some(ObservedLink {
+                    index: LINK,
+                    mtu: 1500,
+                    up: false,
+                    addresses: Default::default(),
+                    kind: Some("tun".into()),
+                }),
+                ..ObservedState::default()
+            },
+            underlay_mtu: Some(1500),
+            underlay_index: Some(2),
+            host_routes: Vec::new(),
+        },
+    };
+    world.converge();
+    world
+}
+
+/// What a row checks of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Got {
+    blocked: Option<Blocked>,
+    device: DeviceStep,
+    move_port: Option<u16>,
+    key: KeyStep,
+    publish: bool,
+    withdraw: bool,
+    peer_ops: Vec<&'static str>,
+    handshakes: usize,
+    kernel: Kernel,
+    save: bool,
+    events: Vec<String>,
+    ready: Option<bool>,
+}
+
+/// What a row checks of the kernel plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// No operations.
+    Nothing,
+    /// Operations, none of them through the device (the floor and rules).
+    Floor,
+    /// Operations through the device.
+    Device,
+}
+
+fn got(plan: &PassPlan) -> Got {
+    Got {
+        blocked: plan.blocked.clone(),
+        device: plan.device,
+        move_port: plan.move_port,
+        key: plan.key,
+        publish: plan.publish,
+        withdraw: plan.withdraw,
+        peer_ops: plan
+            .peer_ops
+            .iter()
+            .map(|op| match op {
+                PeerOp::Add { .. } => "add",
+                PeerOp::Remove(_) => "remove",
+                PeerOp::SetEndpoint(..) => "endpoint",
+                PeerOp::SetAllowedIps(..) => "allowed-ips",
+            })
+            .collect(),
+        handshakes: plan.handshakes.len(),
+        kernel: match (&plan.kernel.link, plan.kernel.ops.is_empty()) {
+            (_, true) => Kernel::Nothing,
+            (None, false) => Kernel::Floor,
+            (Some(_), false) => Kernel::Device,
+        },
+        save: plan.save.is_some(),
+        events: plan.events.iter().map(|e| e.reason.clone()).collect(),
+        ready: match plan.readiness {
+            Readiness::Unchanged => None,
+            Readiness::Ready(_) => Some(true),
+            Readiness::NotReady(_) => Some(false),
+        },
+    }
+}
+
+/// The plan of a world in sync: nothing to do, ready.
+fn nothing() -> Got {
+    Got {
+        blocked: None,
+        device: DeviceStep::Keep,
+        move_port: None,
+        key: KeyStep::Keep,
+        publish: false,
+        withdraw: false,
+        peer_ops: vec![],
+        handshakes: 0,
+        kernel: Kernel::Nothing,
+        save: false,
+        events: vec![],
+        ready: Some(true),
+    }
+}
+
+/// A pass that stops, with the state kept.
+fn blocked(why: Blocked) -> Got {
+    Got { blocked: Some(why), ready: None, ..nothing() }
+}
+
+fn events(reasons: &[&str]) -> Vec<String> {
+    reasons.iter().map(|r| (*r).to_owned()).collect()
+}
+
+fn rejected(world: &mut World, key: &str) {
+    world.inputs.reading = Reading::Rejected(vec![KeyError { key: key.into(), reason: "bad".into() }]);
+}
+
+type Change = fn(&mut World);
+
+#[test]
+fn decide_table() {
+    let rows: Vec<(&str, Change, Got)> = vec![
+        ("in sync: nothing to do", |_| {}, nothing()),
+        (
+            "first pass after a start: the floor first, then a device",
+            |w| {
+                w.inputs.device = None;
+                w.inputs.kernel = ObservedState::default();
+            },
+            Got { device: DeviceStep::Create(51820), kernel: Kernel::Floor, ready: None, ..nothing() },
+        ),
+        (
+            "a TUN left by a crashed agent is taken over",
+            |w| w.inputs.device = None,
+            Got { device: DeviceStep::Create(51820), ready: None, ..nothing() },
+        ),
+        (
+            "a foreign link with the device's name: the floor stays, nothing else",
+            |w| {
+                w.inputs.device = None;
+                w.inputs.kernel.link.as_mut().unwrap().kind = Some("veth".into());
+                w.inputs.kernel.routes.retain(|r| r.kind != RouteKind::Blackhole);
+            },
+            Got { kernel: Kernel::Floor, ..blocked(Blocked::ForeignLink("veth".into())) },
+        ),
+        (
+            "a new device (second round): every peer added, a handshake each",
+            |w| w.inputs.device.as_mut().unwrap().peers.clear(),
+            Got { peer_ops: vec!["add", "add"], handshakes: 2, ..nothing() },
+        ),
+        (
+            "a node joins",
+            |w| w.nodes().push(node("node-d", 3, Some(3))),
+            Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "a node leaves",
+            |w| {
+                w.nodes().pop();
+            },
+            Got { peer_ops: vec!["remove"], kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "a peer's key changes: old peer out before the new one comes in",
+            |w| w.nodes()[2] = node("node-c", 2, Some(4)),
+            Got { peer_ops: vec!["remove", "add"], handshakes: 1, save: true, ..nothing() },
+        ),
+        (
+            "a peer's InternalIP changes: the session stays",
+            |w| w.nodes()[1].internal_ips = vec![IpAddr::from([198, 18, 0, 42])],
+            Got {
+                peer_ops: vec!["endpoint", "allowed-ips"],
+                kernel: Kernel::Device,
+                save: true,
+                ..nothing()
+            },
+        ),
+        (
+            "a malformed key annotation: the peer is removed and the node reported",
+            |w| {
+                w.nodes()[1]
+                    .annotations
+                    .insert(meshcrypt_keyexchange::annotations::PUBLIC_KEY.into(), "not-a-key".into());
+            },
+            Got {
+                peer_ops: vec!["remove"],
+                kernel: Kernel::Device,
+                save: true,
+                events: events(&["InvalidKeyAnnotation"]),
+                ..nothing()
+            },
+        ),
+        (
+            "a key claimed by two nodes: the later claim is refused and both reported",
+            |w| {
+                let mut copy = node("node-d", 3, Some(1));
+                copy.key_claimed = Some(jiff::Timestamp::from_second(NOW).unwrap());
+                w.nodes().push(copy);
+            },
+            Got { save: true, events: events(&["KeyClaimedByOthers", "DuplicateKey"]), ..nothing() },
+        ),
+        (
+            "a problem already reported is not reported again",
+            |w| {
+                w.nodes()[2].annotations.clear();
+                w.state.reported.insert(("node-c".into(), "NoKey", "no meshcrypt key published".into()));
+            },
+            Got { peer_ops: vec!["remove"], kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "this node's Node is missing",
+            |w| w.nodes().retain(|n| n.name != "node-a"),
+            blocked(Blocked::LocalNodeMissing),
+        ),
+        (
+            "this node has no InternalIP",
+            |w| w.nodes()[0].internal_ips.clear(),
+            blocked(Blocked::NoInternalIp),
+        ),
+        (
+            "no interface holds the InternalIP (mtu auto)",
+            |w| w.inputs.underlay_mtu = None,
+            blocked(Blocked::UnderlayUnknown(IpAddr::from([198, 18, 0, 1]))),
+        ),
+        (
+            "an underlay too small for a tunnel",
+            |w| w.inputs.underlay_mtu = Some(60),
+            blocked(Blocked::UnderlayTooSmall(60)),
+        ),
+        (
+            "a rejected ConfigMap: the last good settings stay, reported once",
+            |w| rejected(w, "port"),
+            Got { events: events(&["ConfigRejected"]), ..nothing() },
+        ),
+        (
+            "the same rejection again: not reported again",
+            |w| {
+                rejected(w, "port");
+                w.state.rejected = Some(vec![KeyError { key: "port".into(), reason: "bad".into() }]);
+            },
+            nothing(),
+        ),
+        (
+            "rejected before any valid settings: nothing can be done",
+            |w| {
+                rejected(w, "port");
+                w.state.settings = None;
+            },
+            Got { events: events(&["ConfigRejected"]), ..blocked(Blocked::NoSettings) },
+        ),
+        (
+            "a fixed MTU the underlay cannot carry is rejected",
+            |w| w.inputs.reading = Reading::Valid(Settings { mtu: Mtu::Fixed(1480), ..settings() }),
+            Got { events: events(&["ConfigRejected"]), ..nothing() },
+        ),
+        (
+            "a new port: the device moves, the change is reported",
+            |w| w.inputs.reading = Reading::Valid(Settings { port: 51821, ..settings() }),
+            Got {
+                move_port: Some(51821),
+                peer_ops: vec!["endpoint", "endpoint"],
+                save: true,
+                events: events(&["ConfigApplied"]),
+                ..nothing()
+            },
+        ),
+        (
+            "switched off: device, routes, rules, the saved peers and the key go",
+            |w| w.inputs.reading = Reading::Valid(Settings { enabled: false, ..settings() }),
+            Got {
+                device: DeviceStep::Discard,
+                withdraw: true,
+                kernel: Kernel::Floor,
+                events: events(&["ConfigApplied", "MeshDisabled"]),
+                ..nothing()
+            },
+        ),
+        (
+            "switched off and nothing left: nothing to do, no Event",
+            |w| {
+                let off = Settings { enabled: false, ..settings() };
+                w.inputs.reading = Reading::Valid(off.clone());
+                w.state.settings = Some(off);
+                w.inputs.device = None;
+                w.inputs.kernel = ObservedState::default();
+                w.nodes()[0].annotations.clear();
+            },
+            nothing(),
+        ),
+        (
+            "the interface was deleted: the device is dropped, the floor holds",
+            |w| {
+                w.inputs.kernel.link = None;
+                w.inputs.kernel.routes.retain(|r| r.kind != RouteKind::Device);
+            },
+            Got { device: DeviceStep::Discard, ..blocked(Blocked::DeviceGone) },
+        ),
+        (
+            "the interface was replaced by another link of the name: never routed through",
+            |w| {
+                // The kernel removed the routes through the old one.
+                w.inputs.kernel.link.as_mut().unwrap().index = LINK + 1;
+                w.inputs.kernel.routes.retain(|r| r.kind != RouteKind::Device);
+            },
+            Got { device: DeviceStep::Discard, ..blocked(Blocked::DeviceGone) },
+        ),
+        (
+            "a scheduled rotation is due: staged, published, then switched",
+            |w| {
+                w.inputs.reading = Reading::Valid(Settings {
+                    key_rotation_interval: Some(std::time::Duration::from_secs(600)),
+                    ..settings()
+                });
+                w.state.settings = match &w.inputs.reading {
+                    Reading::Valid(s) => Some(s.clone()),
+                    Reading::Rejected(_) => None,
+                };
+            },
+            Got { key: KeyStep::Rotate { stage: true, publish_first: true }, ..nothing() },
+        ),
+        (
+            "a clock that jumped back: no rotation is due",
+            |w| {
+                w.state.key.created = jiff::Timestamp::from_second(NOW + 3600).unwrap();
+                w.inputs.key_files.current = Some(w.state.key.clone());
+                let published = w.state.key.to_annotations();
+                w.nodes()[0].annotations = published;
+                w.inputs.reading = Reading::Valid(Settings {
+                    key_rotation_interval: Some(std::time::Duration::from_secs(600)),
+                    ..settings()
+                });
+                w.state.settings = match &w.inputs.reading {
+                    Reading::Valid(s) => Some(s.clone()),
+                    Reading::Rejected(_) => None,
+                };
+            },
+            nothing(),
+        ),
+        (
+            "a rotation staged by `meshcrypt keys rotate`: published, then switched",
+            |w| w.inputs.key_files.pending = Some(annotations(5, 1, NOW)),
+            Got { key: KeyStep::Rotate { stage: false, publish_first: true }, ..nothing() },
+        ),
+        (
+            "a staged key already published (a pass failed after the publish): switched",
+            |w| {
+                w.inputs.key_files.pending = Some(annotations(5, 1, NOW));
+                w.nodes()[0].annotations = annotations(5, 1, NOW).to_annotations();
+            },
+            Got { key: KeyStep::Rotate { stage: false, publish_first: false }, publish: true, ..nothing() },
+        ),
+        (
+            "the key file changed under the agent: followed, then published",
+            |w| w.inputs.key_files.current = Some(annotations(5, 0, NOW)),
+            Got { key: KeyStep::Follow, publish: true, ..nothing() },
+        ),
+        ("the key file vanished", |w| w.inputs.key_files.current = None, blocked(Blocked::KeyFileMissing)),
+        (
+            "the key annotation was removed from this node's Node: published again",
+            |w| w.nodes()[0].annotations.clear(),
+            Got { publish: true, ..nothing() },
+        ),
+        (
+            "bootstrap: this node's Node only, no peers, readiness not claimed",
+            |w| {
+                let local = w.nodes()[0].clone();
+                w.inputs.view = View::LocalOnly(local);
+            },
+            Got { peer_ops: vec!["remove", "remove"], kernel: Kernel::Device, ready: None, ..nothing() },
+        ),
+        (
+            "restore: the saved peers, nothing published, not ready yet",
+            |w| {
+                let last = w.state.last_known.clone().unwrap();
+                let peers = last.peer_set().unwrap();
+                w.inputs.view = View::LastKnown { last, peers };
+                w.inputs.device.as_mut().unwrap().peers.clear();
+            },
+            Got { peer_ops: vec!["add", "add"], handshakes: 2, ready: Some(false), ..nothing() },
+        ),
+        (
+            "pod-IP mode: a pod the CNI wired here before the API shows it stays local",
+            |w| {
+                let pod_ip = Settings { addressing: Addressing::PodIp, ..settings() };
+                w.inputs.reading = Reading::Valid(pod_ip.clone());
+                w.state.settings = Some(pod_ip);
+                let pods = vec![
+                    PodView {
+                        name: "default/b".into(),
+                        node: "node-b".into(),
+                        ips: vec![IpAddr::from([10, 244, 1, 5])],
+                        created: None,
+                    },
+                    PodView {
+                        name: "default/c".into(),
+                        node: "node-c".into(),
+                        ips: vec![IpAddr::from([10, 244, 2, 5])],
+                        created: None,
+                    },
+                ];
+                if let View::Complete { pods: p, .. } = &mut w.inputs.view {
+                    *p = pods;
+                }
+                w.converge();
+                w.inputs.host_routes = vec![HostRoute {
+                    dst: "10.244.0.9/32".parse().unwrap(),
+                    oif: Some(12),
+                    via_gateway: false,
+                }];
+            },
+            // Local prefixes alone are saved at most every SAVE_EVERY.
+            Got { kernel: Kernel::Device, ..nothing() },
+        ),
+    ];
+    assert!(rows.len() >= 25);
+    let mut failures = Vec::new();
+    for (name, change, want) in rows {
+        let mut world = in_sync();
+        change(&mut world);
+        let got = got(&world.decide());
+        if got != want {
+            failures.push(format!("{name}:\n  got  {got:?}\n  want {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_plan_applied_is_a_fixed_point() {
+    let mut world = in_sync();
+    world.nodes().push(node("node-d", 3, Some(3)));
+    world.converge();
+    let again = world.decide();
+    assert_eq!(got(&again), nothing());
+    let names: BTreeMap<PublicKey, String> = again.peer_names;
+    assert_eq!(names.len(), 3);
+}

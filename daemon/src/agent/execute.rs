@@ -1,0 +1,316 @@
+//! Carrying out a [`PassPlan`]: the only place a pass changes anything, in one fixed order (the
+//! numbered steps of [`execute`]). The order keeps the node fail-closed at every step and makes
+//! every peer able to learn a key before the device runs with it.
+
+use meshcrypt_dataplane::{Change, DeviceConfig, WireGuardBackend, WireGuardDevice};
+use meshcrypt_keyexchange::{NodeKeyAnnotations, write_private};
+use meshcrypt_routing::Kernel;
+
+use super::decide::{Blocked, DeviceStep, KeyStep, Params, PassPlan};
+use super::events::{EventType, configmap_ref, node_ref};
+use super::io::Io;
+use super::last_known;
+use super::peer_ops::to_changes;
+use super::publish::{publish_key, withdraw_key};
+use super::state::LoopState;
+use crate::error::AgentError;
+
+/// How far a pass got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything planned is in place.
+    Done,
+    /// A device was created: gather and decide again to program it.
+    Again,
+}
+
+/// Applies `plan`, in this order:
+///
+/// 0. The loop's memory takes the plan's settings, rejection and reported problems; the log
+///    filter follows the settings.
+/// 1. A device to discard is dropped (the kernel removes the routes through it; the floor holds).
+/// 2. Without a device in use, the kernel changes: the fail-closed floor and the rules, first.
+/// 3. A blocked plan stops here, with its error. A device to create is created, and the pass
+///    runs again to program it.
+/// 4. The device moves to a new port.
+/// 5. The key: a staged (or newly staged) key is published, and only once that succeeded does the
+///    device switch to it; or the device follows a key file that changed.
+/// 6. The key in use is published if the Node does not carry it.
+/// 7. The device's peers change (removals first), then handshakes start with the new peers (with
+///    every peer after a key switch).
+/// 8. With a device in use, the kernel changes (make-before-break: routes, then rules, then
+///    removals).
+/// 9. The last known peer set is saved (or, switched off, removed).
+/// 10. Switched off, the published key is withdrawn.
+///
+/// Whatever happened, the metrics and the Events of the pass are reported at the end.
+pub async fn execute<K: Kernel, B: WireGuardBackend>(
+    io: &mut Io<K, B>,
+    params: &Params,
+    state: &mut LoopState,
+    plan: &PassPlan,
+) -> Result<Outcome, AgentError> {
+    if plan.settings_changed
+        && let Some(settings) = &plan.settings
+    {
+        if let Some(previous) = &state.settings {
+            tracing::info!(?previous, current = ?settings, "configuration changed");
+        }
+        io.log.set(&settings.log_level);
+    }
+    if plan.rejected != state.rejected {
+        for e in plan.rejected.iter().flatten() {
+            tracing::warn!(key = %e.key, reason = %e.reason, "configuration rejected; the last good configuration stays in force");
+        }
+    }
+    for p in &plan.new_problems {
+        tracing::warn!(peer_node = %p.node, reason = p.problem.reason(), message = %p.problem, "a node is left out of the mesh, or holds a claim others contest");
+    }
+    state.settings.clone_from(&plan.settings);
+    state.rejected.clone_from(&plan.rejected);
+    state.reported.clone_from(&plan.problems);
+
+    let mut key_rotated = None;
+    let result = apply(io, params, state, plan, &mut key_rotated).await;
+    report(io, params, plan, key_rotated).await;
+    result
+}
+
+async fn apply<K: Kernel, B: WireGuardBackend>(
+    io: &mut Io<K, B>,
+    params: &Params,
+    state: &mut LoopState,
+    plan: &PassPlan,
+    key_rotated: &mut Option<NodeKeyAnnotations>,
+) -> Result<Outcome, AgentError> {
+    // 1.
+    if plan.device == DeviceStep::Discard
+        && let Ok(mut slot) = io.device.write()
+        && slot.take().is_some()
+        && plan.blocked == Some(Blocked::DeviceGone)
+    {
+        tracing::warn!(interface = %params.ifname, "the WireGuard interface was deleted; recreating the device");
+    }
+    // 2.
+    if plan.kernel.link.is_none() {
+        apply_kernel(io, params, plan).await?;
+    }
+    // 3.
+    if let Some(blocked) = &plan.blocked {
+        return Err(blocked_error(params, io, blocked));
+    }
+    if let DeviceStep::Create(port) = plan.device {
+        create_device(io, params, port)?;
+        return Ok(Outcome::Again);
+    }
+    let Some(device) = io.device() else {
+        // Switched off: nothing to program.
+        finish(io, params, state, plan).await?;
+        return Ok(Outcome::Done);
+    };
+    // 4.
+    if let Some(port) = plan.move_port {
+        tracing::info!(to = port, "moving the mesh port");
+        device.apply(&[Change::SetListenPort(port)])?;
+    }
+    // 5.
+    let switched = switch_key(io, params, state, plan, device.as_ref(), key_rotated).await?;
+    // 6.
+    if plan.publish && key_rotated.is_none() {
+        publish_key(&io.client, &params.node, &state.key).await?;
+    }
+    // 7.
+    if !plan.peer_ops.is_empty() {
+        tracing::info!(ops = ?plan.peer_ops, "updating wireguard peers");
+        device.apply(&to_changes(&plan.peer_ops))?;
+    }
+    let targets = if switched { &plan.all_peers } else { &plan.handshakes };
+    if !targets.is_empty() {
+        let sent = device.initiate_handshakes(targets);
+        tracing::info!(peers = targets.len(), sent, "handshakes initiated");
+    }
+    // 8.
+    if plan.kernel.link.is_some() {
+        apply_kernel(io, params, plan).await?;
+    }
+    finish(io, params, state, plan).await?;
+    Ok(Outcome::Done)
+}
+
+/// Steps 9 and 10.
+async fn finish<K: Kernel, B: WireGuardBackend>(
+    io: &mut Io<K, B>,
+    params: &Params,
+    state: &mut LoopState,
+    plan: &PassPlan,
+) -> Result<(), AgentError> {
+    // 9.
+    if let Some(snapshot) = &plan.save {
+        let path = last_known::path(&io.state_dir);
+        match write_private(&io.state_dir, &path, snapshot.encode().as_bytes()) {
+            Ok(()) => state.last_known = Some(snapshot.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot save the last known peer set")
+            }
+        }
+    }
+    if plan.forget {
+        // Switched off: nothing may come back from the last known peer set at the next start.
+        let saved = last_known::path(&io.state_dir);
+        match std::fs::remove_file(&saved) {
+            Ok(()) => state.last_known = None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => state.last_known = None,
+            Err(source) => {
+                return Err(AgentError::Io { what: format!("remove {}", saved.display()), source });
+            }
+        }
+    }
+    // 10.
+    if plan.withdraw {
+        withdraw_key(&io.client, &params.node).await?;
+    }
+    Ok(())
+}
+
+async fn apply_kernel<K: Kernel, B: WireGuardBackend>(
+    io: &Io<K, B>,
+    params: &Params,
+    plan: &PassPlan,
+) -> Result<(), AgentError> {
+    if plan.kernel.ops.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = plan.kernel.ops.iter().map(ToString::to_string).collect();
+    tracing::info!(ops = ?listed, "updating routes and rules");
+    io.kernel.apply(plan.kernel.link, params.table, &plan.kernel.ops).await?;
+    Ok(())
+}
+
+/// Creates the device with the key file's key, on `port`, and holds it.
+fn create_device<K: Kernel, B: WireGuardBackend>(
+    io: &mut Io<K, B>,
+    params: &Params,
+    port: u16,
+) -> Result<(), AgentError> {
+    let record = io.keys.load()?.ok_or_else(|| AgentError::KeyFileMissing { path: io.keys.key_path() })?;
+    let mut config = DeviceConfig::new(params.ifname.clone(), record.key);
+    config.listen_port = port;
+    config.uapi_dir = io.uapi_dir.clone();
+    config.fwmark = Some(params.fwmark);
+    config.workers = io.workers;
+    // The kernel plan of the next round sets the tunnel MTU for this node's underlay.
+    config.mtu = None;
+    let device = io.backend.create(config).map_err(|e| {
+        if e.io_error().and_then(std::io::Error::raw_os_error) == Some(nix::errno::Errno::EBUSY as i32) {
+            AgentError::TunBusy { ifname: params.ifname.clone(), source: e }
+        } else {
+            e.into()
+        }
+    })?;
+    tracing::info!(interface = %params.ifname, port, "wireguard device up");
+    if let Ok(mut slot) = io.device.write() {
+        *slot = Some(device);
+    }
+    Ok(())
+}
+
+/// Step 5; true when the device's key changed (every session restarts).
+async fn switch_key<K: Kernel, B: WireGuardBackend>(
+    io: &mut Io<K, B>,
+    params: &Params,
+    state: &mut LoopState,
+    plan: &PassPlan,
+    device: &dyn WireGuardDevice,
+    key_rotated: &mut Option<NodeKeyAnnotations>,
+) -> Result<bool, AgentError> {
+    match plan.key {
+        KeyStep::Keep => Ok(false),
+        KeyStep::Rotate { stage, publish_first } => {
+            if stage {
+                tracing::info!(created = %state.key.created, "scheduled key rotation due");
+                io.keys.stage_rotation()?;
+            }
+            let pending = io
+                .keys
+                .pending()?
+                .ok_or_else(|| AgentError::KeyFileMissing { path: io.keys.pending_path() })?;
+            let next = pending.annotations();
+            if publish_first && let Err(e) = publish_key(&io.client, &params.node, &next).await {
+                if !state.rotation_pending {
+                    tracing::warn!(error = %e, fingerprint = %next.public_key.fingerprint(), epoch = next.epoch, "key rotation pending: the new key cannot be published yet; the current key stays in use");
+                }
+                state.rotation_pending = true;
+                io.metrics.key_rotation_pending.set(1);
+                return Ok(false);
+            }
+            tracing::info!(from = %state.key.public_key.fingerprint(), to = %next.public_key.fingerprint(), epoch = next.epoch, "switching to the new node key, now published");
+            device.apply(&[Change::SetPrivateKey(pending.key)])?;
+            io.keys.promote_pending()?;
+            state.key = next.clone();
+            state.rotation_pending = false;
+            io.metrics.key_rotation_pending.set(0);
+            *key_rotated = Some(next);
+            Ok(true)
+        }
+        KeyStep::Follow => {
+            let record =
+                io.keys.load()?.ok_or_else(|| AgentError::KeyFileMissing { path: io.keys.key_path() })?;
+            let stored = record.annotations();
+            tracing::info!(from = %state.key.public_key.fingerprint(), to = %stored.public_key.fingerprint(), epoch = stored.epoch, "the key file changed: switching to it");
+            device.apply(&[Change::SetPrivateKey(record.key)])?;
+            state.key = stored;
+            Ok(true)
+        }
+    }
+}
+
+/// The metrics and Events of the pass.
+async fn report<K: Kernel, B: WireGuardBackend>(
+    io: &Io<K, B>,
+    params: &Params,
+    plan: &PassPlan,
+    key_rotated: Option<NodeKeyAnnotations>,
+) {
+    if let Some(counts) = &plan.problem_counts {
+        io.metrics.node_problems.clear();
+        for (reason, count) in counts {
+            io.metrics.node_problems.get_or_create(&vec![("reason", (*reason).to_owned())]).set(*count);
+        }
+    }
+    if let Ok(mut names) = io.names.lock() {
+        names.clone_from(&plan.peer_names);
+    }
+    for event in &plan.events {
+        let type_ = if event.warning { EventType::Warning } else { EventType::Normal };
+        let reference = match (&event.node, &params.config_map) {
+            (Some(node), _) => node_ref(node),
+            (None, Some((namespace, name))) => configmap_ref(namespace, name),
+            (None, None) => continue,
+        };
+        io.events.publish(reference, type_, &event.reason, &event.note).await;
+    }
+    if let Some(key) = key_rotated {
+        let note = format!("epoch {}, key {}", key.epoch, key.public_key.fingerprint());
+        io.events.normal(&params.node, "KeyRotated", &note).await;
+    }
+}
+
+fn blocked_error<K: Kernel, B: WireGuardBackend>(
+    params: &Params,
+    io: &Io<K, B>,
+    blocked: &Blocked,
+) -> AgentError {
+    let local = |reason: String| AgentError::LocalNode { node: params.node.clone(), reason };
+    match blocked {
+        Blocked::NoSettings => AgentError::NoSettings,
+        Blocked::LocalNodeMissing => local("not found in the API".into()),
+        Blocked::NoInternalIp => local("no InternalIP in status.addresses".into()),
+        Blocked::UnderlayUnknown(ip) => local(format!("no interface holds {ip}")),
+        Blocked::UnderlayTooSmall(mtu) => AgentError::UnderlayTooSmall { mtu: *mtu },
+        Blocked::ForeignLink(kind) => {
+            AgentError::ForeignLink { ifname: params.ifname.clone(), kind: kind.clone() }
+        }
+        Blocked::DeviceGone => AgentError::DeviceGone { ifname: params.ifname.clone() },
+        Blocked::KeyFileMissing => AgentError::KeyFileMissing { path: io.keys.key_path() },
+    }
+}

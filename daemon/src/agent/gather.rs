@@ -1,0 +1,94 @@
+//! Gathering a pass's inputs: every read a pass makes (settings, Nodes, Pods, the key files, the
+//! device, the kernel), before any decision and without changing anything.
+
+use k8s_openapi::api::core::v1::Node;
+use meshcrypt_dataplane::WireGuardBackend;
+use meshcrypt_keyexchange::mesh::{NodeView, PeerSet, PodView};
+use meshcrypt_routing::Kernel;
+
+use super::config_source::Reading;
+use super::decide::{Inputs, KeyFiles, Params, View};
+use super::io::Io;
+use super::last_known::LastKnown;
+use super::routing_input::MAIN_TABLE;
+use super::state::LoopState;
+use crate::config::settings::Addressing;
+use crate::error::AgentError;
+
+/// Where a pass takes its peers from (see [`View`]).
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The Node store (and the Pod store in pod-IP mode).
+    Api,
+    /// This node's own Node only (bootstrap).
+    LocalOnly(Box<Node>),
+    /// A restored snapshot and its checked peers.
+    LastKnown(Box<LastKnown>, PeerSet),
+}
+
+/// Reads everything a pass decides on, at `now`. Fails when a read the pass cannot do without
+/// fails (the kernel, the device, the key files, the Pod store); nothing has changed then.
+pub async fn gather<K: Kernel, B: WireGuardBackend>(
+    io: &mut Io<K, B>,
+    params: &Params,
+    state: &LoopState,
+    source: &Source,
+    now: jiff::Timestamp,
+) -> Result<Inputs, AgentError> {
+    let reading = io.config.read();
+    let in_force = match &reading {
+        Reading::Valid(settings) => Some(settings),
+        Reading::Rejected(_) => state.settings.as_ref(),
+    };
+    let pod_ip = !matches!(source, Source::LastKnown(..))
+        && in_force.is_some_and(|s| s.enabled && s.addressing == Addressing::PodIp);
+    let view = match source {
+        Source::Api => {
+            let nodes: Vec<NodeView> = io.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
+            let pods = if pod_ip { pod_views(io).await? } else { Vec::new() };
+            View::Complete { nodes, pods }
+        }
+        Source::LocalOnly(node) => View::LocalOnly(NodeView::from_node(node)),
+        Source::LastKnown(last, peers) => View::LastKnown { last: (**last).clone(), peers: peers.clone() },
+    };
+    let underlay_ip = match &view {
+        View::Complete { nodes, .. } => {
+            nodes.iter().find(|n| n.name == params.node).and_then(|n| n.internal_ips.first().copied())
+        }
+        View::LocalOnly(local) => local.internal_ips.first().copied(),
+        View::LastKnown { last, .. } => last.node_ips.first().copied(),
+    };
+    let (underlay_mtu, underlay_index) = match underlay_ip {
+        Some(ip) => (io.kernel.mtu_of_address(ip).await?, io.kernel.index_of_address(ip).await?),
+        None => (None, None),
+    };
+    let host_routes = if pod_ip { io.kernel.host_routes(MAIN_TABLE).await? } else { Vec::new() };
+    // The records hold the private keys: only their public annotations leave this block, and
+    // the records are zeroized as they drop.
+    let key_files = KeyFiles {
+        current: io.keys.load()?.map(|r| r.annotations()),
+        pending: io.keys.pending()?.map(|r| r.annotations()),
+    };
+    let device = match io.device() {
+        Some(device) => Some(device.observe()?),
+        None => None,
+    };
+    let kernel = io.kernel.observe(&params.ifname, params.table, params.rule_priority).await?;
+    Ok(Inputs { now, reading, view, key_files, device, kernel, underlay_mtu, underlay_index, host_routes })
+}
+
+/// Every Pod holding pod-network addresses; starts the Pod watcher the first time and waits for
+/// its first complete list (so no address is pruned before it is known).
+async fn pod_views<K: Kernel, B: WireGuardBackend>(io: &mut Io<K, B>) -> Result<Vec<PodView>, AgentError> {
+    let store = match &io.pods {
+        Some(store) => store.clone(),
+        None => {
+            tracing::info!("pod-IP mode: watching Pods");
+            let store = super::pods::watch(io.client.clone(), io.wake.clone());
+            io.pods = Some(store.clone());
+            store
+        }
+    };
+    store.wait_until_ready().await.map_err(|source| AgentError::StoreClosed { what: "pods", source })?;
+    Ok(store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
+}

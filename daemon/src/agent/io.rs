@@ -1,0 +1,64 @@
+//! The agent's IO handles: everything a pass reads from or acts on, apart from the state the loop
+//! owns ([`super::state::LoopState`]). The kernel and the WireGuard backend are generic, so tests
+//! run the pass against the fakes of the routing and data-plane crates.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::reflector::Store;
+use meshcrypt_dataplane::{WireGuardBackend, WireGuardDevice};
+use meshcrypt_keyexchange::KeyStore;
+use meshcrypt_routing::Kernel;
+use tokio::sync::Notify;
+
+use super::config_source::ConfigSource;
+use super::events::EventReporter;
+use super::http::Health;
+use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
+use crate::logging::LogControl;
+
+/// The handles.
+pub struct Io<K: Kernel, B: WireGuardBackend> {
+    /// The Kubernetes client (publish and withdraw the key, remove the startup taint, watch Pods).
+    pub client: kube::Client,
+    /// Every Node, after the first complete list.
+    pub nodes: Store<Node>,
+    /// Every Pod, once pod-IP mode has been asked for.
+    pub pods: Option<Store<Pod>>,
+    /// Wakes the loop (handed to watchers started later).
+    pub wake: Arc<Notify>,
+    /// Where settings come from.
+    pub config: ConfigSource,
+    /// The kernel's routing state.
+    pub kernel: K,
+    /// What creates the WireGuard device.
+    pub backend: B,
+    /// The device, while the mesh is on (shared with the metrics collector).
+    pub device: DeviceSlot,
+    /// Where a new device's UAPI socket goes.
+    pub uapi_dir: PathBuf,
+    /// Data-path workers of a new device.
+    pub workers: usize,
+    /// The key files.
+    pub keys: KeyStore,
+    /// The state directory (the key files, the last known peer set).
+    pub state_dir: PathBuf,
+    /// Events.
+    pub events: EventReporter,
+    /// Probe state.
+    pub health: Arc<Health>,
+    /// Counters.
+    pub metrics: Arc<LoopMetrics>,
+    /// Peer names for metric labels.
+    pub names: PeerNames,
+    /// The live log filter.
+    pub log: LogControl,
+}
+
+impl<K: Kernel, B: WireGuardBackend> Io<K, B> {
+    /// The device held, if any.
+    pub fn device(&self) -> Option<Arc<dyn WireGuardDevice>> {
+        self.device.read().ok().and_then(|d| d.clone())
+    }
+}

@@ -1,0 +1,397 @@
+//! Root-free tests of whole passes: the real reconciler, its watchers and its Kubernetes client
+//! against the in-repo test API server over real HTTP, with the fake kernel of the routing crate
+//! and the fake WireGuard backend of the data-plane crate standing in for netlink and the TUN
+//! device. Each test drives passes by hand and checks the API, the kernel and the device.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use meshcrypt_dataplane::WireGuardDevice as _;
+use meshcrypt_dataplane::fake::FakeBackend;
+use meshcrypt_keyexchange::annotations::PUBLIC_KEY;
+use meshcrypt_keyexchange::{KeyStore, NodeKeyAnnotations};
+use meshcrypt_routing::fake::{FailFlags, FakeKernel};
+use meshcrypt_routing::{ObservedState, RouteKind};
+use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer, kubeconfig_yaml};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::config_source::ConfigSource;
+use super::decide::Params;
+use super::events::EventReporter;
+use super::io::Io;
+use super::reconcile::Reconciler;
+use super::state::LoopState;
+use super::{http, metrics, nodes};
+use crate::config::settings::Settings;
+use crate::logging::LogControl;
+
+const NODE: &str = "node-a";
+const IFNAME: &str = "meshcrypt0";
+const TABLE: u32 = 51820;
+const PRIORITY: u32 = 100;
+const NAMESPACE: &str = "kube-system";
+const CONFIG_MAP: &str = "meshcrypt";
+/// How long anything a test waits for may take.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+type TestReconciler = Reconciler<Arc<FakeKernel>, Arc<FakeBackend>>;
+
+/// A test API server with three Nodes and the mesh ConfigMap, and the reconciler of `node-a`.
+struct Harness {
+    server: TestApiServer,
+    agent: TestReconciler,
+    kernel: Arc<FakeKernel>,
+    backend: Arc<FakeBackend>,
+    _state_dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new(config: &[(&str, &str)]) -> Self {
+        let server = TestApiServer::start(ApiServerConfig::default()).await.expect("test API server");
+        for (i, name) in [NODE, "node-b", "node-c"].iter().enumerate() {
+            let node =
+                TestApiServer::node_object(name, &format!("10.244.{i}.0/24"), &format!("198.18.0.{}", i + 1));
+            server.create(node).expect("create node");
+        }
+        for peer in ["node-b", "node-c"] {
+            publish_peer_key(&server, peer);
+        }
+        server.create(config_map(config)).expect("create configmap");
+        let client = client(&server).await;
+
+        let kernel = Arc::new(FakeKernel::new());
+        let underlay = kernel.add_link("eth0", "veth", 1500).expect("underlay");
+        kernel.add_address(underlay, "198.18.0.1/24".parse().unwrap());
+        let (add, remove) = (kernel.clone(), kernel.clone());
+        let backend = Arc::new(FakeBackend::new(
+            Box::new(move |name| add.add_link(name, "tun", 1500)),
+            Arc::new(move |index| remove.remove_link(index)),
+        ));
+
+        let state_dir = tempfile::tempdir().expect("state dir");
+        let keys = KeyStore::open(state_dir.path()).expect("key store");
+        let (record, _) = keys.load_or_create().expect("key");
+        let key = record.annotations();
+        drop(record);
+        let wake = Arc::new(Notify::new());
+        let base = Settings { pod_networks: vec!["10.244.0.0/16".parse().unwrap()], ..Settings::default() };
+        let config = ConfigSource::watch(client.clone(), NAMESPACE, CONFIG_MAP, base, wake.clone());
+        config.ready().await.expect("configmap store");
+        let nodes = nodes::watch(client.clone(), wake.clone());
+        nodes.wait_until_ready().await.expect("node store");
+        let io = Io {
+            events: EventReporter::new(client.clone(), NODE),
+            client,
+            nodes,
+            pods: None,
+            wake,
+            config,
+            kernel: kernel.clone(),
+            backend: backend.clone(),
+            device: metrics::DeviceSlot::default(),
+            uapi_dir: state_dir.path().join("uapi"),
+            workers: 1,
+            keys,
+            state_dir: state_dir.path().to_owned(),
+            health: Arc::new(http::Health::default()),
+            metrics: Arc::new(metrics::LoopMetrics::default()),
+            names: metrics::PeerNames::default(),
+            log: LogControl::detached("info"),
+        };
+        let params = Params {
+            node: NODE.into(),
+            ifname: IFNAME.into(),
+            table: TABLE,
+            rule_priority: PRIORITY,
+            fwmark: 0x20_0000,
+            config_map: Some((NAMESPACE.into(), CONFIG_MAP.into())),
+        };
+        let agent = Reconciler { params, io, state: LoopState::new(key) };
+        Self { server, agent, kernel, backend, _state_dir: state_dir }
+    }
+
+    async fn pass(&mut self) -> bool {
+        self.agent.pass(jiff::Timestamp::now()).await
+    }
+
+    /// The kernel state meshcrypt owns.
+    fn kernel(&self) -> ObservedState {
+        self.kernel.snapshot(IFNAME, TABLE, PRIORITY)
+    }
+
+    fn ready(&self) -> bool {
+        self.agent.io.metrics.ready.get() == 1
+    }
+
+    /// This node's key as its Node carries it.
+    fn published(&self) -> Option<NodeKeyAnnotations> {
+        let node = self.server.get("v1", "Node", None, NODE).expect("node");
+        let annotations: BTreeMap<String, String> =
+            serde_json::from_value(node["metadata"]["annotations"].clone()).unwrap_or_default();
+        NodeKeyAnnotations::parse(&annotations).expect("well-formed annotations")
+    }
+
+    /// Replaces the ConfigMap's data and waits until the agent's watch has it.
+    async fn configure(&self, data: &[(&str, &str)]) {
+        let cm = config_map(data);
+        let patch = json!({"data": Value::Null});
+        self.server.merge_patch("v1", "ConfigMap", Some(NAMESPACE), CONFIG_MAP, &patch, false).unwrap();
+        let patch = json!({"data": cm["data"]});
+        self.server.merge_patch("v1", "ConfigMap", Some(NAMESPACE), CONFIG_MAP, &patch, false).unwrap();
+        let want: BTreeMap<String, String> =
+            data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        poll("the agent's ConfigMap watch to catch up", || {
+            (self.agent.io.config.data()? == want).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until the agent's Node store shows `check` true of this node's Node.
+    async fn node_store(&self, what: &str, check: impl Fn(&k8s_openapi::api::core::v1::Node) -> bool) {
+        poll(what, || {
+            let node = self.agent.io.nodes.get(&kube::runtime::reflector::ObjectRef::new(NODE))?;
+            check(&node).then_some(())
+        })
+        .await;
+    }
+
+    fn events(&self, reason: &str) -> usize {
+        let events = self.server.list("events.k8s.io/v1", "Event").unwrap_or_default();
+        events.iter().filter(|e| e["reason"] == reason).count()
+    }
+}
+
+/// Polls `check` every 10 ms until it returns something, failing the test at [`DEADLINE`].
+async fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn config_map(data: &[(&str, &str)]) -> Value {
+    let data: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIG_MAP, "namespace": NAMESPACE}, "data": data})
+}
+
+/// Publishes a fresh key on Node `name`, as its agent would.
+fn publish_peer_key(server: &TestApiServer, name: &str) -> NodeKeyAnnotations {
+    let key = NodeKeyAnnotations {
+        public_key: meshcrypt_keyexchange::PrivateKey::generate().public_key(),
+        epoch: 0,
+        created: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+    };
+    let patch = json!({"metadata": {"annotations": key.to_annotations()}});
+    server.merge_patch("v1", "Node", None, name, &patch, false).expect("annotate");
+    key
+}
+
+async fn client(server: &TestApiServer) -> kube::Client {
+    let yaml = kubeconfig_yaml(&server.url(), server.admin_token());
+    let kubeconfig = Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(config).expect("client")
+}
+
+#[tokio::test]
+async fn a_pass_publishes_the_key_programs_device_and_kernel_and_switching_off_removes_it_all() {
+    let mut h = Harness::new(&[]).await;
+    assert!(h.pass().await, "first pass");
+    assert!(h.ready());
+    assert_eq!(h.published(), Some(h.agent.state.key.clone()), "the key in use is published");
+    let device = h.backend.device().expect("a device");
+    let state = device.observe().unwrap();
+    assert_eq!(state.public_key, h.agent.state.key.public_key);
+    assert_eq!(state.peers.len(), 2, "node-b and node-c");
+    assert_eq!(device.take_handshakes().len(), 2, "a handshake starts with every new peer");
+    let kernel = h.kernel();
+    let link = kernel.link.as_ref().expect("the device's link");
+    assert_eq!((link.mtu, link.up), (1440, true), "1500 less WireGuard over IPv4");
+    assert!(
+        kernel
+            .routes
+            .iter()
+            .any(|r| r.kind == RouteKind::Device && r.dst == "10.244.1.0/24".parse().unwrap())
+    );
+    assert!(kernel.routes.iter().any(|r| r.kind == RouteKind::Blackhole), "the fail-closed floor");
+    assert!(!kernel.rules.is_empty());
+    assert_eq!(h.events("MeshReady"), 1);
+
+    h.node_store("the published key", |n| {
+        n.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(PUBLIC_KEY))
+    })
+    .await;
+    let applied = h.kernel.applied().len();
+    assert!(h.pass().await);
+    assert_eq!(h.kernel.applied().len(), applied, "a pass over an unchanged world changes nothing");
+    assert_eq!(device.take_handshakes(), vec![], "and starts no handshake");
+
+    drop(device);
+    h.configure(&[("enabled", "false")]).await;
+    assert!(h.pass().await, "switching off");
+    assert!(h.backend.device().is_none(), "the device is gone");
+    assert_eq!(h.kernel(), ObservedState::default(), "no link, route or rule is left");
+    assert_eq!(h.published(), None, "the key is withdrawn");
+    assert_eq!(h.events("MeshDisabled"), 1);
+    assert!(h.ready(), "switched off is a ready state");
+}
+
+#[tokio::test]
+async fn a_rejected_configmap_keeps_the_last_good_settings_and_is_reported_once() {
+    let mut h = Harness::new(&[("port", "51821")]).await;
+    assert!(h.pass().await);
+    assert_eq!(h.backend.device().unwrap().observe().unwrap().listen_port, 51821);
+
+    h.configure(&[("port", "51821"), ("mtu", "banana")]).await;
+    assert!(h.pass().await, "the last good settings stay in force");
+    assert!(h.pass().await);
+    assert_eq!(h.backend.device().unwrap().observe().unwrap().listen_port, 51821);
+    assert_eq!(h.events("ConfigRejected"), 1, "reported once");
+    assert!(h.agent.state.rejected.is_some());
+
+    h.configure(&[("port", "51822")]).await;
+    assert!(h.pass().await);
+    assert_eq!(h.backend.device().unwrap().observe().unwrap().listen_port, 51822, "the port moves");
+    assert_eq!(h.backend.created(), 1, "without a new device");
+    assert_eq!(h.events("ConfigApplied"), 1);
+}
+
+#[tokio::test]
+async fn a_half_applied_kernel_plan_fails_the_pass_and_the_next_pass_completes_it() {
+    let mut h = Harness::new(&[]).await;
+    h.kernel.fail(FailFlags { apply_after: Some(3), apply_errno: libc_enobufs(), ..FailFlags::default() });
+    assert!(!h.pass().await, "the kernel refused an operation");
+    assert!(!h.ready(), "readiness drops with the pass");
+    let (_, reason) = h.agent.io.health.readiness();
+    assert!(reason.contains("errno"), "the kernel's errno is kept: {reason}");
+    let half = h.kernel();
+    assert!(h.pass().await, "the next pass recovers");
+    assert!(h.ready());
+    let whole = h.kernel();
+    assert_ne!(half, whole, "the second pass did the rest");
+    let applied = h.kernel.applied().len();
+    assert!(h.pass().await);
+    assert_eq!(h.kernel.applied().len(), applied, "and nothing is left to do");
+}
+
+#[tokio::test]
+async fn a_failed_read_changes_nothing_and_a_half_applied_device_change_is_completed_next_pass() {
+    let mut h = Harness::new(&[]).await;
+    h.kernel.fail(FailFlags { observe: Some(libc_enobufs()), ..FailFlags::default() });
+    assert!(!h.pass().await, "a failed read fails the pass before anything changes");
+    assert!(!h.ready());
+    assert_eq!(h.backend.created(), 0, "nothing was created");
+    assert!(h.kernel.applied().is_empty(), "nothing was applied");
+    assert!(h.pass().await);
+    let device = h.backend.device().unwrap();
+
+    // Both peers change their keys: two removals and two additions, and the device refuses the
+    // third change.
+    let new_keys =
+        [publish_peer_key(&h.server, "node-b").public_key, publish_peer_key(&h.server, "node-c").public_key];
+    poll("the new keys in the Node store", || {
+        let seen: Vec<String> = h
+            .agent
+            .io
+            .nodes
+            .state()
+            .iter()
+            .filter_map(|n| n.metadata.annotations.as_ref()?.get(PUBLIC_KEY).cloned())
+            .collect();
+        new_keys.iter().all(|k| seen.contains(&k.to_string())).then_some(())
+    })
+    .await;
+    device.fail_next_apply_after(2);
+    assert!(!h.pass().await, "the device refused a change half-way");
+    assert!(!h.ready());
+    assert_eq!(device.observe().unwrap().peers.len(), 0, "the removals before the failure stay applied");
+    assert!(h.pass().await, "the next pass completes it");
+    let mut configured: Vec<_> = device.observe().unwrap().peers.iter().map(|p| p.public_key).collect();
+    configured.sort();
+    let mut want = new_keys.to_vec();
+    want.sort();
+    assert_eq!(configured, want);
+}
+
+#[tokio::test]
+async fn a_closed_pod_store_fails_the_pass_and_keeps_what_is_programmed() {
+    let mut h = Harness::new(&[]).await;
+    assert!(h.pass().await);
+    let before = h.kernel();
+    let (reader, writer) = kube::runtime::reflector::store::<Pod>();
+    drop(writer);
+    h.agent.io.pods = Some(reader);
+    h.configure(&[("addressing", "pod-ip")]).await;
+    assert!(!h.pass().await, "pod-IP mode without the Pods");
+    assert!(!h.ready());
+    let (_, reason) = h.agent.io.health.readiness();
+    assert!(reason.contains("pods store closed"), "{reason}");
+    assert_eq!(h.kernel(), before, "the last programmed state stays in force");
+    assert_eq!(h.backend.device().unwrap().observe().unwrap().peers.len(), 2);
+}
+
+#[tokio::test]
+async fn a_deleted_interface_drops_readiness_and_the_next_pass_makes_a_new_device() {
+    let mut h = Harness::new(&[]).await;
+    assert!(h.pass().await);
+    let index = h.kernel.link_index(IFNAME).unwrap();
+    h.kernel.remove_link(index);
+    assert!(!h.pass().await, "the interface is gone");
+    assert!(!h.ready());
+    assert!(h.kernel().routes.iter().all(|r| r.kind != RouteKind::Device));
+    assert!(h.kernel().routes.iter().any(|r| r.kind == RouteKind::Blackhole), "the floor holds");
+    assert!(h.pass().await, "a new device");
+    assert_eq!(h.backend.created(), 2);
+    assert!(h.ready());
+}
+
+#[tokio::test]
+async fn a_rotation_staged_during_an_api_outage_waits_and_completes_when_the_api_is_back() {
+    let mut h = Harness::new(&[]).await;
+    assert!(h.pass().await);
+    let device = h.backend.device().unwrap();
+    device.take_handshakes();
+    let old = h.agent.state.key.clone();
+    let staged = h.agent.io.keys.stage_rotation().expect("stage").annotations();
+    let current = old.public_key.to_string();
+    h.node_store("the published key", |n| {
+        n.metadata.annotations.as_ref().and_then(|a| a.get(PUBLIC_KEY)) == Some(&current)
+    })
+    .await;
+
+    let addrs = h.server.local_addrs().to_vec();
+    h.server.pause().await;
+    assert!(
+        h.pass().await,
+        "the mesh keeps working with the current key: {:?}",
+        h.agent.io.health.readiness()
+    );
+    assert_eq!(h.agent.io.metrics.key_rotation_pending.get(), 1);
+    assert_eq!(device.observe().unwrap().public_key, old.public_key, "not switched before it is published");
+    assert_eq!(h.agent.state.key, old);
+
+    let listeners = addrs.iter().map(|a| std::net::TcpListener::bind(a).expect("rebind")).collect();
+    h.server.resume(listeners).expect("resume");
+    assert_eq!(h.published(), Some(old.clone()), "still the old key until a pass");
+    assert!(h.pass().await);
+    assert_eq!(h.published(), Some(staged.clone()), "published first");
+    assert_eq!(device.observe().unwrap().public_key, staged.public_key, "then switched");
+    assert_eq!(h.agent.io.metrics.key_rotation_pending.get(), 0);
+    assert_eq!(device.take_handshakes().len(), 2, "every session restarts at once");
+    assert_eq!(h.events("KeyRotated"), 1);
+}
+
+/// "No buffer space available": what a netlink dump that overran its socket buffer returns.
+fn libc_enobufs() -> i32 {
+    nix::errno::Errno::ENOBUFS as i32
+}

@@ -1,0 +1,43 @@
+//! What the reconcile loop remembers between passes: small, owned by the loop, changed only by
+//! the outcome of a pass.
+
+use std::collections::BTreeSet;
+
+use meshcrypt_keyexchange::NodeKeyAnnotations;
+
+use super::last_known::LastKnown;
+use crate::config::settings::{KeyError, Settings};
+
+/// The loop's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopState {
+    /// The settings in force (the last good ones); `None` before the first valid read.
+    pub settings: Option<Settings>,
+    /// The rejection last reported, so each is reported once.
+    pub rejected: Option<Vec<KeyError>>,
+    /// The node problems last reported as (node, reason, message), so each is reported once.
+    pub reported: BTreeSet<(String, &'static str, String)>,
+    /// The key the device runs with, as published.
+    pub key: NodeKeyAnnotations,
+    /// The last known peer set as saved (or restored).
+    pub last_known: Option<LastKnown>,
+    /// A staged rotation waits to be published (reported once).
+    pub rotation_pending: bool,
+    /// Passes run so far.
+    pub passes: u64,
+}
+
+impl LoopState {
+    /// The state of an agent that just started with `key`.
+    pub fn new(key: NodeKeyAnnotations) -> Self {
+        Self {
+            settings: None,
+            rejected: None,
+            reported: BTreeSet::new(),
+            key,
+            last_known: None,
+            rotation_pending: false,
+            passes: 0,
+        }
+    }
+}
