@@ -16,7 +16,7 @@ fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 13 % 251) as u8).collect()
 }
 
-fn link_mtu(lab: &meshcrypt_integration::lab::Lab, ns: &str) -> u32 {
+fn link_mtu(lab: &meshcrypt_netlab::lab::Lab, ns: &str) -> u32 {
     lab.exec(ns, &["cat", &format!("/sys/class/net/{IFNAME}/mtu")]).unwrap().trim().parse().unwrap()
 }
 
@@ -37,7 +37,7 @@ fn a_new_device_fits_a_1500_byte_underlay_and_bulk_tcp_arrives_intact() {
     };
     let dev_a = device_in(&lab, &a.namespace, config(sk_a, "a"));
     let dev_b = device_in(&lab, &b.namespace, config(sk_b, "b"));
-    let peer = |public_key, node: &meshcrypt_integration::lab::Node, allowed: &str| {
+    let peer = |public_key, node: &meshcrypt_netlab::lab::Node, allowed: &str| {
         Change::UpsertPeer(PeerConfig {
             public_key,
             endpoint: Some((node.underlay_addr, 51820).into()),

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use common::{IFNAME, Pair, device_in, lab, nets, ping_eventually};
 use meshcrypt_dataplane::{Change, Device, DeviceConfig, PrivateKey};
-use meshcrypt_integration::cluster::poll;
-use meshcrypt_integration::lab::worker_threads;
+use meshcrypt_netlab::lab::worker_threads;
+use meshcrypt_netlab::wait::poll;
 use tempfile::TempDir;
 
 const TCP_TIMEOUT: Duration = Duration::from_secs(20);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{IFNAME, device_in, lab, nets};
 use meshcrypt_dataplane::{Change, DeviceConfig, PeerConfig, PrivateKey, uapi_socket_path};
-use meshcrypt_integration::lab::{Lab, LabError};
+use meshcrypt_netlab::lab::{Lab, LabError};
 
 /// Bind-mounts `$1` over `wg`'s socket directory, then runs `wg` with the remaining arguments.
 /// `ip netns exec` has already put the shell in a private (slave) mount namespace, so the mount

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use common::{IFNAME, device_in, lab, ping_eventually, tunnel_addr};
 use meshcrypt_dataplane::{Change, DeviceConfig, PeerConfig, PresharedKey, PrivateKey};
-use meshcrypt_integration::cluster::{poll, wg_via};
-use meshcrypt_integration::lab::SpawnOptions;
+use meshcrypt_netlab::lab::SpawnOptions;
+use meshcrypt_netlab::lab::wg_via;
+use meshcrypt_netlab::wait::poll;
 use tempfile::TempDir;
 
 const GO_IF: &str = "wggo0";

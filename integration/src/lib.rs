@@ -1,10 +1,6 @@
-//! meshcrypt's local lab: a stateful test Kubernetes API server over real HTTP, nodes and pods as
-//! network namespaces joined by an underlay bridge, and the detector that reports plaintext pod
-//! traffic on that underlay. Tests and the demo use it; production code never does.
+//! meshcrypt's scenarios: a cluster of agents on the network lab (`meshcrypt-netlab`) talking to
+//! the test API server (`meshcrypt-test-apiserver`), the scenario tests, the deploy tests and the
+//! one-command demo. Production code never uses it.
 
 pub mod cluster;
-pub mod lab;
-pub mod leak;
 pub mod manifests;
-pub mod traffic;
-pub mod wait;

@@ -5,8 +5,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use meshcrypt_integration::lab::{Lab, leftovers, naming, netns};
-use meshcrypt_integration::wait::until as wait_until;
+use meshcrypt_netlab::lab::{Lab, leftovers, naming, netns};
+use meshcrypt_netlab::wait::until as wait_until;
 
 #[test]
 fn a_panic_inside_a_lab_scope_leaves_nothing_behind() {

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use meshcrypt_integration::lab::{Lab, leftovers};
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
-use meshcrypt_integration::wait::until as wait_until;
+use meshcrypt_netlab::lab::{Lab, leftovers};
+use meshcrypt_netlab::leak::{LeakConfig, LeakDetector};
+use meshcrypt_netlab::wait::until as wait_until;
 
 #[test]
 fn pods_reach_each_other_in_plaintext_and_the_detector_sees_it() {
@@ -53,5 +53,5 @@ fn pods_reach_each_other_in_plaintext_and_the_detector_sees_it() {
 }
 
 fn pids_in(ns: &str) -> Vec<u32> {
-    meshcrypt_integration::lab::netns::pids(ns)
+    meshcrypt_netlab::lab::netns::pids(ns)
 }

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use meshcrypt_integration::lab::naming;
+use meshcrypt_netlab::lab::naming;
 
 #[test]
 fn the_demo_meshes_the_nodes_sees_no_plaintext_and_cleans_up() {
@@ -44,7 +44,7 @@ fn assert_cleaned_up(stdout: &str) {
     let pid = out_pid(stdout).expect("the demo prints its lab prefix");
     let prefix = format!("{}{pid:x}-", naming::NAME_PREFIX);
     let left: Vec<String> =
-        meshcrypt_integration::lab::netns::list().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+        meshcrypt_netlab::lab::netns::list().into_iter().filter(|n| n.starts_with(&prefix)).collect();
     assert_eq!(left, Vec::<String>::new());
 }
 

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use meshcrypt_integration::lab::{Lab, leftovers};
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
+use meshcrypt_netlab::lab::{Lab, leftovers};
+use meshcrypt_netlab::leak::{LeakConfig, LeakDetector};
 
 #[test]
 fn ipv6_pods_reach_each_other_and_leak_in_plaintext() {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
-use meshcrypt_integration::lab::Pod;
+use meshcrypt_netlab::lab::Pod;
 
 fn cluster(extra: &[&str]) -> Cluster {
     let mut options = AgentOptions::new().expect("meshcrypt binary");

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
-use meshcrypt_integration::lab::Pod;
-use meshcrypt_integration::traffic::Stream;
+use meshcrypt_netlab::lab::Pod;
+use meshcrypt_netlab::traffic::Stream;
 
 /// How soon after the event that makes it possible a path must carry traffic (issue 11).
 const PATH_UP: Duration = Duration::from_secs(1);
@@ -646,12 +646,8 @@ fn convergence_joining_nodes_reach_everyone_within_a_second_of_ready() {
 /// traffic never leaves the node, so nothing crosses the underlay in plaintext.
 #[test]
 fn local_delivery_a_pod_wired_before_its_pod_object_is_reachable_on_its_node() {
-    let lab = meshcrypt_integration::lab::Lab::builder()
-        .nodes(2)
-        .pods_per_node(1)
-        .vpc_cni(true)
-        .build()
-        .expect("lab");
+    let lab =
+        meshcrypt_netlab::lab::Lab::builder().nodes(2).pods_per_node(1).vpc_cni(true).build().expect("lab");
     let mut options = AgentOptions::new().expect("meshcrypt binary");
     options.config_map = Some([("addressing".to_owned(), "pod-ip".to_owned())].into());
     let mut cluster = Cluster::start_in(lab, options).expect("cluster");
@@ -716,12 +712,8 @@ fn host_network_and_remote_pods_talk_both_ways_encrypted_in_pod_cidr_mode() {
 /// Behaviour 5 in pod-IP mode (the VPC-CNI-like lab).
 #[test]
 fn host_network_and_remote_pods_talk_both_ways_encrypted_in_pod_ip_mode() {
-    let lab = meshcrypt_integration::lab::Lab::builder()
-        .nodes(2)
-        .pods_per_node(1)
-        .vpc_cni(true)
-        .build()
-        .expect("lab");
+    let lab =
+        meshcrypt_netlab::lab::Lab::builder().nodes(2).pods_per_node(1).vpc_cni(true).build().expect("lab");
     let mut options = AgentOptions::new().expect("meshcrypt binary");
     options.config_map = Some([("addressing".to_owned(), "pod-ip".to_owned())].into());
     let cluster = Cluster::start_in(lab, options).expect("cluster");

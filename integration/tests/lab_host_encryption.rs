@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
-use meshcrypt_integration::leak::LeakReport;
+use meshcrypt_netlab::leak::LeakReport;
 
 fn node_tcp(cluster: &Cluster, from: &str, to: &str) -> LeakReport {
     let leak = cluster.leak_detector().expect("leak detector");

@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use meshcrypt_integration::lab::Lab;
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
+use meshcrypt_netlab::lab::Lab;
+use meshcrypt_netlab::leak::{LeakConfig, LeakDetector};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 

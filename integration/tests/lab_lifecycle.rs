@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
-use meshcrypt_integration::lab::Pod;
-use meshcrypt_integration::leak::LeakReport;
-use meshcrypt_integration::traffic::Stream;
+use meshcrypt_netlab::lab::Pod;
+use meshcrypt_netlab::leak::LeakReport;
+use meshcrypt_netlab::traffic::Stream;
 
 fn cluster(config: &[(&str, &str)]) -> Cluster {
     let mut options = AgentOptions::new().expect("meshcrypt binary");

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster};
-use meshcrypt_integration::lab::{Pod, worker_threads};
+use meshcrypt_netlab::lab::{Pod, worker_threads};
 
 const READY: Duration = Duration::from_secs(30);
 
@@ -168,7 +168,7 @@ fn a_node_joins_while_traffic_flows_and_a_deleted_node_disappears_everywhere() {
     cluster.remove_node(&leaving).expect("remove node");
     let remaining: Vec<String> = cluster.lab.nodes().iter().map(|n| n.name.clone()).collect();
     for node in &remaining {
-        meshcrypt_integration::wait::poll(Duration::from_secs(10), || {
+        meshcrypt_netlab::wait::poll(Duration::from_secs(10), || {
             let peers = wg_peers(&cluster, node).len();
             let routes = mesh_routes(&cluster, node);
             if peers == remaining.len() - 1 && !routes.contains(&format!("{leaving_cidr} dev")) {
@@ -185,8 +185,9 @@ fn a_node_joins_while_traffic_flows_and_a_deleted_node_disappears_everywhere() {
 /// on its Node by the test: meshcrypt nodes treat it as any other peer.
 #[test]
 fn wireguard_go_node_interoperates() {
-    use meshcrypt_integration::cluster::{poll, wg_via};
-    use meshcrypt_integration::lab::SpawnOptions;
+    use meshcrypt_integration::cluster::poll;
+    use meshcrypt_netlab::lab::SpawnOptions;
+    use meshcrypt_netlab::lab::wg_via;
 
     let mut cluster = cluster(2, 1);
     let wg_node = cluster.lab.add_node().expect("add node").clone();

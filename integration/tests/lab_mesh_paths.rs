@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
-use meshcrypt_integration::lab::Lab;
+use meshcrypt_netlab::lab::Lab;
 
 #[test]
 fn pods_talk_over_ipv6_only_encrypted() {

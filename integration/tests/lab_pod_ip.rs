@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
-use meshcrypt_integration::lab::{Lab, Pod};
-use meshcrypt_integration::leak::LeakReport;
-use meshcrypt_integration::traffic::Stream;
+use meshcrypt_netlab::lab::{Lab, Pod};
+use meshcrypt_netlab::leak::LeakReport;
+use meshcrypt_netlab::traffic::Stream;
 
 fn cluster() -> Cluster {
     let lab = Lab::builder().nodes(3).pods_per_node(2).vpc_cni(true).build().expect("lab");

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use meshcrypt_integration::lab::{Lab, SpawnOptions, leftovers};
+use meshcrypt_netlab::lab::{Lab, SpawnOptions, leftovers};
 
 fn wait_for_log(path: &std::path::Path, needle: &str) -> String {
-    meshcrypt_integration::wait::poll(Duration::from_secs(5), || {
+    meshcrypt_netlab::wait::poll(Duration::from_secs(5), || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         if text.contains(needle) {
             Ok(text)

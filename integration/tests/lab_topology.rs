@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use meshcrypt_integration::lab::{Lab, leftovers, netns};
+use meshcrypt_netlab::lab::{Lab, leftovers, netns};
 
 fn all_pairs_reach(lab: &Lab) {
     for a in lab.pods() {
@@ -45,7 +45,7 @@ fn add_and_remove_nodes_while_running() {
     // Indices are not reused.
     assert_eq!(lab.add_node().expect("add node").name, "node-3");
     all_pairs_reach(&lab);
-    assert!(matches!(lab.remove_node("node-9"), Err(meshcrypt_integration::lab::LabError::Unknown { .. })));
+    assert!(matches!(lab.remove_node("node-9"), Err(meshcrypt_netlab::lab::LabError::Unknown { .. })));
     assert!(lab.exec("not-a-lab-namespace", &["true"]).is_err());
 
     drop(lab);

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use meshcrypt_integration::lab::vpc_cni::{ENI_TABLE, FROM_POD_PRIORITY, TO_POD_PRIORITY};
-use meshcrypt_integration::lab::{Lab, LabError, Pod, leftovers, netns};
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector};
-use meshcrypt_integration::wait::until as wait_until;
+use meshcrypt_netlab::lab::vpc_cni::{ENI_TABLE, FROM_POD_PRIORITY, TO_POD_PRIORITY};
+use meshcrypt_netlab::lab::{Lab, LabError, Pod, leftovers, netns};
+use meshcrypt_netlab::leak::{LeakConfig, LeakDetector};
+use meshcrypt_netlab::wait::until as wait_until;
 
 /// `ip <args>` inside lab namespace `ns`, one line per entry with whitespace collapsed.
 fn ip_lines(lab: &Lab, ns: &str, args: &[&str]) -> Vec<String> {

@@ -1,6 +1,6 @@
 //! The seam between meshcrypt and the kernel's routing state: [`Kernel`], implemented by
 //! [`crate::Netlink`] (rtnetlink, in the caller's network namespace) and, for tests, by
-//! [`crate::fake::FakeKernel`] (feature `test-support`).
+//! `fake::FakeKernel` (feature `test-support`).
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -23,9 +23,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use meshcrypt_integration::cluster::poll;
-use meshcrypt_integration::lab::{Lab, LabProcess, Node, SpawnOptions};
 use meshcrypt_keyexchange::PrivateKey;
+use meshcrypt_netlab::lab::{Lab, LabProcess, Node, SpawnOptions};
+use meshcrypt_netlab::wait::poll;
 
 const IFNAME: &str = "wgbench0";
 const ADDR_A: &str = "10.244.10.1";

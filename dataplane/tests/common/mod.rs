@@ -1,4 +1,4 @@
-//! Dataplane-specific test helpers on top of `meshcrypt_integration::lab`: meshcrypt devices inside
+//! Dataplane-specific test helpers on top of `meshcrypt_netlab::lab`: meshcrypt devices inside
 //! lab nodes, their tunnel addresses, and pings that wait for the first handshake.
 //!
 //! Tunnel subnets are 10.244.10.0/24 and up: the lab routes its nodes' pod CIDRs (10.244.0.0/24,
@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use meshcrypt_dataplane::{Change, Device, DeviceConfig, IpNetwork, PeerConfig, PrivateKey, PublicKey};
-use meshcrypt_integration::cluster::poll;
-use meshcrypt_integration::lab::{Lab, Node};
+use meshcrypt_netlab::lab::{Lab, Node};
+use meshcrypt_netlab::wait::poll;
 use tempfile::TempDir;
 
 /// The tunnel interface's name; every lab node is a namespace of its own, so one name does.

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use meshcrypt_integration::cluster::{AgentOptions, Cluster};
-use meshcrypt_integration::lab::{Lab, TCP_TIMEOUT};
-use meshcrypt_integration::leak::{LeakConfig, LeakDetector, LeakReport};
 use meshcrypt_keyexchange::PublicKey;
+use meshcrypt_netlab::lab::{Lab, TCP_TIMEOUT};
+use meshcrypt_netlab::leak::{LeakConfig, LeakDetector, LeakReport};
 use nix::sys::signal::{SigSet, Signal};
 
 /// Prints a line on stdout, ignoring errors (a closed pipe, e.g. `| head`, must not abort the

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::{Cluster, ClusterError, METRICS_PORT};
-use crate::lab::{LabProcess, SpawnOptions};
+use meshcrypt_netlab::lab::{LabProcess, SpawnOptions};
 
 /// How agents are started.
 #[derive(Debug, Clone)]

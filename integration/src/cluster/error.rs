@@ -1,6 +1,6 @@
 //! The cluster harness's error type.
 
-use crate::lab::LabError;
+use meshcrypt_netlab::lab::LabError;
 use meshcrypt_test_apiserver::ApiServerError;
 
 /// What can go wrong setting up or driving a lab cluster.

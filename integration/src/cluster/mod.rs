@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::lab::{Lab, LabProcess, Pod};
-use crate::leak::{LeakConfig, LeakDetector, LeakError};
+use meshcrypt_netlab::lab::{Lab, LabProcess, Pod};
+use meshcrypt_netlab::leak::{LeakConfig, LeakDetector, LeakError};
 use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
 
-pub use crate::wait::poll;
 pub use agent::{AgentOptions, meshcrypt_bin};
 pub use error::ClusterError;
+pub use meshcrypt_netlab::wait::poll;
 pub use probe::http_get;
 
 /// The namespace of the agents' ConfigMap (as in `deploy/`).
@@ -344,7 +344,7 @@ impl Cluster {
     /// `/run/wireguard`.
     pub fn wg(&self, node: &str, args: &[&str]) -> Result<String, ClusterError> {
         let process = self.agents.get(node).ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))?;
-        wg_via(process.pid, args)
+        Ok(meshcrypt_netlab::lab::wg_via(process.pid, args)?)
     }
 
     /// The last `lines` lines of every agent's log, for failure messages.
@@ -365,22 +365,6 @@ impl Cluster {
     fn node_dir(&self, node: &str) -> PathBuf {
         self.dir.path().join(node)
     }
-}
-
-/// Runs `wg ARGS` in the mount and network namespaces of process `pid` (an agent, or another
-/// WireGuard implementation the lab started with a private `/run/wireguard`).
-pub fn wg_via(pid: u32, args: &[&str]) -> Result<String, ClusterError> {
-    let pid = pid.to_string();
-    let mut argv = vec!["--target", &pid, "--mount", "--net", "wg"];
-    argv.extend_from_slice(args);
-    let out = std::process::Command::new("nsenter").args(&argv).output()?;
-    if !out.status.success() {
-        return Err(ClusterError::Command(format!(
-            "nsenter {argv:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Drop for Cluster {

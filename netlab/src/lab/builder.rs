@@ -4,38 +4,8 @@
 use super::addressing::MAX_INDEX;
 use super::error::LabError;
 use super::instance::Lab;
-use super::vpc_cni::{self, MAX_VPC_CNI_NODES};
-
-/// The shape every node of a lab gets (also nodes added later).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LabOptions {
-    /// Pods per node.
-    pub pods_per_node: usize,
-    /// Also give the underlay, nodes and pods IPv6 addresses (dual stack).
-    pub ipv6: bool,
-    /// MTU of the underlay links (bridge and node veths).
-    pub underlay_mtu: u32,
-    /// MTU of the pod veths (both ends).
-    pub pod_mtu: u32,
-    /// Model the AWS VPC CNI (see [`vpc_cni`](super::vpc_cni)): pod addresses scattered over
-    /// the nodes from one shared range, per-pod routes and policy rules, no per-node pod CIDRs.
-    pub vpc_cni: bool,
-    /// The seed of the VPC-CNI address pool (same seed, same addresses).
-    pub vpc_cni_seed: u64,
-}
-
-impl Default for LabOptions {
-    fn default() -> Self {
-        LabOptions {
-            pods_per_node: 2,
-            ipv6: false,
-            underlay_mtu: 1500,
-            pod_mtu: 1500,
-            vpc_cni: false,
-            vpc_cni_seed: vpc_cni::DEFAULT_SEED,
-        }
-    }
-}
+use super::options::LabOptions;
+use super::vpc_cni::MAX_VPC_CNI_NODES;
 
 /// Describes a lab to build. Defaults: 3 nodes, 2 pods per node, IPv4 only, MTU 1500.
 #[derive(Clone, Debug)]
@@ -88,7 +58,7 @@ impl LabBuilder {
     }
 
     /// Turns the VPC-CNI-like variant on or off (see [`vpc_cni`](super::vpc_cni)): pods get
-    /// addresses from one shared range ([`vpc_cni::pod_range`], `10.244.128.0/17`), scattered over
+    /// addresses from one shared range ([`vpc_cni::pod_range`](super::vpc_cni::pod_range), `10.244.128.0/17`), scattered over
     /// the nodes; each node gets per-pod `/32` routes, the CNI's policy rules at priorities 512 and
     /// 1536 and an ENI table 2; nodes reach remote pods by per-pod host-gateway routes. At most
     /// [`MAX_VPC_CNI_NODES`] nodes; IPv4 only.
@@ -97,7 +67,7 @@ impl LabBuilder {
         self
     }
 
-    /// Sets the seed of the VPC-CNI address pool (default [`vpc_cni::DEFAULT_SEED`]).
+    /// Sets the seed of the VPC-CNI address pool (default [`vpc_cni::DEFAULT_SEED`](super::vpc_cni::DEFAULT_SEED)).
     pub fn vpc_cni_seed(mut self, seed: u64) -> Self {
         self.options.vpc_cni_seed = seed;
         self
@@ -134,5 +104,12 @@ impl LabBuilder {
             lab.add_node()?;
         }
         Ok(lab)
+    }
+}
+
+impl Lab {
+    /// Starts describing a lab (3 nodes × 2 pods unless changed).
+    pub fn builder() -> LabBuilder {
+        LabBuilder::default()
     }
 }

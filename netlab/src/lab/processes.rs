@@ -187,3 +187,24 @@ fn stop_child(p: &LabProcess, mut child: Child) -> Result<(), LabError> {
     let _ = killpg(pg, Signal::SIGKILL);
     child.wait().map(drop).map_err(|e| LabError::io(format!("reap pid {} ({})", p.pid, p.command), e))
 }
+
+/// Runs `wg ARGS` inside the mount and network namespaces of process `pid` (a device with a private
+/// `/run/wireguard`, see [`SpawnOptions::private_dirs`]), returning its stdout.
+pub fn wg_via(pid: u32, args: &[&str]) -> Result<String, LabError> {
+    let pid = pid.to_string();
+    let mut argv = vec!["--target", &pid, "--mount", "--net", "wg"];
+    argv.extend_from_slice(args);
+    super::command::run("nsenter", &argv)
+}
+
+/// True if process `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain ") ".
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}

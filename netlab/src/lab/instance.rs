@@ -5,19 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
-use super::addressing::{self, MAX_INDEX, UNDERLAY_PREFIX_LEN, UNDERLAY_PREFIX_LEN6};
-use super::builder::{LabBuilder, LabOptions};
+use super::addressing::{self, BRIDGE, MAX_INDEX, UNDERLAY_PREFIX_LEN, UNDERLAY_PREFIX_LEN6};
 use super::command::{self, ip_in};
 use super::error::LabError;
 use super::model::{Node, Pod};
 use super::naming;
 use super::netns;
+use super::options::LabOptions;
 use super::processes::{LabProcess, ProcessTable, SpawnOptions};
 use super::vpc_cni::{self, MAX_VPC_CNI_NODES, PodPool};
 use ipnet::IpNet;
-
-/// The name of the bridge in the underlay namespace.
-pub const BRIDGE: &str = "br0";
 
 /// A running lab. Dropping it (also while unwinding from a panic) stops its processes and removes
 /// all its namespaces, which removes every veth and the bridge with them.
@@ -41,11 +38,6 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Starts describing a lab (3 nodes × 2 pods unless changed).
-    pub fn builder() -> LabBuilder {
-        LabBuilder::default()
-    }
-
     /// Sweeps stale namespaces, then creates the underlay namespace with its bridge, and no nodes.
     pub(crate) fn create_empty(options: LabOptions) -> Result<Lab, LabError> {
         naming::sweep_stale();
@@ -494,7 +486,7 @@ impl Lab {
         if self.pool.is_some() { vpc_cni::pod_range() } else { addressing::cluster_pod_cidr() }
     }
 
-    /// True if this is a VPC-CNI lab ([`LabBuilder::vpc_cni`]).
+    /// True if this is a VPC-CNI lab ([`LabBuilder::vpc_cni`](super::LabBuilder::vpc_cni)).
     pub fn is_vpc_cni(&self) -> bool {
         self.pool.is_some()
     }

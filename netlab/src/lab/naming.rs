@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::leftovers::pid_alive;
 use super::netns;
+use super::processes::pid_alive;
 
 /// Every lab namespace name starts with this.
 pub const NAME_PREFIX: &str = "mclab-";

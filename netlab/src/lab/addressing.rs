@@ -35,6 +35,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+/// The underlay bridge in the underlay namespace.
+pub const BRIDGE: &str = "br0";
+
 /// The largest number of nodes (and of pods per node) the plan has addresses for.
 pub const MAX_INDEX: usize = 245;
 

@@ -9,17 +9,7 @@ pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
     netns::list().into_iter().filter(|n| n.starts_with(prefix)).collect()
 }
 
-/// True if process `pid` exists and is not a zombie.
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself contain ") ".
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
-}
+pub use super::processes::pid_alive;
 
 /// Interfaces in the root namespace whose names the lab uses inside its namespaces (`br0`,
 /// `node<N>`, `pod<N>`): the lab never creates any, so this lists what something else left there.
@@ -28,7 +18,7 @@ pub fn root_links_with_lab_names() -> Vec<String> {
         return Vec::new();
     };
     let lab_like = |n: &str| {
-        n == super::instance::BRIDGE
+        n == super::addressing::BRIDGE
             || ["node", "pod"].iter().any(|p| {
                 n.strip_prefix(p).is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
             })

@@ -34,12 +34,15 @@ pub mod leftovers;
 mod model;
 pub mod naming;
 pub mod netns;
+mod options;
 mod processes;
 pub mod vpc_cni;
 
-pub use builder::{LabBuilder, LabOptions};
+pub use addressing::BRIDGE;
+pub use builder::LabBuilder;
 pub use connectivity::{PING_DEADLINE_SECS, TCP_TIMEOUT};
 pub use error::LabError;
-pub use instance::{BRIDGE, Lab};
+pub use instance::Lab;
 pub use model::{Node, Pod};
-pub use processes::{LabProcess, STOP_GRACE, SpawnOptions, worker_threads};
+pub use options::LabOptions;
+pub use processes::{LabProcess, STOP_GRACE, SpawnOptions, wg_via, worker_threads};
