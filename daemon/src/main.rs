@@ -1,4 +1,7 @@
-//! `meshcrypt`: the node agent and its subcommands.
+//! `meshcrypt`: the node agent and its subcommands. `agent` is the per-node daemon (its reconcile
+//! pass: gather, decide, execute; see ARCHITECTURE.md), `config` the ConfigMap's settings and
+//! their strict parser, `keys_cmd` and `device_cmd` the `keys` and `device` subcommands, `cli`
+//! the flags, `logging` the live log filter, `error` the one error type.
 
 mod agent;
 mod cli;

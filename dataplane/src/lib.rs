@@ -3,6 +3,12 @@
 //! UAPI socket (so `wg show` and `wg set` work), behind the [`WireGuardDevice`] seam that a
 //! kernel backend will also implement.
 //!
+//! Modules: `device` (the running device: TUN, UDP socket, workers), `datapath` (the workers'
+//! encrypt and decrypt loops), `peers` (the peer table and its longest-prefix lookup), `pmtu`
+//! (path-MTU probing and ICMP "too big"), `socket` and `tun` (the two endpoints, with their
+//! offloads), `wake` (waking the workers), `state` and `config` (what is read and written),
+//! [`uapi`] (the `wg` protocol), `backend` (the seam), `fake` (tests, feature `test-support`).
+//!
 //! The device never assigns addresses or routes, and never brings the link up: the routing crate
 //! does; it sets the MTU only at creation ([`DeviceConfig::mtu`]). Outbound packets no peer's allowed IPs cover are dropped and counted (fail
 //! closed); inbound packets whose inner source is not the sender's are dropped and counted.

@@ -1,7 +1,9 @@
 //! Node keys, the key file and the Node annotation schema for meshcrypt.
 //!
 //! Everything a node says about itself on the Kubernetes API goes through [`annotations`]; the
-//! private key never leaves [`keys::PrivateKey`] and the 0600 file written by [`keystore`].
+//! private key never leaves [`keys::PrivateKey`] and the 0600 file written by [`keystore`] (which
+//! also stages rotations). [`rotation`] says when a key is due; [`mesh`] turns Nodes (and Pods)
+//! into the peer set; [`aggregate`] merges pod addresses into the fewest prefixes.
 
 pub mod aggregate;
 pub mod annotations;
