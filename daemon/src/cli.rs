@@ -59,14 +59,15 @@ pub struct DeviceArgs {
     /// The interface to create.
     pub ifname: String,
     /// Directory of the UAPI socket (`wg` looks in /var/run/wireguard).
-    #[arg(long, default_value = "/var/run/wireguard")]
+    #[arg(long, default_value = meshcrypt_dataplane::DEFAULT_UAPI_DIR)]
     pub uapi_dir: PathBuf,
     /// The UDP port to listen on (0: any free port).
     #[arg(long, default_value_t = 51820)]
     pub port: u16,
-    /// Data-path workers (each serves both directions).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Data-path workers (each serves both directions). `--threads` is the old name, still
+    /// accepted.
+    #[arg(long, alias = "threads", default_value_t = 1)]
+    pub workers: usize,
     /// The interface's MTU: 1420 fits a 1500-byte underlay over IPv4 or IPv6 (wireguard-go's
     /// default); a path that carries less gets ICMP too-big back to the sender.
     #[arg(long, default_value_t = meshcrypt_dataplane::DEFAULT_MTU, value_parser = clap::value_parser!(u16).range(576..=65_535))]
@@ -161,7 +162,7 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub strict: bool,
     /// Directory of the WireGuard UAPI socket (`wg` looks in /var/run/wireguard).
-    #[arg(long, default_value = "/var/run/wireguard")]
+    #[arg(long, default_value = meshcrypt_dataplane::DEFAULT_UAPI_DIR)]
     pub uapi_dir: PathBuf,
     /// Data-path workers, each serving both directions: 1 suits 2 cores (lowest latency); on
     /// larger nodes 2 lets one worker encrypt while another decrypts.

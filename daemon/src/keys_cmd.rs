@@ -42,8 +42,12 @@ pub fn run(command: KeysCommand) -> Result<(), AgentError> {
     writeln!(out, "public-key:  {public}").map_err(io)?;
     writeln!(out, "fingerprint: {}", public.fingerprint()).map_err(io)?;
     writeln!(out, "epoch:       {}", record.epoch).map_err(io)?;
-    writeln!(out, "key-created: {}", record.annotations().to_annotations()["meshcrypt.dev/key-created"])
-        .map_err(io)?;
+    writeln!(
+        out,
+        "key-created: {}",
+        record.annotations().to_annotations()[meshcrypt_keyexchange::annotations::KEY_CREATED]
+    )
+    .map_err(io)?;
     writeln!(out, "created:     {}", if created { "now" } else { "earlier" }).map_err(io)?;
     if let Some(pending) = store.pending()? {
         // The agent publishes it, then puts it in use: peers learn a key before it is used.

@@ -7,7 +7,7 @@
 //! encrypt and decrypt loops), `peers` (the peer table and its longest-prefix lookup), `pmtu`
 //! (path-MTU probing and ICMP "too big"), `socket` and `tun` (the two endpoints, with their
 //! offloads), `wake` (waking the workers), `state` and `config` (what is read and written),
-//! [`uapi`] (the `wg` protocol), `backend` (the seam), `fake` (tests, feature `test-support`).
+//! `uapi` (the `wg` protocol), `backend` (the seam), `fake` (tests, feature `test-support`).
 //!
 //! The device never assigns addresses or routes, and never brings the link up: the routing crate
 //! does; it sets the MTU only at creation ([`DeviceConfig::mtu`]). Outbound packets no peer's allowed IPs cover are dropped and counted (fail
@@ -25,7 +25,7 @@ mod pmtu;
 mod socket;
 mod state;
 mod tun;
-pub mod uapi;
+mod uapi;
 mod wake;
 
 pub use backend::{Userspace, WireGuardBackend, WireGuardDevice};

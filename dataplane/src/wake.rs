@@ -2,31 +2,26 @@
 //! reaches a worker that is asleep in `poll(2)` at once.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 /// A wake-up signal for the workers. Once raised it stays raised (nothing reads it), so every
 /// worker that polls it sees it.
 pub(crate) struct Waker {
-    fd: OwnedFd,
+    fd: EventFd,
 }
 
 impl Waker {
     pub(crate) fn new() -> io::Result<Self> {
-        // SAFETY: eventfd takes no pointers; a non-negative result is a new fd that we own.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        Ok(Self { fd })
     }
 
     /// Raises the signal: every worker's wait returns.
     pub(crate) fn wake(&self) -> io::Result<()> {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own fd.
-        let rc = unsafe { libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), 8) };
-        if rc == 8 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        self.fd.write(1)?;
+        Ok(())
     }
 }
 

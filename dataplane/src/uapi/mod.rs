@@ -5,9 +5,9 @@ mod get;
 mod server;
 mod set;
 
-pub use get::format_get;
+pub(crate) use get::format_get;
 pub(crate) use server::Server;
-pub use set::parse_set;
+pub(crate) use set::parse_set;
 
 use meshcrypt_keyexchange::PublicKey;
 use zeroize::Zeroizing;
@@ -16,7 +16,7 @@ use crate::config::PresharedKey;
 use crate::state::PeerState;
 
 /// Everything a `get=1` reply carries, secrets included (the socket is root-only).
-pub struct Dump {
+pub(crate) struct Dump {
     /// The device's private key.
     pub private_key: Zeroizing<[u8; 32]>,
     /// The bound UDP port.

@@ -234,7 +234,9 @@ fn print_mesh(cluster: &Cluster, report: &LeakReport) {
             .get("v1", "Node", None, &node.name)
             .ok()
             .and_then(|n| {
-                n["metadata"]["annotations"]["meshcrypt.dev/public-key"].as_str().map(str::to_owned)
+                n["metadata"]["annotations"][meshcrypt_keyexchange::annotations::PUBLIC_KEY]
+                    .as_str()
+                    .map(str::to_owned)
             })
             .and_then(|k| k.parse::<PublicKey>().ok())
             .map(|k| k.fingerprint())
