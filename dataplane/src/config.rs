@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use ip_network::IpNetwork;
+use ipnet::IpNet;
 use meshcrypt_keyexchange::{PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
@@ -89,7 +89,7 @@ pub struct PeerConfig {
     /// Where to send; `None` keeps whatever the device has (e.g. a roamed address).
     pub endpoint: Option<SocketAddr>,
     /// The inner addresses this peer may send from, and that are routed to it.
-    pub allowed_ips: Vec<IpNetwork>,
+    pub allowed_ips: Vec<IpNet>,
     /// Seconds between keepalives when idle; `None` disables them.
     pub persistent_keepalive: Option<u16>,
     /// The optional pre-shared key.
@@ -115,7 +115,7 @@ pub struct PeerUpdate {
     /// Drop the current allowed IPs before adding [`PeerUpdate::allowed_ips`].
     pub replace_allowed_ips: bool,
     /// Allowed IPs to add.
-    pub allowed_ips: Vec<IpNetwork>,
+    pub allowed_ips: Vec<IpNet>,
 }
 
 impl PeerUpdate {
@@ -173,6 +173,6 @@ pub enum Change {
         /// The peer.
         public_key: PublicKey,
         /// Its new allowed IPs.
-        allowed_ips: Vec<IpNetwork>,
+        allowed_ips: Vec<IpNet>,
     },
 }

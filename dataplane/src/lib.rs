@@ -32,6 +32,5 @@ pub use backend::{Userspace, WireGuardBackend, WireGuardDevice};
 pub use config::{Change, DEFAULT_MTU, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate, PresharedKey};
 pub use device::{Device, uapi_socket_path};
 pub use error::Error;
-pub use ip_network::IpNetwork;
 pub use meshcrypt_keyexchange::{PrivateKey, PublicKey};
 pub use state::{DeviceCounters, DeviceState, PeerState};

@@ -12,6 +12,7 @@ use boringtun::noise::Tunn;
 use boringtun::noise::rate_limiter::RateLimiter;
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
+use ipnet::IpNet;
 use meshcrypt_keyexchange::PublicKey;
 use rand_core::{OsRng, RngCore};
 use x25519_dalek::StaticSecret;
@@ -124,7 +125,7 @@ impl Peer {
 /// Configuration-only fields of a peer, changed only under the table's write lock.
 struct Entry {
     peer: Arc<Peer>,
-    allowed_ips: Vec<IpNetwork>,
+    allowed_ips: Vec<IpNet>,
     preshared_key: Option<PresharedKey>,
 }
 
@@ -262,12 +263,12 @@ impl Peers {
     }
 
     /// Replaces one peer's allowed IPs in place; its session is untouched.
-    pub(crate) fn replace_allowed_ips(&mut self, key: &PublicKey, nets: &[IpNetwork]) -> Result<(), Error> {
+    pub(crate) fn replace_allowed_ips(&mut self, key: &PublicKey, nets: &[IpNet]) -> Result<(), Error> {
         let entry = self.entries.get_mut(key).ok_or(Error::PeerNotFound(*key))?;
         let peer = entry.peer.clone();
         for old in std::mem::take(&mut entry.allowed_ips) {
-            if self.routes.exact_match(old).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
-                self.routes.remove(old);
+            if self.routes.exact_match(table_key(old)).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+                self.routes.remove(table_key(old));
             }
         }
         for net in nets {
@@ -277,13 +278,15 @@ impl Peers {
     }
 
     /// Adds one allowed IP to a peer, taking it from any other peer that had it (WireGuard's rule).
-    fn add_allowed_ip(&mut self, key: &PublicKey, net: IpNetwork) {
+    /// Host bits are dropped (`10.0.0.1/24` is `10.0.0.0/24`), as `wg` does.
+    fn add_allowed_ip(&mut self, key: &PublicKey, net: IpNet) {
+        let net = net.trunc();
         let Some(entry) = self.entries.get_mut(key) else { return };
         if !entry.allowed_ips.contains(&net) {
             entry.allowed_ips.push(net);
         }
         let peer = entry.peer.clone();
-        if let Some(previous) = self.routes.insert(net, peer.clone())
+        if let Some(previous) = self.routes.insert(table_key(net), peer.clone())
             && !Arc::ptr_eq(&previous, &peer)
             && let Some(other) = self.entries.get_mut(&previous.public_key)
         {
@@ -339,6 +342,12 @@ impl Peers {
     }
 }
 
+/// The routing table's key for `net` (whose host bits are zero).
+fn table_key(net: IpNet) -> IpNetwork {
+    IpNetwork::new_truncate(net.network(), net.prefix_len())
+        .expect("an IpNet prefix length is valid for its family")
+}
+
 fn new_tunn(
     private: &StaticSecret,
     peer: &PublicKey,
@@ -365,7 +374,7 @@ mod tests {
         PrivateKey::generate().public_key()
     }
 
-    fn net(s: &str) -> IpNetwork {
+    fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }
 

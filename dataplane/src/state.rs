@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use ip_network::IpNetwork;
+use ipnet::IpNet;
 use meshcrypt_keyexchange::PublicKey;
 
 /// A snapshot of a device: configuration plus statistics.
@@ -40,7 +40,7 @@ pub struct PeerState {
     /// The current endpoint (configured, or roamed to the last authenticated source).
     pub endpoint: Option<SocketAddr>,
     /// The allowed IPs, in configuration order.
-    pub allowed_ips: Vec<IpNetwork>,
+    pub allowed_ips: Vec<IpNet>,
     /// The keepalive interval in seconds.
     pub persistent_keepalive: Option<u16>,
     /// Whether a pre-shared key is set (the key itself is never reported here).

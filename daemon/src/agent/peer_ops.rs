@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
-use meshcrypt_dataplane::{Change, DeviceState, IpNetwork, PeerConfig, PeerUpdate, PublicKey};
+use meshcrypt_dataplane::{Change, DeviceState, PeerConfig, PeerUpdate, PublicKey};
 use meshcrypt_keyexchange::mesh::PeerSet;
 
 /// One change to the device's peers, comparable in tests.
@@ -55,7 +55,7 @@ pub fn peer_ops(desired: &PeerSet, device: &DeviceState) -> Vec<PeerOp> {
         if have.endpoint != Some(*endpoint) {
             ops.push(PeerOp::SetEndpoint(*key, *endpoint));
         }
-        let have_allowed: BTreeSet<IpNet> = have.allowed_ips.iter().map(from_network).collect();
+        let have_allowed: BTreeSet<IpNet> = have.allowed_ips.iter().copied().collect();
         if &have_allowed != allowed {
             ops.push(PeerOp::SetAllowedIps(*key, allowed.iter().copied().collect()));
         }
@@ -87,7 +87,7 @@ pub fn to_changes(ops: &[PeerOp]) -> Vec<Change> {
             PeerOp::Add { key, endpoint, allowed_ips } => Change::UpsertPeer(PeerConfig {
                 public_key: *key,
                 endpoint: Some(*endpoint),
-                allowed_ips: allowed_ips.iter().map(to_network).collect(),
+                allowed_ips: allowed_ips.clone(),
                 persistent_keepalive: None,
                 preshared_key: None,
             }),
@@ -96,23 +96,12 @@ pub fn to_changes(ops: &[PeerOp]) -> Vec<Change> {
                 endpoint: Some(*endpoint),
                 ..PeerUpdate::new(*key)
             }),
-            PeerOp::SetAllowedIps(key, allowed) => Change::ReplaceAllowedIps {
-                public_key: *key,
-                allowed_ips: allowed.iter().map(to_network).collect(),
-            },
+            PeerOp::SetAllowedIps(key, allowed) => {
+                Change::ReplaceAllowedIps { public_key: *key, allowed_ips: allowed.clone() }
+            }
             PeerOp::Remove(key) => Change::RemovePeer(*key),
         })
         .collect()
-}
-
-fn to_network(net: &IpNet) -> IpNetwork {
-    IpNetwork::new_truncate(net.network(), net.prefix_len())
-        .expect("an IpNet prefix length is valid for its family")
-}
-
-fn from_network(net: &IpNetwork) -> IpNet {
-    IpNet::new(net.network_address(), net.netmask())
-        .expect("an IpNetwork prefix length is valid for its family")
 }
 
 #[cfg(test)]
@@ -168,7 +157,7 @@ mod tests {
                 .map(|(k, e, a)| PeerState {
                     public_key: key(*k),
                     endpoint: Some(ep(e)),
-                    allowed_ips: nets(a).iter().map(to_network).collect(),
+                    allowed_ips: nets(a),
                     persistent_keepalive: None,
                     has_preshared_key: false,
                     last_handshake: None,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ip_network::IpNetwork;
+use ipnet::IpNet;
 use meshcrypt_keyexchange::{PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
@@ -62,9 +62,9 @@ pub fn parse_set(body: &str) -> Result<Vec<Change>, Error> {
                 p.allowed_ips.clear();
             }
             ("allowed_ip", Some(p)) => {
-                let net = IpNetwork::from_str_truncate(value)
-                    .map_err(|e| invalid(format!("bad allowed_ip {value:?}: {e}")))?;
-                p.allowed_ips.push(net);
+                let net =
+                    value.parse::<IpNet>().map_err(|e| invalid(format!("bad allowed_ip {value:?}: {e}")))?;
+                p.allowed_ips.push(net.trunc());
             }
             ("protocol_version", Some(_)) => {
                 if value != "1" {
@@ -149,7 +149,7 @@ mod tests {
         // Host bits are masked, as WireGuard does.
         assert_eq!(
             u.allowed_ips,
-            vec!["10.244.1.0/24".parse::<IpNetwork>().unwrap(), "fd00::/64".parse().unwrap()]
+            vec!["10.244.1.0/24".parse::<IpNet>().unwrap(), "fd00::/64".parse().unwrap()]
         );
         let Change::UpdatePeer(r) = &changes[5] else { panic!() };
         assert!(r.remove && r.public_key == b);

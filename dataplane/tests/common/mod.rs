@@ -9,7 +9,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use meshcrypt_dataplane::{Change, Device, DeviceConfig, IpNetwork, PeerConfig, PrivateKey, PublicKey};
+use ipnet::IpNet;
+use meshcrypt_dataplane::{Change, Device, DeviceConfig, PeerConfig, PrivateKey, PublicKey};
 use meshcrypt_netlab::lab::{Lab, Node};
 use meshcrypt_netlab::wait::poll;
 use tempfile::TempDir;
@@ -20,7 +21,7 @@ pub const IFNAME: &str = "mc0";
 /// How long the first packets may wait for a handshake.
 pub const HANDSHAKE: Duration = Duration::from_secs(15);
 
-pub fn nets(list: &[&str]) -> Vec<IpNetwork> {
+pub fn nets(list: &[&str]) -> Vec<IpNet> {
     list.iter().map(|s| s.parse().unwrap()).collect()
 }
 

@@ -124,10 +124,7 @@ fn peer_state(
     meshcrypt_dataplane::PeerState {
         public_key: key,
         endpoint: Some(endpoint),
-        allowed_ips: allowed_ips
-            .iter()
-            .map(|n| meshcrypt_dataplane::IpNetwork::new_truncate(n.network(), n.prefix_len()).unwrap())
-            .collect(),
+        allowed_ips: allowed_ips.to_vec(),
         persistent_keepalive: None,
         has_preshared_key: false,
         last_handshake: None,
