@@ -32,9 +32,9 @@ pub fn render(dir: &str) -> Result<String, String> {
 
 /// The documents of a multi-document YAML text, as JSON values.
 pub fn documents(yaml: &str) -> Result<Vec<Value>, String> {
-    serde_yaml::Deserializer::from_str(yaml)
+    yaml_serde::Deserializer::from_str(yaml)
         .map(|doc| {
-            let value = serde_yaml::Value::deserialize(doc).map_err(|e| format!("invalid YAML: {e}"))?;
+            let value = yaml_serde::Value::deserialize(doc).map_err(|e| format!("invalid YAML: {e}"))?;
             serde_json::to_value(value).map_err(|e| format!("YAML that is not JSON: {e}"))
         })
         .collect()

@@ -106,8 +106,8 @@ fn agent_rejects_a_bad_value_naming_the_key() {
 #[test]
 fn agent_accepts_the_daemonset_command_line() {
     let yaml = meshcrypt_integration::manifests::render("overlays/eks").expect("render");
-    let daemonset = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("valid YAML"))
+    let daemonset = yaml_serde::Deserializer::from_str(&yaml)
+        .map(|doc| <yaml_serde::Value as serde::Deserialize>::deserialize(doc).expect("valid YAML"))
         .find(|doc| doc["kind"].as_str() == Some("DaemonSet"))
         .expect("a DaemonSet");
     let container = &daemonset["spec"]["template"]["spec"]["containers"][0];
@@ -137,8 +137,8 @@ fn agent_accepts_the_daemonset_command_line() {
 fn lab_uses_the_manifests_names() {
     use meshcrypt_integration::cluster::{CONFIG_MAP, CONFIG_NAMESPACE, METRICS_PORT};
     let yaml = meshcrypt_integration::manifests::render("overlays/eks").expect("render");
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("valid YAML"))
+    let docs: Vec<yaml_serde::Value> = yaml_serde::Deserializer::from_str(&yaml)
+        .map(|doc| <yaml_serde::Value as serde::Deserialize>::deserialize(doc).expect("valid YAML"))
         .collect();
     let configmap = docs.iter().find(|d| d["kind"].as_str() == Some("ConfigMap")).expect("a ConfigMap");
     assert_eq!(configmap["metadata"]["name"].as_str(), Some(CONFIG_MAP));

@@ -35,9 +35,9 @@ fn kubernetes_validate() -> PathBuf {
 }
 
 fn documents(text: &str) -> Vec<Json> {
-    serde_yaml::Deserializer::from_str(text)
+    yaml_serde::Deserializer::from_str(text)
         .map(|doc| {
-            let value: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
+            let value: yaml_serde::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
             serde_json::to_value(value).expect("YAML maps to JSON")
         })
         .filter(|doc| !doc.is_null())

@@ -354,7 +354,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiServerError> {
         return Err(ApiServerError::BadRequest("the request body is empty".into()));
     }
     let v: Value = serde_json::from_slice(body)
-        .or_else(|_| serde_yaml::from_slice(body))
+        .or_else(|_| yaml_serde::from_slice(body))
         .map_err(|e| ApiServerError::BadRequest(format!("cannot decode the object: {e}")))?;
     if !v.is_object() {
         return Err(ApiServerError::BadRequest("the object must be a JSON object".into()));

@@ -58,7 +58,7 @@ impl ApiServerConfig {
     pub fn load_seed(path: &Path) -> Result<Vec<Value>, ApiServerError> {
         let text = std::fs::read_to_string(path)?;
         let mut out = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in yaml_serde::Deserializer::from_str(&text) {
             let v: Value = serde::Deserialize::deserialize(doc)
                 .map_err(|e| ApiServerError::Parse(format!("{}: {e}", path.display())))?;
             match v {

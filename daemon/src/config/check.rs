@@ -14,8 +14,8 @@ pub fn run(args: &ConfigCheckArgs) -> Result<(), AgentError> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|source| AgentError::Io { what: format!("read {}", args.file.display()), source })?;
     let mut found = None;
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(document)
+    for document in yaml_serde::Deserializer::from_str(&text) {
+        let value = yaml_serde::Value::deserialize(document)
             .map_err(|e| AgentError::Config(format!("{}: {e}", args.file.display())))?;
         let is_ours = value["kind"].as_str() == Some("ConfigMap")
             && value["metadata"]["name"].as_str() == Some(args.name.as_str());
@@ -27,8 +27,8 @@ pub fn run(args: &ConfigCheckArgs) -> Result<(), AgentError> {
         AgentError::Config(format!("no ConfigMap named {:?} in {}", args.name, args.file.display()))
     })?;
     let data: std::collections::BTreeMap<String, String> = match &configmap["data"] {
-        serde_yaml::Value::Null => Default::default(),
-        other => serde_yaml::from_value(other.clone())
+        yaml_serde::Value::Null => Default::default(),
+        other => yaml_serde::from_value(other.clone())
             .map_err(|e| AgentError::Config(format!("data must map strings to strings: {e}")))?,
     };
     let settings = Settings::parse(&Settings::default(), &data).map_err(|errors| {

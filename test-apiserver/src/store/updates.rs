@@ -224,7 +224,7 @@ impl Store {
         let mut inner = self.lock();
         let k = key(res, ns, name);
         if kind == PatchKind::Apply {
-            let config: Value = serde_yaml::from_slice(body)
+            let config: Value = yaml_serde::from_slice(body)
                 .map_err(|e| ApiServerError::BadRequest(format!("invalid apply configuration: {e}")))?;
             if !config.is_object() {
                 return Err(ApiServerError::BadRequest("an apply configuration must be an object".into()));
