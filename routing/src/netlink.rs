@@ -393,3 +393,93 @@ fn rule_message(rule: &Rule) -> RuleMessage {
     }
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    //! Route and rule messages through their wire form and back, without a kernel: what the
+    //! executor sends is what the observer reads.
+
+    use rtnetlink::packet_core::Parseable as _;
+
+    use super::*;
+
+    fn wire<M: rtnetlink::packet_core::Emitable>(msg: &M) -> Vec<u8> {
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.emit(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn routes_survive_the_wire() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let route = |dst: &str, metric, kind| Route { dst: net(dst), metric, kind };
+        let table = 51_820;
+        for (route, oif) in [
+            (route("10.244.1.0/24", 1000, RouteKind::Device), Some(7)),
+            (route("10.244.0.0/16", 4_000_000, RouteKind::Blackhole), None),
+            (route("10.244.0.0/24", 1000, RouteKind::Throw), None),
+            (route("198.18.0.12/32", 1000, RouteKind::Device), Some(7)),
+            (route("0.0.0.0/0", 0, RouteKind::Blackhole), None),
+            (route("fd00:10:244:1::/64", 1000, RouteKind::Device), Some(7)),
+            (route("fd00:10:244::/56", 4_000_000, RouteKind::Blackhole), None),
+            (route("fd00:10:244::/64", 1000, RouteKind::Throw), None),
+            (route("10.9.0.0/16", 5, RouteKind::Foreign(u8::from(RouteType::Unreachable))), None),
+        ] {
+            let op = Op::ReplaceRoute(route);
+            let sent = route_message(&op, &route, table, oif).expect("a message");
+            let received = RouteMessage::parse(&wire(&sent)).expect("parses");
+            assert_eq!(route_table(&received), table, "{route}");
+            assert_eq!(route_from(&received, oif), Some(route), "{route}");
+        }
+    }
+
+    #[test]
+    fn a_unicast_route_through_another_interface_reads_back_as_foreign() {
+        let route = Route { dst: "10.244.1.0/24".parse().unwrap(), metric: 1000, kind: RouteKind::Device };
+        let sent = route_message(&Op::ReplaceRoute(route), &route, 51_820, Some(9)).unwrap();
+        let received = RouteMessage::parse(&wire(&sent)).unwrap();
+        assert_eq!(
+            route_from(&received, Some(7)).map(|r| r.kind),
+            Some(RouteKind::Foreign(u8::from(RouteType::Unicast)))
+        );
+    }
+
+    #[test]
+    fn rules_survive_the_wire() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        for rule in [
+            Rule::to(100, net("10.244.0.0/16"), Some(0x20_0000), 51_820),
+            Rule::from(100, net("10.244.0.0/16"), Some(0x20_0000), 51_820),
+            Rule::to(100, net("198.18.0.12/32"), None, 51_820),
+            Rule::to(100, net("fd00:10:244::/56"), Some(0x20_0000), 51_820),
+            Rule::from(100, net("fd00:10:244::/56"), None, 51_820),
+            Rule::to(511, net("10.0.0.0/8"), Some(0xffff_ffff), 200),
+            Rule {
+                priority: 100,
+                src: net("10.1.0.0/16"),
+                dst: net("10.2.0.0/16"),
+                unmarked: None,
+                table: 7,
+            },
+        ] {
+            let received = RuleMessage::parse(&wire(&rule_message(&rule))).expect("parses");
+            assert_eq!(rule_from(&received), Some(rule), "{rule}");
+        }
+    }
+
+    #[test]
+    fn a_rule_meshcrypt_never_installs_reads_back_as_one_to_remove() {
+        let rule = Rule::to(100, "10.244.0.0/16".parse().unwrap(), None, 51_820);
+        let mut inverted = rule_message(&rule);
+        inverted.header.flags |= RuleFlags::Invert;
+        let read = rule_from(&RuleMessage::parse(&wire(&inverted)).unwrap()).unwrap();
+        assert_eq!(read.unmarked, Some(0), "an inverted rule is not ours");
+        let mut marked = rule_message(&rule);
+        marked.attributes.push(RuleAttribute::FwMark(0x20_0000));
+        let read = rule_from(&RuleMessage::parse(&wire(&marked)).unwrap()).unwrap();
+        assert_ne!(read, rule, "a rule for marked packets is not ours");
+        let mut goto = rule_message(&rule);
+        goto.header.action = RuleAction::Goto;
+        assert_eq!(rule_from(&RuleMessage::parse(&wire(&goto)).unwrap()), None);
+    }
+}
