@@ -15,9 +15,18 @@ pub enum AgentError {
     /// The Kubernetes API failed or refused a request.
     #[error("kubernetes api: {0}")]
     Kube(#[from] kube::Error),
-    /// No Kubernetes client configuration could be found or loaded.
+    /// A kubeconfig file given with `--kubeconfig` could not be read or used.
+    #[error("kubernetes client configuration {}: {source}", path.display())]
+    KubeConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// kube's error.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// No client configuration could be found: not in a cluster, and no usable `$KUBECONFIG`.
     #[error("kubernetes client configuration: {0}")]
-    KubeConfig(String),
+    KubeConfigInfer(#[source] kube::config::InferConfigError),
     /// The local Node is missing from the API, or lacks what the agent needs from it.
     #[error("local node {node}: {reason}")]
     LocalNode {
@@ -80,9 +89,37 @@ pub enum AgentError {
         #[source]
         source: kube::runtime::reflector::store::WriterDropped,
     },
-    /// A flag or setting is unusable.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// The state directory holds no node key (`meshcrypt keys show` or `rotate` before `init`).
+    #[error("no key in {}: run `meshcrypt keys init`", dir.display())]
+    NoKey {
+        /// The state directory.
+        dir: std::path::PathBuf,
+    },
+    /// A manifest is not YAML, or its ConfigMap's `data` does not map strings to strings.
+    #[error("{}: {source}", file.display())]
+    Yaml {
+        /// The manifest.
+        file: std::path::PathBuf,
+        /// The YAML parser's error (with its line and column).
+        #[source]
+        source: yaml_serde::Error,
+    },
+    /// The manifest holds no ConfigMap of that name.
+    #[error("no ConfigMap named {name:?} in {}", file.display())]
+    ConfigMapNotFound {
+        /// The ConfigMap's name.
+        name: String,
+        /// The manifest.
+        file: std::path::PathBuf,
+    },
+    /// The strict parser rejected the ConfigMap; every bad key is named.
+    #[error("ConfigMap {name:?} rejected: {}", listed(errors))]
+    ConfigRejected {
+        /// The ConfigMap's name.
+        name: String,
+        /// Each rejected key and why.
+        errors: Vec<crate::config::settings::KeyError>,
+    },
     /// Reading, writing or serving failed at the operating-system level.
     #[error("{what}: {source}")]
     Io {
@@ -92,4 +129,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn listed(errors: &[crate::config::settings::KeyError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }

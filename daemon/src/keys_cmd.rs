@@ -16,24 +16,17 @@ pub fn run(command: KeysCommand) -> Result<(), AgentError> {
         }
         KeysCommand::Show(args) => {
             let store = KeyStore::open(&args.state_dir)?;
-            let key = store.load()?.ok_or_else(|| {
-                AgentError::Config(format!(
-                    "no key in {}: run `meshcrypt keys init`",
-                    args.state_dir.display()
-                ))
-            })?;
+            let key = store.load()?.ok_or_else(|| AgentError::NoKey { dir: args.state_dir.clone() })?;
             (key, false, store)
         }
         KeysCommand::Rotate(args) => {
             let store = KeyStore::open(&args.state_dir)?;
             if store.load()?.is_none() {
-                return Err(AgentError::Config(format!(
-                    "no key in {} to rotate: run `meshcrypt keys init`",
-                    args.state_dir.display()
-                )));
+                return Err(AgentError::NoKey { dir: args.state_dir.clone() });
             }
             store.stage_rotation()?;
-            (store.load()?.ok_or_else(|| AgentError::Config("the key in use vanished".into()))?, false, store)
+            let key = store.load()?.ok_or_else(|| AgentError::KeyFileMissing { path: store.key_path() })?;
+            (key, false, store)
         }
     };
     let public = record.key.public_key();

@@ -10,13 +10,13 @@ use crate::error::AgentError;
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, AgentError> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| AgentError::KubeConfig(format!("{}: {e}", path.display())))?;
+            let file_error = |source| AgentError::KubeConfigFile { path: path.to_owned(), source };
+            let file = Kubeconfig::read_from(path).map_err(file_error)?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| AgentError::KubeConfig(format!("{}: {e}", path.display())))?
+                .map_err(file_error)?
         }
-        None => kube::Config::infer().await.map_err(|e| AgentError::KubeConfig(e.to_string()))?,
+        None => kube::Config::infer().await.map_err(AgentError::KubeConfigInfer)?,
     };
     Ok(kube::Client::try_from(config)?)
 }

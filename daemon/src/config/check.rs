@@ -16,25 +16,22 @@ pub fn run(args: &ConfigCheckArgs) -> Result<(), AgentError> {
     let mut found = None;
     for document in yaml_serde::Deserializer::from_str(&text) {
         let value = yaml_serde::Value::deserialize(document)
-            .map_err(|e| AgentError::Config(format!("{}: {e}", args.file.display())))?;
+            .map_err(|source| AgentError::Yaml { file: args.file.clone(), source })?;
         let is_ours = value["kind"].as_str() == Some("ConfigMap")
             && value["metadata"]["name"].as_str() == Some(args.name.as_str());
         if is_ours {
             found = Some(value);
         }
     }
-    let configmap = found.ok_or_else(|| {
-        AgentError::Config(format!("no ConfigMap named {:?} in {}", args.name, args.file.display()))
-    })?;
+    let configmap = found
+        .ok_or_else(|| AgentError::ConfigMapNotFound { name: args.name.clone(), file: args.file.clone() })?;
     let data: std::collections::BTreeMap<String, String> = match &configmap["data"] {
         yaml_serde::Value::Null => Default::default(),
         other => yaml_serde::from_value(other.clone())
-            .map_err(|e| AgentError::Config(format!("data must map strings to strings: {e}")))?,
+            .map_err(|source| AgentError::Yaml { file: args.file.clone(), source })?,
     };
-    let settings = Settings::parse(&Settings::default(), &data).map_err(|errors| {
-        let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        AgentError::Config(format!("ConfigMap {:?} rejected: {}", args.name, listed.join("; ")))
-    })?;
+    let settings = Settings::parse(&Settings::default(), &data)
+        .map_err(|errors| AgentError::ConfigRejected { name: args.name.clone(), errors })?;
     let io = |source| AgentError::Io { what: "write to stdout".into(), source };
     let mut out = std::io::stdout().lock();
     writeln!(out, "ConfigMap {:?} is valid:", args.name).map_err(io)?;
