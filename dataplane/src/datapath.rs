@@ -179,7 +179,7 @@ impl Sender {
     /// Sends one datagram to `peer`; a failure is counted and reported in `counters`.
     pub(crate) fn send(&self, peer: &Peer, packet: &[u8], to: SocketAddr, counters: &Counters) {
         match self.transmit(packet, None, to) {
-            Ok(()) => peer.mark_sent(),
+            Ok(()) => peer.mark_sent(crate::datapath::clock()),
             Err(e) => counters.send_failed(1, peer, to, &e),
         }
     }
@@ -228,7 +228,7 @@ pub(crate) fn initiate_handshakes(shared: &Shared, keys: &[meshcrypt_keyexchange
         match tunn.format_handshake_initiation(&mut out, true) {
             TunnResult::WriteToNetwork(init) => match sender.transmit(init, None, to) {
                 Ok(()) => {
-                    peer.mark_sent();
+                    peer.mark_sent(crate::datapath::clock());
                     sent += 1;
                 }
                 Err(e) => shared.counters.send_failed(1, &peer, to, &e),
@@ -310,13 +310,13 @@ fn tick_peer(peer: &Peer, sender: &Sender, counters: &Counters, out: &mut [u8]) 
         _ => {}
     }
     if let Some(to) = endpoint
-        && peer.keepalive_due()
+        && peer.keepalive_due(crate::datapath::clock())
     {
         if let TunnResult::WriteToNetwork(datagram) = tunn.encapsulate(&[], out) {
             sender.send(peer, datagram, to, counters);
         } else {
             // A handshake is already under way; count this as the keepalive.
-            peer.mark_sent();
+            peer.mark_sent(crate::datapath::clock());
         }
     }
 }

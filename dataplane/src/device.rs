@@ -212,7 +212,7 @@ impl DeviceHandle {
     pub(crate) fn dump(&self) -> uapi::Dump {
         let peers = self.shared.peers();
         let private_key = Zeroizing::new(peers.private_key().to_bytes());
-        let snapshot: Vec<(PeerState, Option<PresharedKey>)> = peers.snapshot();
+        let snapshot: Vec<(PeerState, Option<PresharedKey>)> = peers.snapshot(std::time::SystemTime::now());
         drop(peers);
         let net = self.shared.net.read().unwrap_or_else(|p| p.into_inner());
         uapi::Dump { private_key, listen_port: net.port, fwmark: net.fwmark, peers: snapshot }
@@ -287,7 +287,7 @@ fn rebind(shared: &Shared, port: Option<u16>, fwmark: Option<Option<u32>>) -> Re
 fn observe(shared: &Shared) -> DeviceState {
     let peers = shared.peers();
     let public_key = peers.device_public_key();
-    let peer_states = peers.snapshot().into_iter().map(|(s, _)| s).collect();
+    let peer_states = peers.snapshot(std::time::SystemTime::now()).into_iter().map(|(s, _)| s).collect();
     drop(peers);
     let net = shared.net.read().unwrap_or_else(|p| p.into_inner());
     DeviceState {

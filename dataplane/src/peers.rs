@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use boringtun::noise::Tunn;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -39,9 +39,8 @@ pub(crate) struct Peer {
     pub(crate) endpoint: RwLock<Option<SocketAddr>>,
     /// Persistent keepalive in seconds, 0 for none (kept outside `Tunn` so it can change live).
     keepalive: AtomicU32,
-    /// Milliseconds since `created` of the last datagram sent to the peer, 0 for never.
+    /// When the last datagram went to the peer, in ms of [`crate::datapath::clock`]; 0 for never.
     last_sent_ms: AtomicU64,
-    created: Instant,
     /// The largest inner packet the underlay path to the endpoint carries (the kernel's path MTU
     /// less WireGuard's overhead); 0 while none is known.
     inner_mtu: AtomicU32,
@@ -103,21 +102,18 @@ impl Peer {
         self.keepalive.store(k.map_or(0, u32::from), Ordering::Relaxed);
     }
 
-    /// Records that a datagram went to the peer (for the persistent keepalive timer).
-    pub(crate) fn mark_sent(&self) {
-        let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
-        self.last_sent_ms.store(ms, Ordering::Relaxed);
+    /// Records that a datagram went to the peer at `now_ms` (for the persistent keepalive timer).
+    pub(crate) fn mark_sent(&self, now_ms: u64) {
+        self.last_sent_ms.store(now_ms.max(1), Ordering::Relaxed);
     }
 
-    /// True when a persistent keepalive is configured and due.
-    pub(crate) fn keepalive_due(&self) -> bool {
+    /// True when a persistent keepalive is configured and due at `now_ms`: nothing was sent yet,
+    /// or nothing for the keepalive interval.
+    pub(crate) fn keepalive_due(&self, now_ms: u64) -> bool {
         let Some(k) = self.keepalive() else { return false };
         match self.last_sent_ms.load(Ordering::Relaxed) {
             0 => true,
-            ms => {
-                self.created.elapsed().saturating_sub(Duration::from_millis(ms))
-                    >= Duration::from_secs(k.into())
-            }
+            sent => now_ms.saturating_sub(sent) >= u64::from(k) * 1000,
         }
     }
 }
@@ -309,7 +305,6 @@ impl Peers {
             endpoint: RwLock::new(None),
             keepalive: AtomicU32::new(0),
             last_sent_ms: AtomicU64::new(0),
-            created: Instant::now(),
             inner_mtu: AtomicU32::new(0),
             probed_at: AtomicU64::new(0),
         });
@@ -320,8 +315,7 @@ impl Peers {
 
     /// Configuration and statistics of every peer, sorted by key; with each pre-shared key for
     /// the UAPI `get` reply only.
-    pub(crate) fn snapshot(&self) -> Vec<(PeerState, Option<PresharedKey>)> {
-        let now = SystemTime::now();
+    pub(crate) fn snapshot(&self, now: SystemTime) -> Vec<(PeerState, Option<PresharedKey>)> {
         self.entries
             .iter()
             .map(|(key, e)| {
@@ -416,7 +410,7 @@ mod tests {
         assert!(Arc::ptr_eq(&before, &after));
         assert_eq!(routed(&peers, "10.244.1.1"), None);
         assert_eq!(routed(&peers, "10.244.9.1"), Some(a));
-        assert_eq!(peers.snapshot()[0].0.allowed_ips, vec![net("10.244.9.0/24")]);
+        assert_eq!(peers.snapshot(SystemTime::now())[0].0.allowed_ips, vec![net("10.244.9.0/24")]);
     }
 
     #[test]
@@ -426,7 +420,7 @@ mod tests {
         upsert(&mut peers, a, &["10.244.1.0/24", "10.244.3.0/24"]);
         upsert(&mut peers, b, &["10.244.1.0/24"]);
         assert_eq!(routed(&peers, "10.244.1.1"), Some(b));
-        let snap = peers.snapshot();
+        let snap = peers.snapshot(SystemTime::now());
         let a_state = snap.iter().find(|(s, _)| s.public_key == a).unwrap();
         assert_eq!(a_state.0.allowed_ips, vec![net("10.244.3.0/24")]);
         // Replacing a's set must not remove b's route.
@@ -453,7 +447,7 @@ mod tests {
         let mut u = PeerUpdate::new(a);
         u.update_only = true;
         peers.update(&u).unwrap();
-        assert!(peers.snapshot().is_empty());
+        assert!(peers.snapshot(SystemTime::now()).is_empty());
         assert!(matches!(peers.replace_allowed_ips(&a, &[]), Err(Error::PeerNotFound(_))));
     }
 
@@ -465,9 +459,11 @@ mod tests {
         u.persistent_keepalive = Some(Some(25));
         peers.update(&u).unwrap();
         let p = peers.by_key(a.as_bytes()).unwrap();
-        assert!(p.keepalive_due());
-        p.mark_sent();
-        assert!(!p.keepalive_due());
+        assert!(p.keepalive_due(5_000));
+        p.mark_sent(5_000);
+        assert!(!p.keepalive_due(5_000));
+        assert!(!p.keepalive_due(29_999), "24.999 s after");
+        assert!(p.keepalive_due(30_000), "25 s after");
     }
 
     #[test]

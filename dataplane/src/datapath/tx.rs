@@ -74,7 +74,7 @@ impl SendBatch {
             return;
         }
         match sender.transmit(&self.buf[..self.len], Some(self.segment), to) {
-            Ok(()) => peer.mark_sent(),
+            Ok(()) => peer.mark_sent(crate::datapath::clock()),
             Err(e) if self.count > 1 && matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::EINVAL)) => {
                 for datagram in self.buf[..self.len].chunks(self.segment) {
                     sender.send(peer, datagram, to, counters);
