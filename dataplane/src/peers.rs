@@ -1,6 +1,7 @@
 //! The peer table: each peer's session (`Tunn`), endpoint and allowed IPs, and the longest-prefix
-//! routing table over all allowed IPs. Pure configuration logic, no sockets: it is unit-tested
-//! without root.
+//! routing table over all allowed IPs. Configuration logic without sockets and without a clock
+//! (the time is passed in: the data path's millisecond clock, or the wall time of a snapshot), so
+//! it is unit-tested without root.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
