@@ -219,8 +219,8 @@ pub struct PassPlan {
     pub problems: BTreeSet<(String, &'static str, String)>,
     /// `meshcrypt_node_problems` by reason (`None`: no peer set was computed; left as is).
     pub problem_counts: Option<BTreeMap<&'static str, i64>>,
-    /// Peer key → node name, for metric labels.
-    pub peer_names: BTreeMap<PublicKey, String>,
+    /// Peer key → node name, for metric labels (`None`: no peer set was computed; left as is).
+    pub peer_names: Option<BTreeMap<PublicKey, String>>,
     /// The Events to publish at the end of the pass.
     pub events: Vec<PlannedEvent>,
     /// Readiness if the execution succeeds.
@@ -253,7 +253,7 @@ impl PassPlan {
             new_problems: Vec::new(),
             problems: state.reported.clone(),
             problem_counts: None,
-            peer_names: BTreeMap::new(),
+            peer_names: None,
             events: Vec::new(),
             readiness: Readiness::Unchanged,
             untaint: false,
@@ -292,12 +292,10 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
         return switched_off(params, inputs, published, plan);
     }
 
-    // The peers, this node's underlay and the tunnel MTU.
+    // The peers, this node's underlay address (not needed for a restored snapshot: its MTU is
+    // fixed) and the tunnel MTU.
     let (peers, underlay_ip, node_ips) = match &inputs.view {
-        View::LastKnown { last, peers } => {
-            let Some(ip) = last.node_ips.first().copied() else { return plan.blocked(Blocked::NoInternalIp) };
-            (peers.clone(), ip, last.node_ips.clone())
-        }
+        View::LastKnown { last, peers } => (peers.clone(), None, last.node_ips.clone()),
         view => {
             let Some(local) = local else { return plan.blocked(Blocked::LocalNodeMissing) };
             let Some(ip) = local.internal_ips.first().copied() else {
@@ -332,16 +330,17 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                 peers.local_prefixes.extend(wired);
                 peers.local_prefixes.sort();
             }
-            (peers, ip, nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect())
+            (peers, Some(ip), nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect())
         }
     };
-    let mtu = match settings.mtu {
-        Mtu::Fixed(mtu) => mtu,
-        Mtu::Auto => {
+    let mtu = match (settings.mtu, underlay_ip) {
+        (Mtu::Fixed(mtu), _) => mtu,
+        (Mtu::Auto, None) => return plan.blocked(Blocked::NoInternalIp),
+        (Mtu::Auto, Some(ip)) => {
             let Some(underlay) = inputs.underlay_mtu else {
-                return plan.blocked(Blocked::UnderlayUnknown(underlay_ip));
+                return plan.blocked(Blocked::UnderlayUnknown(ip));
             };
-            match tunnel_mtu(underlay, underlay_ip.is_ipv6()) {
+            match tunnel_mtu(underlay, ip.is_ipv6()) {
                 Some(mtu) => mtu,
                 None => return plan.blocked(Blocked::UnderlayTooSmall(underlay)),
             }
@@ -371,7 +370,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     ));
     plan.kernel =
         KernelPlan { link: observed.link.as_ref().map(|l| l.index), ops: plan_kernel(&desired, &observed) };
-    plan.peer_names = peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect();
+    plan.peer_names = Some(peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect());
 
     let Some(device) = held else {
         if let Some(link) = link.filter(|l| l.kind.as_deref() != Some("tun")) {
@@ -539,6 +538,7 @@ fn switched_off(
     plan.withdraw = published.is_some();
     plan.published = published;
     plan.forget = true;
+    plan.peer_names = Some(BTreeMap::new());
     if plan.device == DeviceStep::Discard || !plan.kernel.ops.is_empty() || plan.withdraw {
         plan.events.push(PlannedEvent {
             node: Some(params.node.clone()),

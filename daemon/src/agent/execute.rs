@@ -277,8 +277,10 @@ async fn report<K: Kernel, B: WireGuardBackend>(
             io.metrics.node_problems.get_or_create(&vec![("reason", (*reason).to_owned())]).set(*count);
         }
     }
-    if let Ok(mut names) = io.names.lock() {
-        names.clone_from(&plan.peer_names);
+    if let Some(peer_names) = &plan.peer_names
+        && let Ok(mut names) = io.names.lock()
+    {
+        names.clone_from(peer_names);
     }
     for event in &plan.events {
         let type_ = if event.warning { EventType::Warning } else { EventType::Normal };

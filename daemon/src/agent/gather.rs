@@ -56,7 +56,8 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
             nodes.iter().find(|n| n.name == params.node).and_then(|n| n.internal_ips.first().copied())
         }
         View::LocalOnly(local) => local.internal_ips.first().copied(),
-        View::LastKnown { last, .. } => last.node_ips.first().copied(),
+        // A restored snapshot runs with its saved (fixed) MTU; it needs no underlay lookup.
+        View::LastKnown { .. } => None,
     };
     let (underlay_mtu, underlay_index) = match underlay_ip {
         Some(ip) => (io.kernel.mtu_of_address(ip).await?, io.kernel.index_of_address(ip).await?),

@@ -587,6 +587,6 @@ fn a_plan_applied_is_a_fixed_point() {
     world.converge();
     let again = world.decide();
     assert_eq!(got(&again), nothing());
-    let names: BTreeMap<PublicKey, String> = again.peer_names;
+    let names: BTreeMap<PublicKey, String> = again.peer_names.expect("a peer set");
     assert_eq!(names.len(), 3);
 }
