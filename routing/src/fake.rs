@@ -215,6 +215,23 @@ fn lookup_error(what: &str, errno: i32) -> Error {
     Error::Kernel { op: what.to_owned(), errno, message: io::Error::from_raw_os_error(errno).to_string() }
 }
 
+impl FakeKernel {
+    /// A read that fails once with the errno armed in the flag `armed` picks, else returns what
+    /// `read` finds.
+    fn read<T>(
+        &self,
+        armed: fn(&mut FailFlags) -> &mut Option<i32>,
+        what: &str,
+        read: impl FnOnce(&State) -> T,
+    ) -> std::future::Ready<Result<T, Error>> {
+        let mut state = self.lock();
+        std::future::ready(match armed(&mut state.fail).take() {
+            Some(errno) => Err(lookup_error(what, errno)),
+            None => Ok(read(&state)),
+        })
+    }
+}
+
 impl Kernel for FakeKernel {
     fn observe(
         &self,
@@ -222,39 +239,23 @@ impl Kernel for FakeKernel {
         table: u32,
         priority: u32,
     ) -> impl Future<Output = Result<ObservedState, Error>> + Send {
-        let mut state = self.lock();
-        let result = match state.fail.observe.take() {
-            Some(errno) => Err(lookup_error("dump routes", errno)),
-            None => Ok(state.observe(ifname, table, priority)),
-        };
-        std::future::ready(result)
+        self.read(|f| &mut f.observe, "dump routes", |s| s.observe(ifname, table, priority))
     }
 
     fn mtu_of_address(&self, address: IpAddr) -> impl Future<Output = Result<Option<u32>, Error>> + Send {
-        let mut state = self.lock();
-        let result = match state.fail.address_lookup.take() {
-            Some(errno) => Err(lookup_error("dump addresses", errno)),
-            None => Ok(state.link_with(address).map(|l| l.mtu)),
-        };
-        std::future::ready(result)
+        self.read(|f| &mut f.address_lookup, "dump addresses", |s| s.link_with(address).map(|l| l.mtu))
     }
 
     fn index_of_address(&self, address: IpAddr) -> impl Future<Output = Result<Option<u32>, Error>> + Send {
-        let mut state = self.lock();
-        let result = match state.fail.address_lookup.take() {
-            Some(errno) => Err(lookup_error("dump addresses", errno)),
-            None => Ok(state.link_with(address).map(|l| l.index)),
-        };
-        std::future::ready(result)
+        self.read(|f| &mut f.address_lookup, "dump addresses", |s| s.link_with(address).map(|l| l.index))
     }
 
     fn host_routes(&self, table: u32) -> impl Future<Output = Result<Vec<HostRoute>, Error>> + Send {
-        let mut state = self.lock();
-        let result = match state.fail.host_routes.take() {
-            Some(errno) => Err(lookup_error("dump routes", errno)),
-            None => Ok(state.host_routes.get(&table).cloned().unwrap_or_default()),
-        };
-        std::future::ready(result)
+        self.read(
+            |f| &mut f.host_routes,
+            "dump routes",
+            |s| s.host_routes.get(&table).cloned().unwrap_or_default(),
+        )
     }
 
     fn apply(
@@ -279,5 +280,56 @@ impl Kernel for FakeKernel {
             state.applied.push(*op);
         }
         std::future::ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(dst: &str, kind: RouteKind) -> Route {
+        Route { dst: dst.parse().unwrap(), metric: 1000, kind }
+    }
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn behaves_as_the_kernel_where_the_agent_depends_on_it() {
+        let kernel = FakeKernel::new();
+        let tun = kernel.add_link("meshcrypt0", "tun", 1500).unwrap();
+        assert_eq!(kernel.add_link("meshcrypt0", "tun", 1500).unwrap(), tun, "a TUN is taken over");
+        assert_eq!(
+            kernel.add_link("meshcrypt0", "veth", 1500).unwrap_err().raw_os_error(),
+            Some(libc::EEXIST)
+        );
+        let device = route("10.244.1.0/24", RouteKind::Device);
+        let floor = route("10.244.0.0/16", RouteKind::Blackhole);
+        let none = block_on(kernel.apply(None, 7, &[Op::ReplaceRoute(device)])).unwrap_err();
+        assert_eq!(none.errno(), Some(libc::ENODEV), "a device route needs the device");
+        block_on(kernel.apply(Some(tun), 7, &[Op::ReplaceRoute(device), Op::ReplaceRoute(floor)])).unwrap();
+        block_on(kernel.apply(Some(tun), 7, &[Op::DelRoute(route("10.9.0.0/16", RouteKind::Throw))]))
+            .expect("deleting what is not there is success");
+        kernel.remove_link(tun);
+        let after = kernel.snapshot("meshcrypt0", 7, 100);
+        assert_eq!(after.link, None);
+        assert_eq!(after.routes, [floor].into(), "the routes through a removed link go with it");
+    }
+
+    #[test]
+    fn each_armed_failure_fires_once() {
+        let kernel = FakeKernel::new();
+        kernel.fail(FailFlags { observe: Some(libc::ENOBUFS), apply_after: Some(1), ..FailFlags::default() });
+        assert_eq!(block_on(kernel.observe("x", 7, 100)).unwrap_err().errno(), Some(libc::ENOBUFS));
+        assert!(block_on(kernel.observe("x", 7, 100)).is_ok());
+        let ops = [
+            Op::ReplaceRoute(route("10.244.0.0/16", RouteKind::Blackhole)),
+            Op::ReplaceRoute(route("10.245.0.0/16", RouteKind::Blackhole)),
+        ];
+        assert_eq!(block_on(kernel.apply(None, 7, &ops)).unwrap_err().errno(), Some(libc::EPERM));
+        assert_eq!(kernel.applied(), ops[..1], "the operations before the failure stay applied");
+        block_on(kernel.apply(None, 7, &ops)).unwrap();
+        assert_eq!(kernel.snapshot("x", 7, 100).routes.len(), 2);
     }
 }
