@@ -7,4 +7,6 @@ bash scripts/setup.sh
 export KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# nextest does not run doc examples: a broken one would go unnoticed.
+cargo test --workspace --doc --locked
 cargo nextest run --workspace --locked --profile ci "$@"

@@ -66,8 +66,8 @@ pub struct DeviceArgs {
     pub port: u16,
     /// Data-path workers (each serves both directions). `--threads` is the old name, still
     /// accepted.
-    #[arg(long, alias = "threads", default_value_t = 1)]
-    pub workers: usize,
+    #[arg(long, alias = "threads", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub workers: u16,
     /// The interface's MTU: 1420 fits a 1500-byte underlay over IPv4 or IPv6 (wireguard-go's
     /// default); a path that carries less gets ICMP too-big back to the sender.
     #[arg(long, default_value_t = meshcrypt_dataplane::DEFAULT_MTU, value_parser = clap::value_parser!(u16).range(576..=65_535))]

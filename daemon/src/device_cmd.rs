@@ -21,7 +21,7 @@ pub fn run(args: &DeviceArgs) -> Result<(), AgentError> {
     let mut config = DeviceConfig::new(&args.ifname, PrivateKey::generate());
     config.uapi_dir = args.uapi_dir.clone();
     config.listen_port = args.port;
-    config.workers = args.workers;
+    config.workers = usize::from(args.workers);
     config.mtu = Some(args.mtu);
     let device = Device::create(config)?;
     tracing::info!(

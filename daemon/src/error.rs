@@ -27,13 +27,25 @@ pub enum AgentError {
     /// No client configuration could be found: not in a cluster, and no usable `$KUBECONFIG`.
     #[error("kubernetes client configuration: {0}")]
     KubeConfigInfer(#[source] kube::config::InferConfigError),
-    /// The local Node is missing from the API, or lacks what the agent needs from it.
-    #[error("local node {node}: {reason}")]
-    LocalNode {
+    /// The local Node is not in the API's Node list (`--node-name` wrong, or the Node deleted).
+    #[error("local node {node}: not found in the API")]
+    LocalNodeMissing {
         /// The node's name.
         node: String,
-        /// What is missing.
-        reason: String,
+    },
+    /// The local Node has no InternalIP in `status.addresses`: no underlay address to send from.
+    #[error("local node {node}: no InternalIP in status.addresses")]
+    NoInternalIp {
+        /// The node's name.
+        node: String,
+    },
+    /// No interface holds the local Node's InternalIP, so the tunnel MTU cannot be derived.
+    #[error("local node {node}: no interface holds {ip}")]
+    UnderlayUnknown {
+        /// The node's name.
+        node: String,
+        /// Its InternalIP.
+        ip: std::net::IpAddr,
     },
     /// A link with the device's name exists and is not a TUN meshcrypt can take over.
     #[error(

@@ -1,7 +1,7 @@
 //! The seam between meshcrypt and a WireGuard implementation: [`WireGuardDevice`] (one running
 //! device, configured by deltas) and [`WireGuardBackend`] (what creates devices). The userspace
-//! [`crate::Device`] implements both now; a kernel backend will too, and tests run the fake in
-//! `fake` (feature `test-support`).
+//! device implements them ([`crate::Device`] is a `WireGuardDevice`, [`Userspace`] creates it); a
+//! kernel backend will too, and tests run the fake in `fake` (feature `test-support`).
 
 use std::sync::Arc;
 

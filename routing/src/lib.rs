@@ -5,6 +5,10 @@
 //! with an [`ObservedState`] and returns the [`Op`]s that close the gap, in an order that never
 //! opens a plaintext window. A [`Kernel`] ([`Netlink`], or the fake in `fake` with the
 //! `test-support` feature) applies them and reads the result back.
+//!
+//! Modules: [`model`] (the shapes: routes, rules, the link, operations), [`desired`] (what the
+//! kernel should hold), [`plan`] (the planner), [`mtu`] (the tunnel MTU for an underlay),
+//! [`netlink`] (the rtnetlink executor and observer), `kernel` (the seam), `fake` (tests).
 
 pub mod desired;
 mod error;

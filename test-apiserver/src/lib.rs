@@ -22,6 +22,12 @@
 //! for 127.0.0.1, `::1` and `localhost` whose CA is [`TEST_CA_PEM`];
 //! [`TestApiServer::write_kubeconfig`] embeds that CA.
 //!
+//! Modules: `server` (listeners, routes, the helper API), `handlers` (one per verb), `store`
+//! (objects, resourceVersions, history), `watch`, `patch` and `apply` (the four patch types,
+//! server-side apply with field ownership), `resources` and `discovery` (what is served),
+//! `selectors`, `table` (kubectl's table output), `auth` (tokens and the node authorizer),
+//! `kubeconfig`, `tls`, `timestamp`, `error`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), meshcrypt_test_apiserver::ApiServerError> {
 //! use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};

@@ -225,7 +225,7 @@ pub struct PassPlan {
     pub events: Vec<PlannedEvent>,
     /// Readiness if the execution succeeds.
     pub readiness: Readiness,
-    /// Remove the startup taint once the pass succeeds.
+    /// Remove the startup taint once the pass succeeds (the mesh is in place, or switched off).
     pub untaint: bool,
     /// The number of configured peers after the pass.
     pub peers: usize,
@@ -548,6 +548,9 @@ fn switched_off(
         });
     }
     plan.readiness = Readiness::Ready("mesh switched off by its ConfigMap".into());
+    // Switched off, the mesh is no precondition for pods: a node registered with the startup taint
+    // must not stay unschedulable.
+    plan.untaint = matches!(inputs.view, View::Complete { .. });
     plan
 }
 

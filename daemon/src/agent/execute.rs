@@ -50,6 +50,7 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
     state: &mut LoopState,
     plan: &PassPlan,
 ) -> Result<Outcome, AgentError> {
+    // 0.
     if plan.settings_changed
         && let Some(settings) = &plan.settings
     {
@@ -83,7 +84,7 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
     plan: &PassPlan,
     key_rotated: &mut Option<NodeKeyAnnotations>,
 ) -> Result<Outcome, AgentError> {
-    // 1.
+    // 1. (Taking the device out of its slot drops it: its interface and routes go.)
     if plan.device == DeviceStep::Discard
         && let Ok(mut slot) = io.device.write()
         && slot.take().is_some()
@@ -302,12 +303,11 @@ fn blocked_error<K: Kernel, B: WireGuardBackend>(
     io: &Io<K, B>,
     blocked: &Blocked,
 ) -> AgentError {
-    let local = |reason: String| AgentError::LocalNode { node: params.node.clone(), reason };
     match blocked {
         Blocked::NoSettings => AgentError::NoSettings,
-        Blocked::LocalNodeMissing => local("not found in the API".into()),
-        Blocked::NoInternalIp => local("no InternalIP in status.addresses".into()),
-        Blocked::UnderlayUnknown(ip) => local(format!("no interface holds {ip}")),
+        Blocked::LocalNodeMissing => AgentError::LocalNodeMissing { node: params.node.clone() },
+        Blocked::NoInternalIp => AgentError::NoInternalIp { node: params.node.clone() },
+        Blocked::UnderlayUnknown(ip) => AgentError::UnderlayUnknown { node: params.node.clone(), ip: *ip },
         Blocked::UnderlayTooSmall(mtu) => AgentError::UnderlayTooSmall { mtu: *mtu },
         Blocked::ForeignLink(kind) => {
             AgentError::ForeignLink { ifname: params.ifname.clone(), kind: kind.clone() }

@@ -1,5 +1,6 @@
 //! Gathering a pass's inputs: every read a pass makes (settings, Nodes, Pods, the key files, the
-//! device, the kernel), before any decision and without changing anything.
+//! device, the kernel), before any decision and without changing anything on the node (the first
+//! pod-IP pass starts the Pod watcher and waits for its first list).
 
 use k8s_openapi::api::core::v1::Node;
 use meshcrypt_dataplane::WireGuardBackend;

@@ -1,5 +1,11 @@
 //! `meshcrypt agent`: the per-node daemon. Loads the key, watches its ConfigMap and the Nodes, and
 //! runs the one reconcile loop that owns all state (device, routes, rules, published key).
+//!
+//! A pass (`reconcile`): `gather` reads, `decide` plans (pure; with `peer_ops`, `routing_input`
+//! and `last_known`'s rules), `execute` applies; `state` is the loop's memory, `io` its handles.
+//! Sources: `config_source` (the ConfigMap), `nodes`, `pods`, `watch` (the reflector they share).
+//! Edges: `publish` (the key and the startup taint on the Node), `events`, `http` (probes and
+//! `/metrics`), `metrics`, `kube_client`.
 
 mod config_source;
 mod decide;

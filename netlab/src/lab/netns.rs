@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! # fn demo(ns: &str) -> Result<(), Box<dyn std::error::Error>> {
-//! use meshcrypt_integration::lab::netns;
+//! use meshcrypt_netlab::lab::netns;
 //! let std_listener = netns::run_in(ns, || std::net::TcpListener::bind("198.18.0.1:0"))??;
 //! std_listener.set_nonblocking(true)?;
 //! // inside a runtime: let listener = tokio::net::TcpListener::from_std(std_listener)?;

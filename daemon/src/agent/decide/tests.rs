@@ -192,6 +192,7 @@ struct Got {
     save: bool,
     events: Vec<String>,
     ready: Option<bool>,
+    untaint: bool,
 }
 
 /// What a row checks of the kernel plan.
@@ -236,6 +237,7 @@ fn got(plan: &PassPlan) -> Got {
             Readiness::Ready(_) => Some(true),
             Readiness::NotReady(_) => Some(false),
         },
+        untaint: plan.untaint,
     }
 }
 
@@ -254,12 +256,13 @@ fn nothing() -> Got {
         save: false,
         events: vec![],
         ready: Some(true),
+        untaint: true,
     }
 }
 
 /// A pass that stops, with the state kept.
 fn blocked(why: Blocked) -> Got {
-    Got { blocked: Some(why), ready: None, ..nothing() }
+    Got { blocked: Some(why), ready: None, untaint: false, ..nothing() }
 }
 
 fn events(reasons: &[&str]) -> Vec<String> {
@@ -282,12 +285,18 @@ fn decide_table() {
                 w.inputs.device = None;
                 w.inputs.kernel = ObservedState::default();
             },
-            Got { device: DeviceStep::Create(51820), kernel: Kernel::Floor, ready: None, ..nothing() },
+            Got {
+                device: DeviceStep::Create(51820),
+                kernel: Kernel::Floor,
+                ready: None,
+                untaint: false,
+                ..nothing()
+            },
         ),
         (
             "a TUN left by a crashed agent is taken over",
             |w| w.inputs.device = None,
-            Got { device: DeviceStep::Create(51820), ready: None, ..nothing() },
+            Got { device: DeviceStep::Create(51820), ready: None, untaint: false, ..nothing() },
         ),
         (
             "a foreign link with the device's name: the floor stays, nothing else",
@@ -420,7 +429,7 @@ fn decide_table() {
             },
         ),
         (
-            "switched off: device, routes, rules, the saved peers and the key go",
+            "switched off: device, routes, rules, the saved peers and the key go, and the startup taint (pods may run)",
             |w| w.inputs.reading = Reading::Valid(Settings { enabled: false, ..settings() }),
             Got {
                 device: DeviceStep::Discard,
@@ -521,7 +530,13 @@ fn decide_table() {
                 let local = w.nodes()[0].clone();
                 w.inputs.view = View::LocalOnly(local);
             },
-            Got { peer_ops: vec!["remove", "remove"], kernel: Kernel::Device, ready: None, ..nothing() },
+            Got {
+                peer_ops: vec!["remove", "remove"],
+                kernel: Kernel::Device,
+                ready: None,
+                untaint: false,
+                ..nothing()
+            },
         ),
         (
             "restore: the saved peers, nothing published, not ready yet",
@@ -531,7 +546,13 @@ fn decide_table() {
                 w.inputs.view = View::LastKnown { last, peers };
                 w.inputs.device.as_mut().unwrap().peers.clear();
             },
-            Got { peer_ops: vec!["add", "add"], handshakes: 2, ready: Some(false), ..nothing() },
+            Got {
+                peer_ops: vec!["add", "add"],
+                handshakes: 2,
+                ready: Some(false),
+                untaint: false,
+                ..nothing()
+            },
         ),
         (
             "pod-IP mode: a pod the CNI wired here before the API shows it stays local",
