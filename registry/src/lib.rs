@@ -1,0 +1,19 @@
+//! meshcrypt's cross-cluster exchange: what one cluster tells its peer clusters about its nodes.
+//!
+//! A cluster's nodes travel as a [`Bundle`] (cluster id, generation, and per node its name, public
+//! key, key epoch, endpoint and allowed prefixes). [`seal`] encodes it compactly, cuts it into
+//! shards that each fit one AWS Secrets Manager secret value (64 KiB), and signs a manifest that
+//! names every shard by its SHA-256 with the cluster's Ed25519 key; [`open`] checks all of that
+//! against the peer cluster's pinned key and the last generation accepted, and refuses anything
+//! unsigned, badly signed, foreign, rolled back, torn or malformed.
+//!
+//! Modules: `bundle` (the content and its checks), `seal` (encoding, sharding, signing and the
+//! reverse), `error`.
+
+mod bundle;
+mod error;
+mod seal;
+
+pub use bundle::{Bundle, BundleNode, MAX_NODES};
+pub use error::Error;
+pub use seal::{MAX_SHARD_BYTES, Manifest, Sealed, Trust, open, seal};
