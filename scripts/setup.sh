@@ -49,3 +49,11 @@ if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qxF "$kuberne
   "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
     "kubernetes-validate==$kubernetes_validate_version"
 fi
+
+# moto's server (PyPI `moto[server]`) plays AWS Secrets Manager on a loopback port for the
+# registry's tests (registry/tests/secrets_manager.rs starts it from .venv/bin/moto_server).
+moto_version=5.2.5
+if ! "$venv/bin/python3" -m pip show moto 2>/dev/null | grep -qxF "Version: $moto_version"; then
+  echo "installing: moto[server]==$moto_version into $venv"
+  "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check "moto[server]==$moto_version"
+fi

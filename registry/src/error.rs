@@ -75,4 +75,15 @@ pub enum Error {
         /// The generation in the shards.
         generation: u64,
     },
+    /// A Secrets Manager request failed (throttled, denied, unreachable, ...).
+    #[error("secrets manager {op} {name}: {source}")]
+    SecretsManager {
+        /// The API operation (`GetSecretValue`, `PutSecretValue`, ...).
+        op: &'static str,
+        /// The secret's name.
+        name: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<aws_sdk_secretsmanager::Error>,
+    },
 }

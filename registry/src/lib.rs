@@ -8,12 +8,17 @@
 //! unsigned, badly signed, foreign, rolled back, torn or malformed.
 //!
 //! Modules: `bundle` (the content and its checks), `seal` (encoding, sharding, signing and the
-//! reverse), `error`.
+//! reverse), `store` (the [`SecretStore`] seam and AWS Secrets Manager behind it), `exchange`
+//! (writing and reading a cluster's secrets in the order that keeps readers consistent), `error`.
 
 mod bundle;
 mod error;
+mod exchange;
 mod seal;
+mod store;
 
 pub use bundle::{Bundle, BundleNode, MAX_NODES};
 pub use error::Error;
-pub use seal::{MAX_SHARD_BYTES, Manifest, Sealed, Trust, open, seal};
+pub use exchange::{Fetched, Names, Published, fetch, publish};
+pub use seal::{MAX_SHARD_BYTES, Manifest, Sealed, ShardRef, Trust, open, seal};
+pub use store::{SecretStore, SecretsManager, Stage};

@@ -53,6 +53,8 @@ pub struct ShardRef {
 /// A bundle ready to write: the manifest and the shards, as bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
+    /// The bundle's generation.
+    pub generation: u64,
     /// The signed manifest (JSON).
     pub manifest: Vec<u8>,
     /// The shards, in order (each at most [`MAX_SHARD_BYTES`]).
@@ -85,7 +87,11 @@ pub fn seal(bundle: &Bundle, key: &SigningKey) -> Result<Sealed, Error> {
     };
     let signature = key.sign(&signed_bytes(&manifest)?);
     manifest.signature = Some(STANDARD.encode(signature.to_bytes()));
-    Ok(Sealed { manifest: serde_json::to_vec(&manifest).map_err(Error::Encode)?, shards })
+    Ok(Sealed {
+        generation: bundle.generation,
+        manifest: serde_json::to_vec(&manifest).map_err(Error::Encode)?,
+        shards,
+    })
 }
 
 impl Manifest {
@@ -151,7 +157,7 @@ fn signed_bytes(unsigned: &Manifest) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-fn digest(bytes: &[u8]) -> String {
+pub(crate) fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 

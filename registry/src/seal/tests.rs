@@ -123,7 +123,8 @@ fn refusals_table() {
     assert!(two.shards.len() >= 2);
     type Case<'a> = (&'static str, Sealed, Trust<'a>, fn(&Result<Bundle, Error>) -> bool);
     let pinned = &pinned;
-    let with = |manifest: Vec<u8>, shards: &[Vec<u8>]| Sealed { manifest, shards: shards.to_vec() };
+    let with =
+        |manifest: Vec<u8>, shards: &[Vec<u8>]| Sealed { generation: 10, manifest, shards: shards.to_vec() };
     let mut flipped = good.shards.clone();
     flipped[0][10] ^= 1;
     let cases: Vec<Case<'_>> = vec![

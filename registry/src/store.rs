@@ -1,0 +1,113 @@
+//! Where sealed bundles live: [`SecretStore`], implemented over AWS Secrets Manager by
+//! [`SecretsManager`]. Secret values are binary (`SecretBinary`); a version is addressed by its
+//! staging label, AWSCURRENT or AWSPREVIOUS, which Secrets Manager moves on every new version.
+
+use std::future::Future;
+
+use aws_sdk_secretsmanager::primitives::Blob;
+
+use crate::error::Error;
+
+/// A secret version by staging label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `AWSCURRENT`: the latest version.
+    Current,
+    /// `AWSPREVIOUS`: the one before it.
+    Previous,
+}
+
+impl Stage {
+    /// The staging label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Current => "AWSCURRENT",
+            Self::Previous => "AWSPREVIOUS",
+        }
+    }
+}
+
+/// What the exchange needs of a secret store.
+pub trait SecretStore: Send + Sync {
+    /// The version id of the secret's current version (cheap: no value is read); `None` when the
+    /// secret does not exist.
+    fn current_version(&self, name: &str) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+
+    /// The value at `stage`; `None` when the secret or that stage does not exist.
+    fn get(&self, name: &str, stage: Stage) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
+
+    /// Stores `value` as the secret's new current version, creating the secret if needed.
+    /// `token` (32–64 characters) makes a retried write a no-op instead of a second version.
+    fn put(&self, name: &str, value: &[u8], token: &str) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// AWS Secrets Manager, through the SDK's client (its region, endpoint and credentials are the
+/// client's).
+#[derive(Debug, Clone)]
+pub struct SecretsManager {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsManager {
+    /// A store over `client`.
+    pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
+        Self { client }
+    }
+}
+
+fn failed(op: &'static str, name: &str, source: impl Into<aws_sdk_secretsmanager::Error>) -> Error {
+    Error::SecretsManager { op, name: name.to_owned(), source: Box::new(source.into()) }
+}
+
+impl SecretStore for SecretsManager {
+    async fn current_version(&self, name: &str) -> Result<Option<String>, Error> {
+        match self.client.describe_secret().secret_id(name).send().await {
+            Ok(out) => Ok(out.version_ids_to_stages().and_then(|versions| {
+                versions
+                    .iter()
+                    .find(|(_, stages)| stages.iter().any(|s| s == Stage::Current.label()))
+                    .map(|(id, _)| id.clone())
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
+            Err(e) => Err(failed("DescribeSecret", name, e)),
+        }
+    }
+
+    async fn get(&self, name: &str, stage: Stage) -> Result<Option<Vec<u8>>, Error> {
+        let request = self.client.get_secret_value().secret_id(name).version_stage(stage.label());
+        match request.send().await {
+            Ok(out) => Ok(out
+                .secret_binary()
+                .map(|b| b.as_ref().to_vec())
+                .or_else(|| out.secret_string().map(|s| s.as_bytes().to_vec()))),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
+            Err(e) => Err(failed("GetSecretValue", name, e)),
+        }
+    }
+
+    async fn put(&self, name: &str, value: &[u8], token: &str) -> Result<(), Error> {
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_binary(Blob::new(value))
+            .client_request_token(token)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => self
+                .client
+                .create_secret()
+                .name(name)
+                .secret_binary(Blob::new(value))
+                .client_request_token(token)
+                .description("meshcrypt cross-cluster bundle (written by the meshcrypt registry)")
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| failed("CreateSecret", name, e)),
+            Err(e) => Err(failed("PutSecretValue", name, e)),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The exchange against moto's Secrets Manager server (a real HTTP server speaking the AWS API) on
+//! a loopback port: publish and fetch 5,000 nodes, rewrite only what changed, read during a
+//! rewrite, retry without a new version, refuse a tampered manifest, and fail cleanly when the
+//! server is gone. Region, endpoint and credentials are given explicitly: never the default chain.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use ed25519_dalek::SigningKey;
+use meshcrypt_keyexchange::PrivateKey;
+use meshcrypt_registry::{
+    Bundle, BundleNode, Error, Fetched, Names, SecretStore, SecretsManager, Stage, Trust, fetch, publish,
+    seal,
+};
+use rand_core::OsRng;
+
+/// A moto server on a free loopback port, stopped on drop.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let bin = std::env::var_os("MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server"));
+        assert!(
+            bin.exists(),
+            "{} is missing: run `bash scripts/setup.sh` (it installs moto[server])",
+            bin.display()
+        );
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not listen on {addr} within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, url: format!("http://{addr}") }
+    }
+
+    fn store(&self) -> SecretsManager {
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "meshcrypt-tests"))
+            .build();
+        SecretsManager::new(aws_sdk_secretsmanager::Client::from_conf(config))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nodes(count: u32) -> Vec<BundleNode> {
+    let mut out: Vec<BundleNode> = (0..count)
+        .map(|i| {
+            let ip = Ipv4Addr::from(0x0a01_0000 + i);
+            BundleNode {
+                name: format!("ip-{}.eu-west-1.compute.internal", ip.to_string().replace('.', "-")),
+                public_key: PrivateKey::generate().public_key(),
+                key_epoch: 0,
+                endpoint: SocketAddr::from((ip, 51820)),
+                allowed_ips: vec![
+                    ipnet::IpNet::new(Ipv4Addr::from(0x6400_0000 + i * 256).into(), 24).unwrap(),
+                ],
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn names() -> Names {
+    Names { prefix: "meshcrypt".into(), cluster: "prod-a".into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_nodes_travel_through_secrets_manager_and_only_changes_are_rewritten() {
+    let moto = Moto::start();
+    let store = moto.store();
+    let key = SigningKey::generate(&mut OsRng);
+    let pinned = key.verifying_key();
+    let trust = Trust { cluster: "prod-a", key: &pinned, last_generation: None };
+    assert_eq!(fetch(&store, &names(), &trust, None).await.unwrap(), Fetched::Missing);
+
+    let first = Bundle { cluster: "prod-a".into(), generation: 1, nodes: nodes(5_000) };
+    let sealed = seal(&first, &key).unwrap();
+    let wrote = publish(&store, &names(), &sealed, None).await.unwrap();
+    assert_eq!(wrote.written, sealed.shards.len() + 1);
+    let Fetched::Bundle { version, manifest, bundle } = fetch(&store, &names(), &trust, None).await.unwrap()
+    else {
+        panic!("a bundle")
+    };
+    assert_eq!(bundle, first);
+    assert_eq!(fetch(&store, &names(), &trust, Some(&version)).await.unwrap(), Fetched::Unchanged);
+
+    // A retried publish (same generation, same content) adds no version.
+    publish(&store, &names(), &sealed, None).await.unwrap();
+    assert_eq!(store.current_version(&names().manifest()).await.unwrap(), Some(version.clone()));
+
+    // One node's key changes near the end: the shards before it are not rewritten.
+    let mut changed = first.nodes.clone();
+    changed[4_990].public_key = PrivateKey::generate().public_key();
+    let second = Bundle { generation: 2, nodes: changed, ..first.clone() };
+    let resealed = seal(&second, &key).unwrap();
+    let wrote = publish(&store, &names(), &resealed, Some(&manifest)).await.unwrap();
+    assert!(wrote.unchanged > 0 && wrote.written < resealed.shards.len() + 1, "{wrote:?}");
+    let trust = Trust { last_generation: Some(1), ..trust };
+    let Fetched::Bundle { bundle, .. } = fetch(&store, &names(), &trust, Some(&version)).await.unwrap()
+    else {
+        panic!("the new bundle")
+    };
+    assert_eq!(bundle, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_during_a_rewrite_takes_the_previous_shard_and_a_tampered_manifest_is_refused() {
+    let moto = Moto::start();
+    let store = moto.store();
+    let key = SigningKey::generate(&mut OsRng);
+    let pinned = key.verifying_key();
+    let trust = Trust { cluster: "prod-a", key: &pinned, last_generation: None };
+    let old = Bundle { cluster: "prod-a".into(), generation: 1, nodes: nodes(1_500) };
+    publish(&store, &names(), &seal(&old, &key).unwrap(), None).await.unwrap();
+
+    // The writer of generation 2 has put shard 0 and not yet the manifest.
+    let mut changed = old.nodes.clone();
+    changed[0].public_key = PrivateKey::generate().public_key();
+    let new = seal(&Bundle { generation: 2, nodes: changed, ..old.clone() }, &key).unwrap();
+    store.put(&names().shard(0), &new.shards[0], &"a".repeat(64)).await.unwrap();
+    assert_eq!(
+        store.get(&names().shard(0), Stage::Current).await.unwrap().as_deref(),
+        Some(&new.shards[0][..])
+    );
+    let Fetched::Bundle { bundle, .. } = fetch(&store, &names(), &trust, None).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(bundle, old, "generation 1, whole, from shard 0's previous version");
+
+    // Someone with write access but not the signing key raises the generation.
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&store.get(&names().manifest(), Stage::Current).await.unwrap().unwrap())
+            .unwrap();
+    manifest["generation"] = 99.into();
+    store.put(&names().manifest(), &serde_json::to_vec(&manifest).unwrap(), &"b".repeat(64)).await.unwrap();
+    assert!(matches!(fetch(&store, &names(), &trust, None).await, Err(Error::BadSignature(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_secrets_manager_is_an_error_the_caller_can_ride_out() {
+    let moto = Moto::start();
+    let store = moto.store();
+    drop(moto);
+    let key = SigningKey::generate(&mut OsRng).verifying_key();
+    let trust = Trust { cluster: "prod-a", key: &key, last_generation: None };
+    match fetch(&store, &names(), &trust, None).await {
+        Err(Error::SecretsManager { op: "DescribeSecret", .. }) => {}
+        other => panic!("want a DescribeSecret failure, got {other:?}"),
+    }
+}
