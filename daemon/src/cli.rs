@@ -51,6 +51,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Run the data plane alone as a WireGuard device configured over UAPI, like wireguard-go.
     Device(DeviceArgs),
+    /// Print the CustomResourceDefinition of meshcrypt's RemoteCluster resource (YAML).
+    Crd,
 }
 
 /// `meshcrypt device`

@@ -1,7 +1,7 @@
 //! `meshcrypt`: the node agent and its subcommands. `agent` is the per-node daemon (its reconcile
 //! pass: gather, decide, execute; see ARCHITECTURE.md), `config` the ConfigMap's settings and
-//! their strict parser, `keys_cmd` and `device_cmd` the `keys` and `device` subcommands, `cli`
-//! the flags, `logging` the live log filter, `error` the one error type.
+//! their strict parser, `keys_cmd` and `device_cmd` the `keys` and `device` subcommands, `remote_cluster` the RemoteCluster
+//! resource, `cli` the flags, `logging` the live log filter, `error` the one error type.
 
 mod agent;
 mod cli;
@@ -10,6 +10,7 @@ mod device_cmd;
 mod error;
 mod keys_cmd;
 mod logging;
+mod remote_cluster;
 
 use clap::Parser as _;
 
@@ -25,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Keys(keys) => keys_cmd::run(keys)?,
         cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args)?,
         cli::Command::Device(args) => device_cmd::run(&args)?,
+        cli::Command::Crd => print!("{}", remote_cluster::crd_yaml()?),
     }
     Ok(())
 }

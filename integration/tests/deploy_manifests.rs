@@ -276,6 +276,7 @@ fn rbac_grants_the_fewest_verbs() {
         json!([
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["meshcrypt.dev"], "resources": ["remoteclusters"], "verbs": ["list", "watch"]},
         ])
     );
     assert_eq!(

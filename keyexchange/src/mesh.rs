@@ -15,6 +15,9 @@ use crate::aggregate::aggregate;
 use crate::annotations::PUBLIC_KEY;
 use crate::{NodeKeyAnnotations, PublicKey};
 
+mod remote;
+pub use remote::{RemoteNodeView, RemoteView, add_remote_peers};
+
 /// What the peer set needs to know of one Node, read from fields the API server vouches for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
@@ -205,6 +208,16 @@ pub enum Problem {
         /// The nodes whose later claims overlap it.
         by: Vec<String>,
     },
+    /// A peer cluster's node is malformed (its key, endpoint or a prefix does not parse).
+    InvalidRemoteNode(String),
+    /// A peer cluster's node claims a prefix overlapping one of this cluster's, or one an earlier
+    /// peer cluster's node holds: never routed to it.
+    RemoteOverlap {
+        /// The prefix the remote node claims.
+        prefix: IpNet,
+        /// Who holds the overlapping prefix (a node of this cluster, or `<cluster>/<node>`).
+        with: String,
+    },
 }
 
 impl Problem {
@@ -220,6 +233,8 @@ impl Problem {
             Self::InvalidPodCidr(_) => "InvalidPodCIDR",
             Self::ContestedPrefix { .. } => "ContestedPrefix",
             Self::PrefixClaimedByOthers { .. } => "PrefixClaimedByOthers",
+            Self::InvalidRemoteNode(_) => "InvalidRemoteNode",
+            Self::RemoteOverlap { .. } => "RemotePrefixOverlap",
         }
     }
 }
@@ -251,6 +266,10 @@ impl fmt::Display for Problem {
                     "pod prefix {prefix} overlapped later by {} (refused); kept by this node",
                     by.join(", ")
                 )
+            }
+            Self::InvalidRemoteNode(why) => write!(f, "invalid remote node: {why}"),
+            Self::RemoteOverlap { prefix, with } => {
+                write!(f, "prefix {prefix} overlaps {with}'s: refused, never routed to this remote node")
             }
         }
     }

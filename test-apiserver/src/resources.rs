@@ -137,8 +137,21 @@ pub const LEASES: ResourceDef = ResourceDef {
     has_status: false,
 };
 
+/// meshcrypt.dev/v1alpha1 RemoteClusters (meshcrypt's own resource: a peer cluster's nodes).
+pub const REMOTE_CLUSTERS: ResourceDef = ResourceDef {
+    group: "meshcrypt.dev",
+    version: "v1alpha1",
+    kind: "RemoteCluster",
+    plural: "remoteclusters",
+    singular: "remotecluster",
+    namespaced: false,
+    short_names: &[],
+    has_status: true,
+};
+
 /// Every served resource.
-pub const ALL: &[ResourceDef] = &[NODES, PODS, CONFIG_MAPS, EVENTS, NAMESPACES, EVENTS_V1, LEASES];
+pub const ALL: &[ResourceDef] =
+    &[NODES, PODS, CONFIG_MAPS, EVENTS, NAMESPACES, EVENTS_V1, LEASES, REMOTE_CLUSTERS];
 
 /// The served resource for a group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<ResourceDef> {

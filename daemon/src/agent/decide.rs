@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use meshcrypt_dataplane::{DeviceState, PublicKey};
 use meshcrypt_keyexchange::mesh::{
-    AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, desired_peers,
+    AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, RemoteView,
+    add_remote_peers, desired_peers,
 };
 use meshcrypt_keyexchange::{NodeKeyAnnotations, rotation};
 use meshcrypt_routing::mtu::tunnel_mtu;
@@ -48,6 +49,8 @@ pub enum View {
         nodes: Vec<NodeView>,
         /// Every Pod holding pod-network addresses (empty in podCIDR mode).
         pods: Vec<PodView>,
+        /// Every peer cluster's nodes.
+        remotes: Vec<RemoteView>,
     },
     /// Only this node's own Node, before the complete list (bootstrap): the device and the
     /// fail-closed floor, no peers; readiness is not claimed.
@@ -147,7 +150,8 @@ pub enum KeyStep {
 /// An Event to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedEvent {
-    /// On this Node, or (`None`) on the watched ConfigMap.
+    /// On this Node (or, for `<cluster>/<node>`, on that peer cluster's RemoteCluster), or
+    /// (`None`) on the watched ConfigMap.
     pub node: Option<String>,
     /// Warning (else Normal).
     pub warning: bool,
@@ -302,7 +306,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                 return plan.blocked(Blocked::NoInternalIp);
             };
             let (nodes, pods) = match view {
-                View::Complete { nodes, pods } => (nodes.as_slice(), pods.as_slice()),
+                View::Complete { nodes, pods, .. } => (nodes.as_slice(), pods.as_slice()),
                 _ => (std::slice::from_ref(local), &[][..]),
             };
             let local_node =
@@ -313,6 +317,16 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             };
             let mut peers =
                 desired_peers(nodes, pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
+            if let View::Complete { remotes, .. } = view
+                && !remotes.is_empty()
+            {
+                let local_keys = nodes
+                    .iter()
+                    .filter_map(|n| NodeKeyAnnotations::parse(&n.annotations).ok().flatten())
+                    .map(|k| k.public_key)
+                    .collect();
+                add_remote_peers(&mut peers, remotes, &local_node, &local_keys);
+            }
             report_problems(state, &peers, &mut plan);
             if settings.addressing == Addressing::PodIp {
                 // Pods the CNI wired here that the API has not shown yet are delivered locally too.

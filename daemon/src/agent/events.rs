@@ -48,6 +48,16 @@ pub fn node_ref(name: &str) -> ObjectReference {
     }
 }
 
+/// A reference to RemoteCluster `name` (a peer cluster's id).
+pub fn remote_cluster_ref(name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("meshcrypt.dev/v1alpha1".into()),
+        kind: Some("RemoteCluster".into()),
+        name: Some(name.to_owned()),
+        ..ObjectReference::default()
+    }
+}
+
 /// A reference to ConfigMap `namespace/name`.
 pub fn configmap_ref(namespace: &str, name: &str) -> ObjectReference {
     ObjectReference {

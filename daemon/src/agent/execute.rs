@@ -7,7 +7,7 @@ use meshcrypt_keyexchange::{NodeKeyAnnotations, write_private};
 use meshcrypt_routing::Kernel;
 
 use super::decide::{Blocked, DeviceStep, KeyStep, Params, PassPlan};
-use super::events::{EventType, configmap_ref, node_ref};
+use super::events::{EventType, configmap_ref, node_ref, remote_cluster_ref};
 use super::io::Io;
 use super::last_known;
 use super::peer_ops::to_changes;
@@ -286,7 +286,11 @@ async fn report<K: Kernel, B: WireGuardBackend>(
     for event in &plan.events {
         let type_ = if event.warning { EventType::Warning } else { EventType::Normal };
         let reference = match (&event.node, &params.config_map) {
-            (Some(node), _) => node_ref(node),
+            // A peer cluster's node (`<cluster>/<node>`): the Event goes on its RemoteCluster.
+            (Some(node), _) => match node.split_once('/') {
+                Some((cluster, _)) => remote_cluster_ref(cluster),
+                None => node_ref(node),
+            },
             (None, Some((namespace, name))) => configmap_ref(namespace, name),
             (None, None) => continue,
         };

@@ -47,7 +47,8 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
         Source::Api => {
             let nodes: Vec<NodeView> = io.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
             let pods = if pod_ip { pod_views(io).await? } else { Vec::new() };
-            View::Complete { nodes, pods }
+            let remotes = io.remotes.state().iter().map(|r| r.view()).collect();
+            View::Complete { nodes, pods, remotes }
         }
         Source::LocalOnly(node) => View::LocalOnly(NodeView::from_node(node)),
         Source::LastKnown(last, peers) => View::LastKnown { last: (**last).clone(), peers: peers.clone() },

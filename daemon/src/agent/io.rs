@@ -17,6 +17,7 @@ use super::events::EventReporter;
 use super::http::Health;
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use crate::logging::LogControl;
+use crate::remote_cluster::RemoteCluster;
 
 /// The handles.
 pub struct Io<K: Kernel, B: WireGuardBackend> {
@@ -24,6 +25,8 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub client: kube::Client,
     /// Every Node, after the first complete list.
     pub nodes: Store<Node>,
+    /// Every peer cluster's nodes (RemoteCluster objects).
+    pub remotes: Store<RemoteCluster>,
     /// Every Pod, once pod-IP mode has been asked for.
     pub pods: Option<Store<Pod>>,
     /// Wakes the loop (handed to watchers started later).

@@ -3,7 +3,8 @@
 //!
 //! A pass (`reconcile`): `gather` reads, `decide` plans (pure; with `peer_ops`, `routing_input`
 //! and `last_known`'s rules), `execute` applies; `state` is the loop's memory, `io` its handles.
-//! Sources: `config_source` (the ConfigMap), `nodes`, `pods`, `watch` (the reflector they share).
+//! Sources: `config_source` (the ConfigMap), `nodes`, `pods`, `remotes` (peer clusters' nodes),
+//! `watch` (the reflector they share).
 //! Edges: `publish` (the key and the startup taint on the Node), `events`, `http` (probes and
 //! `/metrics`), `metrics`, `kube_client`.
 
@@ -24,6 +25,7 @@ mod peer_ops;
 mod pods;
 mod publish;
 mod reconcile;
+mod remotes;
 mod routing_input;
 mod state;
 mod watch;
@@ -55,6 +57,9 @@ fn flag_settings(args: &AgentArgs, log: &LogControl) -> Settings {
         ..Settings::default()
     }
 }
+
+/// How long the agent waits at start for the first RemoteCluster list before going on without it.
+const REMOTES_FIRST_LIST: Duration = Duration::from_secs(5);
 
 /// The first retry after a failed pass.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -104,6 +109,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         None => config_source::ConfigSource::flags_only(base),
     };
     let nodes = nodes::watch(client.clone(), wake.clone());
+    let remotes = remotes::watch(client.clone(), wake.clone());
     // A pod wired (or unwired) here by the CNI wakes the loop: local delivery follows the kernel.
     let on_route = wake.clone();
     if let Err(e) = Netlink::watch_host_routes(move || on_route.notify_one()) {
@@ -126,6 +132,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         events: events::EventReporter::new(client.clone(), &args.node_name),
         client,
         nodes,
+        remotes,
         pods: None,
         wake: wake.clone(),
         config,
@@ -187,7 +194,15 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
             .nodes
             .wait_until_ready()
             .await
-            .map_err(|source| AgentError::StoreClosed { what: "nodes", source })
+            .map_err(|source| AgentError::StoreClosed { what: "nodes", source })?;
+        // Peer clusters' nodes: their first list, unless the CRD is not installed (a single
+        // cluster), which must not keep the mesh from starting.
+        if tokio::time::timeout(REMOTES_FIRST_LIST, reconciler.io.remotes.wait_until_ready()).await.is_err() {
+            tracing::warn!(
+                "no RemoteCluster list yet (is the CRD installed?); going on without peer clusters"
+            );
+        }
+        Ok::<(), AgentError>(())
     };
     tokio::select! {
         result = wait_for_list => result?,

@@ -25,7 +25,7 @@ use super::events::EventReporter;
 use super::io::Io;
 use super::reconcile::Reconciler;
 use super::state::LoopState;
-use super::{http, metrics, nodes};
+use super::{http, metrics, nodes, remotes};
 use crate::config::settings::Settings;
 use crate::logging::LogControl;
 
@@ -83,10 +83,13 @@ impl Harness {
         config.ready().await.expect("configmap store");
         let nodes = nodes::watch(client.clone(), wake.clone());
         nodes.wait_until_ready().await.expect("node store");
+        let remotes = remotes::watch(client.clone(), wake.clone());
+        remotes.wait_until_ready().await.expect("remotecluster store");
         let io = Io {
             events: EventReporter::new(client.clone(), NODE),
             client,
             nodes,
+            remotes,
             pods: None,
             wake,
             config,
@@ -394,4 +397,50 @@ async fn a_rotation_staged_during_an_api_outage_waits_and_completes_when_the_api
 /// "No buffer space available": what a netlink dump that overran its socket buffer returns.
 fn libc_enobufs() -> i32 {
     nix::errno::Errno::ENOBUFS as i32
+}
+
+#[tokio::test]
+async fn a_peer_clusters_nodes_join_the_mesh_and_an_overlapping_prefix_is_refused_with_an_event() {
+    let mut h = Harness::new(&[]).await;
+    assert!(h.pass().await);
+    let remote_key = meshcrypt_keyexchange::PrivateKey::generate().public_key();
+    let other_key = meshcrypt_keyexchange::PrivateKey::generate().public_key();
+    h.server
+        .create(json!({
+            "apiVersion": "meshcrypt.dev/v1alpha1",
+            "kind": "RemoteCluster",
+            "metadata": {"name": "prod-b"},
+            "spec": {"generation": 3, "nodes": [
+                {"name": "ip-10-9-0-5", "publicKey": remote_key.to_string(), "keyEpoch": 0,
+                 "endpoint": "198.19.0.5:51820", "allowedIPs": ["10.245.1.0/24"]},
+                // Claims node-b's pod CIDR: refused, never routed to it.
+                {"name": "ip-10-9-0-6", "publicKey": other_key.to_string(), "keyEpoch": 0,
+                 "endpoint": "198.19.0.6:51820", "allowedIPs": ["10.244.1.0/24"]},
+            ]},
+        }))
+        .expect("create RemoteCluster");
+    poll("the RemoteCluster in the agent's store", || (h.agent.io.remotes.state().len() == 1).then_some(()))
+        .await;
+    assert!(h.pass().await);
+    let device = h.backend.device().unwrap().observe().unwrap();
+    let remote = device.peer(&remote_key).expect("the remote node is a peer");
+    assert_eq!(remote.endpoint, Some("198.19.0.5:51820".parse().unwrap()));
+    let overlapping = device.peer(&other_key).expect("the other remote node, without the contested prefix");
+    assert!(!overlapping.allowed_ips.contains(&"10.244.1.0/24".parse().unwrap()));
+    let routes = h.kernel().routes;
+    assert!(routes.iter().any(|r| r.kind == RouteKind::Device && r.dst == "10.245.1.0/24".parse().unwrap()));
+    assert_eq!(h.events("RemotePrefixOverlap"), 1, "reported once, on the RemoteCluster");
+    let events = h.server.list("events.k8s.io/v1", "Event").unwrap();
+    let event = events.iter().find(|e| e["reason"] == "RemotePrefixOverlap").unwrap();
+    assert_eq!(event["regarding"]["kind"], "RemoteCluster");
+    assert_eq!(event["regarding"]["name"], "prod-b");
+
+    h.server.delete("meshcrypt.dev/v1alpha1", "RemoteCluster", None, "prod-b").unwrap();
+    poll("the RemoteCluster gone from the store", || h.agent.io.remotes.state().is_empty().then_some(()))
+        .await;
+    assert!(h.pass().await);
+    assert!(
+        h.backend.device().unwrap().observe().unwrap().peer(&remote_key).is_none(),
+        "gone with its object"
+    );
 }

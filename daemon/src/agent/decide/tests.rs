@@ -155,6 +155,7 @@ fn in_sync() -> World {
             view: View::Complete {
                 nodes: vec![local, node("node-b", 1, Some(1)), node("node-c", 2, Some(2))],
                 pods: Vec::new(),
+                remotes: Vec::new(),
             },
             key_files: KeyFiles { current: Some(own), pending: None },
             device: None,
@@ -315,6 +316,24 @@ fn decide_table() {
         (
             "a node joins",
             |w| w.nodes().push(node("node-d", 3, Some(3))),
+            Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "a peer cluster's node joins (its RemoteCluster)",
+            |w| {
+                if let View::Complete { remotes, .. } = &mut w.inputs.view {
+                    remotes.push(meshcrypt_keyexchange::mesh::RemoteView {
+                        cluster: "prod-b".into(),
+                        nodes: vec![meshcrypt_keyexchange::mesh::RemoteNodeView {
+                            name: "ip-10-9-0-5".into(),
+                            public_key: key(5).to_string(),
+                            key_epoch: 0,
+                            endpoint: "198.19.0.5:51820".into(),
+                            allowed_ips: vec!["10.245.1.0/24".into()],
+                        }],
+                    });
+                }
+            },
             Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
