@@ -314,6 +314,25 @@ pub fn desired_peers(
     local: &LocalNode,
     config: &MeshConfig,
 ) -> PeerSet {
+    peers_seen_by(nodes, pods, &local.name, Some(local.public_key), local.underlay_ip.is_ipv4(), config)
+}
+
+/// Every node of the cluster that is a peer to the others, as a node outside it would see them
+/// (no local name, no local key; endpoints in the IPv4 family if `ipv4`, else IPv6), with the same
+/// rules as [`desired_peers`]: what a cluster publishes about itself to its peer clusters.
+pub fn cluster_members(nodes: &[NodeView], pods: &[PodView], ipv4: bool, config: &MeshConfig) -> PeerSet {
+    peers_seen_by(nodes, pods, "", None, ipv4, config)
+}
+
+/// The peers as seen by the node named `local_name` (`""`: none of them) holding `local_key`.
+fn peers_seen_by(
+    nodes: &[NodeView],
+    pods: &[PodView],
+    local_name: &str,
+    local_key: Option<PublicKey>,
+    ipv4: bool,
+    config: &MeshConfig,
+) -> PeerSet {
     let mut problems = Vec::new();
     let mut report =
         |node: &str, problem: Problem| problems.push(NodeProblem { node: node.to_owned(), problem });
@@ -322,18 +341,17 @@ pub fn desired_peers(
         AllowedIpsFrom::PodCidrs => valid_prefixes(nodes, &mut report),
         AllowedIpsFrom::PodIps => pod_prefixes(pods),
     };
-    let conflicts = contested_prefixes(&prefixes, &local.name);
+    let conflicts = contested_prefixes(&prefixes, local_name);
     let finish = |claimed: &mut dyn Iterator<Item = IpNet>| -> Vec<IpNet> {
         match config.allowed_ips {
             AllowedIpsFrom::PodCidrs => claimed.collect(),
             AllowedIpsFrom::PodIps => aggregate(&claimed.map(|n| n.addr()).collect()),
         }
     };
-    let local_prefixes =
-        finish(&mut prefixes.get(local.name.as_str()).into_iter().flat_map(|p| p.keys()).copied());
+    let local_prefixes = finish(&mut prefixes.get(local_name).into_iter().flat_map(|p| p.keys()).copied());
 
     let mut keyed: Vec<(&NodeView, NodeKeyAnnotations)> = Vec::new();
-    for node in nodes.iter().filter(|n| n.name != local.name) {
+    for node in nodes.iter().filter(|n| n.name != local_name) {
         match NodeKeyAnnotations::parse(&node.annotations) {
             Ok(Some(key)) => keyed.push((node, key)),
             Ok(None) => report(&node.name, Problem::NoKey),
@@ -350,7 +368,7 @@ pub fn desired_peers(
 
     let mut peers = BTreeMap::new();
     for (node, key) in keyed {
-        if key.public_key == local.public_key {
+        if Some(key.public_key) == local_key {
             report(&node.name, Problem::ClaimsLocalKey);
             continue;
         }
@@ -365,7 +383,7 @@ pub fn desired_peers(
             }
             report(&node.name, Problem::KeyClaimedByOthers { by: others });
         }
-        let Some(ip) = node.internal_ips.iter().find(|ip| ip.is_ipv4() == local.underlay_ip.is_ipv4()) else {
+        let Some(ip) = node.internal_ips.iter().find(|ip| ip.is_ipv4() == ipv4) else {
             report(&node.name, Problem::NoEndpoint);
             continue;
         };

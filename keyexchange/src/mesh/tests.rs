@@ -503,3 +503,43 @@ proptest::proptest! {
         proptest::prop_assert_eq!(contested_prefixes(&prefixes, "n0"), brute);
     }
 }
+
+/// What a cluster publishes about itself: every node with a valid key and an endpoint, each
+/// under the same claim rules a member applies (here, a copied key and a contested pod CIDR).
+#[test]
+fn cluster_members_are_every_node_a_member_would_peer_with() {
+    let nodes = vec![
+        aged(node("a", Some(&key(1).to_string()), &["198.18.0.10"], &["10.244.0.0/24"]), 10, 10),
+        aged(node("b", Some(&key(2).to_string()), &["198.18.0.11"], &["10.244.1.0/24"]), 11, 11),
+        // Copies a's key later: refused.
+        aged(node("c", Some(&key(1).to_string()), &["198.18.0.12"], &["10.244.2.0/24"]), 12, 12),
+        // Claims b's CIDR later: the node stays, without it.
+        aged(node("d", Some(&key(4).to_string()), &["198.18.0.13"], &["10.244.1.0/24"]), 13, 13),
+        node("e", None, &["198.18.0.14"], &["10.244.4.0/24"]),
+        // Only an IPv6 address: no endpoint in the cluster's IPv4 underlay.
+        node("f", Some(&key(6).to_string()), &["fd00::6"], &["10.244.6.0/24"]),
+    ];
+    let members = cluster_members(&nodes, &[], true, &cidr_mode(51820));
+    let got: Vec<(&str, Vec<String>)> =
+        members.peers.values().map(|p| (p.node.as_str(), pod_prefixes_of(p))).collect();
+    assert_eq!(
+        got,
+        vec![("a", vec!["10.244.0.0/24".to_owned()]), ("b", vec!["10.244.1.0/24".to_owned()]), ("d", vec![])]
+    );
+    assert!(members.local_prefixes.is_empty(), "no node is the observer");
+    let reasons: Vec<(&str, &str)> =
+        members.problems.iter().map(|p| (p.node.as_str(), p.problem.reason())).collect();
+    assert!(reasons.contains(&("c", "DuplicateKey")), "{reasons:?}");
+    assert!(reasons.contains(&("d", "ContestedPrefix")), "{reasons:?}");
+    assert!(reasons.contains(&("e", "NoKey")), "{reasons:?}");
+    assert!(reasons.contains(&("f", "NoInternalIP")), "{reasons:?}");
+    // The same rules as a member's: b's view of a, c and d is the cluster's.
+    let seen_by_b = desired_peers(
+        &nodes,
+        &[],
+        &LocalNode { name: "b".into(), public_key: key(2), underlay_ip: "198.18.0.11".parse().unwrap() },
+        &cidr_mode(51820),
+    );
+    assert_eq!(seen_by_b.peers["a"], members.peers["a"]);
+    assert_eq!(seen_by_b.peers["d"], members.peers["d"]);
+}
