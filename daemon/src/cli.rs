@@ -53,6 +53,73 @@ pub enum Command {
     Device(DeviceArgs),
     /// Print the CustomResourceDefinition of meshcrypt's RemoteCluster resource (YAML).
     Crd,
+    /// Run the cross-cluster registry: publish this cluster's nodes to AWS Secrets Manager, read
+    /// the peer clusters', and hand those to the agents as RemoteCluster objects.
+    Registry(Box<RegistryArgs>),
+}
+
+/// A peer cluster as `--peer NAME=KEY` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCluster {
+    /// Its cluster id.
+    pub name: String,
+    /// Its registry's Ed25519 signing key, public half, base64 (pinned here).
+    pub key: String,
+}
+
+fn parse_peer(value: &str) -> Result<PeerCluster, String> {
+    let (name, key) = value.split_once('=').ok_or("want NAME=SIGNING_KEY")?;
+    Ok(PeerCluster { name: name.to_owned(), key: key.to_owned() })
+}
+
+/// `meshcrypt registry`
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// This cluster's id: a DNS label, unique among the peered clusters.
+    #[arg(long, env = "MESHCRYPT_CLUSTER_ID")]
+    pub cluster_id: String,
+    /// A peer cluster, `NAME=SIGNING_KEY` (the public half of its registry's Ed25519 key, base64,
+    /// as its registry logs it at start). Repeat for each.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<PeerCluster>,
+    /// This cluster's Ed25519 signing key: a 0600 file holding the base64 seed; created if missing.
+    #[arg(long, default_value = "/var/lib/meshcrypt-registry/signing.key")]
+    pub signing_key: PathBuf,
+    /// The prefix of the secrets' names (`<prefix>/<cluster>`, `<prefix>/<cluster>/<n>`).
+    #[arg(long, default_value = "meshcrypt")]
+    pub secret_prefix: String,
+    /// The AWS region of the secrets (default: the SDK's).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Another Secrets Manager endpoint (tests: moto on loopback). With it, the credentials are
+    /// taken from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY alone, never the default chain.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// The mesh port of this cluster's nodes.
+    #[arg(long, default_value_t = 51820)]
+    pub port: u16,
+    /// Publish this cluster's nodes at most this often, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub publish_interval: u64,
+    /// Read each peer cluster's bundle this often, in seconds (with ±20% jitter).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub poll_interval: u64,
+    /// The Lease that elects the active replica.
+    #[arg(long, default_value = "meshcrypt-registry")]
+    pub lease: String,
+    /// The Lease's namespace.
+    #[arg(long, default_value = "meshcrypt-system")]
+    pub namespace: String,
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: String,
+    /// How long the Lease holds, in seconds: a standby takes over this long after the active
+    /// replica stops renewing.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_seconds: u64,
+    /// A kubeconfig file; without it, the in-cluster service account (or `$KUBECONFIG`) is used.
+    #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// `meshcrypt device`

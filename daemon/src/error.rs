@@ -101,6 +101,34 @@ pub enum AgentError {
         #[source]
         source: kube::runtime::reflector::store::WriterDropped,
     },
+    /// A peer cluster's pinned signing key (`--peer NAME=KEY`) is not an Ed25519 public key.
+    #[error("peer cluster {peer}: signing key: {reason}")]
+    PeerKey {
+        /// The peer cluster.
+        peer: String,
+        /// Why the key was refused.
+        reason: String,
+    },
+    /// This cluster's signing key file is unusable.
+    #[error("signing key {}: {reason}", path.display())]
+    SigningKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An environment variable the configuration needs is not set.
+    #[error("environment variable {name} is not set")]
+    MissingEnv {
+        /// Its name.
+        name: &'static str,
+    },
+    /// The cross-cluster exchange failed (Secrets Manager, or a bundle that cannot be sealed).
+    #[error("cross-cluster exchange: {0}")]
+    Registry(#[from] meshcrypt_registry::Error),
+    /// The registry's Lease could not be managed.
+    #[error("lease: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
     /// The state directory holds no node key (`meshcrypt keys show` or `rotate` before `init`).
     #[error("no key in {}: run `meshcrypt keys init`", dir.display())]
     NoKey {

@@ -1,7 +1,7 @@
 //! `meshcrypt`: the node agent and its subcommands. `agent` is the per-node daemon (its reconcile
 //! pass: gather, decide, execute; see ARCHITECTURE.md), `config` the ConfigMap's settings and
 //! their strict parser, `keys_cmd` and `device_cmd` the `keys` and `device` subcommands, `remote_cluster` the RemoteCluster
-//! resource, `cli` the flags, `logging` the live log filter, `error` the one error type.
+//! resource, `registry` the cross-cluster registry, `cli` the flags, `logging` the live log filter, `error` the one error type.
 
 mod agent;
 mod cli;
@@ -10,6 +10,7 @@ mod device_cmd;
 mod error;
 mod keys_cmd;
 mod logging;
+mod registry;
 mod remote_cluster;
 
 use clap::Parser as _;
@@ -27,6 +28,11 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args)?,
         cli::Command::Device(args) => device_cmd::run(&args)?,
         cli::Command::Crd => print!("{}", remote_cluster::crd_yaml()?),
+        cli::Command::Registry(args) => {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(registry::run(*args))?;
+        }
     }
     Ok(())
 }

@@ -9,13 +9,16 @@
 //!
 //! Modules: `bundle` (the content and its checks), `seal` (encoding, sharding, signing and the
 //! reverse), `store` (the [`SecretStore`] seam and AWS Secrets Manager behind it), `exchange`
-//! (writing and reading a cluster's secrets in the order that keeps readers consistent), `error`.
+//! (writing and reading a cluster's secrets in the order that keeps readers consistent), `error`;
+//! `testing` (feature `test-support`): moto's server for tests.
 
 mod bundle;
 mod error;
 mod exchange;
 mod seal;
 mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use bundle::{Bundle, BundleNode, MAX_NODES};
 pub use error::Error;

@@ -3,69 +3,16 @@
 //! rewrite, retry without a new version, refuse a tampered manifest, and fail cleanly when the
 //! server is gone. Region, endpoint and credentials are given explicitly: never the default chain.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, SocketAddr};
 
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use ed25519_dalek::SigningKey;
 use meshcrypt_keyexchange::PrivateKey;
+use meshcrypt_registry::testing::MotoServer;
 use meshcrypt_registry::{
     Bundle, BundleNode, Error, Fetched, Names, SecretStore, SecretsManager, Stage, Trust, fetch, publish,
     seal,
 };
 use rand_core::OsRng;
-
-/// A moto server on a free loopback port, stopped on drop.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Self {
-        let bin = std::env::var_os("MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server"));
-        assert!(
-            bin.exists(),
-            "{} is missing: run `bash scripts/setup.sh` (it installs moto[server])",
-            bin.display()
-        );
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen on {addr} within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, url: format!("http://{addr}") }
-    }
-
-    fn store(&self) -> SecretsManager {
-        let config = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("eu-west-1"))
-            .endpoint_url(&self.url)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "meshcrypt-tests"))
-            .build();
-        SecretsManager::new(aws_sdk_secretsmanager::Client::from_conf(config))
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn nodes(count: u32) -> Vec<BundleNode> {
     let mut out: Vec<BundleNode> = (0..count)
@@ -92,8 +39,8 @@ fn names() -> Names {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_nodes_travel_through_secrets_manager_and_only_changes_are_rewritten() {
-    let moto = Moto::start();
-    let store = moto.store();
+    let moto = MotoServer::start();
+    let store = SecretsManager::new(moto.client());
     let key = SigningKey::generate(&mut OsRng);
     let pinned = key.verifying_key();
     let trust = Trust { cluster: "prod-a", key: &pinned, last_generation: None };
@@ -131,8 +78,8 @@ async fn five_thousand_nodes_travel_through_secrets_manager_and_only_changes_are
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_during_a_rewrite_takes_the_previous_shard_and_a_tampered_manifest_is_refused() {
-    let moto = Moto::start();
-    let store = moto.store();
+    let moto = MotoServer::start();
+    let store = SecretsManager::new(moto.client());
     let key = SigningKey::generate(&mut OsRng);
     let pinned = key.verifying_key();
     let trust = Trust { cluster: "prod-a", key: &pinned, last_generation: None };
@@ -164,8 +111,8 @@ async fn a_read_during_a_rewrite_takes_the_previous_shard_and_a_tampered_manifes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_secrets_manager_is_an_error_the_caller_can_ride_out() {
-    let moto = Moto::start();
-    let store = moto.store();
+    let moto = MotoServer::start();
+    let store = SecretsManager::new(moto.client());
     drop(moto);
     let key = SigningKey::generate(&mut OsRng).verifying_key();
     let trust = Trust { cluster: "prod-a", key: &key, last_generation: None };

@@ -15,10 +15,10 @@ mod execute;
 mod gather;
 mod http;
 mod io;
-mod kube_client;
+pub(crate) mod kube_client;
 mod last_known;
 mod metrics;
-mod nodes;
+pub(crate) mod nodes;
 #[cfg(test)]
 mod pass_tests;
 mod peer_ops;
@@ -28,7 +28,7 @@ mod reconcile;
 mod remotes;
 mod routing_input;
 mod state;
-mod watch;
+pub(crate) mod watch;
 
 pub use last_known::Refused;
 

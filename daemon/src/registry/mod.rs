@@ -1,0 +1,311 @@
+//! `meshcrypt registry`: the one process of a cluster that talks to AWS (the agents hold no AWS
+//! credentials). The active replica (a `coordination.k8s.io` Lease elects it) publishes this
+//! cluster's nodes as a signed bundle to Secrets Manager, reads each peer cluster's bundle, and
+//! hands its nodes to the agents as a `RemoteCluster` object. A peer whose bundle cannot be read or
+//! is refused keeps its last good nodes; the object's status says since when it is stale and why.
+//!
+//! `plan` holds the decisions (the bundle, its generation, when to publish and poll); this module
+//! does the IO, in one order per tick: publish this cluster's bundle if due, then poll the peers
+//! that are due.
+
+mod plan;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube_lease_manager::LeaseManagerBuilder;
+use meshcrypt_keyexchange::mesh::{AllowedIpsFrom, MeshConfig, NodeView, cluster_members};
+use meshcrypt_registry::{Bundle, Fetched, Manifest, Names, SecretsManager, Trust, fetch, publish, seal};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+
+use crate::agent::{kube_client, nodes};
+use crate::cli::RegistryArgs;
+use crate::error::AgentError;
+use crate::remote_cluster::{RemoteCluster, RemoteClusterSpec, RemoteNode};
+
+/// The field manager the registry writes RemoteCluster objects with.
+const FIELD_MANAGER: &str = "meshcrypt-registry";
+
+/// A peer cluster as the registry tracks it.
+struct Peer {
+    names: Names,
+    key: VerifyingKey,
+    /// The manifest version id read last.
+    seen: Option<String>,
+    /// The last generation accepted.
+    generation: Option<u64>,
+    next_poll: Instant,
+    /// Since when reads fail (RFC 3339), while they do.
+    stale_since: Option<String>,
+}
+
+/// What this replica published last.
+#[derive(Default)]
+struct Published {
+    bundle: Option<Bundle>,
+    manifest: Option<Manifest>,
+    at: Option<Instant>,
+}
+
+/// Runs the registry until SIGTERM or SIGINT.
+pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
+    let signing = load_or_create_signing_key(&args.signing_key)?;
+    let own_key = signing.verifying_key();
+    tracing::info!(cluster = %args.cluster_id, signing_key = %STANDARD.encode(own_key.as_bytes()), "registry: this cluster's signing key (peers pin it with --peer <cluster>=<key>)");
+    let client = kube_client::client(args.kubeconfig.as_deref()).await?;
+    let store = SecretsManager::new(secrets_manager_client(&args).await?);
+    let wake = Arc::new(Notify::new());
+    let node_store = nodes::watch(client.clone(), wake.clone());
+    node_store
+        .wait_until_ready()
+        .await
+        .map_err(|source| AgentError::StoreClosed { what: "nodes", source })?;
+
+    let interval = |secs: u64| Duration::from_secs(secs);
+    let mut peers = Vec::new();
+    for p in &args.peers {
+        let key = parse_verifying_key(&p.key)
+            .map_err(|reason| AgentError::PeerKey { peer: p.name.clone(), reason })?;
+        let names = Names { prefix: args.secret_prefix.clone(), cluster: p.name.clone() };
+        peers.push(Peer {
+            names,
+            key,
+            seen: None,
+            generation: None,
+            next_poll: Instant::now(),
+            stale_since: None,
+        });
+    }
+    let own = Names { prefix: args.secret_prefix.clone(), cluster: args.cluster_id.clone() };
+    let lease = LeaseManagerBuilder::new(client.clone(), &args.lease)
+        .with_namespace(&args.namespace)
+        .with_identity(&args.identity)
+        .with_duration(args.lease_seconds)
+        .with_grace((args.lease_seconds / 3).max(1))
+        .build()
+        .await?;
+    let (mut leading, _lease_task) = lease.watch().await;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|source| AgentError::Io { what: "install the SIGTERM handler".into(), source })?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|source| AgentError::Io { what: "install the SIGINT handler".into(), source })?;
+    let api: Api<RemoteCluster> = Api::all(client.clone());
+    let mut published = Published::default();
+    let mut was_leading = false;
+    loop {
+        tokio::select! {
+            _ = leading.changed() => {}
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+        let is_leading = *leading.borrow();
+        if is_leading != was_leading {
+            tracing::info!(identity = %args.identity, leading = is_leading, "registry leadership changed");
+            was_leading = is_leading;
+            if is_leading {
+                // Take over where the last writer (maybe another replica) left off.
+                published = Published::default();
+                let trust = Trust { cluster: &args.cluster_id, key: &own_key, last_generation: None };
+                match fetch(&store, &own, &trust, None).await {
+                    Ok(Fetched::Bundle { manifest, bundle, .. }) => {
+                        published.manifest = Some(manifest);
+                        published.bundle = Some(bundle);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read this cluster's published bundle; publishing anew")
+                    }
+                }
+            }
+        }
+        if !is_leading {
+            continue;
+        }
+        let now = Instant::now();
+        if let Err(e) = publish_step(&args, &signing, &store, &own, &node_store, &mut published, now).await {
+            tracing::warn!(error = %e, "cannot publish this cluster's bundle; retrying");
+        }
+        for peer in peers.iter_mut().filter(|p| p.next_poll <= now) {
+            poll_step(&api, &store, peer).await;
+            let jitter = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX)
+                * 2.0
+                - 1.0;
+            peer.next_poll = plan::next_poll(now, interval(args.poll_interval), jitter);
+        }
+    }
+    tracing::info!("registry stopping; the Lease is released for the standby");
+    Ok(())
+}
+
+/// Publishes this cluster's nodes if they changed and the last publish is old enough.
+async fn publish_step(
+    args: &RegistryArgs,
+    signing: &SigningKey,
+    store: &SecretsManager,
+    own: &Names,
+    nodes: &Store<Node>,
+    published: &mut Published,
+    now: Instant,
+) -> Result<(), AgentError> {
+    let views: Vec<NodeView> = nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
+    let config = MeshConfig { port: args.port, allowed_ips: AllowedIpsFrom::PodCidrs };
+    let members = cluster_members(&views, &[], true, &config);
+    let last_generation = published.bundle.as_ref().map(|b| b.generation);
+    let candidate = plan::bundle_of(&args.cluster_id, last_generation.unwrap_or(0), &members);
+    let changed = published.bundle.as_ref().is_none_or(|b| b.nodes != candidate.nodes);
+    if !plan::publish_due(changed, published.at, Duration::from_secs(args.publish_interval), now) {
+        return Ok(());
+    }
+    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    let bundle = Bundle { generation: plan::next_generation(last_generation, now_ms), ..candidate };
+    let sealed = seal(&bundle, signing)?;
+    let wrote = publish(store, own, &sealed, published.manifest.as_ref()).await?;
+    let manifest: Manifest =
+        serde_json::from_slice(&sealed.manifest).map_err(meshcrypt_registry::Error::Encode)?;
+    tracing::info!(
+        generation = bundle.generation,
+        nodes = bundle.nodes.len(),
+        shards = sealed.shards.len(),
+        written = wrote.written,
+        unchanged = wrote.unchanged,
+        "published this cluster's bundle"
+    );
+    published.bundle = Some(bundle);
+    published.manifest = Some(manifest);
+    published.at = Some(now);
+    Ok(())
+}
+
+/// Reads one peer cluster's bundle and writes its RemoteCluster (spec and status); a failure is
+/// written to the status and the nodes listed stay.
+async fn poll_step(api: &Api<RemoteCluster>, store: &SecretsManager, peer: &mut Peer) {
+    let name = peer.names.cluster.clone();
+    let trust = Trust { cluster: &name, key: &peer.key, last_generation: peer.generation };
+    let now = jiff::Timestamp::now().to_string();
+    let status = match fetch(store, &peer.names, &trust, peer.seen.as_deref()).await {
+        Ok(Fetched::Unchanged) => return,
+        Ok(Fetched::Missing) => failure(peer, &now, "the peer cluster has published no bundle yet".into()),
+        Ok(Fetched::Bundle { version, bundle, .. }) => {
+            let spec = RemoteClusterSpec {
+                generation: bundle.generation,
+                nodes: bundle
+                    .nodes
+                    .iter()
+                    .map(|n| RemoteNode {
+                        name: n.name.clone(),
+                        public_key: n.public_key.to_string(),
+                        key_epoch: n.key_epoch,
+                        endpoint: n.endpoint.to_string(),
+                        allowed_ips: n.allowed_ips.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect(),
+            };
+            let object = serde_json::json!({
+                "apiVersion": "meshcrypt.dev/v1alpha1",
+                "kind": "RemoteCluster",
+                "metadata": {"name": name},
+                "spec": spec,
+            });
+            if let Err(e) =
+                api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object)).await
+            {
+                tracing::warn!(peer = %name, error = %e, "cannot write the RemoteCluster; reading again next poll");
+                return;
+            }
+            tracing::info!(peer = %name, generation = bundle.generation, nodes = bundle.nodes.len(), "peer cluster's nodes updated");
+            peer.seen = Some(version);
+            peer.generation = Some(bundle.generation);
+            peer.stale_since = None;
+            serde_json::json!({"fetched": now, "nodes": bundle.nodes.len(), "staleSince": null, "message": null})
+        }
+        Err(e) => failure(peer, &now, e.to_string()),
+    };
+    let patch = serde_json::json!({"status": status});
+    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        tracing::debug!(peer = %name, error = %e, "cannot write the RemoteCluster's status");
+    }
+}
+
+fn failure(peer: &mut Peer, now: &str, message: String) -> serde_json::Value {
+    tracing::warn!(peer = %peer.names.cluster, %message, "peer cluster's bundle not read; its last good nodes stay in use");
+    let since = peer.stale_since.get_or_insert_with(|| now.to_owned()).clone();
+    serde_json::json!({"staleSince": since, "message": message})
+}
+
+/// The Secrets Manager client: the SDK's default chain (IRSA, EKS Pod Identity) and region, unless
+/// `--endpoint-url` names another endpoint, which takes its credentials from the environment's
+/// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY only.
+async fn secrets_manager_client(args: &RegistryArgs) -> Result<aws_sdk_secretsmanager::Client, AgentError> {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let Some(endpoint) = &args.endpoint_url else {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &args.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        return Ok(aws_sdk_secretsmanager::Client::new(&loader.load().await));
+    };
+    let var = |name: &'static str| std::env::var(name).map_err(|_| AgentError::MissingEnv { name });
+    let credentials =
+        Credentials::new(var("AWS_ACCESS_KEY_ID")?, var("AWS_SECRET_ACCESS_KEY")?, None, None, "environment");
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(args.region.clone().unwrap_or_else(|| "us-east-1".into())))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials)
+        .build();
+    Ok(aws_sdk_secretsmanager::Client::from_conf(config))
+}
+
+/// The signing key in `path` (a 0600 file holding the base64 seed), created if missing.
+fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, AgentError> {
+    let invalid = |reason: String| AgentError::SigningKey { path: path.to_owned(), reason };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map_err(|source| AgentError::Io { what: format!("stat {}", path.display()), source })?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(invalid(format!(
+                    "mode {:o}: must not be accessible to group or others",
+                    mode & 0o777
+                )));
+            }
+            let seed =
+                zeroize::Zeroizing::new(STANDARD.decode(text.trim()).map_err(|e| invalid(e.to_string()))?);
+            let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| invalid("not 32 bytes".into()))?;
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SigningKey::generate(&mut rand_core::OsRng);
+            let dir = path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir)
+                .map_err(|source| AgentError::Io { what: format!("create {}", dir.display()), source })?;
+            let encoded = zeroize::Zeroizing::new(STANDARD.encode(key.to_bytes()));
+            meshcrypt_keyexchange::write_private(dir, path, encoded.as_bytes())?;
+            tracing::info!(path = %path.display(), "created this cluster's signing key");
+            Ok(key)
+        }
+        Err(source) => Err(AgentError::Io { what: format!("read {}", path.display()), source }),
+    }
+}
+
+fn parse_verifying_key(text: &str) -> Result<VerifyingKey, String> {
+    let bytes: [u8; 32] = STANDARD
+        .decode(text.trim())
+        .map_err(|e| e.to_string())?
+        .try_into()
+        .map_err(|_| "not 32 bytes".to_owned())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| e.to_string())
+}

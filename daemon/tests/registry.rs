@@ -1,0 +1,182 @@
+//! Two clusters exchange their nodes through Secrets Manager: two test API servers, moto on
+//! loopback, and real `meshcrypt registry` processes (two replicas in cluster a, one in b). Each
+//! cluster's RemoteCluster lists the other's nodes; a node added in a reaches b's RemoteCluster
+//! within a poll; the active replica of a is killed and the standby takes the Lease and goes on.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::SigningKey;
+use meshcrypt_keyexchange::{NodeKeyAnnotations, PrivateKey};
+use meshcrypt_registry::testing::{CREDENTIALS, MotoServer, REGION};
+use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A `meshcrypt registry` process, killed on drop.
+struct Registry {
+    child: Child,
+    identity: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    id: &'static str,
+    server: TestApiServer,
+    kubeconfig: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    key: SigningKey,
+}
+
+async fn cluster(id: &'static str, dir: &Path, octet: u8, nodes: u8) -> Cluster {
+    let server = TestApiServer::start(ApiServerConfig::default()).await.expect("API server");
+    server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "meshcrypt-system"}}))
+        .unwrap();
+    for i in 0..nodes {
+        add_node(&server, octet, i);
+    }
+    let kubeconfig = dir.join(format!("{id}.kubeconfig"));
+    server.write_kubeconfig(&kubeconfig, server.admin_token()).unwrap();
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    let key_file = dir.join(format!("{id}.signing.key"));
+    meshcrypt_keyexchange::write_private(dir, &key_file, STANDARD.encode(key.to_bytes()).as_bytes()).unwrap();
+    Cluster { id, server, kubeconfig, key_file, key }
+}
+
+/// Node `i` of the cluster whose addresses use `octet`: pod CIDR 10.`octet`.`i`.0/24, InternalIP
+/// 198.`octet`.0.`i+1`, a published key.
+fn add_node(server: &TestApiServer, octet: u8, i: u8) {
+    let name = format!("node-{octet}-{i}");
+    let node = TestApiServer::node_object(
+        &name,
+        &format!("10.{octet}.{i}.0/24"),
+        &format!("198.{octet}.0.{}", i + 1),
+    );
+    server.create(node).unwrap();
+    let key = NodeKeyAnnotations {
+        public_key: PrivateKey::generate().public_key(),
+        epoch: 0,
+        created: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+    };
+    let patch = json!({"metadata": {"annotations": key.to_annotations()}});
+    server.merge_patch("v1", "Node", None, &name, &patch, false).unwrap();
+}
+
+fn spawn(me: &Cluster, peer: &Cluster, moto: &MotoServer, identity: &str, dir: &Path) -> Registry {
+    let log = std::fs::File::create(dir.join(format!("{identity}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meshcrypt"))
+        .args(["registry", "--cluster-id", me.id, "--identity", identity])
+        .arg("--peer")
+        .arg(format!("{}={}", peer.id, STANDARD.encode(peer.key.verifying_key().as_bytes())))
+        .arg("--signing-key")
+        .arg(&me.key_file)
+        .arg("--kubeconfig")
+        .arg(&me.kubeconfig)
+        .args(["--endpoint-url", &moto.url, "--region", REGION])
+        .args(["--publish-interval", "1", "--poll-interval", "1", "--lease-seconds", "3"])
+        .env("AWS_ACCESS_KEY_ID", CREDENTIALS.0)
+        .env("AWS_SECRET_ACCESS_KEY", CREDENTIALS.1)
+        .env("MESHCRYPT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn meshcrypt registry");
+    Registry { child, identity: identity.to_owned() }
+}
+
+/// The node names `server`'s RemoteCluster `name` lists (empty while there is none).
+fn remote_nodes(server: &TestApiServer, name: &str) -> Vec<String> {
+    let Ok(object) = server.get("meshcrypt.dev/v1alpha1", "RemoteCluster", None, name) else { return vec![] };
+    object["spec"]["nodes"]
+        .as_array()
+        .map(|nodes| nodes.iter().filter_map(|n| n["name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, dir: &Path, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        if start.elapsed() > DEADLINE {
+            let logs: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .map(|e| {
+                    format!(
+                        "--- {}\n{}",
+                        e.path().display(),
+                        std::fs::read_to_string(e.path()).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn holder(server: &TestApiServer) -> Option<String> {
+    let lease: Value =
+        server.get("coordination.k8s.io/v1", "Lease", Some("meshcrypt-system"), "meshcrypt-registry").ok()?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_exchange_their_nodes_and_a_standby_registry_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = MotoServer::start();
+    let a = cluster("a", dir.path(), 20, 3).await;
+    let b = cluster("b", dir.path(), 30, 2).await;
+    let mut a_replicas =
+        vec![spawn(&a, &b, &moto, "a-0", dir.path()), spawn(&a, &b, &moto, "a-1", dir.path())];
+    let _b = spawn(&b, &a, &moto, "b-0", dir.path());
+
+    wait_for("cluster b to list cluster a's 3 nodes", dir.path(), || remote_nodes(&b.server, "a").len() == 3);
+    wait_for("cluster a to list cluster b's 2 nodes", dir.path(), || remote_nodes(&a.server, "b").len() == 2);
+    let status =
+        b.server.get("meshcrypt.dev/v1alpha1", "RemoteCluster", None, "a").unwrap()["status"].clone();
+    assert_eq!(status["nodes"], 3, "{status}");
+    assert!(status["fetched"].is_string(), "{status}");
+    let object = b.server.get("meshcrypt.dev/v1alpha1", "RemoteCluster", None, "a").unwrap();
+    let node = &object["spec"]["nodes"][0];
+    assert_eq!(node["endpoint"], "198.20.0.1:51820");
+    assert_eq!(node["allowedIPs"], json!(["10.20.0.0/24", "198.20.0.1/32"]));
+
+    add_node(&a.server, 20, 3);
+    let took = wait_for("a new node of a in b's RemoteCluster", dir.path(), || {
+        remote_nodes(&b.server, "a").len() == 4
+    });
+    eprintln!("node added in a → listed in b after {took:?} (publish and poll intervals 1 s)");
+
+    let active = wait_for_holder(&a.server, dir.path());
+    let index =
+        a_replicas.iter().position(|r| r.identity == active).expect("the holder is one of a's replicas");
+    drop(a_replicas.remove(index));
+    add_node(&a.server, 20, 4);
+    let took = wait_for("the standby to publish a's fifth node", dir.path(), || {
+        remote_nodes(&b.server, "a").len() == 5
+    });
+    eprintln!("active replica killed → the standby's publish reached b after {took:?} (lease 3 s)");
+    assert_eq!(holder(&a.server).as_deref(), Some(a_replicas[0].identity.as_str()));
+}
+
+fn wait_for_holder(server: &TestApiServer, dir: &Path) -> String {
+    let mut found = None;
+    wait_for("a Lease holder", dir, || {
+        found = holder(server).filter(|h| !h.is_empty());
+        found.is_some()
+    });
+    found.unwrap()
+}
