@@ -127,6 +127,13 @@ fn wait_for(what: &str, dir: &Path, mut check: impl FnMut() -> bool) -> Duration
     start.elapsed()
 }
 
+fn status(server: &TestApiServer, name: &str) -> Value {
+    server
+        .get("meshcrypt.dev/v1alpha1", "RemoteCluster", None, name)
+        .map(|o| o["status"].clone())
+        .unwrap_or_default()
+}
+
 fn holder(server: &TestApiServer) -> Option<String> {
     let lease: Value =
         server.get("coordination.k8s.io/v1", "Lease", Some("meshcrypt-system"), "meshcrypt-registry").ok()?;
@@ -145,19 +152,44 @@ async fn two_clusters_exchange_their_nodes_and_a_standby_registry_takes_over() {
 
     wait_for("cluster b to list cluster a's 3 nodes", dir.path(), || remote_nodes(&b.server, "a").len() == 3);
     wait_for("cluster a to list cluster b's 2 nodes", dir.path(), || remote_nodes(&a.server, "b").len() == 2);
-    let status =
-        b.server.get("meshcrypt.dev/v1alpha1", "RemoteCluster", None, "a").unwrap()["status"].clone();
-    assert_eq!(status["nodes"], 3, "{status}");
-    assert!(status["fetched"].is_string(), "{status}");
+    // The spec and the status are two writes: wait for the status too.
+    wait_for("b's status of a", dir.path(), || status(&b.server, "a")["nodes"] == 3);
+    assert!(status(&b.server, "a")["fetched"].is_string());
     let object = b.server.get("meshcrypt.dev/v1alpha1", "RemoteCluster", None, "a").unwrap();
     let node = &object["spec"]["nodes"][0];
     assert_eq!(node["endpoint"], "198.20.0.1:51820");
     assert_eq!(node["allowedIPs"], json!(["10.20.0.0/24", "198.20.0.1/32"]));
 
+    // Someone with write access to a's secrets but not its signing key raises the generation:
+    // b refuses it with an Event and keeps a's nodes.
+    let sm = moto.client();
+    let current = sm.get_secret_value().secret_id("meshcrypt/a").send().await.unwrap();
+    let mut manifest: Value = serde_json::from_slice(current.secret_binary().unwrap().as_ref()).unwrap();
+    manifest["generation"] = json!(manifest["generation"].as_u64().unwrap() + 1000);
+    sm.put_secret_value()
+        .secret_id("meshcrypt/a")
+        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(serde_json::to_vec(&manifest).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    wait_for("b's BundleRejected Event about a", dir.path(), || {
+        b.server.list("events.k8s.io/v1", "Event").unwrap_or_default().iter().any(|e| {
+            e["reason"] == "BundleRejected"
+                && e["regarding"]["kind"] == "RemoteCluster"
+                && e["regarding"]["name"] == "a"
+        })
+    });
+    wait_for("b's status of a to say why it is stale", dir.path(), || {
+        status(&b.server, "a")["message"].as_str().is_some_and(|m| m.contains("signature"))
+    });
+    assert!(status(&b.server, "a")["staleSince"].is_string());
+    assert_eq!(remote_nodes(&b.server, "a").len(), 3, "the last good nodes stay");
+
     add_node(&a.server, 20, 3);
     let took = wait_for("a new node of a in b's RemoteCluster", dir.path(), || {
         remote_nodes(&b.server, "a").len() == 4
     });
+    wait_for("b's status of a fresh again", dir.path(), || status(&b.server, "a")["staleSince"].is_null());
     eprintln!("node added in a → listed in b after {took:?} (publish and poll intervals 1 s)");
 
     let active = wait_for_holder(&a.server, dir.path());

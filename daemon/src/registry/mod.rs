@@ -18,7 +18,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube_lease_manager::LeaseManagerBuilder;
 use meshcrypt_keyexchange::mesh::{AllowedIpsFrom, MeshConfig, NodeView, cluster_members};
@@ -45,6 +47,8 @@ struct Peer {
     next_poll: Instant,
     /// Since when reads fail (RFC 3339), while they do.
     stale_since: Option<String>,
+    /// The failure last reported as an Event (each distinct one is reported once).
+    reported: Option<String>,
 }
 
 /// What this replica published last.
@@ -82,6 +86,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
             generation: None,
             next_poll: Instant::now(),
             stale_since: None,
+            reported: None,
         });
     }
     let own = Names { prefix: args.secret_prefix.clone(), cluster: args.cluster_id.clone() };
@@ -98,6 +103,8 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|source| AgentError::Io { what: "install the SIGINT handler".into(), source })?;
     let api: Api<RemoteCluster> = Api::all(client.clone());
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(args.identity.clone()) };
+    let recorder = Recorder::new(client.clone(), reporter);
     let mut published = Published::default();
     let mut was_leading = false;
     loop {
@@ -136,7 +143,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
             tracing::warn!(error = %e, "cannot publish this cluster's bundle; retrying");
         }
         for peer in peers.iter_mut().filter(|p| p.next_poll <= now) {
-            poll_step(&api, &store, peer).await;
+            poll_step(&api, &recorder, &store, peer).await;
             let jitter = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX)
                 * 2.0
                 - 1.0;
@@ -188,13 +195,22 @@ async fn publish_step(
 
 /// Reads one peer cluster's bundle and writes its RemoteCluster (spec and status); a failure is
 /// written to the status and the nodes listed stay.
-async fn poll_step(api: &Api<RemoteCluster>, store: &SecretsManager, peer: &mut Peer) {
+async fn poll_step(api: &Api<RemoteCluster>, recorder: &Recorder, store: &SecretsManager, peer: &mut Peer) {
     let name = peer.names.cluster.clone();
     let trust = Trust { cluster: &name, key: &peer.key, last_generation: peer.generation };
     let now = jiff::Timestamp::now().to_string();
     let status = match fetch(store, &peer.names, &trust, peer.seen.as_deref()).await {
         Ok(Fetched::Unchanged) => return,
-        Ok(Fetched::Missing) => failure(peer, &now, "the peer cluster has published no bundle yet".into()),
+        Ok(Fetched::Missing) => {
+            failure(
+                recorder,
+                peer,
+                &now,
+                "BundleMissing",
+                "the peer cluster has published no bundle yet".into(),
+            )
+            .await
+        }
         Ok(Fetched::Bundle { version, bundle, .. }) => {
             let spec = RemoteClusterSpec {
                 generation: bundle.generation,
@@ -226,9 +242,10 @@ async fn poll_step(api: &Api<RemoteCluster>, store: &SecretsManager, peer: &mut 
             peer.seen = Some(version);
             peer.generation = Some(bundle.generation);
             peer.stale_since = None;
+            peer.reported = None;
             serde_json::json!({"fetched": now, "nodes": bundle.nodes.len(), "staleSince": null, "message": null})
         }
-        Err(e) => failure(peer, &now, e.to_string()),
+        Err(e) => failure(recorder, peer, &now, failure_reason(&e), e.to_string()).await,
     };
     let patch = serde_json::json!({"status": status});
     if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
@@ -236,8 +253,47 @@ async fn poll_step(api: &Api<RemoteCluster>, store: &SecretsManager, peer: &mut 
     }
 }
 
-fn failure(peer: &mut Peer, now: &str, message: String) -> serde_json::Value {
-    tracing::warn!(peer = %peer.names.cluster, %message, "peer cluster's bundle not read; its last good nodes stay in use");
+/// The Event reason for a failed read: a refused bundle (tampered, unsigned, replayed, foreign,
+/// malformed) is `BundleRejected`; Secrets Manager failing is `SecretsManagerUnavailable`; a
+/// write under way that outlived the previous version is `BundleTorn` (read again next poll).
+fn failure_reason(e: &meshcrypt_registry::Error) -> &'static str {
+    use meshcrypt_registry::Error;
+    match e {
+        Error::SecretsManager { .. } => "SecretsManagerUnavailable",
+        Error::Torn { .. } => "BundleTorn",
+        _ => "BundleRejected",
+    }
+}
+
+/// Records a failed read: logged, a Warning Event on the RemoteCluster (once per distinct
+/// failure), and the status to write (stale since the first failure in a row).
+async fn failure(
+    recorder: &Recorder,
+    peer: &mut Peer,
+    now: &str,
+    reason: &'static str,
+    message: String,
+) -> serde_json::Value {
+    if peer.reported.as_deref() != Some(message.as_str()) {
+        tracing::warn!(peer = %peer.names.cluster, reason, %message, "peer cluster's bundle not read; its last good nodes stay in use");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.to_owned(),
+            note: Some(format!("{message}; the last good nodes stay in use")),
+            action: "Fetch".to_owned(),
+            secondary: None,
+        };
+        let reference = ObjectReference {
+            api_version: Some("meshcrypt.dev/v1alpha1".into()),
+            kind: Some("RemoteCluster".into()),
+            name: Some(peer.names.cluster.clone()),
+            ..ObjectReference::default()
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "cannot publish a Kubernetes Event");
+        }
+        peer.reported = Some(message.clone());
+    }
     let since = peer.stale_since.get_or_insert_with(|| now.to_owned()).clone();
     serde_json::json!({"staleSince": since, "message": message})
 }
