@@ -56,6 +56,13 @@ pub enum Command {
     /// Run the cross-cluster registry: publish this cluster's nodes to AWS Secrets Manager, read
     /// the peer clusters', and hand those to the agents as RemoteCluster objects.
     Registry(Box<RegistryArgs>),
+    /// Make this cluster's registry signing key (a 0600 file) and print its public half, which
+    /// the peer clusters pin.
+    SigningKey {
+        /// Where to write it (never over an existing file).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// A peer cluster as `--peer NAME=KEY` names it.
@@ -82,7 +89,8 @@ pub struct RegistryArgs {
     /// as its registry logs it at start). Repeat for each.
     #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<PeerCluster>,
-    /// This cluster's Ed25519 signing key: a 0600 file holding the base64 seed; created if missing.
+    /// This cluster's Ed25519 signing key: a 0600 file holding the base64 seed, made with
+    /// `meshcrypt signing-key --out FILE` (every replica gets the same one, e.g. from a Secret).
     #[arg(long, default_value = "/var/lib/meshcrypt-registry/signing.key")]
     pub signing_key: PathBuf,
     /// The prefix of the secrets' names (`<prefix>/<cluster>`, `<prefix>/<cluster>/<n>`).

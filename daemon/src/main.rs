@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args)?,
         cli::Command::Device(args) => device_cmd::run(&args)?,
         cli::Command::Crd => print!("{}", remote_cluster::crd_yaml()?),
+        cli::Command::SigningKey { out } => registry::signing_key::create(&out)?,
         cli::Command::Registry(args) => {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

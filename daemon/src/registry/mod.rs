@@ -9,8 +9,8 @@
 //! that are due.
 
 mod plan;
+pub mod signing_key;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,7 @@ struct Published {
 
 /// Runs the registry until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
-    let signing = load_or_create_signing_key(&args.signing_key)?;
+    let signing = signing_key::load(&args.signing_key)?;
     let own_key = signing.verifying_key();
     tracing::info!(cluster = %args.cluster_id, signing_key = %STANDARD.encode(own_key.as_bytes()), "registry: this cluster's signing key (peers pin it with --peer <cluster>=<key>)");
     let client = kube_client::client(args.kubeconfig.as_deref()).await?;
@@ -320,41 +320,6 @@ async fn secrets_manager_client(args: &RegistryArgs) -> Result<aws_sdk_secretsma
         .credentials_provider(credentials)
         .build();
     Ok(aws_sdk_secretsmanager::Client::from_conf(config))
-}
-
-/// The signing key in `path` (a 0600 file holding the base64 seed), created if missing.
-fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, AgentError> {
-    let invalid = |reason: String| AgentError::SigningKey { path: path.to_owned(), reason };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(path)
-                .map_err(|source| AgentError::Io { what: format!("stat {}", path.display()), source })?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(invalid(format!(
-                    "mode {:o}: must not be accessible to group or others",
-                    mode & 0o777
-                )));
-            }
-            let seed =
-                zeroize::Zeroizing::new(STANDARD.decode(text.trim()).map_err(|e| invalid(e.to_string()))?);
-            let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| invalid("not 32 bytes".into()))?;
-            Ok(SigningKey::from_bytes(&seed))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SigningKey::generate(&mut rand_core::OsRng);
-            let dir = path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)
-                .map_err(|source| AgentError::Io { what: format!("create {}", dir.display()), source })?;
-            let encoded = zeroize::Zeroizing::new(STANDARD.encode(key.to_bytes()));
-            meshcrypt_keyexchange::write_private(dir, path, encoded.as_bytes())?;
-            tracing::info!(path = %path.display(), "created this cluster's signing key");
-            Ok(key)
-        }
-        Err(source) => Err(AgentError::Io { what: format!("read {}", path.display()), source }),
-    }
 }
 
 fn parse_verifying_key(text: &str) -> Result<VerifyingKey, String> {
