@@ -321,3 +321,75 @@ fn rbac_grants_the_fewest_verbs() {
             .is_some_and(|a| a.starts_with("arn:aws:iam::"))
     );
 }
+
+#[test]
+fn eks_multicluster_overlay_renders_and_validates_strictly() {
+    assert_valid_everywhere("overlays/eks-multicluster");
+}
+
+/// The registry, and only it, holds the AWS role; it may read Nodes, write RemoteClusters and
+/// their status, hold its Lease and record Events, and nothing else; two replicas, non-root, the
+/// signing key from a Secret readable by its group only.
+#[test]
+fn the_registry_holds_the_aws_role_and_the_fewest_verbs() {
+    let docs =
+        documents(&meshcrypt_integration::manifests::render("overlays/eks-multicluster").expect("render"));
+    assert_eq!(
+        find(&docs, "ClusterRole", "meshcrypt-registry")["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["meshcrypt.dev"], "resources": ["remoteclusters"], "verbs": ["get", "list", "watch", "create", "patch"]},
+            {"apiGroups": ["meshcrypt.dev"], "resources": ["remoteclusters/status"], "verbs": ["patch"]},
+        ])
+    );
+    let lease = find(&docs, "Role", "meshcrypt-registry");
+    assert_eq!(lease["metadata"]["namespace"], "meshcrypt-system");
+    assert_eq!(
+        lease["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}])
+    );
+    let events = find(&docs, "Role", "meshcrypt-registry-events");
+    assert_eq!(events["metadata"]["namespace"], "default");
+    let subject =
+        json!([{"kind": "ServiceAccount", "name": "meshcrypt-registry", "namespace": "meshcrypt-system"}]);
+    for name in ["meshcrypt-registry", "meshcrypt-registry-events"] {
+        let binding = docs
+            .iter()
+            .find(|d| {
+                (d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
+                    && d["metadata"]["name"] == name
+                    && d["roleRef"]["name"] == name
+            })
+            .expect("a binding");
+        assert_eq!(binding["subjects"], subject, "{name}");
+    }
+    let sa = find(&docs, "ServiceAccount", "meshcrypt-registry");
+    assert!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(":role/meshcrypt-registry"))
+    );
+
+    let deployment = find(&docs, "Deployment", "meshcrypt-registry");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "meshcrypt-registry");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    let container = &pod["containers"][0];
+    let args: Vec<&str> =
+        container["args"].as_array().expect("args").iter().filter_map(|a| a.as_str()).collect();
+    assert_eq!(args[0], "registry");
+    assert!(
+        args.iter().any(|a| a.starts_with("--cluster-id=")) && args.iter().any(|a| a.starts_with("--peer=")),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--signing-key=/etc/meshcrypt-registry/signing.key"));
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    let volume = &pod["volumes"][0];
+    assert_eq!(volume["secret"]["secretName"], "meshcrypt-registry-signing-key");
+    assert_eq!(volume["secret"]["defaultMode"], 0o440, "group-readable (fsGroup), no one else");
+    // The agents' ClusterRole is what the eks overlay grants: no AWS, no writes beyond their own.
+    assert_eq!(find(&docs, "ClusterRole", "meshcrypt")["rules"].as_array().map(Vec::len), Some(3));
+}

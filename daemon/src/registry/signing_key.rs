@@ -13,8 +13,9 @@ use zeroize::Zeroizing;
 
 use crate::error::AgentError;
 
-/// Reads the key in `path`: a file (or a link to one, as a mounted Secret is) no group or other
-/// may read, holding the base64 of the 32-byte seed.
+/// Reads the key in `path`: a file (or a link to one, as a mounted Secret is) that others may not
+/// read and the group may at most read (a Secret mounted with `fsGroup` is 0440), holding the
+/// base64 of the 32-byte seed.
 pub fn load(path: &Path) -> Result<SigningKey, AgentError> {
     use std::os::unix::fs::PermissionsExt as _;
     let invalid = |reason: String| AgentError::SigningKey { path: path.to_owned(), reason };
@@ -32,8 +33,11 @@ pub fn load(path: &Path) -> Result<SigningKey, AgentError> {
         .map_err(|source| AgentError::Io { what: format!("stat {}", path.display()), source })?
         .permissions()
         .mode();
-    if mode & 0o077 != 0 {
-        return Err(invalid(format!("mode {:o}: must not be accessible to group or others", mode & 0o777)));
+    if mode & 0o027 != 0 {
+        return Err(invalid(format!(
+            "mode {:o}: others may not read it, nor the group write it",
+            mode & 0o777
+        )));
     }
     let seed = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|e| invalid(e.to_string()))?);
     let seed: &[u8; 32] = seed.as_slice().try_into().map_err(|_| invalid("not 32 bytes".into()))?;
@@ -71,6 +75,10 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(load(&path), Err(AgentError::SigningKey { .. })), "readable by others");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+        assert!(matches!(load(&path), Err(AgentError::SigningKey { .. })), "writable by the group");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert!(load(&path).is_ok(), "a Secret mounted with fsGroup");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(load(&path).unwrap().to_bytes(), key.to_bytes());
     }
