@@ -104,7 +104,9 @@ fn remote_nodes(server: &TestApiServer, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_for(what: &str, dir: &Path, mut check: impl FnMut() -> bool) -> Duration {
+/// Polls `check` every 50 ms (without blocking the runtime the API servers run on) until it holds,
+/// failing with every registry's log at [`DEADLINE`].
+async fn wait_for(what: &str, dir: &Path, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check() {
         if start.elapsed() > DEADLINE {
@@ -122,7 +124,7 @@ fn wait_for(what: &str, dir: &Path, mut check: impl FnMut() -> bool) -> Duration
                 .collect();
             panic!("timed out waiting for {what}\n{}", logs.join("\n"));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     start.elapsed()
 }
@@ -150,10 +152,12 @@ async fn two_clusters_exchange_their_nodes_and_a_standby_registry_takes_over() {
         vec![spawn(&a, &b, &moto, "a-0", dir.path()), spawn(&a, &b, &moto, "a-1", dir.path())];
     let _b = spawn(&b, &a, &moto, "b-0", dir.path());
 
-    wait_for("cluster b to list cluster a's 3 nodes", dir.path(), || remote_nodes(&b.server, "a").len() == 3);
-    wait_for("cluster a to list cluster b's 2 nodes", dir.path(), || remote_nodes(&a.server, "b").len() == 2);
+    wait_for("cluster b to list cluster a's 3 nodes", dir.path(), || remote_nodes(&b.server, "a").len() == 3)
+        .await;
+    wait_for("cluster a to list cluster b's 2 nodes", dir.path(), || remote_nodes(&a.server, "b").len() == 2)
+        .await;
     // The spec and the status are two writes: wait for the status too.
-    wait_for("b's status of a", dir.path(), || status(&b.server, "a")["nodes"] == 3);
+    wait_for("b's status of a", dir.path(), || status(&b.server, "a")["nodes"] == 3).await;
     assert!(status(&b.server, "a")["fetched"].is_string());
     let object = b.server.get("meshcrypt.dev/v1alpha1", "RemoteCluster", None, "a").unwrap();
     let node = &object["spec"]["nodes"][0];
@@ -178,37 +182,43 @@ async fn two_clusters_exchange_their_nodes_and_a_standby_registry_takes_over() {
                 && e["regarding"]["kind"] == "RemoteCluster"
                 && e["regarding"]["name"] == "a"
         })
-    });
+    })
+    .await;
     wait_for("b's status of a to say why it is stale", dir.path(), || {
         status(&b.server, "a")["message"].as_str().is_some_and(|m| m.contains("signature"))
-    });
+    })
+    .await;
     assert!(status(&b.server, "a")["staleSince"].is_string());
     assert_eq!(remote_nodes(&b.server, "a").len(), 3, "the last good nodes stay");
 
     add_node(&a.server, 20, 3);
     let took = wait_for("a new node of a in b's RemoteCluster", dir.path(), || {
         remote_nodes(&b.server, "a").len() == 4
-    });
-    wait_for("b's status of a fresh again", dir.path(), || status(&b.server, "a")["staleSince"].is_null());
+    })
+    .await;
+    wait_for("b's status of a fresh again", dir.path(), || status(&b.server, "a")["staleSince"].is_null())
+        .await;
     eprintln!("node added in a → listed in b after {took:?} (publish and poll intervals 1 s)");
 
-    let active = wait_for_holder(&a.server, dir.path());
+    let active = wait_for_holder(&a.server, dir.path()).await;
     let index =
         a_replicas.iter().position(|r| r.identity == active).expect("the holder is one of a's replicas");
     drop(a_replicas.remove(index));
     add_node(&a.server, 20, 4);
     let took = wait_for("the standby to publish a's fifth node", dir.path(), || {
         remote_nodes(&b.server, "a").len() == 5
-    });
+    })
+    .await;
     eprintln!("active replica killed → the standby's publish reached b after {took:?} (lease 3 s)");
     assert_eq!(holder(&a.server).as_deref(), Some(a_replicas[0].identity.as_str()));
 }
 
-fn wait_for_holder(server: &TestApiServer, dir: &Path) -> String {
+async fn wait_for_holder(server: &TestApiServer, dir: &Path) -> String {
     let mut found = None;
     wait_for("a Lease holder", dir, || {
         found = holder(server).filter(|h| !h.is_empty());
         found.is_some()
-    });
+    })
+    .await;
     found.unwrap()
 }

@@ -54,11 +54,13 @@ pub async fn publish<S: SecretStore>(
             out.unchanged += 1;
             continue;
         }
-        store.put(&names.shard(n), shard, &token(sealed.generation, n, &hash)).await?;
+        store.put(&names.shard(n), shard, &token(sealed.signed.generation, n, &hash)).await?;
         out.written += 1;
     }
     let hash = digest(&sealed.manifest);
-    store.put(&names.manifest(), &sealed.manifest, &token(sealed.generation, usize::MAX, &hash)).await?;
+    store
+        .put(&names.manifest(), &sealed.manifest, &token(sealed.signed.generation, usize::MAX, &hash))
+        .await?;
     out.written += 1;
     Ok(out)
 }

@@ -50,12 +50,13 @@ pub struct ShardRef {
     pub len: usize,
 }
 
-/// A bundle ready to write: the manifest and the shards, as bytes.
+/// A bundle ready to write: the manifest and the shards, as bytes, and the manifest as written
+/// (what the next publish compares its shards with).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
-    /// The bundle's generation.
-    pub generation: u64,
-    /// The signed manifest (JSON).
+    /// The signed manifest.
+    pub signed: Manifest,
+    /// The signed manifest (JSON), as written.
     pub manifest: Vec<u8>,
     /// The shards, in order (each at most [`MAX_SHARD_BYTES`]).
     pub shards: Vec<Vec<u8>>,
@@ -87,11 +88,7 @@ pub fn seal(bundle: &Bundle, key: &SigningKey) -> Result<Sealed, Error> {
     };
     let signature = key.sign(&signed_bytes(&manifest)?);
     manifest.signature = Some(STANDARD.encode(signature.to_bytes()));
-    Ok(Sealed {
-        generation: bundle.generation,
-        manifest: serde_json::to_vec(&manifest).map_err(Error::Encode)?,
-        shards,
-    })
+    Ok(Sealed { manifest: serde_json::to_vec(&manifest).map_err(Error::Encode)?, signed: manifest, shards })
 }
 
 impl Manifest {

@@ -1,12 +1,18 @@
 //! Test support (feature `test-support`): moto's Secrets Manager server on a free loopback port,
-//! and a client for it with explicit region, endpoint and credentials (never the default chain).
+//! a client for it with explicit region, endpoint and credentials (never the default chain), and
+//! bundle nodes to fill bundles with.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::net::IpAddr;
+
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use meshcrypt_keyexchange::PrivateKey;
+
+use crate::bundle::BundleNode;
 
 /// The region the test client uses.
 pub const REGION: &str = "eu-west-1";
@@ -78,4 +84,28 @@ impl Drop for MotoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `count` nodes (10.1.x.y at port 51820, fresh keys), each with `prefixes` /30 prefixes in
+/// 100.0.0.0/8, sorted by name.
+pub fn nodes(count: u32, prefixes: u32) -> Vec<BundleNode> {
+    let mut out: Vec<BundleNode> = (0..count)
+        .map(|i| {
+            let ip = Ipv4Addr::from(0x0a01_0000 + i);
+            BundleNode {
+                name: format!("ip-{}.eu-west-1.compute.internal", ip.to_string().replace('.', "-")),
+                public_key: PrivateKey::generate().public_key(),
+                key_epoch: u64::from(i % 3),
+                endpoint: SocketAddr::new(IpAddr::V4(ip), 51820),
+                allowed_ips: (0..prefixes)
+                    .map(|p| {
+                        ipnet::IpNet::new(IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (i * 64 + p) * 4)), 30)
+                            .unwrap()
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }

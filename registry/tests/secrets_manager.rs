@@ -3,35 +3,13 @@
 //! rewrite, retry without a new version, refuse a tampered manifest, and fail cleanly when the
 //! server is gone. Region, endpoint and credentials are given explicitly: never the default chain.
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use ed25519_dalek::SigningKey;
 use meshcrypt_keyexchange::PrivateKey;
-use meshcrypt_registry::testing::MotoServer;
+use meshcrypt_registry::testing::{MotoServer, nodes};
 use meshcrypt_registry::{
-    Bundle, BundleNode, Error, Fetched, Names, SecretStore, SecretsManager, Stage, Trust, fetch, publish,
-    seal,
+    Bundle, Error, Fetched, Names, SecretStore, SecretsManager, Stage, Trust, fetch, publish, seal,
 };
 use rand_core::OsRng;
-
-fn nodes(count: u32) -> Vec<BundleNode> {
-    let mut out: Vec<BundleNode> = (0..count)
-        .map(|i| {
-            let ip = Ipv4Addr::from(0x0a01_0000 + i);
-            BundleNode {
-                name: format!("ip-{}.eu-west-1.compute.internal", ip.to_string().replace('.', "-")),
-                public_key: PrivateKey::generate().public_key(),
-                key_epoch: 0,
-                endpoint: SocketAddr::from((ip, 51820)),
-                allowed_ips: vec![
-                    ipnet::IpNet::new(Ipv4Addr::from(0x6400_0000 + i * 256).into(), 24).unwrap(),
-                ],
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
 
 fn names() -> Names {
     Names { prefix: "meshcrypt".into(), cluster: "prod-a".into() }
@@ -46,7 +24,7 @@ async fn five_thousand_nodes_travel_through_secrets_manager_and_only_changes_are
     let trust = Trust { cluster: "prod-a", key: &pinned, last_generation: None };
     assert_eq!(fetch(&store, &names(), &trust, None).await.unwrap(), Fetched::Missing);
 
-    let first = Bundle { cluster: "prod-a".into(), generation: 1, nodes: nodes(5_000) };
+    let first = Bundle { cluster: "prod-a".into(), generation: 1, nodes: nodes(5_000, 1) };
     let sealed = seal(&first, &key).unwrap();
     let wrote = publish(&store, &names(), &sealed, None).await.unwrap();
     assert_eq!(wrote.written, sealed.shards.len() + 1);
@@ -83,7 +61,7 @@ async fn a_read_during_a_rewrite_takes_the_previous_shard_and_a_tampered_manifes
     let key = SigningKey::generate(&mut OsRng);
     let pinned = key.verifying_key();
     let trust = Trust { cluster: "prod-a", key: &pinned, last_generation: None };
-    let old = Bundle { cluster: "prod-a".into(), generation: 1, nodes: nodes(1_500) };
+    let old = Bundle { cluster: "prod-a".into(), generation: 1, nodes: nodes(1_500, 1) };
     publish(&store, &names(), &seal(&old, &key).unwrap(), None).await.unwrap();
 
     // The writer of generation 2 has put shard 0 and not yet the manifest.

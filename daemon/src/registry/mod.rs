@@ -73,7 +73,6 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
         .await
         .map_err(|source| AgentError::StoreClosed { what: "nodes", source })?;
 
-    let interval = |secs: u64| Duration::from_secs(secs);
     let mut peers = Vec::new();
     for p in &args.peers {
         let key = parse_verifying_key(&p.key)
@@ -147,7 +146,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
             let jitter = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX)
                 * 2.0
                 - 1.0;
-            peer.next_poll = plan::next_poll(now, interval(args.poll_interval), jitter);
+            peer.next_poll = plan::next_poll(now, Duration::from_secs(args.poll_interval), jitter);
         }
     }
     tracing::info!("registry stopping; the Lease is released for the standby");
@@ -177,8 +176,6 @@ async fn publish_step(
     let bundle = Bundle { generation: plan::next_generation(last_generation, now_ms), ..candidate };
     let sealed = seal(&bundle, signing)?;
     let wrote = publish(store, own, &sealed, published.manifest.as_ref()).await?;
-    let manifest: Manifest =
-        serde_json::from_slice(&sealed.manifest).map_err(meshcrypt_registry::Error::Encode)?;
     tracing::info!(
         generation = bundle.generation,
         nodes = bundle.nodes.len(),
@@ -188,7 +185,7 @@ async fn publish_step(
         "published this cluster's bundle"
     );
     published.bundle = Some(bundle);
-    published.manifest = Some(manifest);
+    published.manifest = Some(sealed.signed);
     published.at = Some(now);
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! Sealing and opening: round trips (5,000 nodes included), a read during a rewrite, and every
 //! way a bundle is refused.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use ed25519_dalek::SigningKey;
 use meshcrypt_keyexchange::PrivateKey;
 use proptest::prelude::*;
@@ -10,29 +8,7 @@ use rand_core::OsRng;
 
 use super::*;
 use crate::bundle::BundleNode;
-
-/// `count` nodes, each with `prefixes` allowed prefixes, sorted by name.
-fn nodes(count: u32, prefixes: u32) -> Vec<BundleNode> {
-    let mut out: Vec<BundleNode> = (0..count)
-        .map(|i| {
-            let ip = Ipv4Addr::from(0x0a01_0000 + i);
-            BundleNode {
-                name: format!("ip-{}.eu-west-1.compute.internal", ip.to_string().replace('.', "-")),
-                public_key: PrivateKey::generate().public_key(),
-                key_epoch: u64::from(i % 3),
-                endpoint: SocketAddr::new(IpAddr::V4(ip), 51820),
-                allowed_ips: (0..prefixes)
-                    .map(|p| {
-                        ipnet::IpNet::new(IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (i * 64 + p) * 4)), 30)
-                            .unwrap()
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
+use crate::testing::nodes;
 
 fn bundle(generation: u64, nodes: Vec<BundleNode>) -> Bundle {
     Bundle { cluster: "prod-a".into(), generation, nodes }
@@ -123,8 +99,11 @@ fn refusals_table() {
     assert!(two.shards.len() >= 2);
     type Case<'a> = (&'static str, Sealed, Trust<'a>, fn(&Result<Bundle, Error>) -> bool);
     let pinned = &pinned;
-    let with =
-        |manifest: Vec<u8>, shards: &[Vec<u8>]| Sealed { generation: 10, manifest, shards: shards.to_vec() };
+    let with = |manifest: Vec<u8>, shards: &[Vec<u8>]| Sealed {
+        signed: good.signed.clone(),
+        manifest,
+        shards: shards.to_vec(),
+    };
     let mut flipped = good.shards.clone();
     flipped[0][10] ^= 1;
     let cases: Vec<Case<'_>> = vec![
