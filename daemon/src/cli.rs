@@ -106,6 +106,15 @@ pub struct RegistryArgs {
     /// The mesh port of this cluster's nodes.
     #[arg(long, default_value_t = 51820)]
     pub port: u16,
+    /// Where this cluster's peers' allowed IPs come from, as the agents' ConfigMap key
+    /// `addressing` says: `pod-cidr` (each Node's `spec.podCIDRs`) or `pod-ip` (its Pods'
+    /// addresses, aggregated: the AWS VPC CNI). Must match the agents'.
+    #[arg(long, default_value = "pod-cidr", value_parser = crate::config::settings::parse_addressing)]
+    pub addressing: crate::config::settings::Addressing,
+    /// Where to serve `/healthz`, `/readyz` (ready once the Nodes are listed; the reason says
+    /// `leading` or `standby`) and `/metrics` (`meshcrypt_registry_*`).
+    #[arg(long, default_value = "0.0.0.0:9477")]
+    pub metrics_addr: std::net::SocketAddr,
     /// Publish this cluster's nodes at most this often, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub publish_interval: u64,

@@ -61,6 +61,12 @@ impl MotoServer {
         Self { child, url: format!("http://{addr}") }
     }
 
+    /// The server's process id (to stop it with SIGSTOP, say: an endpoint that accepts connections
+    /// and never answers).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A Secrets Manager client for this server.
     pub fn client(&self) -> aws_sdk_secretsmanager::Client {
         let config = aws_sdk_secretsmanager::Config::builder()

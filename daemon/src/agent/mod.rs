@@ -13,7 +13,7 @@ mod decide;
 mod events;
 mod execute;
 mod gather;
-mod http;
+pub(crate) mod http;
 mod io;
 pub(crate) mod kube_client;
 mod last_known;
@@ -22,7 +22,7 @@ pub(crate) mod nodes;
 #[cfg(test)]
 mod pass_tests;
 mod peer_ops;
-mod pods;
+pub(crate) mod pods;
 mod publish;
 mod reconcile;
 mod remotes;

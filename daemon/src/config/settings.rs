@@ -194,7 +194,8 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_addressing(value: &str) -> Result<Addressing, String> {
+/// Parses the `addressing` key's value: `pod-cidr` or `pod-ip`.
+pub fn parse_addressing(value: &str) -> Result<Addressing, String> {
     match value {
         "pod-cidr" => Ok(Addressing::PodCidr),
         "pod-ip" => Ok(Addressing::PodIp),

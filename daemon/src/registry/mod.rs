@@ -8,6 +8,7 @@
 //! does the IO, in one order per tick: publish this cluster's bundle if due, then poll the peers
 //! that are due.
 
+mod metrics;
 mod plan;
 pub mod signing_key;
 
@@ -23,15 +24,18 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube_lease_manager::LeaseManagerBuilder;
-use meshcrypt_keyexchange::mesh::{AllowedIpsFrom, MeshConfig, NodeView, cluster_members};
+use meshcrypt_keyexchange::mesh::{AllowedIpsFrom, MeshConfig, NodeView, PodView, cluster_members};
 use meshcrypt_registry::{Bundle, Fetched, Manifest, Names, SecretsManager, Trust, fetch, publish, seal};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
-use crate::agent::{kube_client, nodes};
+use crate::agent::http::{self, Health};
+use crate::agent::{kube_client, nodes, pods};
 use crate::cli::RegistryArgs;
+use crate::config::settings::Addressing;
 use crate::error::AgentError;
 use crate::remote_cluster::{RemoteCluster, RemoteClusterSpec, RemoteNode};
+use metrics::RegistryMetrics;
 
 /// The field manager the registry writes RemoteCluster objects with.
 const FIELD_MANAGER: &str = "meshcrypt-registry";
@@ -59,19 +63,44 @@ struct Published {
     at: Option<Instant>,
 }
 
+/// How long one Secrets Manager call may take, retries included, before the tick goes on (an
+/// unreachable endpoint must not stall the loop: the peers' last good nodes stay either way).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one attempt of a call may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The cluster's Nodes, and its Pods when its agents run in pod-IP mode.
+struct Members {
+    nodes: Store<Node>,
+    pods: Option<Store<k8s_openapi::api::core::v1::Pod>>,
+}
+
 /// Runs the registry until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     let signing = signing_key::load(&args.signing_key)?;
     let own_key = signing.verifying_key();
     tracing::info!(cluster = %args.cluster_id, signing_key = %STANDARD.encode(own_key.as_bytes()), "registry: this cluster's signing key (peers pin it with --peer <cluster>=<key>)");
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(RegistryMetrics::default());
+    // The loop ticks every second; a tick waits at most two Secrets Manager calls per peer.
+    let stalled_after =
+        OPERATION_TIMEOUT * 2 * (u32::try_from(args.peers.len()).unwrap_or(u32::MAX).max(1) + 1);
+    http::serve(args.metrics_addr, health.clone(), metrics.registry(), stalled_after).await?;
     let client = kube_client::client(args.kubeconfig.as_deref()).await?;
     let store = SecretsManager::new(secrets_manager_client(&args).await?);
     let wake = Arc::new(Notify::new());
-    let node_store = nodes::watch(client.clone(), wake.clone());
-    node_store
+    let members = Members {
+        nodes: nodes::watch(client.clone(), wake.clone()),
+        pods: (args.addressing == Addressing::PodIp).then(|| pods::watch(client.clone(), wake.clone())),
+    };
+    members
+        .nodes
         .wait_until_ready()
         .await
         .map_err(|source| AgentError::StoreClosed { what: "nodes", source })?;
+    if let Some(pods) = &members.pods {
+        pods.wait_until_ready().await.map_err(|source| AgentError::StoreClosed { what: "pods", source })?;
+    }
 
     let mut peers = Vec::new();
     for p in &args.peers {
@@ -106,7 +135,9 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     let recorder = Recorder::new(client.clone(), reporter);
     let mut published = Published::default();
     let mut was_leading = false;
+    health.set_ready(true, "standby".into());
     loop {
+        health.tick();
         tokio::select! {
             _ = leading.changed() => {}
             _ = wake.notified() => {}
@@ -118,6 +149,8 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
         if is_leading != was_leading {
             tracing::info!(identity = %args.identity, leading = is_leading, "registry leadership changed");
             was_leading = is_leading;
+            metrics.leader.set(i64::from(is_leading));
+            health.set_ready(true, if is_leading { "leading" } else { "standby" }.into());
             if is_leading {
                 // Take over where the last writer (maybe another replica) left off.
                 published = Published::default();
@@ -138,11 +171,14 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
             continue;
         }
         let now = Instant::now();
-        if let Err(e) = publish_step(&args, &signing, &store, &own, &node_store, &mut published, now).await {
+        if let Err(e) =
+            publish_step(&args, &signing, &store, &own, &members, &mut published, &metrics, now).await
+        {
+            metrics.publish_errors.inc();
             tracing::warn!(error = %e, "cannot publish this cluster's bundle; retrying");
         }
         for peer in peers.iter_mut().filter(|p| p.next_poll <= now) {
-            poll_step(&api, &recorder, &store, peer).await;
+            poll_step(&api, &recorder, &store, peer, &metrics).await;
             let jitter = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX)
                 * 2.0
                 - 1.0;
@@ -154,18 +190,29 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
 }
 
 /// Publishes this cluster's nodes if they changed and the last publish is old enough.
+#[allow(clippy::too_many_arguments)]
 async fn publish_step(
     args: &RegistryArgs,
     signing: &SigningKey,
     store: &SecretsManager,
     own: &Names,
-    nodes: &Store<Node>,
+    members: &Members,
     published: &mut Published,
+    metrics: &RegistryMetrics,
     now: Instant,
 ) -> Result<(), AgentError> {
-    let views: Vec<NodeView> = nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
-    let config = MeshConfig { port: args.port, allowed_ips: AllowedIpsFrom::PodCidrs };
-    let members = cluster_members(&views, &[], true, &config);
+    let views: Vec<NodeView> = members.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
+    let pods: Vec<PodView> = members
+        .pods
+        .as_ref()
+        .map(|store| store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
+        .unwrap_or_default();
+    let allowed_ips = match args.addressing {
+        Addressing::PodCidr => AllowedIpsFrom::PodCidrs,
+        Addressing::PodIp => AllowedIpsFrom::PodIps,
+    };
+    let config = MeshConfig { port: args.port, allowed_ips };
+    let members = cluster_members(&views, &pods, true, &config);
     let last_generation = published.bundle.as_ref().map(|b| b.generation);
     let candidate = plan::bundle_of(&args.cluster_id, last_generation.unwrap_or(0), &members);
     let changed = published.bundle.as_ref().is_none_or(|b| b.nodes != candidate.nodes);
@@ -184,6 +231,9 @@ async fn publish_step(
         unchanged = wrote.unchanged,
         "published this cluster's bundle"
     );
+    metrics.publishes.inc();
+    metrics.published_generation.set(i64::try_from(bundle.generation).unwrap_or(i64::MAX));
+    metrics.published_nodes.set(i64::try_from(bundle.nodes.len()).unwrap_or(i64::MAX));
     published.bundle = Some(bundle);
     published.manifest = Some(sealed.signed);
     published.at = Some(now);
@@ -192,12 +242,31 @@ async fn publish_step(
 
 /// Reads one peer cluster's bundle and writes its RemoteCluster (spec and status); a failure is
 /// written to the status and the nodes listed stay.
-async fn poll_step(api: &Api<RemoteCluster>, recorder: &Recorder, store: &SecretsManager, peer: &mut Peer) {
+async fn poll_step(
+    api: &Api<RemoteCluster>,
+    recorder: &Recorder,
+    store: &SecretsManager,
+    peer: &mut Peer,
+    metrics: &RegistryMetrics,
+) {
     let name = peer.names.cluster.clone();
     let trust = Trust { cluster: &name, key: &peer.key, last_generation: peer.generation };
-    let now = jiff::Timestamp::now().to_string();
+    let at = jiff::Timestamp::now();
+    let now = at.to_string();
+    let label = RegistryMetrics::peer(&name);
     let status = match fetch(store, &peer.names, &trust, peer.seen.as_deref()).await {
-        Ok(Fetched::Unchanged) => return,
+        Ok(Fetched::Unchanged) => {
+            metrics.peer_last_success.get_or_create(&label).set(at.as_second());
+            if peer.stale_since.is_none() {
+                return;
+            }
+            // Reads work again and the bundle accepted last is still the current one.
+            tracing::info!(peer = %name, "peer cluster's bundle readable again; unchanged");
+            peer.stale_since = None;
+            peer.reported = None;
+            metrics.peer_stale.get_or_create(&label).set(0);
+            serde_json::json!({"fetched": now, "staleSince": null, "message": null})
+        }
         Ok(Fetched::Missing) => {
             failure(
                 recorder,
@@ -205,6 +274,7 @@ async fn poll_step(api: &Api<RemoteCluster>, recorder: &Recorder, store: &Secret
                 &now,
                 "BundleMissing",
                 "the peer cluster has published no bundle yet".into(),
+                metrics,
             )
             .await
         }
@@ -240,9 +310,19 @@ async fn poll_step(api: &Api<RemoteCluster>, recorder: &Recorder, store: &Secret
             peer.generation = Some(bundle.generation);
             peer.stale_since = None;
             peer.reported = None;
+            metrics.peer_last_success.get_or_create(&label).set(at.as_second());
+            metrics.peer_stale.get_or_create(&label).set(0);
+            metrics
+                .peer_generation
+                .get_or_create(&label)
+                .set(i64::try_from(bundle.generation).unwrap_or(i64::MAX));
+            metrics
+                .peer_nodes
+                .get_or_create(&label)
+                .set(i64::try_from(bundle.nodes.len()).unwrap_or(i64::MAX));
             serde_json::json!({"fetched": now, "nodes": bundle.nodes.len(), "staleSince": null, "message": null})
         }
-        Err(e) => failure(recorder, peer, &now, failure_reason(&e), e.to_string()).await,
+        Err(e) => failure(recorder, peer, &now, failure_reason(&e), e.to_string(), metrics).await,
     };
     let patch = serde_json::json!({"status": status});
     if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
@@ -262,15 +342,18 @@ fn failure_reason(e: &meshcrypt_registry::Error) -> &'static str {
     }
 }
 
-/// Records a failed read: logged, a Warning Event on the RemoteCluster (once per distinct
-/// failure), and the status to write (stale since the first failure in a row).
+/// Records a failed read: logged, counted, a Warning Event on the RemoteCluster (once per
+/// distinct failure), and the status to write (stale since the first failure in a row).
 async fn failure(
     recorder: &Recorder,
     peer: &mut Peer,
     now: &str,
     reason: &'static str,
     message: String,
+    metrics: &RegistryMetrics,
 ) -> serde_json::Value {
+    metrics.peer_failures.get_or_create(&RegistryMetrics::failure(&peer.names.cluster, reason)).inc();
+    metrics.peer_stale.get_or_create(&RegistryMetrics::peer(&peer.names.cluster)).set(1);
     if peer.reported.as_deref() != Some(message.as_str()) {
         tracing::warn!(peer = %peer.names.cluster, reason, %message, "peer cluster's bundle not read; its last good nodes stay in use");
         let event = Event {
@@ -297,11 +380,18 @@ async fn failure(
 
 /// The Secrets Manager client: the SDK's default chain (IRSA, EKS Pod Identity) and region, unless
 /// `--endpoint-url` names another endpoint, which takes its credentials from the environment's
-/// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY only.
+/// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY only. Either way a call gives up after
+/// [`OPERATION_TIMEOUT`] (the SDK sets none by default, so an endpoint that accepts connections
+/// but never answers would stall the loop).
 async fn secrets_manager_client(args: &RegistryArgs) -> Result<aws_sdk_secretsmanager::Client, AgentError> {
+    use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
     use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let timeouts = TimeoutConfig::builder()
+        .operation_timeout(OPERATION_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build();
     let Some(endpoint) = &args.endpoint_url else {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
         if let Some(region) = &args.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -315,6 +405,7 @@ async fn secrets_manager_client(args: &RegistryArgs) -> Result<aws_sdk_secretsma
         .region(Region::new(args.region.clone().unwrap_or_else(|| "us-east-1".into())))
         .endpoint_url(endpoint)
         .credentials_provider(credentials)
+        .timeout_config(timeouts)
         .build();
     Ok(aws_sdk_secretsmanager::Client::from_conf(config))
 }

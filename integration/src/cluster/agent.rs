@@ -56,8 +56,9 @@ pub(super) fn spawn(cluster: &Cluster, node: &str) -> Result<LabProcess, Cluster
     let dir = cluster.node_dir(node);
     std::fs::create_dir_all(&dir)?;
     let kubeconfig = dir.join("kubeconfig");
-    let token = cluster.api().add_node_token(node);
-    let url = format!("http://{}", cluster.api_endpoint());
+    let (api, endpoint) = cluster.plane_of(node)?;
+    let token = api.add_node_token(node);
+    let url = format!("http://{endpoint}");
     std::fs::write(&kubeconfig, meshcrypt_test_apiserver::kubeconfig_yaml(&url, &token))?;
     let opts = &cluster.options;
     let mut cmd = Command::new(&opts.binary);

@@ -18,6 +18,12 @@ pub enum ClusterError {
     /// There is no lab node (or agent) of that name.
     #[error("no node {0} in the lab")]
     NoSuchNode(String),
+    /// There is no lab cluster of that id.
+    #[error("no cluster {0} in the lab")]
+    NoSuchCluster(String),
+    /// The clusters asked for do not fit the lab.
+    #[error("clusters do not fit the lab: {0}")]
+    Invalid(String),
     /// The meshcrypt binary could not be found.
     #[error("meshcrypt binary not found at {0} (build it, or set MESHCRYPT_BIN)")]
     NoBinary(String),

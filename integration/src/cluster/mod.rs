@@ -1,9 +1,12 @@
 //! A lab cluster: the network lab, the test API server inside it (on the underlay's services
 //! address, and on loopback for the test itself), one Node object per lab node, and a real
-//! `meshcrypt agent` process in each node's namespace.
+//! `meshcrypt agent` process in each node's namespace. A lab may also hold several clusters on
+//! one underlay ([`Cluster::start_clusters`]): each with its own API server and nodes, as EKS
+//! clusters in peered VPCs are.
 
 mod agent;
 mod error;
+pub mod exchange;
 mod probe;
 
 use std::collections::BTreeMap;
@@ -29,14 +32,24 @@ pub const CONFIG_MAP: &str = "meshcrypt";
 /// The port every agent serves `/healthz`, `/readyz` and `/metrics` on, inside its node.
 pub const METRICS_PORT: u16 = 9476;
 
-/// The lab, the API server and the agents; everything stops and is removed on drop.
+/// One cluster's control plane in the lab: its API server and where its agents reach it.
+struct ControlPlane {
+    /// The cluster's id.
+    id: String,
+    api: TestApiServer,
+    /// Where agents reach the API server (inside the underlay).
+    endpoint: SocketAddr,
+}
+
+/// The lab, the API server(s) and the agents; everything stops and is removed on drop.
 pub struct Cluster {
-    /// The API server (dropped first: it runs on `runtime`).
-    api: Option<TestApiServer>,
+    /// The control planes, one per cluster (shut down first: they run on `runtime`).
+    planes: Vec<ControlPlane>,
+    /// Which plane each node belongs to (an index into `planes`).
+    home: BTreeMap<String, usize>,
     runtime: tokio::runtime::Runtime,
     agents: BTreeMap<String, LabProcess>,
     options: AgentOptions,
-    api_endpoint: SocketAddr,
     dir: tempfile::TempDir,
     /// The network lab (dropped last: it stops the agents and removes the namespaces).
     pub lab: Lab,
@@ -52,23 +65,59 @@ impl Cluster {
 
     /// Like [`Cluster::start`], on a lab the caller built.
     pub fn start_in(lab: Lab, options: AgentOptions) -> Result<Self, ClusterError> {
+        let nodes = lab.nodes().len();
+        Self::start_clusters(lab, options, &[("lab", nodes)])
+    }
+
+    /// Several clusters on one lab: `clusters` lists each cluster's id and how many of the lab's
+    /// nodes (taken in order) belong to it. Each cluster gets its own API server (with its own
+    /// Node, Pod and ConfigMap objects) and its agents talk only to it, as EKS clusters in peered
+    /// VPCs do. [`Cluster::api`] and the methods that take no cluster id act on the first one.
+    pub fn start_clusters(
+        lab: Lab,
+        options: AgentOptions,
+        clusters: &[(&str, usize)],
+    ) -> Result<Self, ClusterError> {
+        let total: usize = clusters.iter().map(|(_, n)| n).sum();
+        if clusters.is_empty() || total != lab.nodes().len() {
+            return Err(ClusterError::Invalid(format!(
+                "the clusters' {total} nodes must be the lab's {} (and there must be a cluster)",
+                lab.nodes().len()
+            )));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let services = lab.services_addr();
-        let inside = lab.run_in(lab.underlay_ns(), move || TcpListener::bind((services, 0)))??;
-        let api_endpoint = inside.local_addr()?;
-        let loopback = TcpListener::bind(("127.0.0.1", 0))?;
-        let api = runtime
-            .block_on(TestApiServer::serve_listeners(ApiServerConfig::default(), vec![loopback, inside]))?;
+        let mut planes = Vec::new();
+        for (id, _) in clusters {
+            let services = lab.services_addr();
+            let inside = lab.run_in(lab.underlay_ns(), move || TcpListener::bind((services, 0)))??;
+            let endpoint = inside.local_addr()?;
+            let loopback = TcpListener::bind(("127.0.0.1", 0))?;
+            let api = runtime.block_on(TestApiServer::serve_listeners(
+                ApiServerConfig::default(),
+                vec![loopback, inside],
+            ))?;
+            api.create(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": CONFIG_NAMESPACE},
+            }))?;
+            planes.push(ControlPlane { id: (*id).to_owned(), api, endpoint });
+        }
+        let names: Vec<String> = lab.nodes().iter().map(|n| n.name.clone()).collect();
+        let home = names
+            .iter()
+            .zip(clusters.iter().enumerate().flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n)))
+            .map(|(name, plane)| (name.clone(), plane))
+            .collect();
         let mut cluster = Self {
-            api: Some(api),
+            planes,
+            home,
             runtime,
             agents: BTreeMap::new(),
             options,
-            api_endpoint,
             dir: tempfile::Builder::new().prefix("meshcrypt-cluster-").tempdir()?,
             lab,
         };
-        let names: Vec<String> = cluster.lab.nodes().iter().map(|n| n.name.clone()).collect();
         for name in &names {
             cluster.register_node(name)?;
         }
@@ -80,12 +129,14 @@ impl Cluster {
         if let Some(data) = cluster.options.config_map.clone() {
             let mut data = data;
             data.entry("pod-networks".into()).or_insert_with(|| cluster.pod_networks().join(","));
-            cluster.api().create(serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": CONFIG_MAP, "namespace": CONFIG_NAMESPACE},
-                "data": data,
-            }))?;
+            for plane in &cluster.planes {
+                plane.api.create(serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": CONFIG_MAP, "namespace": CONFIG_NAMESPACE},
+                    "data": data,
+                }))?;
+            }
         }
         for name in &names {
             cluster.start_agent(name)?;
@@ -93,20 +144,58 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// The API server.
+    /// The (first cluster's) API server.
     pub fn api(&self) -> &TestApiServer {
-        self.api.as_ref().expect("the API server runs until drop")
+        &self.planes[0].api
     }
 
-    /// Where agents reach the API server (inside the underlay).
+    /// Cluster `id`'s API server.
+    pub fn api_of(&self, id: &str) -> Result<&TestApiServer, ClusterError> {
+        Ok(&self.planes[self.plane_index(id)?].api)
+    }
+
+    /// The clusters' ids, in the order they were given.
+    pub fn cluster_ids(&self) -> Vec<&str> {
+        self.planes.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    /// The id of the cluster node `node` belongs to.
+    pub fn cluster_of(&self, node: &str) -> Result<&str, ClusterError> {
+        Ok(&self.planes[self.home_of(node)?].id)
+    }
+
+    /// The names of cluster `id`'s nodes.
+    pub fn nodes_of(&self, id: &str) -> Result<Vec<String>, ClusterError> {
+        let plane = self.plane_index(id)?;
+        Ok(self.home.iter().filter(|(_, p)| **p == plane).map(|(n, _)| n.clone()).collect())
+    }
+
+    /// Where agents reach the (first cluster's) API server (inside the underlay).
     pub fn api_endpoint(&self) -> SocketAddr {
-        self.api_endpoint
+        self.planes[0].endpoint
     }
 
     /// Starts a leak detector on the underlay that knows the agents' API traffic is expected.
     pub fn leak_detector(&self) -> Result<LeakDetector, LeakError> {
-        let config = LeakConfig::for_lab(&self.lab).with_api_endpoint(self.api_endpoint);
+        let config = self
+            .planes
+            .iter()
+            .fold(LeakConfig::for_lab(&self.lab), |config, plane| config.with_api_endpoint(plane.endpoint));
         LeakDetector::start_for_lab(&self.lab, config)
+    }
+
+    fn plane_index(&self, id: &str) -> Result<usize, ClusterError> {
+        self.planes.iter().position(|p| p.id == id).ok_or_else(|| ClusterError::NoSuchCluster(id.to_owned()))
+    }
+
+    fn home_of(&self, node: &str) -> Result<usize, ClusterError> {
+        self.home.get(node).copied().ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))
+    }
+
+    /// Node `node`'s API server and where its agent reaches it.
+    fn plane_of(&self, node: &str) -> Result<(&TestApiServer, SocketAddr), ClusterError> {
+        let plane = &self.planes[self.home_of(node)?];
+        Ok((&plane.api, plane.endpoint))
     }
 
     /// A directory for this cluster's files (keys, kubeconfigs), removed on drop.
@@ -119,7 +208,8 @@ impl Cluster {
         self.runtime.block_on(f)
     }
 
-    /// Creates the Node object for lab node `name`: its pod CIDR(s) and InternalIP(s).
+    /// Creates the Node object for lab node `name` (in its cluster's API server): its pod CIDR(s)
+    /// and InternalIP(s).
     pub fn register_node(&self, name: &str) -> Result<Value, ClusterError> {
         let node = self.lab.node(name).ok_or_else(|| ClusterError::NoSuchNode(name.to_owned()))?;
         let mut object =
@@ -131,7 +221,7 @@ impl Cluster {
                 .expect("addresses")
                 .push(serde_json::json!({"type": "InternalIP", "address": addr6.to_string()}));
         }
-        Ok(self.api().create(object)?)
+        Ok(self.plane_of(name)?.0.create(object)?)
     }
 
     /// The lab's pod networks, as agents are told them.
@@ -141,7 +231,8 @@ impl Cluster {
         out
     }
 
-    /// Changes keys of the agents' ConfigMap (a merge patch, as `kubectl patch` would).
+    /// Changes keys of the (first cluster's) agents' ConfigMap (a merge patch, as `kubectl patch`
+    /// would).
     pub fn set_config(&self, pairs: &[(&str, &str)]) -> Result<(), ClusterError> {
         self.patch_config(pairs.iter().map(|(k, v)| (*k, Value::String((*v).to_owned()))))
     }
@@ -158,7 +249,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// The events.k8s.io Events with `reason`, newest last.
+    /// The (first cluster's) events.k8s.io Events with `reason`, newest last.
     pub fn events(&self, reason: &str) -> Vec<Value> {
         let mut events: Vec<Value> = self
             .api()
@@ -171,14 +262,14 @@ impl Cluster {
         events
     }
 
-    /// Creates the Pod object for lab pod `pod`: scheduled to its node, running, with its
-    /// addresses (what the VPC CNI reports, and what pod-IP mode reads).
+    /// Creates the Pod object for lab pod `pod` (in its node's cluster): scheduled to its node,
+    /// running, with its addresses (what the VPC CNI reports, and what pod-IP mode reads).
     pub fn register_pod(&self, pod: &Pod) -> Result<Value, ClusterError> {
         let ips: Vec<Value> = std::iter::once(pod.address.to_string())
             .chain(pod.address6.map(|a| a.to_string()))
             .map(|ip| serde_json::json!({"ip": ip}))
             .collect();
-        Ok(self.api().create(serde_json::json!({
+        Ok(self.plane_of(&pod.node)?.0.create(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": pod.name, "namespace": "default"},
@@ -196,7 +287,9 @@ impl Cluster {
 
     /// Deletes Pod object `name`, then removes the pod from the lab.
     pub fn remove_pod(&mut self, name: &str) -> Result<(), ClusterError> {
-        self.api().delete("v1", "Pod", Some("default"), name)?;
+        let node = self.lab.pods().iter().find(|p| p.name == name).map(|p| p.node.clone());
+        let node = node.ok_or_else(|| ClusterError::Command(format!("no pod {name}")))?;
+        self.plane_of(&node)?.0.delete("v1", "Pod", Some("default"), name)?;
         self.lab.remove_pod(name)?;
         Ok(())
     }
@@ -208,20 +301,20 @@ impl Cluster {
         Ok(&self.agents[node])
     }
 
-    /// Takes the API server away (listeners closed, watches cut), keeping its objects.
+    /// Takes the (first cluster's) API server away (listeners closed, watches cut), keeping its
+    /// objects.
     pub fn pause_api(&mut self) {
-        let api = self.api.as_mut().expect("the API server runs until drop");
-        self.runtime.block_on(api.pause());
+        self.runtime.block_on(self.planes[0].api.pause());
     }
 
-    /// Brings the API server back on the same addresses, with its watch history gone.
+    /// Brings the (first cluster's) API server back on the same addresses, with its watch history
+    /// gone.
     pub fn resume_api(&mut self) -> Result<(), ClusterError> {
         let loopback = TcpListener::bind(self.api().local_addrs()[0])?;
-        let endpoint = self.api_endpoint;
+        let endpoint = self.planes[0].endpoint;
         let inside = self.lab.run_in(self.lab.underlay_ns(), move || TcpListener::bind(endpoint))??;
-        let api = self.api.as_mut().expect("the API server runs until drop");
         let _guard = self.runtime.enter();
-        api.resume(vec![loopback, inside])?;
+        self.planes[0].api.resume(vec![loopback, inside])?;
         Ok(())
     }
 
@@ -268,9 +361,16 @@ impl Cluster {
         self.agents.get(node)
     }
 
-    /// Adds a lab node, its Node object and its agent, while everything else runs.
+    /// Adds a lab node, its Node object and its agent (in the first cluster), while everything
+    /// else runs.
     pub fn add_node(&mut self) -> Result<String, ClusterError> {
         self.add_node_with(|_, _| Ok(()))
+    }
+
+    /// Adds a lab node to cluster `id`: its Node object and its agent.
+    pub fn add_node_in(&mut self, id: &str) -> Result<String, ClusterError> {
+        let plane = self.plane_index(id)?;
+        self.add_node_to(plane, |_, _| Ok(()))
     }
 
     /// Like [`Cluster::add_node`], with `prepare` run on the new Node's name after its object is
@@ -280,7 +380,16 @@ impl Cluster {
         &mut self,
         prepare: impl FnOnce(&Self, &str) -> Result<(), ClusterError>,
     ) -> Result<String, ClusterError> {
+        self.add_node_to(0, prepare)
+    }
+
+    fn add_node_to(
+        &mut self,
+        plane: usize,
+        prepare: impl FnOnce(&Self, &str) -> Result<(), ClusterError>,
+    ) -> Result<String, ClusterError> {
         let name = self.lab.add_node()?.name.clone();
+        self.home.insert(name.clone(), plane);
         self.register_node(&name)?;
         prepare(self, &name)?;
         self.start_agent(&name)?;
@@ -290,8 +399,9 @@ impl Cluster {
     /// Stops the agent on `name`, deletes its Node object and removes it from the lab.
     pub fn remove_node(&mut self, name: &str) -> Result<(), ClusterError> {
         self.stop_agent(name)?;
-        self.api().delete("v1", "Node", None, name)?;
+        self.plane_of(name)?.0.delete("v1", "Node", None, name)?;
         self.lab.remove_node(name)?;
+        self.home.remove(name);
         Ok(())
     }
 
@@ -375,8 +485,8 @@ impl Drop for Cluster {
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGCONT);
             let _ = self.lab.stop_process(process.pid);
         }
-        if let Some(api) = self.api.take() {
-            self.runtime.block_on(api.shutdown());
+        for plane in std::mem::take(&mut self.planes) {
+            self.runtime.block_on(plane.api.shutdown());
         }
     }
 }

@@ -137,7 +137,7 @@ fn inspect(packet: &LaxSlicedPacket<'_>, layer: Layer, config: &LeakConfig, verd
     let is_mesh = s.protocol == UDP && on_port(config.mesh_port);
     if layer == Layer::Outer && config.is_underlay(s.src) && config.is_underlay(s.dst) {
         let is_api = s.protocol == TCP
-            && config.api_endpoint.is_some_and(|api| {
+            && config.api_endpoints.iter().any(|api| {
                 (s.dst == api.ip() && s.dst_port == Some(api.port()))
                     || (s.src == api.ip() && s.src_port == Some(api.port()))
             });

@@ -17,8 +17,9 @@ pub struct LeakConfig {
     pub underlay_cidrs: Vec<IpNet>,
     /// The mesh's UDP port (WireGuard), allowed between underlay hosts.
     pub mesh_port: u16,
-    /// The API server's endpoint: TCP to or from it is allowed between underlay hosts.
-    pub api_endpoint: Option<SocketAddr>,
+    /// The API servers' endpoints (one per lab cluster): TCP to or from them is allowed between
+    /// underlay hosts.
+    pub api_endpoints: Vec<SocketAddr>,
     /// How many distinct sample packets a report keeps.
     pub max_samples: usize,
 }
@@ -29,13 +30,13 @@ impl LeakConfig {
     /// The default number of distinct samples kept.
     pub const DEFAULT_MAX_SAMPLES: usize = 32;
 
-    /// A configuration with the default mesh port, no API endpoint and the default sample bound.
+    /// A configuration with the default mesh port, no API endpoints and the default sample bound.
     pub fn new(pod_cidrs: Vec<IpNet>, underlay_cidrs: Vec<IpNet>) -> Self {
         LeakConfig {
             pod_cidrs,
             underlay_cidrs,
             mesh_port: Self::DEFAULT_MESH_PORT,
-            api_endpoint: None,
+            api_endpoints: Vec::new(),
             max_samples: Self::DEFAULT_MAX_SAMPLES,
         }
     }
@@ -57,9 +58,9 @@ impl LeakConfig {
         self
     }
 
-    /// Sets the API server endpoint.
+    /// Adds an API server endpoint.
     pub fn with_api_endpoint(mut self, endpoint: SocketAddr) -> Self {
-        self.api_endpoint = Some(endpoint);
+        self.api_endpoints.push(endpoint);
         self
     }
 
