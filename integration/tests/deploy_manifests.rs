@@ -313,13 +313,16 @@ fn rbac_grants_the_fewest_verbs() {
             }
         }
     }
-    // The EKS overlay's IRSA placeholder is on the ServiceAccount.
-    let sa = find(&docs, "ServiceAccount", "meshcrypt");
-    assert!(
-        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-            .as_str()
-            .is_some_and(|a| a.starts_with("arn:aws:iam::"))
-    );
+    // The agents hold no AWS credentials: their ServiceAccount carries no IAM role (IRSA), in the
+    // eks overlay or the eks-multicluster one built on it (only the registry's has one, below).
+    for overlay in ["overlays/eks", "overlays/eks-multicluster"] {
+        let docs = documents(&meshcrypt_integration::manifests::render(overlay).expect("render"));
+        let sa = find(&docs, "ServiceAccount", "meshcrypt");
+        assert!(
+            sa["metadata"]["annotations"].get("eks.amazonaws.com/role-arn").is_none(),
+            "{overlay}: the agents' ServiceAccount must carry no IAM role: {sa}"
+        );
+    }
 }
 
 #[test]
