@@ -72,11 +72,27 @@ pub struct PeerCluster {
     pub name: String,
     /// Its registry's Ed25519 signing key, public half, base64 (pinned here).
     pub key: String,
+    /// Its secrets' name prefix, when not `--secret-prefix`: for a peer in another AWS account,
+    /// the partial ARN `arn:aws:secretsmanager:REGION:ACCOUNT:secret:PREFIX` (Secrets Manager
+    /// finds another account's secret only by ARN).
+    pub prefix: Option<String>,
+    /// Its secrets' region, when not `--region`.
+    pub region: Option<String>,
 }
 
 fn parse_peer(value: &str) -> Result<PeerCluster, String> {
-    let (name, key) = value.split_once('=').ok_or("want NAME=SIGNING_KEY")?;
-    Ok(PeerCluster { name: name.to_owned(), key: key.to_owned() })
+    const WANT: &str = "want NAME=SIGNING_KEY[,prefix=PREFIX][,region=REGION]";
+    let mut fields = value.split(',');
+    let (name, key) = fields.next().and_then(|f| f.split_once('=')).ok_or(WANT)?;
+    let mut peer = PeerCluster { name: name.to_owned(), key: key.to_owned(), prefix: None, region: None };
+    for field in fields {
+        match field.split_once('=') {
+            Some(("prefix", v)) if !v.is_empty() && peer.prefix.is_none() => peer.prefix = Some(v.to_owned()),
+            Some(("region", v)) if !v.is_empty() && peer.region.is_none() => peer.region = Some(v.to_owned()),
+            _ => return Err(format!("{field:?}: {WANT}")),
+        }
+    }
+    Ok(peer)
 }
 
 /// `meshcrypt registry`
@@ -85,8 +101,11 @@ pub struct RegistryArgs {
     /// This cluster's id: a DNS label, unique among the peered clusters.
     #[arg(long, env = "MESHCRYPT_CLUSTER_ID")]
     pub cluster_id: String,
-    /// A peer cluster, `NAME=SIGNING_KEY` (the public half of its registry's Ed25519 key, base64,
-    /// as its registry logs it at start). Repeat for each.
+    /// A peer cluster, `NAME=SIGNING_KEY[,prefix=PREFIX][,region=REGION]`: its id (a DNS label),
+    /// the public half of its registry's Ed25519 key (base64, as `meshcrypt signing-key` printed
+    /// it and its registry logs it at start), and where its secrets live when not under
+    /// `--secret-prefix` in `--region` (another account: `prefix=arn:aws:secretsmanager:REGION:
+    /// ACCOUNT:secret:meshcrypt`). Repeat for each.
     #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<PeerCluster>,
     /// This cluster's Ed25519 signing key: a 0600 file holding the base64 seed, made with
@@ -118,6 +137,15 @@ pub struct RegistryArgs {
     /// Publish this cluster's nodes at most this often, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub publish_interval: u64,
+    /// Publish at most this many times in any 24 hours (an eighth of them may come in a burst).
+    /// Every publish is a new version of the manifest secret; Secrets Manager keeps versions
+    /// younger than 24 h, so more than ~100 a day pile up towards its versions quota.
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(2..=1440))]
+    pub publishes_per_day: u32,
+    /// A customer-managed KMS key (id, ARN or alias) for the secrets this registry creates
+    /// (default: the account's `aws/secretsmanager` key, which other accounts cannot use).
+    #[arg(long)]
+    pub kms_key_id: Option<String>,
     /// Read each peer cluster's bundle this often, in seconds (with ±20% jitter).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub poll_interval: u64,

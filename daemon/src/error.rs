@@ -101,12 +101,13 @@ pub enum AgentError {
         #[source]
         source: kube::runtime::reflector::store::WriterDropped,
     },
-    /// A peer cluster's pinned signing key (`--peer NAME=KEY`) is not an Ed25519 public key.
-    #[error("peer cluster {peer}: signing key: {reason}")]
-    PeerKey {
-        /// The peer cluster.
+    /// A peer cluster's configuration (`--peer`) or this cluster's id is refused: a pinned key
+    /// that is no Ed25519 public key, a name that is no DNS label, a peer named twice.
+    #[error("peer cluster {peer}: {reason}")]
+    PeerConfig {
+        /// The peer cluster (or this cluster's id).
         peer: String,
-        /// Why the key was refused.
+        /// Why it was refused.
         reason: String,
     },
     /// This cluster's signing key file is unusable.

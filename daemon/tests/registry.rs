@@ -73,17 +73,32 @@ fn add_node(server: &TestApiServer, octet: u8, i: u8) {
     server.merge_patch("v1", "Node", None, &name, &patch, false).unwrap();
 }
 
+/// `--peer` for `peer`, with `more` (`,prefix=…,region=…`) after its key.
+fn peer_arg(peer: &Cluster, more: &str) -> String {
+    format!("--peer={}={}{more}", peer.id, STANDARD.encode(peer.key.verifying_key().as_bytes()))
+}
+
 fn spawn(me: &Cluster, peer: &Cluster, moto: &MotoServer, identity: &str, dir: &Path) -> Registry {
-    let log = std::fs::File::create(dir.join(format!("{identity}.log"))).unwrap();
+    let args = [peer_arg(peer, ""), "--region".into(), REGION.into()];
+    spawn_with(me, &args, moto, identity, dir)
+}
+
+/// A registry of `me` with `args` (its peers and where its secrets live).
+fn spawn_with(me: &Cluster, args: &[String], moto: &MotoServer, identity: &str, dir: &Path) -> Registry {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{identity}.log")))
+        .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_meshcrypt"))
         .args(["registry", "--cluster-id", me.id, "--identity", identity])
-        .arg("--peer")
-        .arg(format!("{}={}", peer.id, STANDARD.encode(peer.key.verifying_key().as_bytes())))
+        .args(args)
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .arg("--signing-key")
         .arg(&me.key_file)
         .arg("--kubeconfig")
         .arg(&me.kubeconfig)
-        .args(["--endpoint-url", &moto.url, "--region", REGION])
+        .args(["--endpoint-url", &moto.url])
         .args(["--publish-interval", "1", "--poll-interval", "1", "--lease-seconds", "3"])
         .env("AWS_ACCESS_KEY_ID", CREDENTIALS.0)
         .env("AWS_SECRET_ACCESS_KEY", CREDENTIALS.1)
@@ -221,4 +236,72 @@ async fn wait_for_holder(server: &TestApiServer, dir: &Path) -> String {
     })
     .await;
     found.unwrap()
+}
+
+/// Where a peer's secrets live is per peer (another prefix and region); a restarted registry
+/// refuses an older bundle put back (it resumes from the generation its RemoteCluster holds); and
+/// a peer removed from the configuration loses its RemoteCluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_peer_locations_replays_after_a_restart_and_removed_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = MotoServer::start();
+    let a = cluster("a", dir.path(), 20, 3).await;
+    let b = cluster("b", dir.path(), 30, 1).await;
+    // a keeps its secrets under team-a/ in us-west-2; b (in eu-west-1) reads them there.
+    let a_args = [
+        peer_arg(&b, ",prefix=meshcrypt,region=eu-west-1"),
+        "--region=us-west-2".into(),
+        "--secret-prefix=team-a".into(),
+    ];
+    let _a = spawn_with(&a, &a_args, &moto, "a-0", dir.path());
+    let b_args = [peer_arg(&a, ",prefix=team-a,region=us-west-2"), format!("--region={REGION}")];
+    let b0 = spawn_with(&b, &b_args, &moto, "b-0", dir.path());
+    wait_for("b to list a's 3 nodes from team-a/ in us-west-2", dir.path(), || {
+        remote_nodes(&b.server, "a").len() == 3
+    })
+    .await;
+    wait_for("a to list b's node", dir.path(), || remote_nodes(&a.server, "b").len() == 1).await;
+
+    // Keep a's bundle as it is now (one shard), then let a publish a newer one.
+    let sm = {
+        let config = moto
+            .client()
+            .config()
+            .to_builder()
+            .region(aws_sdk_secretsmanager::config::Region::new("us-west-2"))
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(config)
+    };
+    let read = |id: &'static str| {
+        let sm = sm.clone();
+        async move { sm.get_secret_value().secret_id(id).send().await.unwrap().secret_binary().unwrap().clone() }
+    };
+    let (old_manifest, old_shard) = (read("team-a/a").await, read("team-a/a/0").await);
+    add_node(&a.server, 20, 3);
+    wait_for("b to list a's 4th node", dir.path(), || remote_nodes(&b.server, "a").len() == 4).await;
+
+    // b's registry restarts while someone with write access puts the older, validly signed bundle
+    // back: the new process refuses it and a's 4 nodes stay.
+    drop(b0);
+    for (id, value) in [("team-a/a/0", old_shard), ("team-a/a", old_manifest)] {
+        sm.put_secret_value().secret_id(id).secret_binary(value).send().await.unwrap();
+    }
+    let _b0 = spawn_with(&b, &b_args, &moto, "b-0", dir.path());
+    wait_for("b's restarted registry refusing the replayed bundle", dir.path(), || {
+        b.server.list("events.k8s.io/v1", "Event").unwrap_or_default().iter().any(|e| {
+            e["reason"] == "BundleRejected"
+                && e["regarding"]["name"] == "a"
+                && e["note"].as_str().is_some_and(|n| n.contains("replay or rollback"))
+        })
+    })
+    .await;
+    assert_eq!(remote_nodes(&b.server, "a").len(), 4, "the last good nodes stay");
+
+    // a is no longer b's peer: its RemoteCluster goes, and with it a's nodes from b's agents.
+    drop(_b0);
+    let _b1 = spawn_with(&b, &[format!("--region={REGION}")], &moto, "b-1", dir.path());
+    wait_for("b's RemoteCluster a removed", dir.path(), || {
+        b.server.get("meshcrypt.dev/v1alpha1", "RemoteCluster", None, "a").is_err()
+    })
+    .await;
 }

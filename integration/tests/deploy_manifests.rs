@@ -330,8 +330,8 @@ fn eks_multicluster_overlay_renders_and_validates_strictly() {
     assert_valid_everywhere("overlays/eks-multicluster");
 }
 
-/// The registry, and only it, holds the AWS role; it may read Nodes, write RemoteClusters and
-/// their status, hold its Lease and record Events, and nothing else; two replicas, non-root, the
+/// The registry, and only it, holds the AWS role; it may read Nodes and Pods, write (and delete)
+/// RemoteClusters and their status, hold its Lease and record Events, and nothing else; two replicas, non-root, the
 /// signing key from a Secret readable by its group only.
 #[test]
 fn the_registry_holds_the_aws_role_and_the_fewest_verbs() {
@@ -340,8 +340,8 @@ fn the_registry_holds_the_aws_role_and_the_fewest_verbs() {
     assert_eq!(
         find(&docs, "ClusterRole", "meshcrypt-registry")["rules"],
         json!([
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["meshcrypt.dev"], "resources": ["remoteclusters"], "verbs": ["get", "list", "watch", "create", "patch"]},
+            {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["meshcrypt.dev"], "resources": ["remoteclusters"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
             {"apiGroups": ["meshcrypt.dev"], "resources": ["remoteclusters/status"], "verbs": ["patch"]},
         ])
     );
@@ -388,6 +388,10 @@ fn the_registry_holds_the_aws_role_and_the_fewest_verbs() {
         "{args:?}"
     );
     assert!(args.contains(&"--signing-key=/etc/meshcrypt-registry/signing.key"));
+    assert!(args.contains(&"--addressing=pod-ip"), "the eks agents' addressing: {args:?}");
+    assert_eq!(container["ports"][0]["containerPort"], 9477);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(container["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
     let volume = &pod["volumes"][0];

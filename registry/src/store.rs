@@ -46,12 +46,21 @@ pub trait SecretStore: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SecretsManager {
     client: aws_sdk_secretsmanager::Client,
+    kms_key_id: Option<String>,
 }
 
 impl SecretsManager {
-    /// A store over `client`.
+    /// A store over `client`; secrets it creates use the account's default key
+    /// (`aws/secretsmanager`).
     pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
-        Self { client }
+        Self { client, kms_key_id: None }
+    }
+
+    /// Secrets this store creates are encrypted with KMS key `key` (id, ARN or alias), when
+    /// given: a peer in another account can read them only under a customer-managed key.
+    pub fn with_kms_key(mut self, key: Option<String>) -> Self {
+        self.kms_key_id = key;
+        self
     }
 }
 
@@ -102,6 +111,7 @@ impl SecretStore for SecretsManager {
                 .name(name)
                 .secret_binary(Blob::new(value))
                 .client_request_token(token)
+                .set_kms_key_id(self.kms_key_id.clone())
                 .description("meshcrypt cross-cluster bundle (written by the meshcrypt registry)")
                 .send()
                 .await
