@@ -278,6 +278,11 @@ pub struct AgentArgs {
     /// Directory of the WireGuard UAPI socket (`wg` looks in /var/run/wireguard).
     #[arg(long, default_value = meshcrypt_dataplane::DEFAULT_UAPI_DIR)]
     pub uapi_dir: PathBuf,
+    /// Pre-shared keys for peer clusters: one file per peer cluster id holding its key as
+    /// `wg genpsk` prints it (a Secret mounted with `defaultMode: 0400`; the same value in both
+    /// clusters). Read every pass; a missing directory means none.
+    #[arg(long, default_value = "/etc/meshcrypt/psk")]
+    pub psk_dir: PathBuf,
     /// Data-path workers, each serving both directions: 1 suits 2 cores (lowest latency); on
     /// larger nodes 2 lets one worker encrypt while another decrypts.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]

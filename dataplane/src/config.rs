@@ -1,12 +1,10 @@
 //! What a device is told: its creation parameters and the typed configuration deltas.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use meshcrypt_keyexchange::{PrivateKey, PublicKey};
-use zeroize::Zeroizing;
+use meshcrypt_keyexchange::{PresharedKey, PrivateKey, PublicKey};
 
 /// Where `wg` looks for UAPI sockets by default.
 pub const DEFAULT_UAPI_DIR: &str = "/var/run/wireguard";
@@ -51,33 +49,6 @@ impl DeviceConfig {
             workers: 1,
             mtu: Some(DEFAULT_MTU),
         }
-    }
-}
-
-/// An optional per-peer-pair pre-shared key, zeroized on drop and never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PresharedKey(Zeroizing<[u8; 32]>);
-
-impl PresharedKey {
-    /// Wraps 32 raw bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(Zeroizing::new(bytes))
-    }
-
-    /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// True for the all-zero key, which UAPI uses to mean "no pre-shared key".
-    pub fn is_zero(&self) -> bool {
-        self.0.iter().all(|b| *b == 0)
-    }
-}
-
-impl fmt::Debug for PresharedKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PresharedKey(<redacted>)")
     }
 }
 

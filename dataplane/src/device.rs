@@ -11,7 +11,7 @@ use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use crate::backend::WireGuardDevice;
-use crate::config::{Change, DeviceConfig, PresharedKey};
+use crate::config::{Change, DeviceConfig};
 use crate::datapath::rx::RxState;
 use crate::datapath::tx::TxState;
 use crate::datapath::{self, Counters, Net, Shared, worker};
@@ -22,6 +22,7 @@ use crate::state::{DeviceState, PeerState};
 use crate::tun;
 use crate::uapi;
 use crate::wake::Waker;
+use meshcrypt_keyexchange::PresharedKey;
 
 /// A running userspace WireGuard device: a TUN interface, a UDP socket, worker threads and a UAPI
 /// socket. Dropping it (or [`Device::shutdown`]) stops everything and removes the interface.

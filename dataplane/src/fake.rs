@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use meshcrypt_keyexchange::PublicKey;
+use meshcrypt_keyexchange::{PresharedKey, PublicKey};
 
 use crate::backend::{WireGuardBackend, WireGuardDevice};
 use crate::config::{Change, DeviceConfig};
@@ -179,7 +179,7 @@ impl Config {
                 peer.endpoint = c.endpoint.or(peer.endpoint);
                 peer.allowed_ips = c.allowed_ips.clone();
                 peer.persistent_keepalive = c.persistent_keepalive;
-                peer.has_preshared_key = c.preshared_key.is_some();
+                peer.preshared_key = c.preshared_key.as_ref().map(PresharedKey::fingerprint);
             }
             Change::UpdatePeer(u) => {
                 if u.remove {
@@ -197,7 +197,7 @@ impl Config {
                     peer.persistent_keepalive = keepalive;
                 }
                 if let Some(psk) = &u.preshared_key {
-                    peer.has_preshared_key = psk.is_some();
+                    peer.preshared_key = psk.as_ref().map(PresharedKey::fingerprint);
                 }
                 if u.replace_allowed_ips {
                     peer.allowed_ips.clear();
@@ -222,7 +222,7 @@ fn new_peer(public_key: PublicKey) -> PeerState {
         endpoint: None,
         allowed_ips: Vec::new(),
         persistent_keepalive: None,
-        has_preshared_key: false,
+        preshared_key: None,
         last_handshake: None,
         rx_bytes: 0,
         tx_bytes: 0,

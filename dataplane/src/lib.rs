@@ -29,8 +29,9 @@ mod uapi;
 mod wake;
 
 pub use backend::{Userspace, WireGuardBackend, WireGuardDevice};
-pub use config::{Change, DEFAULT_MTU, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate, PresharedKey};
+pub use config::{Change, DEFAULT_MTU, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate};
 pub use device::{Device, uapi_socket_path};
 pub use error::Error;
+pub use meshcrypt_keyexchange::PresharedKey;
 pub use meshcrypt_keyexchange::{PrivateKey, PublicKey};
 pub use state::{DeviceCounters, DeviceState, PeerState};

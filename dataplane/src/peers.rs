@@ -18,9 +18,10 @@ use meshcrypt_keyexchange::PublicKey;
 use rand_core::{OsRng, RngCore};
 use x25519_dalek::StaticSecret;
 
-use crate::config::{PeerUpdate, PresharedKey};
+use crate::config::PeerUpdate;
 use crate::error::Error;
 use crate::state::PeerState;
+use meshcrypt_keyexchange::PresharedKey;
 
 /// How long a probed path MTU holds before it is probed again: Linux's
 /// `net.ipv4.route.mtu_expires` default (600 s).
@@ -326,7 +327,7 @@ impl Peers {
                     endpoint: e.peer.endpoint(),
                     allowed_ips: e.allowed_ips.clone(),
                     persistent_keepalive: e.peer.keepalive(),
-                    has_preshared_key: e.preshared_key.is_some(),
+                    preshared_key: e.preshared_key.as_ref().map(PresharedKey::fingerprint),
                     last_handshake: since.and_then(|d| now.checked_sub(d)),
                     rx_bytes: rx as u64,
                     tx_bytes: tx as u64,

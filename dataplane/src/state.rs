@@ -43,8 +43,11 @@ pub struct PeerState {
     pub allowed_ips: Vec<IpNet>,
     /// The keepalive interval in seconds.
     pub persistent_keepalive: Option<u16>,
-    /// Whether a pre-shared key is set (the key itself is never reported here).
-    pub has_preshared_key: bool,
+    /// The pre-shared key's fingerprint ([`PresharedKey::fingerprint`]), when one is set (the key
+    /// itself is never reported here).
+    ///
+    /// [`PresharedKey::fingerprint`]: meshcrypt_keyexchange::PresharedKey::fingerprint
+    pub preshared_key: Option<String>,
     /// When the current session's handshake completed; `None` without a session.
     pub last_handshake: Option<SystemTime>,
     /// Inner bytes received from this peer.

@@ -264,6 +264,14 @@ fn daemonset_follows_the_network_agent_conventions() {
             "{path} is not mounted into the agent"
         );
     }
+    // Peer clusters' pre-shared keys: an optional Secret, readable by the agent (root) alone, at
+    // the agent's default --psk-dir.
+    let psk = volumes.iter().find(|v| v["secret"]["secretName"] == "meshcrypt-psk").expect("the psk volume");
+    assert_eq!(psk["secret"]["optional"], true, "clusters without pre-shared keys need no Secret");
+    assert_eq!(psk["secret"]["defaultMode"], 0o400);
+    assert!(mounts.iter().any(|m| m["name"] == psk["name"]
+        && m["mountPath"] == "/etc/meshcrypt/psk"
+        && m["readOnly"] == true));
 }
 
 /// The ClusterRole and Roles grant exactly the verbs the agent uses (README, deploy issue).

@@ -281,3 +281,67 @@ fn pod_ip_clusters_mesh_across_and_follow_new_pods() {
 
     assert_clean(&leak.stop().expect("leak report"));
 }
+
+/// Pre-shared keys per cluster pair: with the same key on both sides the clusters' pods talk and
+/// each cross-cluster peer carries it (this cluster's own peers none); a mismatched key stops
+/// cross-cluster traffic (dropped, never sent in plaintext) until it matches again; a malformed
+/// key file keeps the last good key (an Event on the RemoteCluster) and traffic flowing.
+#[test]
+fn preshared_keys_guard_the_cluster_pair_and_fail_closed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let psk_dir = tempfile::tempdir().expect("psk dir");
+    let write = |cluster: &str, text: &str| {
+        let path = psk_dir.path().join(cluster);
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, text).expect("write psk");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    };
+    // One directory serves both clusters: a's agents read the file `b` (their peer cluster),
+    // b's the file `a`; each cluster's own id names no peer cluster of its own.
+    let key = "m2Y0vhN3v3wYbVKkP0oHwM2vQyLq6ZQq9x8wq0mE4WU=";
+    let other = "Zm9vYmFyYmF6cXV1eGZvb2JhcmJhenF1dXhmb29iYXI=";
+    write("a", key);
+    write("b", key);
+    let lab = Lab::builder().nodes(4).pods_per_node(1).build().expect("lab");
+    let mut agents = AgentOptions::new().expect("meshcrypt binary");
+    agents.extra_args = vec!["--psk-dir".into(), psk_dir.path().display().to_string()];
+    let both = TwoClusters::start(lab, agents, ExchangeOptions::default());
+    let leak = both.cluster.leak_detector().expect("leak detector");
+    both.all_cross_cluster_pairs_talk();
+
+    let psks = both.cluster.wg("node-0", &["show", "meshcrypt0", "preshared-keys"]).expect("wg");
+    let b_keys: Vec<String> = both
+        .cluster
+        .nodes_of("b")
+        .expect("b")
+        .iter()
+        .map(|n| public_key(&both.cluster, "b", n).expect("key"))
+        .collect();
+    for line in psks.lines() {
+        let (peer, psk) = line.split_once('\t').expect("peer<TAB>psk");
+        let want = if b_keys.iter().any(|k| k == peer) { key } else { "(none)" };
+        assert_eq!(psk, want, "node-0's peer {peer}:\n{psks}");
+    }
+
+    // a's agents switch to another key for b; b's keep the first: no handshake completes, and
+    // a pod of a cannot reach a pod of b.
+    let (from, to) = (both.pods_of("a")[0].clone(), both.pods_of("b")[0].clone());
+    write("b", other);
+    both.wait("a's pods cut off from b's by the mismatched key", READY, || {
+        !both.cluster.lab.ping(&from, to.address.into()).unwrap_or(true)
+    });
+    write("b", key);
+    both.reach(&from, &to, READY);
+
+    // A malformed file: the last good key stays, traffic goes on, and the reason is reported on
+    // the RemoteCluster.
+    write("b", "not a key");
+    both.wait("a's agents reporting b's key file", READY, || {
+        both.cluster.events("InvalidPresharedKey").iter().any(|e| e["regarding"]["name"] == "b")
+    });
+    let note = both.cluster.events("InvalidPresharedKey")[0]["note"].as_str().unwrap_or_default().to_owned();
+    assert!(note.contains("last good key stays") && !note.contains("not a key"), "{note}");
+    both.reach(&from, &to, Duration::from_secs(10));
+
+    assert_clean(&leak.stop().expect("leak report"));
+}

@@ -109,7 +109,7 @@ impl fmt::Debug for PublicKey {
 /// Decodes WireGuard's key form strictly: 44 characters of canonical, padded standard base64
 /// holding exactly 32 bytes. Anything else (whitespace, URL-safe alphabet, non-canonical trailing
 /// bits) is refused, so one key has one spelling.
-fn decode_key(text: &str) -> Result<Zeroizing<[u8; 32]>, Error> {
+pub(crate) fn decode_key(text: &str) -> Result<Zeroizing<[u8; 32]>, Error> {
     if text.len() != 44 {
         return Err(match STANDARD.decode(text) {
             Ok(bytes) => Error::KeyLength(bytes.len()),

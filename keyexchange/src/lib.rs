@@ -11,9 +11,11 @@ mod error;
 pub mod keys;
 pub mod keystore;
 pub mod mesh;
+pub mod psk;
 pub mod rotation;
 
 pub use annotations::{ANNOTATION_PREFIX, NodeKeyAnnotations};
 pub use error::Error;
 pub use keys::{PrivateKey, PublicKey};
 pub use keystore::{KeyRecord, KeyStore, write_private};
+pub use psk::PresharedKey;

@@ -218,6 +218,13 @@ pub enum Problem {
         /// Who holds the overlapping prefix (a node of this cluster, or `<cluster>/<node>`).
         with: String,
     },
+    /// A peer cluster's pre-shared key file is unusable.
+    InvalidPresharedKey {
+        /// Why (never a part of the value).
+        reason: String,
+        /// The last good key stays in use (else the cluster's nodes are left out).
+        kept: bool,
+    },
 }
 
 impl Problem {
@@ -235,6 +242,7 @@ impl Problem {
             Self::PrefixClaimedByOthers { .. } => "PrefixClaimedByOthers",
             Self::InvalidRemoteNode(_) => "InvalidRemoteNode",
             Self::RemoteOverlap { .. } => "RemotePrefixOverlap",
+            Self::InvalidPresharedKey { .. } => "InvalidPresharedKey",
         }
     }
 }
@@ -270,6 +278,15 @@ impl fmt::Display for Problem {
             Self::InvalidRemoteNode(why) => write!(f, "invalid remote node: {why}"),
             Self::RemoteOverlap { prefix, with } => {
                 write!(f, "prefix {prefix} overlaps {with}'s: refused, never routed to this remote node")
+            }
+            Self::InvalidPresharedKey { reason, kept: true } => {
+                write!(f, "pre-shared key file: {reason}; the last good key stays in use")
+            }
+            Self::InvalidPresharedKey { reason, kept: false } => {
+                write!(
+                    f,
+                    "pre-shared key file: {reason}; this cluster's nodes are not peered until it is fixed"
+                )
             }
         }
     }

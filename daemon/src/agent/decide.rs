@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use meshcrypt_dataplane::{DeviceState, PublicKey};
+use meshcrypt_dataplane::{DeviceState, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::{
     AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, RemoteView,
     add_remote_peers, desired_peers,
@@ -19,6 +19,7 @@ use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedState, Op};
 use super::config_source::Reading;
 use super::last_known::{self, LastKnown, Snapshot};
 use super::peer_ops::{PeerOp, handshake_targets, peer_ops};
+use super::preshared;
 use super::routing_input::{RoutingSettings, routing_input, wired_local_pods};
 use super::state::LoopState;
 use crate::config::settings::{Addressing, KeyError, Mtu, Settings};
@@ -95,6 +96,8 @@ pub struct Inputs {
     pub underlay_index: Option<u32>,
     /// The main table's host routes (pod-IP mode: what the CNI wired here), else empty.
     pub host_routes: Vec<HostRoute>,
+    /// The peer clusters' pre-shared key files.
+    pub preshared_keys: preshared::Reading,
 }
 
 /// Why a pass cannot complete. What the plan still holds (the fail-closed floor, at least where
@@ -233,6 +236,8 @@ pub struct PassPlan {
     pub untaint: bool,
     /// The number of configured peers after the pass.
     pub peers: usize,
+    /// The peer clusters' pre-shared keys in force after the pass (`None`: left as they are).
+    pub preshared_keys: Option<BTreeMap<String, PresharedKey>>,
 }
 
 impl PassPlan {
@@ -262,6 +267,7 @@ impl PassPlan {
             readiness: Readiness::Unchanged,
             untaint: false,
             peers: 0,
+            preshared_keys: None,
         }
     }
 
@@ -327,6 +333,10 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                     .collect();
                 add_remote_peers(&mut peers, remotes, &local_node, &local_keys);
             }
+            let chosen = preshared::choose(&inputs.preshared_keys, &state.preshared_keys);
+            peers.peers.retain(|id, _| preshared::cluster_of(id).is_none_or(|c| !chosen.refused.contains(c)));
+            peers.problems.extend(chosen.problems);
+            plan.preshared_keys = Some(chosen.keys);
             report_problems(state, &peers, &mut plan);
             if settings.addressing == Addressing::PodIp {
                 // Pods the CNI wired here that the API has not shown yet are delivered locally too.
@@ -420,7 +430,9 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
         plan.published = published;
     }
 
-    plan.peer_ops = peer_ops(&peers, device);
+    // A restored snapshot's remote peers get the keys in force (the files are local).
+    let keys = plan.preshared_keys.as_ref().unwrap_or(&state.preshared_keys);
+    plan.peer_ops = peer_ops(&peers, &preshared::by_peer(&peers, keys), device);
     plan.handshakes = handshake_targets(&peers, &plan.peer_ops, false);
     plan.all_peers = handshake_targets(&peers, &plan.peer_ops, true);
     plan.peers = peers.peers.len();

@@ -70,6 +70,9 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
     state.settings.clone_from(&plan.settings);
     state.rejected.clone_from(&plan.rejected);
     state.reported.clone_from(&plan.problems);
+    if let Some(keys) = &plan.preshared_keys {
+        state.preshared_keys.clone_from(keys);
+    }
 
     let mut key_rotated = None;
     let result = apply(io, params, state, plan, &mut key_rotated).await;

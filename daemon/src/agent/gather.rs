@@ -1,5 +1,5 @@
 //! Gathering a pass's inputs: every read a pass makes (settings, Nodes, Pods, the key files, the
-//! device, the kernel), before any decision and without changing anything on the node (the first
+//! device, the kernel, the pre-shared key files), before any decision and without changing anything on the node (the first
 //! pod-IP pass starts the Pod watcher and waits for its first list).
 
 use k8s_openapi::api::core::v1::Node;
@@ -77,7 +77,19 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
         None => None,
     };
     let kernel = io.kernel.observe(&params.ifname, params.table, params.rule_priority).await?;
-    Ok(Inputs { now, reading, view, key_files, device, kernel, underlay_mtu, underlay_index, host_routes })
+    let preshared_keys = super::preshared::read_dir(&io.psk_dir);
+    Ok(Inputs {
+        now,
+        reading,
+        view,
+        key_files,
+        device,
+        kernel,
+        underlay_mtu,
+        underlay_index,
+        host_routes,
+        preshared_keys,
+    })
 }
 
 /// Every Pod holding pod-network addresses; starts the Pod watcher the first time and waits for

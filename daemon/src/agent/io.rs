@@ -41,6 +41,8 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub device: DeviceSlot,
     /// Where a new device's UAPI socket goes.
     pub uapi_dir: PathBuf,
+    /// The peer clusters' pre-shared keys, one file each (see [`super::preshared`]).
+    pub psk_dir: PathBuf,
     /// Data-path workers of a new device.
     pub workers: usize,
     /// The key files.

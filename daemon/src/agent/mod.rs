@@ -23,6 +23,7 @@ pub(crate) mod nodes;
 mod pass_tests;
 mod peer_ops;
 pub(crate) mod pods;
+mod preshared;
 mod publish;
 mod reconcile;
 mod remotes;
@@ -140,6 +141,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         backend: Userspace,
         device,
         uapi_dir: args.uapi_dir.clone(),
+        psk_dir: args.psk_dir.clone(),
         workers: usize::from(args.dataplane_workers),
         keys,
         state_dir: args.state.state_dir.clone(),

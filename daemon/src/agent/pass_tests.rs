@@ -97,6 +97,7 @@ impl Harness {
             backend: backend.clone(),
             device: metrics::DeviceSlot::default(),
             uapi_dir: state_dir.path().join("uapi"),
+            psk_dir: state_dir.path().join("psk"),
             workers: 1,
             keys,
             state_dir: state_dir.path().to_owned(),

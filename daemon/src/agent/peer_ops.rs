@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
-use meshcrypt_dataplane::{Change, DeviceState, PeerConfig, PeerUpdate, PublicKey};
+use meshcrypt_dataplane::{Change, DeviceState, PeerConfig, PeerUpdate, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::PeerSet;
 
 /// One change to the device's peers, comparable in tests.
@@ -19,19 +19,29 @@ pub enum PeerOp {
         endpoint: SocketAddr,
         /// Its allowed IPs.
         allowed_ips: Vec<IpNet>,
+        /// Its peer cluster's pre-shared key, if any.
+        preshared_key: Option<PresharedKey>,
     },
     /// A new endpoint for a live peer.
     SetEndpoint(PublicKey, SocketAddr),
     /// A new allowed-IP set for a live peer; its session is kept.
     SetAllowedIps(PublicKey, Vec<IpNet>),
+    /// A new pre-shared key (or none) for a live peer: its session restarts with the next
+    /// handshake.
+    SetPresharedKey(PublicKey, Option<PresharedKey>),
     /// A peer that is no longer wanted (its node left, or changed its key).
     Remove(PublicKey),
 }
 
-/// The operations that turn the device's peers into `desired`. Removals come first: a node that
-/// changed its key hands its prefixes from the old peer to the new one without a moment in which
-/// both claim them (packets in between are dropped by the device, never sent in plaintext).
-pub fn peer_ops(desired: &PeerSet, device: &DeviceState) -> Vec<PeerOp> {
+/// The operations that turn the device's peers into `desired`, with `psks` for the peers that
+/// have a pre-shared key (compared with the device's by fingerprint). Removals come first: a node
+/// that changed its key hands its prefixes from the old peer to the new one without a moment in
+/// which both claim them (packets in between are dropped by the device, never sent in plaintext).
+pub fn peer_ops(
+    desired: &PeerSet,
+    psks: &BTreeMap<PublicKey, PresharedKey>,
+    device: &DeviceState,
+) -> Vec<PeerOp> {
     let want: BTreeMap<PublicKey, (SocketAddr, BTreeSet<IpNet>)> = desired
         .peers
         .values()
@@ -49,9 +59,14 @@ pub fn peer_ops(desired: &PeerSet, device: &DeviceState) -> Vec<PeerOp> {
                 key: *key,
                 endpoint: *endpoint,
                 allowed_ips: allowed.iter().copied().collect(),
+                preshared_key: psks.get(key).cloned(),
             });
             continue;
         };
+        let psk = psks.get(key);
+        if have.preshared_key != psk.map(PresharedKey::fingerprint) {
+            ops.push(PeerOp::SetPresharedKey(*key, psk.cloned()));
+        }
         if have.endpoint != Some(*endpoint) {
             ops.push(PeerOp::SetEndpoint(*key, *endpoint));
         }
@@ -84,12 +99,17 @@ pub fn handshake_targets(desired: &PeerSet, ops: &[PeerOp], own_key_changed: boo
 pub fn to_changes(ops: &[PeerOp]) -> Vec<Change> {
     ops.iter()
         .map(|op| match op {
-            PeerOp::Add { key, endpoint, allowed_ips } => Change::UpsertPeer(PeerConfig {
+            PeerOp::Add { key, endpoint, allowed_ips, preshared_key } => Change::UpsertPeer(PeerConfig {
                 public_key: *key,
                 endpoint: Some(*endpoint),
                 allowed_ips: allowed_ips.clone(),
                 persistent_keepalive: None,
-                preshared_key: None,
+                preshared_key: preshared_key.clone(),
+            }),
+            PeerOp::SetPresharedKey(key, psk) => Change::UpdatePeer(PeerUpdate {
+                update_only: true,
+                preshared_key: Some(psk.clone()),
+                ..PeerUpdate::new(*key)
             }),
             PeerOp::SetEndpoint(key, endpoint) => Change::UpdatePeer(PeerUpdate {
                 update_only: true,
@@ -159,7 +179,7 @@ mod tests {
                     endpoint: Some(ep(e)),
                     allowed_ips: nets(a),
                     persistent_keepalive: None,
-                    has_preshared_key: false,
+                    preshared_key: None,
                     last_handshake: None,
                     rx_bytes: 0,
                     tx_bytes: 0,
@@ -180,7 +200,12 @@ mod tests {
                 "new node",
                 vec![(1, a, &["10.244.1.0/24"]), (2, b, &["10.244.2.0/24"])],
                 vec![(1, a, &["10.244.1.0/24"])],
-                vec![PeerOp::Add { key: key(2), endpoint: ep(b), allowed_ips: nets(&["10.244.2.0/24"]) }],
+                vec![PeerOp::Add {
+                    key: key(2),
+                    endpoint: ep(b),
+                    allowed_ips: nets(&["10.244.2.0/24"]),
+                    preshared_key: None,
+                }],
             ),
             ("node deleted", vec![], vec![(1, a, &["10.244.1.0/24"])], vec![PeerOp::Remove(key(1))]),
             (
@@ -189,7 +214,12 @@ mod tests {
                 vec![(1, a, &["10.244.1.0/24"])],
                 vec![
                     PeerOp::Remove(key(1)),
-                    PeerOp::Add { key: key(2), endpoint: ep(a), allowed_ips: nets(&["10.244.1.0/24"]) },
+                    PeerOp::Add {
+                        key: key(2),
+                        endpoint: ep(a),
+                        allowed_ips: nets(&["10.244.1.0/24"]),
+                        preshared_key: None,
+                    },
                 ],
             ),
             (
@@ -206,7 +236,52 @@ mod tests {
             ),
         ];
         for (name, want, have, expected) in cases {
-            assert_eq!(peer_ops(&desired(&want), &device(&have)), expected, "{name}");
+            assert_eq!(peer_ops(&desired(&want), &BTreeMap::new(), &device(&have)), expected, "{name}");
+        }
+    }
+
+    /// Pre-shared keys: given to a new peer, set on a live one when it differs from the device's
+    /// (by fingerprint), removed when its cluster no longer has one.
+    #[test]
+    fn pre_shared_keys_table() {
+        let a = "198.18.0.11:51820";
+        let psk = |n: u8| PresharedKey::from_bytes([n; 32]);
+        let one = desired(&[(1, a, &[])]);
+        /// Name, the desired key, the device's key, whether the device has the peer, the ops.
+        type Case = (&'static str, Option<u8>, Option<u8>, bool, Vec<PeerOp>);
+        let cases: Vec<Case> = vec![
+            (
+                "a new peer gets its key",
+                Some(5),
+                None,
+                false,
+                vec![PeerOp::Add {
+                    key: key(1),
+                    endpoint: ep(a),
+                    allowed_ips: vec![],
+                    preshared_key: Some(psk(5)),
+                }],
+            ),
+            ("the same key: nothing", Some(5), Some(5), true, vec![]),
+            ("a changed key", Some(6), Some(5), true, vec![PeerOp::SetPresharedKey(key(1), Some(psk(6)))]),
+            (
+                "a key set on a live peer",
+                Some(5),
+                None,
+                true,
+                vec![PeerOp::SetPresharedKey(key(1), Some(psk(5)))],
+            ),
+            ("the key removed", None, Some(5), true, vec![PeerOp::SetPresharedKey(key(1), None)]),
+        ];
+        for (name, want, have, live, expected) in cases {
+            let psks: BTreeMap<PublicKey, PresharedKey> =
+                want.map(|n| (key(1), psk(n))).into_iter().collect();
+            let peers: Vec<(u8, &str, &[&str])> = if live { vec![(1, a, &[])] } else { vec![] };
+            let mut device = device(&peers);
+            if let Some(peer) = device.peers.first_mut() {
+                peer.preshared_key = have.map(|n| psk(n).fingerprint());
+            }
+            assert_eq!(peer_ops(&one, &psks, &device), expected, "{name}");
         }
     }
 
@@ -218,14 +293,18 @@ mod tests {
                 key: key(2),
                 endpoint: ep("198.18.0.12:51820"),
                 allowed_ips: nets(&["10.244.2.0/24"]),
+                preshared_key: Some(PresharedKey::from_bytes([4; 32])),
             },
             PeerOp::SetAllowedIps(key(3), nets(&["10.244.3.0/24"])),
+            PeerOp::SetPresharedKey(key(3), None),
         ];
         let changes = to_changes(&ops);
-        assert!(matches!(&changes[0], Change::RemovePeer(k) if *k == key(1)));
         assert!(
-            matches!(&changes[1], Change::UpsertPeer(c) if c.public_key == key(2) && c.allowed_ips.len() == 1)
+            matches!(&changes[3], Change::UpdatePeer(u) if u.public_key == key(3) && u.update_only && u.preshared_key == Some(None))
         );
+        assert!(matches!(&changes[0], Change::RemovePeer(k) if *k == key(1)));
+        assert!(matches!(&changes[1], Change::UpsertPeer(c) if c.public_key == key(2)
+            && c.allowed_ips.len() == 1 && c.preshared_key == Some(PresharedKey::from_bytes([4; 32]))));
         assert!(matches!(&changes[2], Change::ReplaceAllowedIps { public_key, .. } if *public_key == key(3)));
     }
 
@@ -234,7 +313,12 @@ mod tests {
         let a = "198.18.0.11:51820";
         let b = "198.18.0.12:51820";
         let both = desired(&[(1, a, &["10.244.1.0/24"]), (2, b, &["10.244.2.0/24"])]);
-        let add2 = PeerOp::Add { key: key(2), endpoint: ep(b), allowed_ips: nets(&["10.244.2.0/24"]) };
+        let add2 = PeerOp::Add {
+            key: key(2),
+            endpoint: ep(b),
+            allowed_ips: nets(&["10.244.2.0/24"]),
+            preshared_key: None,
+        };
         let cases: Vec<(&str, Vec<PeerOp>, bool, Vec<PublicKey>)> = vec![
             ("nothing changed", vec![], false, vec![]),
             ("a peer added", vec![add2.clone()], false, vec![key(2)]),

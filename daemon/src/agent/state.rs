@@ -1,9 +1,9 @@
 //! What the reconcile loop remembers between passes: small, owned by the loop, changed only by
 //! the outcome of a pass.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use meshcrypt_keyexchange::NodeKeyAnnotations;
+use meshcrypt_keyexchange::{NodeKeyAnnotations, PresharedKey};
 
 use super::last_known::LastKnown;
 use crate::config::settings::{KeyError, Settings};
@@ -25,6 +25,8 @@ pub struct LoopState {
     pub rotation_pending: bool,
     /// Passes run so far.
     pub passes: u64,
+    /// The peer clusters' pre-shared keys in force (the last good ones).
+    pub preshared_keys: BTreeMap<String, PresharedKey>,
 }
 
 impl LoopState {
@@ -38,6 +40,7 @@ impl LoopState {
             last_known: None,
             rotation_pending: false,
             passes: 0,
+            preshared_keys: BTreeMap::new(),
         }
     }
 }

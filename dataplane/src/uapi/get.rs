@@ -46,8 +46,8 @@ pub fn format_get(dump: &Dump) -> Zeroizing<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PresharedKey;
     use crate::state::PeerState;
+    use meshcrypt_keyexchange::PresharedKey;
     use meshcrypt_keyexchange::PrivateKey;
     use std::time::Duration;
 
@@ -59,7 +59,7 @@ mod tests {
             endpoint: Some("198.18.0.2:51820".parse().unwrap()),
             allowed_ips: vec!["10.244.1.0/24".parse().unwrap()],
             persistent_keepalive: Some(25),
-            has_preshared_key: true,
+            preshared_key: Some("sha256:0000000000000000".into()),
             last_handshake: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 5)),
             rx_bytes: 7,
             tx_bytes: 9,

@@ -12,8 +12,8 @@ pub(crate) use set::parse_set;
 use meshcrypt_keyexchange::PublicKey;
 use zeroize::Zeroizing;
 
-use crate::config::PresharedKey;
 use crate::state::PeerState;
+use meshcrypt_keyexchange::PresharedKey;
 
 /// Everything a `get=1` reply carries, secrets included (the socket is root-only).
 pub(crate) struct Dump {

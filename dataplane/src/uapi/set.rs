@@ -9,8 +9,9 @@ use ipnet::IpNet;
 use meshcrypt_keyexchange::{PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
-use crate::config::{Change, PeerUpdate, PresharedKey};
+use crate::config::{Change, PeerUpdate};
 use crate::error::Error;
+use meshcrypt_keyexchange::PresharedKey;
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidUapi(msg.into())

@@ -87,8 +87,17 @@ impl World {
             for op in &plan.peer_ops {
                 match op {
                     PeerOp::Remove(k) => device.peers.retain(|p| p.public_key != *k),
-                    PeerOp::Add { key, endpoint, allowed_ips } => {
-                        device.peers.push(peer_state(*key, *endpoint, allowed_ips))
+                    PeerOp::Add { key, endpoint, allowed_ips, preshared_key } => {
+                        let mut peer = peer_state(*key, *endpoint, allowed_ips);
+                        peer.preshared_key = preshared_key.as_ref().map(|k| k.fingerprint());
+                        device.peers.push(peer);
+                    }
+                    PeerOp::SetPresharedKey(k, psk) => {
+                        device
+                            .peers
+                            .iter_mut()
+                            .filter(|p| p.public_key == *k)
+                            .for_each(|p| p.preshared_key = psk.as_ref().map(|k| k.fingerprint()));
                     }
                     PeerOp::SetEndpoint(k, endpoint) => {
                         device
@@ -126,7 +135,7 @@ fn peer_state(
         endpoint: Some(endpoint),
         allowed_ips: allowed_ips.to_vec(),
         persistent_keepalive: None,
-        has_preshared_key: false,
+        preshared_key: None,
         last_handshake: None,
         rx_bytes: 0,
         tx_bytes: 0,
@@ -172,6 +181,7 @@ fn in_sync() -> World {
             underlay_mtu: Some(1500),
             underlay_index: Some(2),
             host_routes: Vec::new(),
+            preshared_keys: Some(BTreeMap::new()),
         },
     };
     world.converge();
@@ -223,6 +233,7 @@ fn got(plan: &PassPlan) -> Got {
                 PeerOp::Remove(_) => "remove",
                 PeerOp::SetEndpoint(..) => "endpoint",
                 PeerOp::SetAllowedIps(..) => "allowed-ips",
+                PeerOp::SetPresharedKey(..) => "psk",
             })
             .collect(),
         handshakes: plan.handshakes.len(),
