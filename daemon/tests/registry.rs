@@ -100,6 +100,7 @@ fn spawn_with(me: &Cluster, args: &[String], moto: &MotoServer, identity: &str, 
         .arg(&me.kubeconfig)
         .args(["--endpoint-url", &moto.url])
         .args(["--publish-interval", "1", "--poll-interval", "1", "--lease-seconds", "3"])
+        .args(["--publishes-per-day", "1440"])
         .env("AWS_ACCESS_KEY_ID", CREDENTIALS.0)
         .env("AWS_SECRET_ACCESS_KEY", CREDENTIALS.1)
         .env("MESHCRYPT_LOG", "info")

@@ -3,6 +3,7 @@
 //! staging label, AWSCURRENT or AWSPREVIOUS, which Secrets Manager moves on every new version.
 
 use std::future::Future;
+use std::time::SystemTime;
 
 use aws_sdk_secretsmanager::primitives::Blob;
 
@@ -35,6 +36,10 @@ pub trait SecretStore: Send + Sync {
 
     /// The value at `stage`; `None` when the secret or that stage does not exist.
     fn get(&self, name: &str, stage: Stage) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
+
+    /// When each of the secret's versions was created, deprecated ones included (Secrets Manager
+    /// keeps every version younger than 24 hours); empty when the secret does not exist.
+    fn version_dates(&self, name: &str) -> impl Future<Output = Result<Vec<SystemTime>, Error>> + Send;
 
     /// Stores `value` as the secret's new current version, creating the secret if needed.
     /// `token` (32–64 characters) makes a retried write a no-op instead of a second version.
@@ -80,6 +85,32 @@ impl SecretStore for SecretsManager {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
             Err(e) => Err(failed("DescribeSecret", name, e)),
         }
+    }
+
+    async fn version_dates(&self, name: &str) -> Result<Vec<SystemTime>, Error> {
+        let mut pages = self
+            .client
+            .list_secret_version_ids()
+            .secret_id(name)
+            .include_deprecated(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => out.extend(
+                    page.versions()
+                        .iter()
+                        .filter_map(|v| v.created_date())
+                        .filter_map(|d| SystemTime::try_from(*d).ok()),
+                ),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(failed("ListSecretVersionIds", name, e)),
+            }
+        }
+        Ok(out)
     }
 
     async fn get(&self, name: &str, stage: Stage) -> Result<Option<Vec<u8>>, Error> {

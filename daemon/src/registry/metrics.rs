@@ -16,7 +16,7 @@ pub struct RegistryMetrics {
     pub leader: Gauge,
     /// Bundles of this cluster written to Secrets Manager.
     pub publishes: Counter,
-    /// Publishes that failed (retried the next tick).
+    /// Publish attempts that failed (retried after a back-off).
     pub publish_errors: Counter,
     /// The generation of the bundle this replica published last.
     pub published_generation: Gauge,
@@ -37,6 +37,15 @@ pub struct RegistryMetrics {
 }
 
 impl RegistryMetrics {
+    /// Forgets the per-peer series: a replica that loses the Lease stops reporting peers (the
+    /// active one does), so an alert on staleness follows the leader.
+    pub fn clear_peers(&self) {
+        self.peer_generation.clear();
+        self.peer_nodes.clear();
+        self.peer_last_success.clear();
+        self.peer_stale.clear();
+    }
+
     /// The labels of peer cluster `peer`.
     pub fn peer(peer: &str) -> PeerLabel {
         vec![("peer_cluster", peer.to_owned())]

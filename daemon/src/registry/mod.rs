@@ -13,6 +13,7 @@
 
 mod aws;
 mod metrics;
+mod pace;
 mod plan;
 mod poller;
 mod publisher;
@@ -40,12 +41,16 @@ use crate::config::settings::Addressing;
 use crate::error::AgentError;
 use crate::remote_cluster::RemoteCluster;
 use metrics::RegistryMetrics;
-use plan::PublishPace;
+use pace::PublishPace;
 use poller::Peer;
 use publisher::{Members, Publisher};
 
-/// The field manager the registry writes RemoteCluster objects with.
+/// The field manager the registry writes RemoteCluster objects with, and the value of their
+/// [`MANAGED_BY`] label.
 const FIELD_MANAGER: &str = "meshcrypt-registry";
+/// The label on the RemoteClusters the registry writes: only those are removed when their peer
+/// is no longer configured.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// Runs the registry until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
@@ -54,12 +59,14 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     tracing::info!(cluster = %args.cluster_id, signing_key = %STANDARD.encode(own_key.as_bytes()), "registry: this cluster's signing key (peers pin it with --peer <cluster>=<key>)");
     check_peers(&args)?;
     let health = Arc::new(Health::default());
+    health.set_ready(false, "listing this cluster's Nodes (and Pods)".into());
     let metrics = Arc::new(RegistryMetrics::default());
-    // The loop ticks every second; a tick waits at most two Secrets Manager calls per peer and
-    // for this cluster's bundle.
+    // The loop ticks every second. A tick that fails waits at most one timed-out call per peer
+    // and for this cluster's bundle; one that succeeds reads and writes whole bundles (up to
+    // ~60 shards each) and the Kubernetes API: /healthz fails only after five minutes more.
     let calls = u32::try_from(args.peers.len()).unwrap_or(u32::MAX).saturating_add(1);
-    http::serve(args.metrics_addr, health.clone(), metrics.registry(), aws::OPERATION_TIMEOUT * 2 * calls)
-        .await?;
+    let stalled_after = Duration::from_secs(300) + aws::OPERATION_TIMEOUT * calls;
+    http::serve(args.metrics_addr, health.clone(), metrics.registry(), stalled_after).await?;
     let client = kube_client::client(args.kubeconfig.as_deref()).await?;
 
     // One Secrets Manager client per region the secrets live in.
@@ -97,7 +104,6 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
         Names { prefix: args.secret_prefix.clone(), cluster: args.cluster_id.clone() },
         pace,
         MeshConfig { port: args.port, allowed_ips },
-        now,
     );
 
     let wake = Arc::new(Notify::new());
@@ -146,6 +152,9 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
             was_leading = is_leading;
             metrics.leader.set(i64::from(is_leading));
             health.set_ready(true, if is_leading { "leading" } else { "standby" }.into());
+            if !is_leading {
+                metrics.clear_peers();
+            }
             if is_leading {
                 publisher.take_over(now).await;
                 for peer in &mut peers {
@@ -191,14 +200,33 @@ fn check_peers(args: &RegistryArgs) -> Result<(), AgentError> {
         if !seen.insert(&p.name) {
             return Err(refuse(&p.name, "named twice"));
         }
+        let Some(prefix) = &p.prefix else { continue };
+        if let Some(arn_region) = plan::arn_region(prefix) {
+            let region = p.region.as_ref().or(args.region.as_ref());
+            if region.map(String::as_str) != Some(arn_region) {
+                return Err(refuse(&p.name, &format!("prefix is in {arn_region}: say region={arn_region}")));
+            }
+            let names = Names { prefix: prefix.clone(), cluster: p.name.clone() };
+            let all = std::iter::once(names.manifest()).chain((0..1000).map(|n| names.shard(n)));
+            if let Some(name) = plan::partial_arn_trap(all) {
+                return Err(refuse(
+                    &p.name,
+                    &format!(
+                        "{name} ends in a hyphen and six characters, which Secrets Manager takes for a full ARN's suffix: choose a cluster id without a hyphen there"
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }
 
-/// Deletes the RemoteClusters of peers no longer configured: their nodes leave the agents' mesh
-/// (an operator who removes a `--peer` means to stop meshing with it).
+/// Deletes the RemoteClusters this registry wrote (labelled [`MANAGED_BY`]) of peers no longer
+/// configured: their nodes leave the agents' mesh (an operator who removes a `--peer` means to
+/// stop meshing with it). Objects written by anyone else stay.
 async fn remove_unconfigured(api: &Api<RemoteCluster>, peers: &[Peer]) {
-    let listed = match api.list(&ListParams::default()).await {
+    let mine = ListParams::default().labels(&format!("{MANAGED_BY}={FIELD_MANAGER}"));
+    let listed = match api.list(&mine).await {
         Ok(list) => list,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list RemoteClusters; those of removed peers stay");

@@ -11,8 +11,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use meshcrypt_registry::{Fetched, Names, SecretsManager, Trust, fetch};
 
-use super::FIELD_MANAGER;
 use super::metrics::RegistryMetrics;
+use super::{FIELD_MANAGER, MANAGED_BY};
 use crate::remote_cluster::{RemoteCluster, RemoteClusterSpec, RemoteNode};
 
 /// A peer cluster as the registry tracks it.
@@ -24,7 +24,8 @@ pub struct Peer {
     store: SecretsManager,
     /// The manifest version id read last.
     seen: Option<String>,
-    /// The last generation accepted: a bundle must be newer (no replay).
+    /// The last generation accepted: an older bundle is refused (no replay; the same generation
+    /// is the same bundle).
     generation: Option<u64>,
     /// When to read next.
     pub next_poll: Instant,
@@ -104,7 +105,7 @@ impl Peer {
                 let object = serde_json::json!({
                     "apiVersion": "meshcrypt.dev/v1alpha1",
                     "kind": "RemoteCluster",
-                    "metadata": {"name": name},
+                    "metadata": {"name": name, "labels": {MANAGED_BY: FIELD_MANAGER}},
                     "spec": spec,
                 });
                 let params = PatchParams::apply(FIELD_MANAGER).force();

@@ -1,19 +1,20 @@
 //! Publishing this cluster's bundle: what the members are, whether a write is due (the pace in
-//! [`super::plan`]), sealing, and writing; a failed write is retried with the same sealed bundle
+//! [`super::pace`]), sealing, and writing; a failed write is retried with the same sealed bundle
 //! (the same request tokens: a retry makes no second version) after a back-off.
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use ed25519_dalek::SigningKey;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::Store;
 use meshcrypt_keyexchange::mesh::{MeshConfig, NodeView, PodView, cluster_members};
 use meshcrypt_registry::{
-    Bundle, Fetched, Manifest, Names, Sealed, SecretsManager, Trust, fetch, publish, seal,
+    Bundle, Fetched, Manifest, Names, Sealed, SecretStore, SecretsManager, Trust, fetch, publish, seal,
 };
 
 use super::metrics::RegistryMetrics;
-use super::plan::{self, PublishBudget, PublishPace};
+use super::pace::{PublishBudget, PublishPace};
+use super::plan;
 use crate::error::AgentError;
 
 /// The cluster's Nodes, and its Pods when its agents run in pod-IP mode.
@@ -36,30 +37,43 @@ pub struct Publisher {
     manifest: Option<Manifest>,
     /// A sealed bundle whose write failed, retried as it is while the members stay the same.
     pending: Option<(Bundle, Sealed)>,
-    budget: PublishBudget,
+    /// The pace's state; `None` until the day's writes are known (read at takeover, and again
+    /// every tick until Secrets Manager answers: nothing is written before).
+    budget: Option<PublishBudget>,
 }
 
 impl Publisher {
-    /// A publisher of `names.cluster`'s bundle, signed with `signing`, written to `store`.
+    /// A publisher of `names.cluster`'s bundle, signed with `signing`, written to `store`; it
+    /// writes once it has taken over ([`Publisher::take_over`]).
     pub fn new(
         signing: SigningKey,
         store: SecretsManager,
         names: Names,
         pace: PublishPace,
         config: MeshConfig,
-        now: Instant,
     ) -> Self {
-        let budget = PublishBudget::new(&pace, now);
-        Self { signing, store, names, pace, config, bundle: None, manifest: None, pending: None, budget }
+        Self {
+            signing,
+            store,
+            names,
+            pace,
+            config,
+            bundle: None,
+            manifest: None,
+            pending: None,
+            budget: None,
+        }
     }
 
     /// Takes over where the last writer (maybe another replica) left off: reads back the bundle
-    /// published last, so the next generation is above it and unchanged shards are not rewritten.
+    /// published last, so the next generation is above it and unchanged shards are not rewritten,
+    /// and the day's writes, so the pace holds across failovers.
     pub async fn take_over(&mut self, now: Instant) {
         self.bundle = None;
         self.manifest = None;
         self.pending = None;
-        self.budget = PublishBudget::new(&self.pace, now);
+        self.budget = None;
+        self.resume_budget(now).await;
         let key = self.signing.verifying_key();
         let trust = Trust { cluster: &self.names.cluster, key: &key, last_generation: None };
         match fetch(&self.store, &self.names, &trust, None).await {
@@ -74,8 +88,44 @@ impl Publisher {
         }
     }
 
-    /// Writes this cluster's bundle if its members changed and the pace allows it.
+    /// Reads the day's writes and sets the pace's state from them; on failure it stays unknown
+    /// (logged) and the next tick tries again.
+    async fn resume_budget(&mut self, now: Instant) {
+        match self.writes_today().await {
+            Ok(ages) => self.budget = Some(PublishBudget::resume(&self.pace, &ages, now)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list this cluster's secret versions; publishing waits for it")
+            }
+        }
+    }
+
+    /// How long ago each write of the last day was: the versions of the manifest or of shard 0
+    /// (every new bundle rewrites both; a failed attempt may have reached only the shard),
+    /// whichever lists more. A secret that does not exist has none (asked with `DescribeSecret`
+    /// first).
+    async fn writes_today(&self) -> Result<Vec<Duration>, meshcrypt_registry::Error> {
+        let wall = SystemTime::now();
+        let mut most = Vec::new();
+        for name in [self.names.manifest(), self.names.shard(0)] {
+            if self.store.current_version(&name).await?.is_none() {
+                continue;
+            }
+            let dates = self.store.version_dates(&name).await?;
+            let ages: Vec<Duration> = dates.iter().filter_map(|d| wall.duration_since(*d).ok()).collect();
+            if ages.len() > most.len() {
+                most = ages;
+            }
+        }
+        Ok(most)
+    }
+
+    /// Writes this cluster's bundle if its members changed and the pace allows it; retries a
+    /// failed one (the same sealed bundle, while the members stay the same) after its back-off.
     pub async fn step(&mut self, members: &Members, metrics: &RegistryMetrics, now: Instant) {
+        if self.budget.is_none() {
+            self.resume_budget(now).await;
+        }
+        let Some(budget) = self.budget.as_mut() else { return };
         let views: Vec<NodeView> = members.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
         let pods: Vec<PodView> = members
             .pods
@@ -86,19 +136,29 @@ impl Publisher {
         let last_generation = self.bundle.as_ref().map(|b| b.generation);
         let candidate = plan::bundle_of(&self.names.cluster, last_generation.unwrap_or(0), &set);
         let changed = self.bundle.as_ref().is_none_or(|b| b.nodes != candidate.nodes);
-        if !self.budget.due(&self.pace, changed, now) {
-            return;
-        }
         let (bundle, sealed) = match self.pending.take() {
-            Some((bundle, sealed)) if bundle.nodes == candidate.nodes => (bundle, sealed),
+            Some((bundle, sealed)) if bundle.nodes == candidate.nodes => {
+                if !budget.retry_due(now) {
+                    self.pending = Some((bundle, sealed));
+                    return;
+                }
+                (bundle, sealed)
+            }
             _ => {
+                if !budget.due(&self.pace, changed, now) {
+                    return;
+                }
                 let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
                 let bundle =
                     Bundle { generation: plan::next_generation(last_generation, now_ms), ..candidate };
                 match seal(&bundle, &self.signing) {
-                    Ok(sealed) => (bundle, sealed),
+                    Ok(sealed) => {
+                        budget.charge(&self.pace, now);
+                        (bundle, sealed)
+                    }
                     Err(e) => {
-                        self.failed(metrics, now, &AgentError::from(e));
+                        budget.failed(now);
+                        failed(metrics, &AgentError::from(e));
                         return;
                     }
                 }
@@ -114,7 +174,7 @@ impl Publisher {
                     unchanged = wrote.unchanged,
                     "published this cluster's bundle"
                 );
-                self.budget.wrote(&self.pace, now);
+                budget.succeeded();
                 metrics.publishes.inc();
                 metrics.published_generation.set(i64::try_from(bundle.generation).unwrap_or(i64::MAX));
                 metrics.published_nodes.set(i64::try_from(bundle.nodes.len()).unwrap_or(i64::MAX));
@@ -122,15 +182,16 @@ impl Publisher {
                 self.manifest = Some(sealed.signed);
             }
             Err(e) => {
+                budget.failed(now);
                 self.pending = Some((bundle, sealed));
-                self.failed(metrics, now, &AgentError::from(e));
+                failed(metrics, &AgentError::from(e));
             }
         }
     }
+}
 
-    fn failed(&mut self, metrics: &RegistryMetrics, now: Instant, error: &AgentError) {
-        self.budget.failed(now);
-        metrics.publish_errors.inc();
-        tracing::warn!(%error, "cannot publish this cluster's bundle; retrying after a back-off");
-    }
+/// Counts and logs a failed attempt.
+fn failed(metrics: &RegistryMetrics, error: &AgentError) {
+    metrics.publish_errors.inc();
+    tracing::warn!(%error, "cannot publish this cluster's bundle; retrying after a back-off");
 }

@@ -26,12 +26,21 @@ pub struct ExchangeOptions {
     pub lease_seconds: u64,
     /// `--addressing` (`pod-cidr` or `pod-ip`), as the agents'.
     pub addressing: String,
+    /// `--publishes-per-day`: a lab's churn comes within minutes, not over a day.
+    pub publishes_per_day: u32,
 }
 
 impl Default for ExchangeOptions {
-    /// Quick, for tests: publish at most every second, poll every 3 s, a 3 s Lease, pod-CIDR.
+    /// Quick, for tests: publish at most every second (a burst of 180), poll every 3 s, a 3 s
+    /// Lease, pod-CIDR.
     fn default() -> Self {
-        Self { publish_interval: 1, poll_interval: 3, lease_seconds: 3, addressing: "pod-cidr".into() }
+        Self {
+            publish_interval: 1,
+            poll_interval: 3,
+            lease_seconds: 3,
+            addressing: "pod-cidr".into(),
+            publishes_per_day: 1440,
+        }
     }
 }
 
@@ -116,7 +125,8 @@ impl Exchange {
             .args(["--metrics-addr", &metrics.to_string()])
             .args(["--publish-interval", &o.publish_interval.to_string()])
             .args(["--poll-interval", &o.poll_interval.to_string()])
-            .args(["--lease-seconds", &o.lease_seconds.to_string()]);
+            .args(["--lease-seconds", &o.lease_seconds.to_string()])
+            .args(["--publishes-per-day", &o.publishes_per_day.to_string()]);
         for (peer, member) in self.members.iter().filter(|(peer, _)| *peer != id) {
             cmd.arg("--peer").arg(format!("{peer}={}", member.public));
         }
