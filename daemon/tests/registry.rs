@@ -207,6 +207,30 @@ async fn two_clusters_exchange_their_nodes_and_a_standby_registry_takes_over() {
     assert!(status(&b.server, "a")["staleSince"].is_string());
     assert_eq!(remote_nodes(&b.server, "a").len(), 3, "the last good nodes stay");
 
+    // The same manifest without its signature: refused too, and reported again.
+    manifest.as_object_mut().unwrap().remove("signature");
+    sm.put_secret_value()
+        .secret_id("meshcrypt/a")
+        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(serde_json::to_vec(&manifest).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    // (The Recorder folds a repeated reason into the first Event's series; the status says why.)
+    wait_for("b's status of a: unsigned", dir.path(), || {
+        status(&b.server, "a")["message"].as_str().is_some_and(|m| m.contains("not signed"))
+    })
+    .await;
+    let rejected: Vec<Value> = b
+        .server
+        .list("events.k8s.io/v1", "Event")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["reason"] == "BundleRejected" && e["regarding"]["name"] == "a")
+        .collect();
+    let count: u64 = rejected.iter().map(|e| e["series"]["count"].as_u64().unwrap_or(1)).sum();
+    assert!(count >= 2, "both refusals raised an Event: {rejected:?}");
+    assert_eq!(remote_nodes(&b.server, "a").len(), 3, "the last good nodes stay");
+
     add_node(&a.server, 20, 3);
     let took = wait_for("a new node of a in b's RemoteCluster", dir.path(), || {
         remote_nodes(&b.server, "a").len() == 4
