@@ -29,9 +29,22 @@ impl TwoClusters {
     /// `lab`'s first half of the nodes is cluster `a`, the rest `b`; agents and registries
     /// started, every agent meshed with every node of both clusters.
     fn start(lab: Lab, agents: AgentOptions, options: ExchangeOptions) -> Self {
+        Self::join(Self::apart(lab, agents), options)
+    }
+
+    /// The two clusters with their agents ready and no exchange yet: each meshes its own nodes
+    /// only.
+    fn apart(lab: Lab, agents: AgentOptions) -> Cluster {
         let half = lab.nodes().len() / 2;
         let rest = lab.nodes().len() - half;
         let cluster = Cluster::start_clusters(lab, agents, &[("a", half), ("b", rest)]).expect("clusters");
+        cluster.wait_ready(READY).expect("agents ready");
+        cluster
+    }
+
+    /// Starts the registries (and moto) and waits until every agent meshes with every node of
+    /// both clusters.
+    fn join(cluster: Cluster, options: ExchangeOptions) -> Self {
         let exchange = Exchange::start(&cluster, options).expect("exchange");
         let both = Self { exchange, cluster };
         both.cluster.wait_ready(READY).unwrap_or_else(|e| panic!("{e}\n{}", both.exchange.logs_tail(20)));
@@ -116,8 +129,14 @@ fn pod_cidr_clusters_mesh_across_and_survive_a_secrets_manager_outage() {
     let agents = AgentOptions::new().expect("meshcrypt binary");
     let options = ExchangeOptions::default();
     let poll_interval = Duration::from_secs(options.poll_interval);
-    let mut both = TwoClusters::start(lab, agents, options);
-    let leak = both.cluster.leak_detector().expect("leak detector");
+    // Before any bundle is exchanged, strict mode (pod-networks covers both clusters) drops what
+    // a pod of a sends to a pod of b: the lab's host-gateway routes would carry it in plaintext.
+    let apart = TwoClusters::apart(lab, agents);
+    let leak = apart.leak_detector().expect("leak detector");
+    let (a0, b0) = (apart.lab.pods()[0].clone(), apart.lab.pods()[2].clone());
+    assert_ne!(a0.node, b0.node);
+    assert!(!apart.lab.ping(&a0, b0.address.into()).expect("ping"), "a reached b before any bundle");
+    let mut both = TwoClusters::join(apart, options);
     both.all_cross_cluster_pairs_talk();
     for (on, peer) in [("a", "b"), ("b", "a")] {
         let remote = Exchange::remote_cluster(&both.cluster, on, peer);
@@ -170,6 +189,14 @@ fn pod_cidr_clusters_mesh_across_and_survive_a_secrets_manager_outage() {
         Exchange::remote_cluster(&both.cluster, "b", "a")["status"]["staleSince"].is_string()
     });
     both.wait("b's registry reporting a stale", OUTAGE, || stale_metric("b-0", "a") == Some(1.0));
+    let unavailable =
+        both.cluster.api_of("b").expect("b").list("events.k8s.io/v1", "Event").unwrap_or_default();
+    assert!(
+        unavailable
+            .iter()
+            .any(|e| e["reason"] == "SecretsManagerUnavailable" && e["regarding"]["name"] == "a"),
+        "b's Warning Event about a: {unavailable:?}"
+    );
     // Through the rest of the outage, new connections from b to a work too.
     let mut exchanges = 0;
     poll(OUTAGE * 2, || {
