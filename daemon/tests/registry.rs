@@ -152,6 +152,13 @@ fn status(server: &TestApiServer, name: &str) -> Value {
         .unwrap_or_default()
 }
 
+/// Writes `manifest` as secret `id`'s new current version (someone with write access to the
+/// secrets, but not the signing key).
+async fn put_manifest(sm: &aws_sdk_secretsmanager::Client, id: &str, manifest: &Value) {
+    let value = aws_sdk_secretsmanager::primitives::Blob::new(serde_json::to_vec(manifest).unwrap());
+    sm.put_secret_value().secret_id(id).secret_binary(value).send().await.unwrap();
+}
+
 fn holder(server: &TestApiServer) -> Option<String> {
     let lease: Value =
         server.get("coordination.k8s.io/v1", "Lease", Some("meshcrypt-system"), "meshcrypt-registry").ok()?;
@@ -186,12 +193,7 @@ async fn two_clusters_exchange_their_nodes_and_a_standby_registry_takes_over() {
     let current = sm.get_secret_value().secret_id("meshcrypt/a").send().await.unwrap();
     let mut manifest: Value = serde_json::from_slice(current.secret_binary().unwrap().as_ref()).unwrap();
     manifest["generation"] = json!(manifest["generation"].as_u64().unwrap() + 1000);
-    sm.put_secret_value()
-        .secret_id("meshcrypt/a")
-        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(serde_json::to_vec(&manifest).unwrap()))
-        .send()
-        .await
-        .unwrap();
+    put_manifest(&sm, "meshcrypt/a", &manifest).await;
     wait_for("b's BundleRejected Event about a", dir.path(), || {
         b.server.list("events.k8s.io/v1", "Event").unwrap_or_default().iter().any(|e| {
             e["reason"] == "BundleRejected"
@@ -209,12 +211,7 @@ async fn two_clusters_exchange_their_nodes_and_a_standby_registry_takes_over() {
 
     // The same manifest without its signature: refused too, and reported again.
     manifest.as_object_mut().unwrap().remove("signature");
-    sm.put_secret_value()
-        .secret_id("meshcrypt/a")
-        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(serde_json::to_vec(&manifest).unwrap()))
-        .send()
-        .await
-        .unwrap();
+    put_manifest(&sm, "meshcrypt/a", &manifest).await;
     // (The Recorder folds a repeated reason into the first Event's series; the status says why.)
     wait_for("b's status of a: unsigned", dir.path(), || {
         status(&b.server, "a")["message"].as_str().is_some_and(|m| m.contains("not signed"))

@@ -188,16 +188,9 @@ impl Exchange {
 
     /// The last `lines` lines of every registry's log, for failure messages.
     pub fn logs_tail(&self, lines: usize) -> String {
-        let mut out = String::new();
-        for (identity, registry) in &self.registries {
-            let text = std::fs::read_to_string(&registry.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-            out.push_str(&format!("--- registry {identity} ({})\n", registry.log.display()));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        let tail = |(identity, registry): (&String, &Registry)| {
+            super::log_tail(&format!("registry {identity}"), &registry.log, lines)
+        };
+        self.registries.iter().map(tail).collect()
     }
 }

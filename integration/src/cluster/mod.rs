@@ -459,22 +459,24 @@ impl Cluster {
 
     /// The last `lines` lines of every agent's log, for failure messages.
     pub fn agent_logs_tail(&self, lines: usize) -> String {
-        let mut out = String::new();
-        for (node, process) in &self.agents {
-            let text = std::fs::read_to_string(&process.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-            out.push_str(&format!("--- {node} ({})\n", process.log.display()));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        self.agents.iter().map(|(node, process)| log_tail(node, &process.log, lines)).collect()
     }
 
     fn node_dir(&self, node: &str) -> PathBuf {
         self.dir.path().join(node)
     }
+}
+
+/// The last `lines` lines of the log file `path`, headed by `label`, for failure messages.
+fn log_tail(label: &str, path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    let mut out = format!("--- {label} ({})\n", path.display());
+    for line in tail.into_iter().rev() {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 impl Drop for Cluster {
