@@ -99,6 +99,16 @@ impl TwoClusters {
     }
 }
 
+/// How many versions secret `id` has (deprecated ones included).
+fn versions(exchange: &Exchange, id: &str) -> usize {
+    let client = exchange.moto.client();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let listed = runtime
+        .block_on(client.list_secret_version_ids().secret_id(id).include_deprecated(true).send())
+        .expect("ListSecretVersionIds");
+    listed.versions().len()
+}
+
 /// `node`'s published public key, from cluster `id`'s API server.
 fn public_key(cluster: &Cluster, id: &str, node: &str) -> Option<String> {
     let object = cluster.api_of(id).ok()?.get("v1", "Node", None, node).ok()?;
@@ -177,7 +187,11 @@ fn pod_cidr_clusters_mesh_across_and_survive_a_secrets_manager_outage() {
 
     // Secrets Manager accepts connections and never answers, for 60 s: pods keep talking across
     // the clusters the whole time; b reports a as stale (status and metric) and recovers after.
+    // A node joins a meanwhile: a's registry cannot publish it, retries the same sealed bundle,
+    // and once Secrets Manager answers (working through the requests it queued) b learns of it
+    // from exactly one new version of a's manifest.
     let (from, to) = (both.pods_of("a")[0].clone(), both.pods_of("b")[0].clone());
+    let versions_before = versions(&both.exchange, "meshcrypt/a");
     let stream =
         Stream::start(&both.cluster.lab, &from.namespace, &to.namespace, to.address.into()).expect("stream");
     both.exchange.pause_secrets_manager().expect("stop moto");
@@ -197,6 +211,9 @@ fn pod_cidr_clusters_mesh_across_and_survive_a_secrets_manager_outage() {
             .any(|e| e["reason"] == "SecretsManagerUnavailable" && e["regarding"]["name"] == "a"),
         "b's Warning Event about a: {unavailable:?}"
     );
+    let joined = both.cluster.add_node_in("a").expect("a node joins a");
+    let publish_errors = || both.exchange.metric("a-0", "meshcrypt_registry_publish_errors_total", "");
+    both.wait("a's registry failing to publish the new node", OUTAGE, || publish_errors() >= Some(1.0));
     // Through the rest of the outage, new connections from b to a work too.
     let mut exchanges = 0;
     poll(OUTAGE * 2, || {
@@ -208,6 +225,12 @@ fn pod_cidr_clusters_mesh_across_and_survive_a_secrets_manager_outage() {
         if outage.elapsed() >= OUTAGE { Ok(()) } else { Err("Secrets Manager is still away".into()) }
     })
     .expect("the outage ends");
+    let remote = Exchange::remote_cluster(&both.cluster, "b", "a");
+    assert_eq!(
+        remote["spec"]["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "the last good nodes stay: {remote}"
+    );
     both.exchange.resume_secrets_manager().expect("continue moto");
     let report = stream.stop();
     assert_eq!(report.error, None, "the stream across the clusters broke during the outage: {report:?}");
@@ -216,16 +239,19 @@ fn pod_cidr_clusters_mesh_across_and_survive_a_secrets_manager_outage() {
         "traffic stalled for {:?} while Secrets Manager was away: {report:?}",
         report.max_stall
     );
-    let remote = Exchange::remote_cluster(&both.cluster, "b", "a");
-    assert_eq!(
-        remote["spec"]["nodes"].as_array().map(Vec::len),
-        Some(2),
-        "the last good nodes stay: {remote}"
-    );
     let recovered = both.wait("b's RemoteCluster a fresh again", READY, || {
         Exchange::remote_cluster(&both.cluster, "b", "a")["status"]["staleSince"].is_null()
     });
     both.wait("b's registry reporting a fresh", READY, || stale_metric("b-0", "a") == Some(0.0));
+    let joined_pod = both.cluster.lab.pods().iter().find(|p| p.node == joined).expect("its pod").clone();
+    both.reach(&to, &joined_pod, READY);
+    assert_eq!(
+        versions(&both.exchange, "meshcrypt/a"),
+        versions_before + 1,
+        "one new bundle, however often its write was retried ({:?} failed attempts)",
+        publish_errors()
+    );
+    both.cluster.remove_node(&joined).expect("remove the joined node");
     println!(
         "Secrets Manager away {:?}: {exchanges} new TCP connections from b to a all echoed, stream max stall {:?}, {} echoes; fresh again {recovered:?} after it came back",
         OUTAGE, report.max_stall, report.echoed

@@ -10,11 +10,13 @@
 //! Modules: `bundle` (the content and its checks), `seal` (encoding, sharding, signing and the
 //! reverse), `store` (the [`SecretStore`] seam and AWS Secrets Manager behind it), `exchange`
 //! (writing and reading a cluster's secrets in the order that keeps readers consistent), `error`;
-//! `testing` (feature `test-support`): moto's server for tests.
+//! `testing` (feature `test-support`): moto's server and an in-memory store for tests.
 
 mod bundle;
 mod error;
 mod exchange;
+#[cfg(feature = "test-support")]
+mod memory_store;
 mod seal;
 mod store;
 #[cfg(feature = "test-support")]

@@ -69,7 +69,11 @@ impl SecretsManager {
     }
 }
 
-fn failed(op: &'static str, name: &str, source: impl Into<aws_sdk_secretsmanager::Error>) -> Error {
+pub(crate) fn failed(
+    op: &'static str,
+    name: &str,
+    source: impl Into<aws_sdk_secretsmanager::Error>,
+) -> Error {
     Error::SecretsManager { op, name: name.to_owned(), source: Box::new(source.into()) }
 }
 

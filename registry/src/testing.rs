@@ -1,6 +1,7 @@
-//! Test support (feature `test-support`): moto's Secrets Manager server on a free loopback port,
-//! a client for it with explicit region, endpoint and credentials (never the default chain), and
-//! bundle nodes to fill bundles with.
+//! Test support (feature `test-support`): moto's Secrets Manager server on a free loopback port
+//! and a client for it with explicit region, endpoint and credentials (never the default chain);
+//! an in-memory store whose answers can be lost ([`MemoryStore`]); and bundle nodes to fill
+//! bundles with.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use meshcrypt_keyexchange::PrivateKey;
 
 use crate::bundle::BundleNode;
+pub use crate::memory_store::MemoryStore;
 
 /// The region the test client uses.
 pub const REGION: &str = "eu-west-1";

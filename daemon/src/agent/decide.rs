@@ -302,10 +302,19 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
         return switched_off(params, inputs, published, plan);
     }
 
+    // The peer clusters' pre-shared keys (the files are local: a restored snapshot gets them
+    // too); a cluster refused for a bad first file has no peers.
+    let chosen = preshared::choose(&inputs.preshared_keys, &state.preshared_keys);
+    let refused = |id: &String| preshared::cluster_of(id).is_some_and(|c| chosen.refused.contains(c));
+
     // The peers, this node's underlay address (not needed for a restored snapshot: its MTU is
     // fixed) and the tunnel MTU.
     let (peers, underlay_ip, node_ips) = match &inputs.view {
-        View::LastKnown { last, peers } => (peers.clone(), None, last.node_ips.clone()),
+        View::LastKnown { last, peers } => {
+            let mut peers = peers.clone();
+            peers.peers.retain(|id, _| !refused(id));
+            (peers, None, last.node_ips.clone())
+        }
         view => {
             let Some(local) = local else { return plan.blocked(Blocked::LocalNodeMissing) };
             let Some(ip) = local.internal_ips.first().copied() else {
@@ -333,10 +342,8 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                     .collect();
                 add_remote_peers(&mut peers, remotes, &local_node, &local_keys);
             }
-            let chosen = preshared::choose(&inputs.preshared_keys, &state.preshared_keys);
-            peers.peers.retain(|id, _| preshared::cluster_of(id).is_none_or(|c| !chosen.refused.contains(c)));
-            peers.problems.extend(chosen.problems);
-            plan.preshared_keys = Some(chosen.keys);
+            peers.peers.retain(|id, _| !refused(id));
+            peers.problems.extend(chosen.problems.iter().cloned());
             report_problems(state, &peers, &mut plan);
             if settings.addressing == Addressing::PodIp {
                 // Pods the CNI wired here that the API has not shown yet are delivered locally too.
@@ -430,9 +437,8 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
         plan.published = published;
     }
 
-    // A restored snapshot's remote peers get the keys in force (the files are local).
-    let keys = plan.preshared_keys.as_ref().unwrap_or(&state.preshared_keys);
-    plan.peer_ops = peer_ops(&peers, &preshared::by_peer(&peers, keys), device);
+    plan.peer_ops = peer_ops(&peers, &preshared::by_peer(&peers, &chosen.keys), device);
+    plan.preshared_keys = Some(chosen.keys);
     plan.handshakes = handshake_targets(&peers, &plan.peer_ops, false);
     plan.all_peers = handshake_targets(&peers, &plan.peer_ops, true);
     plan.peers = peers.peers.len();

@@ -17,7 +17,8 @@ pub type Reading = Option<BTreeMap<String, Result<PresharedKey, String>>>;
 
 /// Reads `dir`: every entry whose name is not hidden (kubelet's `..data` and its temporaries are)
 /// is a peer cluster id and holds its key. A missing directory means no pre-shared keys. A file
-/// others may read is refused (a Secret volume must be mounted with `defaultMode: 0400`).
+/// its group or others may read is refused, as the node key is (a Secret volume must be mounted
+/// with `defaultMode: 0400`).
 pub fn read_dir(dir: &Path) -> Reading {
     use std::os::unix::fs::PermissionsExt as _;
     let entries = match std::fs::read_dir(dir) {
@@ -38,9 +39,10 @@ pub fn read_dir(dir: &Path) -> Reading {
         let key = match std::fs::metadata(&path) {
             Err(e) => Err(format!("cannot read it: {e}")),
             Ok(meta) if !meta.is_file() => Err("not a file".to_owned()),
-            Ok(meta) if meta.permissions().mode() & 0o004 != 0 => {
-                Err(format!("mode {:o}: readable by others (want 0400)", meta.permissions().mode() & 0o777))
-            }
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Err(format!(
+                "mode {:o}: open to its group or others (want 0400)",
+                meta.permissions().mode() & 0o777
+            )),
             Ok(_) => match std::fs::read_to_string(&path).map(zeroize::Zeroizing::new) {
                 Err(e) => Err(format!("cannot read it: {e}")),
                 // The parse error names no part of the value.
@@ -210,14 +212,16 @@ mod tests {
         write("prod-b", &format!("{good}\n"), 0o400);
         write("prod-c", "not a key", 0o400);
         write("prod-d", good, 0o644);
+        write("prod-e", good, 0o440);
         std::fs::create_dir(dir.path().join("..data")).unwrap();
         let read = read_dir(dir.path()).unwrap();
-        assert_eq!(read.keys().collect::<Vec<_>>(), ["prod-b", "prod-c", "prod-d"]);
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["prod-b", "prod-c", "prod-d", "prod-e"]);
         assert_eq!(read["prod-b"].as_ref().unwrap(), &good.parse::<PresharedKey>().unwrap());
         assert!(
             read["prod-c"].as_ref().is_err_and(|e| !e.contains("not a key")),
             "the value is never echoed"
         );
-        assert!(read["prod-d"].as_ref().is_err_and(|e| e.contains("readable by others")));
+        assert!(read["prod-d"].as_ref().is_err_and(|e| e.contains("group or others")));
+        assert!(read["prod-e"].as_ref().is_err_and(|e| e.contains("group or others")));
     }
 }

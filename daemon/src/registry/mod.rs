@@ -166,7 +166,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
         if !is_leading {
             continue;
         }
-        publisher.step(&members, &metrics, now).await;
+        publisher.step(&members, &metrics, now, jiff::Timestamp::now()).await;
         for peer in peers.iter_mut().filter(|p| p.next_poll <= now) {
             peer.poll(&api, &recorder, &metrics).await;
             let jitter = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ed25519_dalek::SigningKey;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::Store;
-use meshcrypt_keyexchange::mesh::{MeshConfig, NodeView, PodView, cluster_members};
+use meshcrypt_keyexchange::mesh::{MeshConfig, NodeView, PeerSet, PodView, cluster_members};
 use meshcrypt_registry::{
     Bundle, Fetched, Manifest, Names, Sealed, SecretStore, SecretsManager, Trust, fetch, publish, seal,
 };
@@ -26,9 +26,9 @@ pub struct Members {
 }
 
 /// This cluster's side of the exchange, as the active replica keeps it.
-pub struct Publisher {
+pub struct Publisher<S: SecretStore = SecretsManager> {
     signing: SigningKey,
-    store: SecretsManager,
+    store: S,
     names: Names,
     pace: PublishPace,
     config: MeshConfig,
@@ -40,18 +40,14 @@ pub struct Publisher {
     /// The pace's state; `None` until the day's writes are known (read at takeover, and again
     /// every tick until Secrets Manager answers: nothing is written before).
     budget: Option<PublishBudget>,
+    /// Why the day's writes could not be read last (logged once per distinct reason).
+    budget_error: Option<String>,
 }
 
-impl Publisher {
+impl<S: SecretStore> Publisher<S> {
     /// A publisher of `names.cluster`'s bundle, signed with `signing`, written to `store`; it
     /// writes once it has taken over ([`Publisher::take_over`]).
-    pub fn new(
-        signing: SigningKey,
-        store: SecretsManager,
-        names: Names,
-        pace: PublishPace,
-        config: MeshConfig,
-    ) -> Self {
+    pub fn new(signing: SigningKey, store: S, names: Names, pace: PublishPace, config: MeshConfig) -> Self {
         Self {
             signing,
             store,
@@ -62,6 +58,7 @@ impl Publisher {
             manifest: None,
             pending: None,
             budget: None,
+            budget_error: None,
         }
     }
 
@@ -92,9 +89,16 @@ impl Publisher {
     /// (logged) and the next tick tries again.
     async fn resume_budget(&mut self, now: Instant) {
         match self.writes_today().await {
-            Ok(ages) => self.budget = Some(PublishBudget::resume(&self.pace, &ages, now)),
+            Ok(ages) => {
+                self.budget = Some(PublishBudget::resume(&self.pace, &ages, now));
+                self.budget_error = None;
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list this cluster's secret versions; publishing waits for it")
+                let reason = e.to_string();
+                if self.budget_error.as_ref() != Some(&reason) {
+                    tracing::warn!(error = %reason, "cannot list this cluster's secret versions (secretsmanager:ListSecretVersionIds); publishing waits for it");
+                    self.budget_error = Some(reason);
+                }
             }
         }
     }
@@ -121,11 +125,14 @@ impl Publisher {
 
     /// Writes this cluster's bundle if its members changed and the pace allows it; retries a
     /// failed one (the same sealed bundle, while the members stay the same) after its back-off.
-    pub async fn step(&mut self, members: &Members, metrics: &RegistryMetrics, now: Instant) {
-        if self.budget.is_none() {
-            self.resume_budget(now).await;
-        }
-        let Some(budget) = self.budget.as_mut() else { return };
+    /// `now` paces; `wall` (the clock) seeds a new bundle's generation.
+    pub async fn step(
+        &mut self,
+        members: &Members,
+        metrics: &RegistryMetrics,
+        now: Instant,
+        wall: jiff::Timestamp,
+    ) {
         let views: Vec<NodeView> = members.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
         let pods: Vec<PodView> = members
             .pods
@@ -133,8 +140,23 @@ impl Publisher {
             .map(|store| store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
             .unwrap_or_default();
         let set = cluster_members(&views, &pods, true, &self.config);
+        self.publish_members(&set, metrics, now, wall).await;
+    }
+
+    /// [`Publisher::step`] for the members `set`.
+    async fn publish_members(
+        &mut self,
+        set: &PeerSet,
+        metrics: &RegistryMetrics,
+        now: Instant,
+        wall: jiff::Timestamp,
+    ) {
+        if self.budget.is_none() {
+            self.resume_budget(now).await;
+        }
+        let Some(budget) = self.budget.as_mut() else { return };
         let last_generation = self.bundle.as_ref().map(|b| b.generation);
-        let candidate = plan::bundle_of(&self.names.cluster, last_generation.unwrap_or(0), &set);
+        let candidate = plan::bundle_of(&self.names.cluster, last_generation.unwrap_or(0), set);
         let changed = self.bundle.as_ref().is_none_or(|b| b.nodes != candidate.nodes);
         let (bundle, sealed) = match self.pending.take() {
             Some((bundle, sealed)) if bundle.nodes == candidate.nodes => {
@@ -148,7 +170,7 @@ impl Publisher {
                 if !budget.due(&self.pace, changed, now) {
                     return;
                 }
-                let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+                let now_ms = u64::try_from(wall.as_millisecond()).unwrap_or(0);
                 let bundle =
                     Bundle { generation: plan::next_generation(last_generation, now_ms), ..candidate };
                 match seal(&bundle, &self.signing) {
@@ -194,4 +216,75 @@ impl Publisher {
 fn failed(metrics: &RegistryMetrics, error: &AgentError) {
     metrics.publish_errors.inc();
     tracing::warn!(%error, "cannot publish this cluster's bundle; retrying after a back-off");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use meshcrypt_keyexchange::PrivateKey;
+    use meshcrypt_keyexchange::mesh::{AllowedIpsFrom, Peer};
+    use meshcrypt_registry::testing::MemoryStore;
+
+    use super::*;
+
+    fn members(count: u8) -> PeerSet {
+        let peers = (0..count)
+            .map(|i| {
+                let node = format!("node-{i}");
+                let peer = Peer {
+                    node: node.clone(),
+                    public_key: PrivateKey::generate().public_key(),
+                    key_epoch: 0,
+                    endpoint: format!("198.18.0.{}:51820", 10 + i).parse().unwrap(),
+                    allowed_ips: vec![format!("10.244.{i}.0/24").parse().unwrap()],
+                };
+                (node, peer)
+            })
+            .collect();
+        PeerSet { peers, local_prefixes: vec![], problems: vec![] }
+    }
+
+    /// A write whose answer is lost is retried as the same sealed bundle, with the same request
+    /// tokens, though the clock has moved on: Secrets Manager keeps one version per secret, and
+    /// a reader gets the bundle.
+    #[tokio::test]
+    async fn a_lost_answer_is_retried_without_a_second_version() {
+        let signing = SigningKey::from_bytes(&[7; 32]);
+        let key = signing.verifying_key();
+        let names = Names { prefix: "meshcrypt".into(), cluster: "prod-a".into() };
+        let pace = PublishPace { min_interval: Duration::from_secs(1), per_day: 96 };
+        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs };
+        let mut publisher = Publisher::new(signing, MemoryStore::default(), names.clone(), pace, config);
+        let metrics = RegistryMetrics::default();
+        let (t0, wall) = (Instant::now(), jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        let later = |s: u64| (t0 + Duration::from_secs(s), wall + jiff::SignedDuration::from_secs(s as i64));
+        publisher.take_over(t0).await;
+        let set = members(3);
+
+        publisher.store.lose_responses(1);
+        publisher.publish_members(&set, &metrics, t0, wall).await;
+        assert_eq!(metrics.publish_errors.get(), 1);
+        assert_eq!(
+            publisher.store.versions(&names.shard(0)),
+            1,
+            "the write went through, its answer did not"
+        );
+        assert_eq!(publisher.store.versions(&names.manifest()), 0);
+
+        let (now, wall) = later(2);
+        publisher.publish_members(&set, &metrics, now, wall).await;
+        assert_eq!(metrics.publishes.get(), 1);
+        assert_eq!(publisher.store.versions(&names.shard(0)), 1, "the retry wrote no new version");
+        assert_eq!(publisher.store.versions(&names.manifest()), 1);
+        let trust = Trust { cluster: "prod-a", key: &key, last_generation: None };
+        let Ok(Fetched::Bundle { bundle, .. }) = fetch(&publisher.store, &names, &trust, None).await else {
+            panic!("the bundle reads back");
+        };
+        assert_eq!(
+            (bundle.generation, bundle.nodes.len()),
+            (1_800_000_000_000, 3),
+            "the first sealed bundle"
+        );
+    }
 }

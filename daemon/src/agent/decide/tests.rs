@@ -24,6 +24,10 @@ fn key(n: usize) -> PublicKey {
     KEYS.get_or_init(|| (0..6).map(|_| PrivateKey::generate().public_key()).collect())[n]
 }
 
+fn psk(n: u8) -> meshcrypt_dataplane::PresharedKey {
+    meshcrypt_dataplane::PresharedKey::from_bytes([n; 32])
+}
+
 fn annotations(n: usize, epoch: u64, created: i64) -> NodeKeyAnnotations {
     NodeKeyAnnotations { public_key: key(n), epoch, created: jiff::Timestamp::from_second(created).unwrap() }
 }
@@ -52,6 +56,22 @@ struct World {
 }
 
 impl World {
+    /// Peer cluster prod-b's node ip-10-9-0-5 (key 5) in its RemoteCluster.
+    fn add_remote_b(&mut self) {
+        if let View::Complete { remotes, .. } = &mut self.inputs.view {
+            remotes.push(meshcrypt_keyexchange::mesh::RemoteView {
+                cluster: "prod-b".into(),
+                nodes: vec![meshcrypt_keyexchange::mesh::RemoteNodeView {
+                    name: "ip-10-9-0-5".into(),
+                    public_key: key(5).to_string(),
+                    key_epoch: 0,
+                    endpoint: "198.19.0.5:51820".into(),
+                    allowed_ips: vec!["10.245.1.0/24".into()],
+                }],
+            });
+        }
+    }
+
     fn nodes(&mut self) -> &mut Vec<NodeView> {
         match &mut self.inputs.view {
             View::Complete { nodes, .. } => nodes,
@@ -229,7 +249,8 @@ fn got(plan: &PassPlan) -> Got {
             .peer_ops
             .iter()
             .map(|op| match op {
-                PeerOp::Add { .. } => "add",
+                PeerOp::Add { preshared_key: None, .. } => "add",
+                PeerOp::Add { preshared_key: Some(_), .. } => "add+psk",
                 PeerOp::Remove(_) => "remove",
                 PeerOp::SetEndpoint(..) => "endpoint",
                 PeerOp::SetAllowedIps(..) => "allowed-ips",
@@ -331,21 +352,67 @@ fn decide_table() {
         ),
         (
             "a peer cluster's node joins (its RemoteCluster)",
-            |w| {
-                if let View::Complete { remotes, .. } = &mut w.inputs.view {
-                    remotes.push(meshcrypt_keyexchange::mesh::RemoteView {
-                        cluster: "prod-b".into(),
-                        nodes: vec![meshcrypt_keyexchange::mesh::RemoteNodeView {
-                            name: "ip-10-9-0-5".into(),
-                            public_key: key(5).to_string(),
-                            key_epoch: 0,
-                            endpoint: "198.19.0.5:51820".into(),
-                            allowed_ips: vec!["10.245.1.0/24".into()],
-                        }],
-                    });
-                }
-            },
+            |w| w.add_remote_b(),
             Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "a peer cluster's node joins with the pair's pre-shared key",
+            |w| {
+                w.add_remote_b();
+                w.inputs.preshared_keys = Some([("prod-b".into(), Ok(psk(1)))].into());
+            },
+            Got { peer_ops: vec!["add+psk"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "a bad first key file: the peer cluster's node is left out, reported",
+            |w| {
+                w.add_remote_b();
+                w.inputs.preshared_keys = Some([("prod-b".into(), Err("bad".into()))].into());
+            },
+            Got { events: vec!["InvalidPresharedKey".into()], ..nothing() },
+        ),
+        (
+            "a bad key file after a good one: the last good key stays, reported",
+            |w| {
+                w.add_remote_b();
+                w.state.preshared_keys = [("prod-b".into(), psk(1))].into();
+                w.inputs.preshared_keys = Some([("prod-b".into(), Err("bad".into()))].into());
+            },
+            Got {
+                peer_ops: vec!["add+psk"],
+                handshakes: 1,
+                kernel: Kernel::Device,
+                save: true,
+                events: vec!["InvalidPresharedKey".into()],
+                ..nothing()
+            },
+        ),
+        (
+            "restore: a peer cluster's saved node gets the pair's pre-shared key",
+            |w| {
+                let last = w.state.last_known.clone().unwrap();
+                let mut peers = last.peer_set().unwrap();
+                peers.peers.insert(
+                    "prod-b/ip-10-9-0-5".into(),
+                    meshcrypt_keyexchange::mesh::Peer {
+                        node: "prod-b/ip-10-9-0-5".into(),
+                        public_key: key(5),
+                        key_epoch: 0,
+                        endpoint: "198.19.0.5:51820".parse().unwrap(),
+                        allowed_ips: vec!["10.245.1.0/24".parse().unwrap()],
+                    },
+                );
+                w.inputs.view = View::LastKnown { last, peers };
+                w.inputs.preshared_keys = Some([("prod-b".into(), Ok(psk(1)))].into());
+            },
+            Got {
+                peer_ops: vec!["add+psk"],
+                handshakes: 1,
+                kernel: Kernel::Device,
+                ready: Some(false),
+                untaint: false,
+                ..nothing()
+            },
         ),
         (
             "a node leaves",
