@@ -104,8 +104,8 @@ pub struct RegistryArgs {
     /// A peer cluster, `NAME=SIGNING_KEY[,prefix=PREFIX][,region=REGION]`: its id (a DNS label),
     /// the public half of its registry's Ed25519 key (base64, as `meshcrypt signing-key` printed
     /// it and its registry logs it at start), and where its secrets live when not under
-    /// `--secret-prefix` in `--region` (another account: `prefix=arn:aws:secretsmanager:REGION:
-    /// ACCOUNT:secret:meshcrypt`). Repeat for each.
+    /// `--secret-prefix` in `--region` (another account, by partial ARN:
+    /// `prefix=arn:aws:secretsmanager:REGION:ACCOUNT:secret:meshcrypt`). Repeat for each.
     #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<PeerCluster>,
     /// This cluster's Ed25519 signing key: a 0600 file holding the base64 seed, made with

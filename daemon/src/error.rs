@@ -101,11 +101,17 @@ pub enum AgentError {
         #[source]
         source: kube::runtime::reflector::store::WriterDropped,
     },
-    /// A peer cluster's configuration (`--peer`) or this cluster's id is refused: a pinned key
-    /// that is no Ed25519 public key, a name that is no DNS label, a peer named twice.
+    /// This cluster's id (`--cluster-id`) is no DNS label (RFC 1123).
+    #[error("cluster id {id:?}: not a DNS label (RFC 1123: lowercase letters, digits and '-', at most 63)")]
+    ClusterId {
+        /// The id given.
+        id: String,
+    },
+    /// A peer cluster's configuration (`--peer`) is refused: a pinned key that is no Ed25519
+    /// public key, a name that is no DNS label, a peer named twice, a partial ARN that cannot work.
     #[error("peer cluster {peer}: {reason}")]
     PeerConfig {
-        /// The peer cluster (or this cluster's id).
+        /// The peer cluster.
         peer: String,
         /// Why it was refused.
         reason: String,

@@ -53,7 +53,11 @@ impl LogControl {
 pub fn init(args: &LogArgs) -> anyhow::Result<LogControl> {
     let (filter, handle) = reload::Layer::new(EnvFilter::try_new(&args.log_level)?);
     let format = match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colours only on a terminal: a log file or `kubectl logs` gets plain text.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     tracing_subscriber::registry()

@@ -75,8 +75,9 @@ pub enum Error {
         /// The generation in the shards.
         generation: u64,
     },
-    /// A Secrets Manager request failed (throttled, denied, unreachable, ...).
-    #[error("secrets manager {op} {name}: {source}")]
+    /// A Secrets Manager request failed (throttled, denied, unreachable, ...). The message carries
+    /// the SDK error's whole chain (the service's code and message, or the connection's failure).
+    #[error("secrets manager {op} {name}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(source.as_ref()))]
     SecretsManager {
         /// The API operation (`GetSecretValue`, `PutSecretValue`, ...).
         op: &'static str,

@@ -57,7 +57,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     let signing = signing_key::load(&args.signing_key)?;
     let own_key = signing.verifying_key();
     tracing::info!(cluster = %args.cluster_id, signing_key = %STANDARD.encode(own_key.as_bytes()), "registry: this cluster's signing key (peers pin it with --peer <cluster>=<key>)");
-    check_peers(&args)?;
+    let peer_keys = check_peers(&args)?;
     let health = Arc::new(Health::default());
     health.set_ready(false, "listing this cluster's Nodes (and Pods)".into());
     let metrics = Arc::new(RegistryMetrics::default());
@@ -81,11 +81,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     }
     let now = Instant::now();
     let mut peers = Vec::new();
-    for p in &args.peers {
-        let key = parse_verifying_key(&p.key).map_err(|reason| AgentError::PeerConfig {
-            peer: p.name.clone(),
-            reason: format!("signing key: {reason}"),
-        })?;
+    for (p, key) in args.peers.iter().zip(peer_keys) {
         let prefix = p.prefix.clone().unwrap_or_else(|| args.secret_prefix.clone());
         let names = Names { prefix, cluster: p.name.clone() };
         peers.push(Peer::new(names, key, stores[&region_of(p)].clone(), now));
@@ -179,17 +175,20 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Refuses a peer list an operator cannot have meant: a cluster id that is no DNS label, a peer
-/// named twice, or this cluster among its own peers.
-fn check_peers(args: &RegistryArgs) -> Result<(), AgentError> {
+/// Refuses a configuration an operator cannot have meant, before anything is reached: this
+/// cluster's id or a peer's that is no DNS label, a peer named twice or this cluster among its
+/// peers, a pinned key that is no Ed25519 public key, a partial ARN in another region or one
+/// Secrets Manager could misread. Returns each peer's pinned key.
+fn check_peers(args: &RegistryArgs) -> Result<Vec<VerifyingKey>, AgentError> {
     let refuse = |peer: &str, reason: &str| AgentError::PeerConfig {
         peer: peer.to_owned(),
         reason: reason.to_owned(),
     };
     if !plan::is_dns_label(&args.cluster_id) {
-        return Err(refuse(&args.cluster_id, "this cluster's id is not a DNS label (RFC 1123)"));
+        return Err(AgentError::ClusterId { id: args.cluster_id.clone() });
     }
     let mut seen = std::collections::BTreeSet::new();
+    let mut keys = Vec::new();
     for p in &args.peers {
         if !plan::is_dns_label(&p.name) {
             return Err(refuse(&p.name, "not a DNS label (RFC 1123)"));
@@ -200,6 +199,13 @@ fn check_peers(args: &RegistryArgs) -> Result<(), AgentError> {
         if !seen.insert(&p.name) {
             return Err(refuse(&p.name, "named twice"));
         }
+        let key = parse_verifying_key(&p.key).map_err(|why| {
+            refuse(
+                &p.name,
+                &format!("the signing key is not an Ed25519 public key, base64 of 32 bytes ({why})"),
+            )
+        })?;
+        keys.push(key);
         let Some(prefix) = &p.prefix else { continue };
         if let Some(arn_region) = plan::arn_region(prefix) {
             let region = p.region.as_ref().or(args.region.as_ref());
@@ -218,7 +224,7 @@ fn check_peers(args: &RegistryArgs) -> Result<(), AgentError> {
             }
         }
     }
-    Ok(())
+    Ok(keys)
 }
 
 /// Deletes the RemoteClusters this registry wrote (labelled [`MANAGED_BY`]) of peers no longer
@@ -239,7 +245,9 @@ async fn remove_unconfigured(api: &Api<RemoteCluster>, peers: &[Peer]) {
             continue;
         }
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(peer = %name, "removed the RemoteCluster of a peer no longer configured"),
+            Ok(_) => {
+                tracing::warn!(peer = %name, "removed the RemoteCluster of a peer no longer configured: its nodes leave the mesh")
+            }
             Err(e) => {
                 tracing::warn!(peer = %name, error = %e, "cannot remove the RemoteCluster of a peer no longer configured")
             }
@@ -254,4 +262,43 @@ fn parse_verifying_key(text: &str) -> Result<VerifyingKey, String> {
         .try_into()
         .map_err(|_| "not 32 bytes".to_owned())?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// Each row: the `--cluster-id` and `--peer` flags, and the error's text (empty: accepted).
+    #[test]
+    fn check_peers_table() {
+        let key = STANDARD.encode(ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key().as_bytes());
+        let arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:meshcrypt";
+        let rows: Vec<(&str, Vec<String>, &str)> = vec![
+            ("prod-a", vec![format!("prod-b={key}")], ""),
+            ("prod-a", vec![], ""),
+            ("Prod-A", vec![], "cluster id \"Prod-A\": not a DNS label"),
+            ("prod-a", vec![format!("Prod-B={key}")], "peer cluster Prod-B: not a DNS label"),
+            ("prod-a", vec![format!("prod-a={key}")], "this cluster's own id"),
+            ("prod-a", vec![format!("prod-b={key}"), format!("prod-b={key}")], "named twice"),
+            ("prod-a", vec!["prod-b=CHANGE-ME".into()], "not an Ed25519 public key"),
+            ("prod-a", vec![format!("prod-b={key},prefix={arn},region=eu-west-1")], ""),
+            ("prod-a", vec![format!("prod-b={key},prefix={arn},region=us-east-1")], "say region=eu-west-1"),
+            ("prod-a", vec![format!("prod-abcdef={key},prefix={arn},region=eu-west-1")], "full ARN's suffix"),
+        ];
+        for (id, peers, want) in rows {
+            let mut argv = vec!["meshcrypt".to_owned(), "registry".into(), "--identity=r-0".into()];
+            argv.push(format!("--cluster-id={id}"));
+            argv.extend(peers.iter().map(|p| format!("--peer={p}")));
+            let Command::Registry(args) = Cli::try_parse_from(&argv).expect("flags parse").command else {
+                panic!("the registry subcommand");
+            };
+            match check_peers(&args) {
+                Ok(keys) => assert!(want.is_empty() && keys.len() == peers.len(), "{argv:?}: accepted"),
+                Err(e) => assert!(!want.is_empty() && e.to_string().contains(want), "{argv:?}: {e}"),
+            }
+        }
+    }
 }

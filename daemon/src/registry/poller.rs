@@ -154,11 +154,15 @@ impl Peer {
         metrics.peer_failures.get_or_create(&RegistryMetrics::failure(&cluster, reason)).inc();
         metrics.peer_stale.get_or_create(&RegistryMetrics::peer(&cluster)).set(1);
         if self.reported.as_deref() != Some(message.as_str()) {
-            tracing::warn!(peer = %cluster, reason, %message, "peer cluster's bundle not read; its last good nodes stay in use");
+            let kept = match self.generation {
+                Some(_) => "the last good nodes stay in use",
+                None => "none of its nodes is known yet",
+            };
+            tracing::warn!(peer = %cluster, reason, detail = %message, "peer cluster's bundle not read; {kept}");
             let event = Event {
                 type_: EventType::Warning,
                 reason: reason.to_owned(),
-                note: Some(format!("{message}; the last good nodes stay in use")),
+                note: Some(format!("{message}; {kept}")),
                 action: "Fetch".to_owned(),
                 secondary: None,
             };

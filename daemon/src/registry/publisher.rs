@@ -96,7 +96,7 @@ impl<S: SecretStore> Publisher<S> {
             Err(e) => {
                 let reason = e.to_string();
                 if self.budget_error.as_ref() != Some(&reason) {
-                    tracing::warn!(error = %reason, "cannot list this cluster's secret versions (secretsmanager:ListSecretVersionIds); publishing waits for it");
+                    tracing::warn!(error = %reason, "cannot read how often this cluster's bundle was written today (DescribeSecret, ListSecretVersionIds); publishing waits for it");
                     self.budget_error = Some(reason);
                 }
             }
