@@ -188,8 +188,14 @@ impl Cluster {
         self.planes.iter().position(|p| p.id == id).ok_or_else(|| ClusterError::NoSuchCluster(id.to_owned()))
     }
 
+    /// The plane node `node` belongs to: its cluster's, or the first for a lab node added
+    /// directly (through [`Cluster::lab`]), as the methods that take no cluster id do.
     fn home_of(&self, node: &str) -> Result<usize, ClusterError> {
-        self.home.get(node).copied().ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))
+        match self.home.get(node) {
+            Some(plane) => Ok(*plane),
+            None if self.lab.node(node).is_some() => Ok(0),
+            None => Err(ClusterError::NoSuchNode(node.to_owned())),
+        }
     }
 
     /// Node `node`'s API server and where its agent reaches it.
