@@ -10,6 +10,7 @@ mod device_cmd;
 mod error;
 mod keys_cmd;
 mod logging;
+mod process_metrics;
 mod registry;
 mod remote_cluster;
 

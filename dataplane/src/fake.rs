@@ -110,6 +110,14 @@ impl FakeDevice {
         std::mem::take(&mut *lock(&self.handshakes))
     }
 
+    /// Sets when peer `key`'s current session's handshake completed (`None`: its session expired
+    /// or never was), as the real device reports it.
+    pub fn set_handshake(&self, key: &PublicKey, at: Option<std::time::SystemTime>) {
+        if let Some(peer) = lock(&self.config).peers.get_mut(key) {
+            peer.last_handshake = at;
+        }
+    }
+
     /// The interface index.
     pub fn ifindex(&self) -> u32 {
         self.ifindex

@@ -208,7 +208,10 @@ fn daemonset_follows_the_network_agent_conventions() {
             "/var/run/wireguard",
             "--metrics-addr",
             "0.0.0.0:9476",
-        ]
+            "--log-format",
+            "json",
+        ],
+        "JSON logs for the log pipeline"
     );
     let env = agent["env"].as_array().expect("env");
     assert!(
@@ -397,6 +400,7 @@ fn the_registry_holds_the_aws_role_and_the_fewest_verbs() {
     );
     assert!(args.contains(&"--signing-key=/etc/meshcrypt-registry/signing.key"));
     assert!(args.contains(&"--addressing=pod-ip"), "the eks agents' addressing: {args:?}");
+    assert!(args.contains(&"--log-format=json"), "JSON logs for the log pipeline: {args:?}");
     assert_eq!(container["ports"][0]["containerPort"], 9477);
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");

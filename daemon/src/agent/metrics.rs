@@ -27,6 +27,22 @@ pub struct LoopMetrics {
     pub ready: Gauge,
     /// 1 while a staged key rotation waits to be published (the current key stays in use).
     pub key_rotation_pending: Gauge,
+    /// The key in use: one series, `{fingerprint, epoch}`, value 1.
+    pub key_info: Family<Vec<(&'static str, String)>, Gauge>,
+    /// When the key in use was made (Unix seconds, from its key record).
+    pub key_created: Gauge,
+}
+
+impl LoopMetrics {
+    /// Shows `key` as the key in use (the series of the one before goes).
+    pub fn set_key(&self, key: &meshcrypt_keyexchange::NodeKeyAnnotations) {
+        let labels = vec![("fingerprint", key.public_key.fingerprint()), ("epoch", key.epoch.to_string())];
+        if self.key_info.get(&labels).is_none() {
+            self.key_info.clear();
+            self.key_info.get_or_create(&labels).set(1);
+        }
+        self.key_created.set(key.created.as_second());
+    }
 }
 
 /// Which node each peer key belongs to, for labels; refreshed by every pass.
@@ -40,6 +56,9 @@ pub type DeviceSlot = Arc<std::sync::RwLock<Option<Arc<dyn WireGuardDevice>>>>;
 struct DeviceCollector {
     device: DeviceSlot,
     names: PeerNames,
+    /// Each peer's latest handshake seen, kept after its session expires (the device forgets it
+    /// then), until the peer leaves the device.
+    handshakes: Mutex<BTreeMap<PublicKey, SystemTime>>,
 }
 
 impl Collector for DeviceCollector {
@@ -58,6 +77,17 @@ impl Collector for DeviceCollector {
             vec![("peer_node", names.get(key).cloned().unwrap_or_else(|| key.fingerprint()))]
         };
         let now = SystemTime::now();
+        let latest: BTreeMap<PublicKey, SystemTime> = {
+            let mut seen = self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            seen.retain(|key, _| state.peer(key).is_some());
+            for peer in &state.peers {
+                if let Some(at) = peer.last_handshake {
+                    let kept = seen.entry(peer.public_key).or_insert(at);
+                    *kept = (*kept).max(at);
+                }
+            }
+            seen.clone()
+        };
 
         ConstGauge::new(state.peers.len() as i64).encode(encoder.encode_descriptor(
             "meshcrypt_peers",
@@ -76,6 +106,17 @@ impl Collector for DeviceCollector {
                 let age = now.duration_since(at).unwrap_or_default().as_secs_f64();
                 ConstGauge::new(age).encode(family.encode_family(&label(&peer.public_key))?)?;
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            "meshcrypt_peer_last_handshake_timestamp_seconds",
+            "Unix time of the latest handshake with each peer, kept after its session expires; 0 before the first",
+            None,
+            MetricType::Gauge,
+        )?;
+        for peer in &state.peers {
+            let at = latest.get(&peer.public_key).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            let seconds = at.map_or(0.0, |d| d.as_secs_f64());
+            ConstGauge::new(seconds).encode(family.encode_family(&label(&peer.public_key))?)?;
         }
         for (name, help, pick) in [
             ("meshcrypt_peer_receive_bytes", "Bytes received from each peer", true),
@@ -132,6 +173,94 @@ pub fn registry(loop_metrics: &LoopMetrics, device: DeviceSlot, names: PeerNames
         "1 while a staged key rotation waits to be published; the current key stays in use",
         loop_metrics.key_rotation_pending.clone(),
     );
-    registry.register_collector(Box::new(DeviceCollector { device, names }));
+    registry.register(
+        "meshcrypt_key_info",
+        "The key in use: its fingerprint and epoch (value always 1)",
+        loop_metrics.key_info.clone(),
+    );
+    registry.register(
+        "meshcrypt_key_created_timestamp_seconds",
+        "When the key in use was made, Unix seconds (from its key record)",
+        loop_metrics.key_created.clone(),
+    );
+    let handshakes = Mutex::new(BTreeMap::new());
+    registry.register_collector(Box::new(DeviceCollector { device, names, handshakes }));
+    crate::process_metrics::register(&mut registry);
     registry
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use meshcrypt_dataplane::fake::FakeBackend;
+    use meshcrypt_dataplane::{Change, DeviceConfig, PeerConfig, PrivateKey, WireGuardBackend as _};
+    use meshcrypt_keyexchange::NodeKeyAnnotations;
+
+    use super::*;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    /// The handshake timestamp exists before the first handshake (0), stays after the session
+    /// expires (the age series does not), and goes with the peer; the key series follows the key.
+    #[test]
+    fn handshake_timestamps_outlive_sessions_and_the_key_series_follows_the_key() {
+        let backend = FakeBackend::new(Box::new(|_| Ok(7)), Arc::new(|_| {}));
+        let config = DeviceConfig::new("meshcrypt0", PrivateKey::generate());
+        let device = backend.create(config).unwrap();
+        let peer = PrivateKey::generate().public_key();
+        device
+            .apply(&[Change::UpsertPeer(PeerConfig {
+                public_key: peer,
+                endpoint: Some("198.18.0.11:51820".parse().unwrap()),
+                allowed_ips: vec![],
+                persistent_keepalive: None,
+                preshared_key: None,
+            })])
+            .unwrap();
+        let loop_metrics = LoopMetrics::default();
+        let slot = DeviceSlot::default();
+        *slot.write().unwrap() = Some(device);
+        let names = PeerNames::default();
+        names.lock().unwrap().insert(peer, "node-1".into());
+        let registry = registry(&loop_metrics, slot, names);
+        let series = "meshcrypt_peer_last_handshake_timestamp_seconds{peer_node=\"node-1\"}";
+
+        assert!(scrape(&registry).contains(&format!("{series} 0.0")), "before the first handshake");
+        let fake = backend.device().unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        fake.set_handshake(&peer, Some(at));
+        let text = scrape(&registry);
+        assert!(text.contains(&format!("{series} 1800000000.0")), "{text}");
+        assert!(text.contains("meshcrypt_peer_handshake_age_seconds{peer_node=\"node-1\"}"));
+        fake.set_handshake(&peer, None);
+        let text = scrape(&registry);
+        assert!(text.contains(&format!("{series} 1800000000.0")), "kept after the session expired: {text}");
+        assert!(!text.contains("meshcrypt_peer_handshake_age_seconds{"), "{text}");
+        fake.apply(&[Change::RemovePeer(peer)]).unwrap();
+        assert!(!scrape(&registry).contains(series), "gone with the peer");
+
+        let key = |epoch| NodeKeyAnnotations {
+            public_key: PrivateKey::generate().public_key(),
+            epoch,
+            created: jiff::Timestamp::from_second(1_800_000_000 + epoch as i64).unwrap(),
+        };
+        let (first, second) = (key(0), key(1));
+        loop_metrics.set_key(&first);
+        loop_metrics.set_key(&second);
+        let text = scrape(&registry);
+        let info = |k: &NodeKeyAnnotations| {
+            format!(
+                "meshcrypt_key_info{{fingerprint=\"{}\",epoch=\"{}\"}} 1",
+                k.public_key.fingerprint(),
+                k.epoch
+            )
+        };
+        assert!(text.contains(&info(&second)) && !text.contains(&info(&first)), "{text}");
+        assert!(text.contains("meshcrypt_key_created_timestamp_seconds 1800000001"), "{text}");
+    }
 }

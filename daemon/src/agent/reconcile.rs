@@ -61,6 +61,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
         let span = tracing::info_span!("reconcile", pass = self.state.passes, node = %self.params.node);
         let result = self.run(&Source::Api, now).instrument(span.clone()).await;
         self.io.metrics.reconciles.inc();
+        self.io.metrics.set_key(&self.state.key);
         self.io.health.tick();
         match result {
             Ok(plan) => {

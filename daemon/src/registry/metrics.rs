@@ -105,6 +105,7 @@ impl RegistryMetrics {
             "Failed reads of the peer cluster's bundle, by reason",
             self.peer_failures.clone(),
         );
+        crate::process_metrics::register(&mut r);
         r
     }
 }
