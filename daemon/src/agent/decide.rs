@@ -499,8 +499,11 @@ fn decide_settings(
         (Reading::Valid(settings), None) => {
             plan.rejected = None;
             if state.settings.as_ref() != Some(settings) {
-                if state.settings.is_some() && params.config_map.is_some() {
-                    plan.events.push(config_event(false, "ConfigApplied", "configuration applied".into()));
+                if let Some(before) = &state.settings
+                    && params.config_map.is_some()
+                {
+                    let note = format!("configuration applied: {}", settings.changes_from(before).join(", "));
+                    plan.events.push(config_event(false, "ConfigApplied", note));
                 }
                 plan.settings_changed = true;
                 plan.settings = Some(settings.clone());

@@ -23,6 +23,11 @@ impl EventReporter {
         self.publish(node_ref(node), EventType::Normal, reason, note).await;
     }
 
+    /// A Warning event on Node `node`.
+    pub async fn warning(&self, node: &str, reason: &str, note: &str) {
+        self.publish(node_ref(node), EventType::Warning, reason, note).await;
+    }
+
     /// An event on any object.
     pub async fn publish(&self, reference: ObjectReference, type_: EventType, reason: &str, note: &str) {
         let event = Event {

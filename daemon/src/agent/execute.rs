@@ -242,6 +242,12 @@ async fn switch_key<K: Kernel, B: WireGuardBackend>(
             if publish_first && let Err(e) = publish_key(&io.client, &params.node, &next).await {
                 if !state.rotation_pending {
                     tracing::warn!(error = %e, fingerprint = %next.public_key.fingerprint(), epoch = next.epoch, "key rotation pending: the new key cannot be published yet; the current key stays in use");
+                    let note = format!(
+                        "the new key (epoch {}, {}) cannot be published yet: {e}; the current key stays in use",
+                        next.epoch,
+                        next.public_key.fingerprint()
+                    );
+                    io.events.warning(&params.node, "KeyPublishPending", &note).await;
                 }
                 state.rotation_pending = true;
                 io.metrics.key_rotation_pending.set(1);

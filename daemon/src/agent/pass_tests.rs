@@ -268,6 +268,9 @@ async fn a_rejected_configmap_keeps_the_last_good_settings_and_is_reported_once(
     assert_eq!(h.backend.device().unwrap().observe().unwrap().listen_port, 51822, "the port moves");
     assert_eq!(h.backend.created(), 1, "without a new device");
     assert_eq!(h.events("ConfigApplied"), 1);
+    let events = h.server.list("events.k8s.io/v1", "Event").unwrap();
+    let applied = events.iter().find(|e| e["reason"] == "ConfigApplied").unwrap();
+    assert_eq!(applied["note"], "configuration applied: port: 51821 → 51822", "names what changed");
 }
 
 #[tokio::test]
@@ -278,6 +281,7 @@ async fn a_half_applied_kernel_plan_fails_the_pass_and_the_next_pass_completes_i
     assert!(!h.ready(), "readiness drops with the pass");
     let (_, reason) = h.agent.io.health.readiness();
     assert!(reason.contains("errno"), "the kernel's errno is kept: {reason}");
+    assert_eq!(h.events("ReconcileFailed"), 1, "a Warning on the Node");
     let half = h.kernel();
     assert!(h.pass().await, "the next pass recovers");
     assert!(h.ready());

@@ -65,6 +65,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
         self.io.health.tick();
         match result {
             Ok(plan) => {
+                self.state.failure = None;
                 let Readiness::Ready(reason) = plan.readiness else { return true };
                 let first = !self.io.health.set_ready(true, reason);
                 self.io.metrics.ready.set(1);
@@ -99,6 +100,16 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
                 self.io.health.set_ready(false, format!("the last reconcile pass failed: {e}"));
                 self.io.metrics.ready.set(0);
                 span.in_scope(|| tracing::warn!(error = %e, "reconcile failed; the last programmed state stays in force"));
+                let failure = e.to_string();
+                if self.state.failure.as_ref() != Some(&failure) {
+                    let note = format!("{failure}; the last programmed state stays in force, retrying");
+                    self.io
+                        .events
+                        .warning(&self.params.node, "ReconcileFailed", &note)
+                        .instrument(span)
+                        .await;
+                    self.state.failure = Some(failure);
+                }
                 false
             }
         }

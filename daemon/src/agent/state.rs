@@ -27,6 +27,8 @@ pub struct LoopState {
     pub passes: u64,
     /// The peer clusters' pre-shared keys in force (the last good ones).
     pub preshared_keys: BTreeMap<String, PresharedKey>,
+    /// The failure of the passes failing in a row, as reported (each distinct one once).
+    pub failure: Option<String>,
 }
 
 impl LoopState {
@@ -41,6 +43,7 @@ impl LoopState {
             rotation_pending: false,
             passes: 0,
             preshared_keys: BTreeMap::new(),
+            failure: None,
         }
     }
 }

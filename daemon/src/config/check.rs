@@ -37,24 +37,7 @@ pub fn run(args: &ConfigCheckArgs) -> Result<(), AgentError> {
     writeln!(out, "ConfigMap {:?} is valid:", args.name).map_err(io)?;
     for (key, _, _) in KEYS {
         let origin = if data.contains_key(*key) { "set" } else { "default" };
-        writeln!(out, "  {key:<22} {:<8} {}", origin, describe(&settings, key)).map_err(io)?;
+        writeln!(out, "  {key:<22} {:<8} {}", origin, settings.describe(key)).map_err(io)?;
     }
     Ok(())
-}
-
-fn describe(s: &Settings, key: &str) -> String {
-    match key {
-        "enabled" => s.enabled.to_string(),
-        "strict" => s.strict.to_string(),
-        "port" => s.port.to_string(),
-        "mtu" => format!("{:?}", s.mtu),
-        "addressing" => format!("{:?}", s.addressing),
-        "pod-networks" => s.pod_networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        "host-encryption" => s.host_encryption.to_string(),
-        "key-rotation-interval" => {
-            s.key_rotation_interval.map(|d| format!("{}s", d.as_secs())).unwrap_or("off".into())
-        }
-        "log-level" => s.log_level.clone(),
-        _ => String::new(),
-    }
 }

@@ -115,6 +115,33 @@ impl fmt::Display for KeyError {
 }
 
 impl Settings {
+    /// Key `key`'s value as these settings hold it, for people (empty for an unknown key).
+    pub fn describe(&self, key: &str) -> String {
+        match key {
+            "enabled" => self.enabled.to_string(),
+            "strict" => self.strict.to_string(),
+            "port" => self.port.to_string(),
+            "mtu" => format!("{:?}", self.mtu),
+            "addressing" => format!("{:?}", self.addressing),
+            "pod-networks" => self.pod_networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            "host-encryption" => self.host_encryption.to_string(),
+            "key-rotation-interval" => {
+                self.key_rotation_interval.map(|d| format!("{}s", d.as_secs())).unwrap_or("off".into())
+            }
+            "log-level" => self.log_level.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// The keys whose values differ from `before`'s, as `key: old → new`, in [`KEYS`] order.
+    pub fn changes_from(&self, before: &Settings) -> Vec<String> {
+        KEYS.iter()
+            .map(|(key, _, _)| (key, before.describe(key), self.describe(key)))
+            .filter(|(_, old, new)| old != new)
+            .map(|(key, old, new)| format!("{key}: {old} → {new}"))
+            .collect()
+    }
+
     /// Parses a ConfigMap's `data` over `base` (the flags' values): keys present replace the base,
     /// keys absent keep it. All errors are collected; any error rejects the whole map.
     pub fn parse(base: &Settings, data: &BTreeMap<String, String>) -> Result<Settings, Vec<KeyError>> {
@@ -251,6 +278,24 @@ mod tests {
 
     fn base() -> Settings {
         Settings { pod_networks: vec!["10.244.0.0/16".parse().unwrap()], ..Settings::default() }
+    }
+
+    /// What a ConfigApplied Event names: each changed key with its old and new value.
+    #[test]
+    fn changes_name_each_changed_key_table() {
+        let rows: Vec<(Pairs, Vec<&str>)> = vec![
+            (vec![], vec![]),
+            (vec![("strict", "false")], vec!["strict: true → false"]),
+            (
+                vec![("port", "51821"), ("mtu", "1400")],
+                vec!["port: 51820 → 51821", "mtu: Auto → Fixed(1400)"],
+            ),
+            (vec![("pod-networks", "10.244.0.0/16")], vec![]),
+        ];
+        for (pairs, want) in rows {
+            let after = Settings::parse(&base(), &data(&pairs)).expect("valid");
+            assert_eq!(after.changes_from(&base()), want, "{pairs:?}");
+        }
     }
 
     #[test]
