@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use meshcrypt_dataplane::{DeviceState, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::{
-    AllowedIpsFrom, LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, RemoteView,
-    add_remote_peers, desired_peers,
+    LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, RemoteView, add_remote_peers,
+    desired_peers,
 };
 use meshcrypt_keyexchange::{NodeKeyAnnotations, rotation};
 use meshcrypt_routing::mtu::tunnel_mtu;
@@ -326,10 +326,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             };
             let local_node =
                 LocalNode { name: params.node.clone(), public_key: state.key.public_key, underlay_ip: ip };
-            let allowed_ips = match settings.addressing {
-                Addressing::PodCidr => AllowedIpsFrom::PodCidrs,
-                Addressing::PodIp => AllowedIpsFrom::PodIps,
-            };
+            let allowed_ips = settings.addressing.allowed_ips_from();
             let mut peers =
                 desired_peers(nodes, pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
             if let View::Complete { remotes, .. } = view

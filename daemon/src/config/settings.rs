@@ -51,6 +51,17 @@ pub enum Addressing {
     PodIp,
 }
 
+impl Addressing {
+    /// Where the peer set takes each node's allowed IPs from under this setting.
+    pub fn allowed_ips_from(self) -> meshcrypt_keyexchange::mesh::AllowedIpsFrom {
+        use meshcrypt_keyexchange::mesh::AllowedIpsFrom;
+        match self {
+            Self::PodCidr => AllowedIpsFrom::PodCidrs,
+            Self::PodIp => AllowedIpsFrom::PodIps,
+        }
+    }
+}
+
 /// The tunnel MTU setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mtu {

@@ -29,7 +29,7 @@ use ed25519_dalek::VerifyingKey;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube_lease_manager::LeaseManagerBuilder;
-use meshcrypt_keyexchange::mesh::{AllowedIpsFrom, MeshConfig};
+use meshcrypt_keyexchange::mesh::MeshConfig;
 use meshcrypt_registry::{Names, SecretsManager};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
@@ -86,10 +86,6 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
         let names = Names { prefix, cluster: p.name.clone() };
         peers.push(Peer::new(names, key, stores[&region_of(p)].clone(), now));
     }
-    let allowed_ips = match args.addressing {
-        Addressing::PodCidr => AllowedIpsFrom::PodCidrs,
-        Addressing::PodIp => AllowedIpsFrom::PodIps,
-    };
     let pace = PublishPace {
         min_interval: Duration::from_secs(args.publish_interval),
         per_day: args.publishes_per_day,
@@ -99,7 +95,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
         stores[&args.region].clone(),
         Names { prefix: args.secret_prefix.clone(), cluster: args.cluster_id.clone() },
         pace,
-        MeshConfig { port: args.port, allowed_ips },
+        MeshConfig { port: args.port, allowed_ips: args.addressing.allowed_ips_from() },
     );
 
     let wake = Arc::new(Notify::new());
@@ -131,12 +127,14 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(args.identity.clone()) };
     let recorder = Recorder::new(client.clone(), reporter);
     let mut was_leading = false;
+    // The stores changed since the members were last computed.
+    let mut changed = true;
     health.set_ready(true, "standby".into());
     loop {
         health.tick();
         tokio::select! {
             _ = leading.changed() => {}
-            _ = wake.notified() => {}
+            _ = wake.notified() => changed = true,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -148,21 +146,20 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
             was_leading = is_leading;
             metrics.leader.set(i64::from(is_leading));
             health.set_ready(true, if is_leading { "leading" } else { "standby" }.into());
-            if !is_leading {
-                metrics.clear_peers();
-            }
             if is_leading {
                 publisher.take_over(now).await;
                 for peer in &mut peers {
                     peer.resume(&api).await;
                 }
                 remove_unconfigured(&api, &peers).await;
+            } else {
+                metrics.clear_peers();
             }
         }
         if !is_leading {
             continue;
         }
-        publisher.step(&members, &metrics, now, jiff::Timestamp::now()).await;
+        publisher.step(&members, std::mem::take(&mut changed), &metrics, now, jiff::Timestamp::now()).await;
         for peer in peers.iter_mut().filter(|p| p.next_poll <= now) {
             peer.poll(&api, &recorder, &metrics).await;
             let jitter = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX)

@@ -42,6 +42,8 @@ pub struct Publisher<S: SecretStore = SecretsManager> {
     budget: Option<PublishBudget>,
     /// Why the day's writes could not be read last (logged once per distinct reason).
     budget_error: Option<String>,
+    /// The members as last computed from the stores (recomputed only after they changed).
+    set: Option<PeerSet>,
 }
 
 impl<S: SecretStore> Publisher<S> {
@@ -59,6 +61,7 @@ impl<S: SecretStore> Publisher<S> {
             pending: None,
             budget: None,
             budget_error: None,
+            set: None,
         }
     }
 
@@ -125,22 +128,29 @@ impl<S: SecretStore> Publisher<S> {
 
     /// Writes this cluster's bundle if its members changed and the pace allows it; retries a
     /// failed one (the same sealed bundle, while the members stay the same) after its back-off.
-    /// `now` paces; `wall` (the clock) seeds a new bundle's generation.
+    /// The members are computed again only when the stores `changed` since the last step (the
+    /// loop also ticks every second, for the pace and retries). `now` paces; `wall` (the clock)
+    /// seeds a new bundle's generation.
     pub async fn step(
         &mut self,
         members: &Members,
+        changed: bool,
         metrics: &RegistryMetrics,
         now: Instant,
         wall: jiff::Timestamp,
     ) {
-        let views: Vec<NodeView> = members.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
-        let pods: Vec<PodView> = members
-            .pods
-            .as_ref()
-            .map(|store| store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
-            .unwrap_or_default();
-        let set = cluster_members(&views, &pods, true, &self.config);
+        if changed || self.set.is_none() {
+            let views: Vec<NodeView> = members.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
+            let pods: Vec<PodView> = members
+                .pods
+                .as_ref()
+                .map(|store| store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
+                .unwrap_or_default();
+            self.set = Some(cluster_members(&views, &pods, true, &self.config));
+        }
+        let Some(set) = self.set.take() else { return };
         self.publish_members(&set, metrics, now, wall).await;
+        self.set = Some(set);
     }
 
     /// [`Publisher::step`] for the members `set`.
