@@ -149,9 +149,22 @@ pub const REMOTE_CLUSTERS: ResourceDef = ResourceDef {
     has_status: true,
 };
 
+/// meshcrypt.dev/v1alpha1 MeshNodes (meshcrypt's own resource: one per node, named after it, the
+/// state its agent reports for `meshcrypt status --cluster`).
+pub const MESH_NODES: ResourceDef = ResourceDef {
+    group: "meshcrypt.dev",
+    version: "v1alpha1",
+    kind: "MeshNode",
+    plural: "meshnodes",
+    singular: "meshnode",
+    namespaced: false,
+    short_names: &[],
+    has_status: false,
+};
+
 /// Every served resource.
 pub const ALL: &[ResourceDef] =
-    &[NODES, PODS, CONFIG_MAPS, EVENTS, NAMESPACES, EVENTS_V1, LEASES, REMOTE_CLUSTERS];
+    &[NODES, PODS, CONFIG_MAPS, EVENTS, NAMESPACES, EVENTS_V1, LEASES, REMOTE_CLUSTERS, MESH_NODES];
 
 /// The served resource for a group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<ResourceDef> {
