@@ -14,8 +14,9 @@ need_root
 # Debian packages: iproute2 (ip netns, veth, bridge), iputils-ping (lab connectivity checks),
 # wireguard-tools (`wg`, to inspect and configure devices), wireguard-go (an independent
 # WireGuard implementation the tests interoperate with and the benches compare with), iperf3 (the
-# throughput bench) and util-linux (`nsenter`, `mount`).
-packages=(iproute2 iputils-ping wireguard-tools wireguard-go iperf3 util-linux)
+# throughput bench), util-linux (`nsenter`, `mount`) and prometheus (`promtool`: the monitoring
+# component's alert rules are checked and unit-tested, integration/tests/deploy_monitoring.rs).
+packages=(iproute2 iputils-ping wireguard-tools wireguard-go iperf3 util-linux prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
