@@ -40,6 +40,7 @@ fn nodes(n: usize) -> Vec<NodeView> {
             pod_cidrs: vec![pod_cidr(i).to_string()],
             created: Some(created),
             key_claimed: Some(created),
+            no_agent: None,
         })
         .collect()
 }

@@ -8,11 +8,14 @@ mod cli;
 mod config;
 mod device_cmd;
 mod error;
+mod events;
 mod keys_cmd;
 mod logging;
 mod process_metrics;
 mod registry;
 mod remote_cluster;
+#[cfg(test)]
+mod test_support;
 
 use clap::Parser as _;
 

@@ -15,7 +15,9 @@ use crate::aggregate::aggregate;
 use crate::annotations::PUBLIC_KEY;
 use crate::{NodeKeyAnnotations, PublicKey};
 
+mod exception;
 mod remote;
+pub use exception::{COMPUTE_TYPE_LABEL, NoAgentExpected};
 pub use remote::{RemoteNodeView, RemoteView, add_remote_peers};
 
 /// What the peer set needs to know of one Node, read from fields the API server vouches for.
@@ -36,6 +38,8 @@ pub struct NodeView {
     /// the `managedFields` entry that owns it (a node cannot backdate it). A key claimed by two
     /// Nodes stays with the one that claimed it first.
     pub key_claimed: Option<Timestamp>,
+    /// Why the node is expected to run no agent (from its labels), if it is.
+    pub no_agent: Option<NoAgentExpected>,
 }
 
 impl NodeView {
@@ -62,6 +66,7 @@ impl NodeView {
             pod_cidrs,
             created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
             key_claimed: annotation_written(node, PUBLIC_KEY),
+            no_agent: node.metadata.labels.as_ref().and_then(NoAgentExpected::from_labels),
         }
     }
 }
@@ -310,7 +315,8 @@ pub struct PeerSet {
     /// This node's own pod prefixes (all of them, contested or not: local delivery never leaves
     /// the node), aggregated in pod-IP mode.
     pub local_prefixes: Vec<IpNet>,
-    /// Nodes (or prefixes) left out, in node-name order.
+    /// Nodes (or prefixes) left out, in node-name order. A node expected to run no agent
+    /// ([`NodeView::no_agent`]) and without a key is no problem: it is simply no peer.
     pub problems: Vec<NodeProblem>,
 }
 
@@ -371,6 +377,7 @@ fn peers_seen_by(
     for node in nodes.iter().filter(|n| n.name != local_name) {
         match NodeKeyAnnotations::parse(&node.annotations) {
             Ok(Some(key)) => keyed.push((node, key)),
+            Ok(None) if node.no_agent.is_some() => {}
             Ok(None) => report(&node.name, Problem::NoKey),
             Err(e) => report(&node.name, Problem::InvalidAnnotation(e.to_string())),
         }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use meshcrypt_dataplane::{DeviceState, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::{
-    LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, RemoteView, add_remote_peers,
+    LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, Problem, RemoteView, add_remote_peers,
     desired_peers,
 };
 use meshcrypt_keyexchange::{NodeKeyAnnotations, rotation};
@@ -341,7 +341,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             }
             peers.peers.retain(|id, _| !refused(id));
             peers.problems.extend(chosen.problems.iter().cloned());
-            report_problems(state, &peers, &mut plan);
+            report_problems(&params.node, state, &peers, &mut plan);
             if settings.addressing == Addressing::PodIp {
                 // Pods the CNI wired here that the API has not shown yet are delivered locally too.
                 let not_local: Vec<u32> = inputs
@@ -523,18 +523,22 @@ fn decide_settings(
     }
 }
 
-/// Problems new since the last report become Warning Events; the metrics count all of them.
-fn report_problems(state: &LoopState, peers: &PeerSet, plan: &mut PassPlan) {
+/// Problems new since the last report become Warning Events, each raised by one agent
+/// ([`raises_event`]); the metrics count all of them.
+fn report_problems(local: &str, state: &LoopState, peers: &PeerSet, plan: &mut PassPlan) {
     let current: BTreeSet<(String, &'static str, String)> =
         peers.problems.iter().map(|p| (p.node.clone(), p.problem.reason(), p.problem.to_string())).collect();
     plan.new_problems =
         peers.problems.iter().filter(|p| !state.reported.contains(&problem_key(p))).cloned().collect();
-    for (node, reason, message) in current.difference(&state.reported) {
+    // This cluster's peers (a peer cluster's are keyed `<cluster>/<node>`).
+    let is_peer = |node: &str| peers.peers.contains_key(node) && !node.contains('/');
+    let reporter = peers.peers.keys().filter(|n| is_peer(n)).all(|n| local < n.as_str());
+    for p in plan.new_problems.iter().filter(|p| raises_event(p, local, reporter, is_peer(&p.node))) {
         plan.events.push(PlannedEvent {
-            node: Some(node.clone()),
+            node: Some(p.node.clone()),
             warning: true,
-            reason: (*reason).to_owned(),
-            note: message.clone(),
+            reason: p.problem.reason().to_owned(),
+            note: p.problem.to_string(),
         });
     }
     let mut counts = BTreeMap::new();
@@ -543,6 +547,27 @@ fn report_problems(state: &LoopState, peers: &PeerSet, plan: &mut PassPlan) {
     }
     plan.problem_counts = Some(counts);
     plan.problems = current;
+}
+
+/// Whether this agent (on `local`) raises the Event for `p`, so that each problem is raised by
+/// one agent in the cluster rather than by every agent that sees it (N² Events at N nodes).
+///
+/// - A problem only this agent sees (another node claims this node's key; its own pre-shared key
+///   file) is raised here.
+/// - A prefix problem is raised by the agent of the node concerned; for a node that is no peer
+///   (no agent to speak for it), by the cluster's reporter.
+/// - Anything else every agent sees alike (a missing or malformed key, a key claimed twice, no
+///   InternalIP, a peer cluster's bad node) is raised by the reporter: the agent whose node's name
+///   is first among this cluster's peers and itself, which every agent works out the same way
+///   from the same Nodes. While agents' views differ, two may raise it; never N.
+fn raises_event(p: &NodeProblem, local: &str, reporter: bool, about_peer: bool) -> bool {
+    match p.problem {
+        Problem::ClaimsLocalKey | Problem::InvalidPresharedKey { .. } => true,
+        Problem::ContestedPrefix { .. }
+        | Problem::PrefixClaimedByOthers { .. }
+        | Problem::InvalidPodCidr(_) => p.node == local || (reporter && !about_peer),
+        _ => reporter,
+    }
 }
 
 fn problem_key(p: &NodeProblem) -> (String, &'static str, String) {

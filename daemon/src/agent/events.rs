@@ -1,21 +1,27 @@
 //! Kubernetes Events about the mesh, published as `meshcrypt` on behalf of one node's agent: the
-//! pass decides which (a Warning on each Node left out of the peer set, once per distinct problem;
-//! Normal events for milestones), this module only sends them.
+//! pass decides which (see `decide`: an Event about a node is raised by one agent, not by every
+//! agent that sees it), this module only sends them, through [`crate::events::EventRecorder`].
 
-use k8s_openapi::api::core::v1::ObjectReference;
-pub use kube::runtime::events::EventType;
-use kube::runtime::events::{Event, Recorder, Reporter};
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::events::EventRecorder;
+pub use crate::events::EventType;
+
+/// The action of the agent's Events.
+const ACTION: &str = "Reconcile";
 
 /// Publishes Events as `meshcrypt` on behalf of one node's agent.
 pub struct EventReporter {
-    recorder: Recorder,
+    recorder: EventRecorder,
+    /// The Nodes, for the uid of a Node reference.
+    nodes: Store<Node>,
 }
 
 impl EventReporter {
-    /// A reporter for the agent on `node`.
-    pub fn new(client: kube::Client, node: &str) -> Self {
-        let reporter = Reporter { controller: "meshcrypt".into(), instance: Some(node.to_owned()) };
-        Self { recorder: Recorder::new(client, reporter) }
+    /// A reporter for the agent on `node`; Node references get their uid from `nodes`.
+    pub fn new(client: kube::Client, node: &str, nodes: Store<Node>) -> Self {
+        Self { recorder: EventRecorder::new(client, "meshcrypt", node), nodes }
     }
 
     /// A Normal event on Node `node`.
@@ -28,22 +34,19 @@ impl EventReporter {
         self.publish(node_ref(node), EventType::Warning, reason, note).await;
     }
 
-    /// An event on any object.
-    pub async fn publish(&self, reference: ObjectReference, type_: EventType, reason: &str, note: &str) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note.to_owned()),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, object = ?reference.name, reason, "cannot publish a Kubernetes Event");
+    /// An event on any object (a Node reference without a uid gets the Node's).
+    pub async fn publish(&self, mut reference: ObjectReference, type_: EventType, reason: &str, note: &str) {
+        if reference.kind.as_deref() == Some("Node")
+            && reference.uid.is_none()
+            && let Some(name) = reference.name.as_deref()
+        {
+            reference.uid = self.nodes.get(&ObjectRef::new(name)).and_then(|n| n.metadata.uid.clone());
         }
+        self.recorder.publish(reference, type_, reason, ACTION, note, jiff::Timestamp::now()).await;
     }
 }
 
-/// A reference to Node `name`.
+/// A reference to Node `name` (its uid is filled in when published).
 pub fn node_ref(name: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),

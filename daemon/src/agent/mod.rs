@@ -130,7 +130,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         config_map: args.config_map.clone().map(|name| (args.config_namespace.clone(), name)),
     };
     let io = io::Io {
-        events: events::EventReporter::new(client.clone(), &args.node_name),
+        events: events::EventReporter::new(client.clone(), &args.node_name, nodes.clone()),
         client,
         nodes,
         remotes,

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use meshcrypt_dataplane::WireGuardDevice as _;
 use meshcrypt_dataplane::fake::FakeBackend;
 use meshcrypt_keyexchange::annotations::PUBLIC_KEY;
 use meshcrypt_keyexchange::{KeyStore, NodeKeyAnnotations};
 use meshcrypt_routing::fake::{FailFlags, FakeKernel};
 use meshcrypt_routing::{ObservedState, RouteKind};
-use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer, kubeconfig_yaml};
+use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
+
+use crate::test_support::client;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -86,7 +87,7 @@ impl Harness {
         let remotes = remotes::watch(client.clone(), wake.clone());
         remotes.wait_until_ready().await.expect("remotecluster store");
         let io = Io {
-            events: EventReporter::new(client.clone(), NODE),
+            events: EventReporter::new(client.clone(), NODE, nodes.clone()),
             client,
             nodes,
             remotes,
@@ -196,15 +197,6 @@ fn publish_peer_key(server: &TestApiServer, name: &str) -> NodeKeyAnnotations {
     let patch = json!({"metadata": {"annotations": key.to_annotations()}});
     server.merge_patch("v1", "Node", None, name, &patch, false).expect("annotate");
     key
-}
-
-async fn client(server: &TestApiServer) -> kube::Client {
-    let yaml = kubeconfig_yaml(&server.url(), server.admin_token());
-    let kubeconfig = Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(config).expect("client")
 }
 
 #[tokio::test]

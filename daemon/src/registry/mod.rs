@@ -27,7 +27,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::VerifyingKey;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
 use kube_lease_manager::LeaseManagerBuilder;
 use meshcrypt_keyexchange::mesh::MeshConfig;
 use meshcrypt_registry::{Names, SecretsManager};
@@ -39,6 +38,7 @@ use crate::agent::{kube_client, nodes, pods};
 use crate::cli::RegistryArgs;
 use crate::config::settings::Addressing;
 use crate::error::AgentError;
+use crate::events::EventRecorder;
 use crate::remote_cluster::RemoteCluster;
 use metrics::RegistryMetrics;
 use pace::PublishPace;
@@ -124,8 +124,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), AgentError> {
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|source| AgentError::Io { what: "install the SIGINT handler".into(), source })?;
     let api: Api<RemoteCluster> = Api::all(client.clone());
-    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(args.identity.clone()) };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let recorder = EventRecorder::new(client.clone(), FIELD_MANAGER, &args.identity);
     let mut was_leading = false;
     // The stores changed since the members were last computed.
     let mut changed = true;

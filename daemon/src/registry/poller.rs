@@ -8,11 +8,11 @@ use std::time::Instant;
 use ed25519_dalek::VerifyingKey;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use meshcrypt_registry::{Fetched, Names, SecretsManager, Trust, fetch};
 
 use super::metrics::RegistryMetrics;
 use super::{FIELD_MANAGER, MANAGED_BY};
+use crate::events::{EventRecorder, EventType};
 use crate::remote_cluster::{RemoteCluster, RemoteClusterSpec, RemoteNode};
 
 /// A peer cluster as the registry tracks it.
@@ -66,7 +66,12 @@ impl Peer {
     }
 
     /// Reads the bundle and writes the RemoteCluster.
-    pub async fn poll(&mut self, api: &Api<RemoteCluster>, recorder: &Recorder, metrics: &RegistryMetrics) {
+    pub async fn poll(
+        &mut self,
+        api: &Api<RemoteCluster>,
+        recorder: &EventRecorder,
+        metrics: &RegistryMetrics,
+    ) {
         let name = self.names.cluster.clone();
         let trust = Trust { cluster: &name, key: &self.key, last_generation: self.generation };
         let at = jiff::Timestamp::now();
@@ -144,7 +149,7 @@ impl Peer {
     /// distinct failure), and the status to write (stale since the first failure in a row).
     async fn failure(
         &mut self,
-        recorder: &Recorder,
+        recorder: &EventRecorder,
         now: &str,
         reason: &'static str,
         message: String,
@@ -159,22 +164,16 @@ impl Peer {
                 None => "none of its nodes is known yet",
             };
             tracing::warn!(peer = %cluster, reason, detail = %message, "peer cluster's bundle not read; {kept}");
-            let event = Event {
-                type_: EventType::Warning,
-                reason: reason.to_owned(),
-                note: Some(format!("{message}; {kept}")),
-                action: "Fetch".to_owned(),
-                secondary: None,
-            };
             let reference = ObjectReference {
                 api_version: Some("meshcrypt.dev/v1alpha1".into()),
                 kind: Some("RemoteCluster".into()),
                 name: Some(cluster),
                 ..ObjectReference::default()
             };
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(error = %e, "cannot publish a Kubernetes Event");
-            }
+            let note = format!("{message}; {kept}");
+            recorder
+                .publish(reference, EventType::Warning, reason, "Fetch", &note, jiff::Timestamp::now())
+                .await;
             self.reported = Some(message.clone());
         }
         let since = self.stale_since.get_or_insert_with(|| now.to_owned()).clone();

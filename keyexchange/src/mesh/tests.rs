@@ -33,7 +33,14 @@ fn node(name: &str, key: Option<&str>, ips: &[&str], cidrs: &[&str]) -> NodeView
         pod_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
         created: None,
         key_claimed: None,
+        no_agent: None,
     }
+}
+
+/// `node`, labelled as expected to run no agent.
+fn exempt(mut node: NodeView, why: NoAgentExpected) -> NodeView {
+    node.no_agent = Some(why);
+    node
 }
 
 /// A point in time, `secs` seconds into a fixed day.
@@ -126,6 +133,23 @@ fn peer_set_table() {
             ],
             peers: vec![("d", "198.18.0.13:51820", vec!["10.244.3.0/24"])],
             problems: vec![("b", "NoKey"), ("c", "InvalidKeyAnnotation")],
+        },
+        Case {
+            name: "nodes expected to run no agent (Fargate, hybrid, Auto Mode) are no problem without a key",
+            underlay: "198.18.0.10",
+            nodes: vec![
+                a(),
+                exempt(node("fargate-ip-1", None, &["198.18.0.21"], &[]), NoAgentExpected::Fargate),
+                exempt(node("hybrid-1", None, &["198.18.0.22"], &["10.244.5.0/24"]), NoAgentExpected::Hybrid),
+                // A key is a key: whoever runs an agent there is a peer.
+                exempt(
+                    node("auto-1", Some(k4), &["198.18.0.13"], &["10.244.3.0/24"]),
+                    NoAgentExpected::AutoMode,
+                ),
+                exempt(node("auto-2", Some("not-a-key"), &["198.18.0.14"], &[]), NoAgentExpected::AutoMode),
+            ],
+            peers: vec![("auto-1", "198.18.0.13:51820", vec!["10.244.3.0/24"])],
+            problems: vec![("auto-2", "InvalidKeyAnnotation")],
         },
         Case {
             name: "a key copied by a newer node stays with the node that published it first",

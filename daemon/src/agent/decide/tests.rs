@@ -42,6 +42,7 @@ fn node(name: &str, i: u8, k: Option<usize>) -> NodeView {
         pod_cidrs: vec![format!("10.244.{i}.0/24")],
         created: Some(jiff::Timestamp::from_second(NOW - 86_400 + i64::from(i)).unwrap()),
         key_claimed: Some(jiff::Timestamp::from_second(NOW - 3600 + i64::from(i)).unwrap()),
+        no_agent: None,
     }
 }
 
@@ -461,6 +462,33 @@ fn decide_table() {
             Got { save: true, events: events(&["KeyClaimedByOthers", "DuplicateKey"]), ..nothing() },
         ),
         (
+            "a malformed key is raised by the cluster's reporter only: an earlier-named peer here",
+            |w| {
+                w.nodes().push(node("node-0", 9, Some(4)));
+                w.nodes()[2]
+                    .annotations
+                    .insert(meshcrypt_keyexchange::annotations::PUBLIC_KEY.into(), "not-a-key".into());
+            },
+            Got {
+                peer_ops: vec!["remove", "add"],
+                handshakes: 1,
+                kernel: Kernel::Device,
+                save: true,
+                ..nothing()
+            },
+        ),
+        (
+            "a Fargate node without a key is no problem: no Event, nothing left out",
+            |w| {
+                let mut fargate = node("fargate-ip-10-0-0-1", 7, None);
+                fargate.no_agent = Some(meshcrypt_keyexchange::mesh::NoAgentExpected::Fargate);
+                fargate.pod_cidrs.clear();
+                w.nodes().push(fargate);
+            },
+            // Its address joins the saved node addresses (delivered without the mesh).
+            Got { save: true, ..nothing() },
+        ),
+        (
             "a problem already reported is not reported again",
             |w| {
                 w.nodes()[2].annotations.clear();
@@ -707,4 +735,32 @@ fn a_plan_applied_is_a_fixed_point() {
     assert_eq!(got(&again), nothing());
     let names: BTreeMap<PublicKey, String> = again.peer_names.expect("a peer set");
     assert_eq!(names.len(), 3);
+}
+
+/// Which agent raises the Event for a problem (`raises_event`): local node-b; reporter or not.
+#[test]
+fn raises_event_table() {
+    use meshcrypt_keyexchange::mesh::Problem;
+    let prefix: ipnet::IpNet = "10.244.1.0/24".parse().unwrap();
+    let contested = || Problem::ContestedPrefix { prefix, with: vec!["node-c".into()] };
+    let psk = || Problem::InvalidPresharedKey { reason: "bad".into(), kept: true };
+    #[rustfmt::skip]
+    let cases: Vec<(&str, &str, Problem, bool, bool, bool)> = vec![
+        // (case, about node, problem, reporter, about a peer, raised)
+        ("a copy of this node's key: the victim raises it", "node-x", Problem::ClaimsLocalKey, false, false, true),
+        ("its own pre-shared key file", "prod-b", psk(), false, false, true),
+        ("its own contested prefix", "node-b", contested(), false, true, true),
+        ("a peer's contested prefix: that peer's agent raises it", "node-c", contested(), true, true, false),
+        ("a prefix of a node with no agent: the reporter", "node-c", contested(), true, false, true),
+        ("... and nobody else", "node-c", contested(), false, false, false),
+        ("a missing key: the reporter", "node-c", Problem::NoKey, true, false, true),
+        ("a missing key: not another agent", "node-c", Problem::NoKey, false, false, false),
+        ("a key claimed twice: the reporter", "node-c", Problem::DuplicateKey { with: vec!["node-d".into()] }, true, false, true),
+        ("a peer cluster's node: the reporter", "prod-b/n1", Problem::InvalidRemoteNode("x".into()), true, false, true),
+        ("a peer cluster's node: not another agent", "prod-b/n1", Problem::InvalidRemoteNode("x".into()), false, false, false),
+    ];
+    for (case, node, problem, reporter, about_peer, want) in cases {
+        let p = NodeProblem { node: node.into(), problem };
+        assert_eq!(super::raises_event(&p, "node-b", reporter, about_peer), want, "{case}");
+    }
 }
