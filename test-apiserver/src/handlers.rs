@@ -203,6 +203,7 @@ impl Req<'_> {
 
     fn selectors(&self) -> Result<Selectors, ApiServerError> {
         Selectors::parse(
+            self.res(),
             self.q.get("labelSelector").map(String::as_str),
             self.q.get("fieldSelector").map(String::as_str),
         )

@@ -1,13 +1,21 @@
 //! A stateful test Kubernetes API server over real HTTP, faithful to what kube-rs and kubectl need.
 //!
 //! Objects are stored as generic JSON with one global, monotonically increasing resourceVersion
-//! and a bounded event history. Served: Nodes (with `/status`), Pods, ConfigMaps, Events (core/v1
-//! and events.k8s.io/v1, stored separately), Leases and Namespaces; get, list (paged with
+//! and a bounded event history. Served: Nodes (with `/status`), Pods, ConfigMaps, Events, Leases,
+//! Namespaces and meshcrypt's RemoteClusters and MeshNodes; get, list (paged with
 //! `limit`/`continue`, label and field selectors), watch (history replay, synthetic initial
 //! events, streaming lists, bookmarks, `timeoutSeconds`, 410 Expired in-stream), create, update
 //! (409 on a stale resourceVersion), delete, and all four patch types including server-side apply
 //! with per-manager field ownership. Discovery, `/version` and an abridged OpenAPI v3 document
-//! are enough for kubectl's get, annotate, patch, apply and `apply --server-side`.
+//! are enough for kubectl's get, describe, annotate, patch, apply and `apply --server-side`.
+//!
+//! Events are one resource in two versions, as on a real server: stored once as core/v1 and
+//! served as core/v1 and events.k8s.io/v1 with Kubernetes' field mapping (`note`/`message`,
+//! `regarding`/`involvedObject`, `reportingController`/`reportingComponent`, the `deprecated*`
+//! fields), so lists, watches and field selectors of either version see Events written through
+//! the other, and `kubectl get events` and `kubectl describe` print them as a real server's Table
+//! and field selectors let them. Field ownership of Events is kept in core/v1's field names
+//! whichever version wrote them (a real server keeps each manager's own version).
 //!
 //! Start one in-process with [`TestApiServer::start`] (or on listeners you created, e.g. inside a
 //! network namespace, with [`TestApiServer::serve_listeners`]); the `test-apiserver` binary wraps
@@ -25,8 +33,8 @@
 //! Modules: `server` (listeners, routes, the helper API), `handlers` (one per verb), `store`
 //! (objects, resourceVersions, history), `watch`, `patch` and `apply` (the four patch types,
 //! server-side apply with field ownership), `resources` and `discovery` (what is served),
-//! `selectors`, `table` (kubectl's table output), `auth` (tokens and the node authorizer),
-//! `kubeconfig`, `tls`, `timestamp`, `error`.
+//! `versions` (one stored object served in two versions), `selectors`, `table` (kubectl's table
+//! output), `auth` (tokens and the node authorizer), `kubeconfig`, `tls`, `timestamp`, `error`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), meshcrypt_test_apiserver::ApiServerError> {
@@ -57,6 +65,7 @@ mod store;
 mod table;
 mod timestamp;
 mod tls;
+mod versions;
 mod watch;
 
 pub use auth::{Identity, NODE_NAME_EXTRA, NODE_USER};

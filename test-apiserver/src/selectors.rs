@@ -3,6 +3,8 @@
 use serde_json::Value;
 
 use super::error::ApiServerError;
+use super::resources::ResourceDef;
+use super::versions::storage_field_path;
 
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,15 +145,21 @@ pub struct Selectors {
 }
 
 impl Selectors {
-    /// Parses the optional `labelSelector` and `fieldSelector` query values.
-    pub fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<Self, ApiServerError> {
-        Ok(Self {
-            labels: labels.map(LabelSelector::parse).transpose()?.unwrap_or_default(),
-            fields: fields.map(FieldSelector::parse).transpose()?.unwrap_or_default(),
-        })
+    /// Parses the optional `labelSelector` and `fieldSelector` query values of a request to `res`,
+    /// mapping each field label to the path it selects in the stored object.
+    pub fn parse(
+        res: &ResourceDef,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> Result<Self, ApiServerError> {
+        let mut fields = fields.map(FieldSelector::parse).transpose()?.unwrap_or_default();
+        for (field, _, _) in &mut fields.0 {
+            *field = storage_field_path(res, field);
+        }
+        Ok(Self { labels: labels.map(LabelSelector::parse).transpose()?.unwrap_or_default(), fields })
     }
 
-    /// Whether the object matches both selectors.
+    /// Whether the stored object matches both selectors.
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(obj) && self.fields.matches(obj)
     }

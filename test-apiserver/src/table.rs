@@ -1,11 +1,18 @@
-//! `meta.k8s.io/v1` Table responses, which kubectl asks for when it prints `get` output.
+//! `meta.k8s.io/v1` Table responses, which kubectl asks for when it prints `get` output. As on a
+//! real server every column is sent; kubectl shows those of priority 1 only with `-o wide`.
 
 use serde_json::{Value, json};
 
-use super::resources::{NODES, PODS, ResourceDef};
+use super::resources::{EVENTS, NODES, PODS, ResourceDef};
+use super::versions::{storage, to_storage};
 
 fn column(name: &str, kind: &str, format: &str, description: &str) -> Value {
     json!({"name": name, "type": kind, "format": format, "description": description, "priority": 0})
+}
+
+/// A column kubectl shows only with `-o wide`.
+fn wide_column(name: &str, description: &str) -> Value {
+    json!({"name": name, "type": "string", "format": "", "description": description, "priority": 1})
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 `YYYY-MM-DDTHH:MM:SSZ` timestamp.
@@ -29,9 +36,13 @@ fn parse_unix(ts: &str) -> Option<u64> {
 }
 
 fn age(obj: &Value) -> String {
-    let Some(created) =
-        obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str).and_then(parse_unix)
-    else {
+    since(obj.pointer("/metadata/creationTimestamp"))
+}
+
+/// How long ago a timestamp (RFC 3339, optionally with fractional seconds) was, as kubectl prints
+/// ages; `<unknown>` when it is missing.
+fn since(ts: Option<&Value>) -> String {
+    let Some(created) = ts.and_then(Value::as_str).and_then(parse_unix) else {
         return "<unknown>".into();
     };
     let now =
@@ -75,6 +86,8 @@ pub fn table(res: &ResourceDef, items: &[Value], metadata: Value) -> Value {
                 })
                 .collect(),
         )
+    } else if storage(res) == EVENTS {
+        event_table(res, items)
     } else if *res == PODS {
         (
             vec![
@@ -105,4 +118,69 @@ pub fn table(res: &ResourceDef, items: &[Value], metadata: Value) -> Value {
         "columnDefinitions": columns,
         "rows": rows,
     })
+}
+
+/// The columns and rows of Events (either version), from the stored core/v1 fields: when last and
+/// first seen (the series, the deprecated timestamps or `eventTime`), the object it is about, who
+/// reported it, and how often.
+fn event_table(res: &ResourceDef, items: &[Value]) -> (Vec<Value>, Vec<Value>) {
+    let columns = vec![
+        column("Last Seen", "string", "", "When the event was last observed"),
+        column("Type", "string", "", "Normal or Warning"),
+        column("Reason", "string", "", "Why the event happened"),
+        column("Object", "string", "", "The object the event is about"),
+        wide_column("Subobject", "The part of the object the event is about"),
+        wide_column("Source", "The component (and host) that reported the event"),
+        column("Message", "string", "", "A human-readable description"),
+        wide_column("First Seen", "When the event was first observed"),
+        wide_column("Count", "How many times the event was observed"),
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the event", "priority": 1}),
+    ];
+    let rows = items
+        .iter()
+        .map(|view| {
+            let e = to_storage(res, view.clone());
+            let text = |path: &str| e.pointer(path).and_then(Value::as_str).unwrap_or("").to_string();
+            let first_seen = match e.get("firstTimestamp").filter(|t| !t.is_null()) {
+                Some(t) => since(Some(t)),
+                None => since(e.get("eventTime")),
+            };
+            let (last_seen, count) = match e.get("series").filter(|s| s.is_object()) {
+                Some(series) => {
+                    (since(series.get("lastObservedTime")), series["count"].as_i64().unwrap_or(1))
+                }
+                None => (
+                    e.get("lastTimestamp")
+                        .filter(|t| !t.is_null())
+                        .map_or(first_seen.clone(), |t| since(Some(t))),
+                    e.get("count").and_then(Value::as_i64).filter(|c| *c > 0).unwrap_or(1),
+                ),
+            };
+            let kind = text("/involvedObject/kind").to_lowercase();
+            let object = match text("/involvedObject/name") {
+                name if name.is_empty() => kind,
+                name => format!("{kind}/{name}"),
+            };
+            let component = Some(text("/source/component"))
+                .filter(|c| !c.is_empty())
+                .unwrap_or(text("/reportingComponent"));
+            let instance =
+                Some(text("/source/host")).filter(|h| !h.is_empty()).unwrap_or(text("/reportingInstance"));
+            let source = if instance.is_empty() { component } else { format!("{component}, {instance}") };
+            let cells = json!([
+                last_seen,
+                text("/type"),
+                text("/reason"),
+                object,
+                text("/involvedObject/fieldPath"),
+                source,
+                text("/message").trim(),
+                first_seen,
+                count,
+                name(&e),
+            ]);
+            json!({"cells": cells, "object": view})
+        })
+        .collect();
+    (columns, rows)
 }

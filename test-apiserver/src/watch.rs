@@ -15,6 +15,7 @@ use super::resources::ResourceDef;
 use super::selectors::Selectors;
 use super::store::{Broadcast, EventType, Store, StoredEvent, WatchStart};
 use super::table;
+use super::versions::{storage, to_view};
 
 /// What one watch request asked for.
 #[derive(Debug, Clone)]
@@ -58,9 +59,10 @@ fn bookmark(res: &ResourceDef, rv: u64, initial_events_end: bool) -> Bytes {
 }
 
 /// The line to send for an event under this request's filters, if any: a modification that moves
-/// an object into or out of the selection becomes ADDED or DELETED.
+/// an object into or out of the selection becomes ADDED or DELETED; the object is sent as the
+/// watched version serves it.
 fn event_line(req: &WatchRequest, ev: &StoredEvent) -> Option<Bytes> {
-    if ev.resource != req.resource {
+    if ev.resource != storage(&req.resource) {
         return None;
     }
     if let Some(ns) = &req.namespace
@@ -82,11 +84,12 @@ fn event_line(req: &WatchRequest, ev: &StoredEvent) -> Option<Bytes> {
             }
         }
     };
+    let object = to_view(&req.resource, ev.object.clone());
     if req.as_table {
-        let t = table::table(&req.resource, std::slice::from_ref(&ev.object), json!({}));
+        let t = table::table(&req.resource, std::slice::from_ref(&object), json!({}));
         return Some(line(kind.as_str(), &t));
     }
-    Some(line(kind.as_str(), &ev.object))
+    Some(line(kind.as_str(), &object))
 }
 
 /// A single ERROR event with a 410 Expired Status, as sent for a too-old resourceVersion.

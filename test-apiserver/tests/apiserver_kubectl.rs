@@ -1,5 +1,8 @@
 //! The real kubectl binary against the standalone `test-apiserver` binary: discovery, OpenAPI,
-//! get, annotate, patch (merge and strategic), client-side apply and server-side apply.
+//! get (with `-o wide`), annotate, patch (merge and strategic), client-side and server-side apply,
+//! the protobuf bodies of `kubectl create`, server-side dry run and `kubectl diff`, `auth can-i`,
+//! Events recorded through events.k8s.io in `get events` and `describe node`, and the annotation
+//! size limit.
 
 mod apiserver_support;
 
@@ -11,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use apiserver_support::{client_for_url, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
@@ -36,18 +41,28 @@ const SEED: &str = r#"
   kind: Node
   metadata:
     name: seed-node-1
+    labels: {node-role.kubernetes.io/control-plane: ""}
   spec:
     podCIDRs: [10.244.1.0/24]
   status:
-    addresses: [{type: InternalIP, address: 198.18.0.11}]
+    addresses: [{type: InternalIP, address: 198.18.0.11}, {type: ExternalIP, address: 203.0.113.11}]
+    conditions: [{type: Ready, status: "True"}]
+    nodeInfo:
+      kubeletVersion: v1.32.1-eks-5d632ec
+      osImage: Amazon Linux 2023.6.20250115
+      kernelVersion: 6.1.119-129.201.amzn2023.x86_64
+      containerRuntimeVersion: containerd://1.7.25
 - apiVersion: v1
   kind: Node
   metadata:
     name: seed-node-2
   spec:
     podCIDRs: [10.244.2.0/24]
+    unschedulable: true
   status:
     addresses: [{type: InternalIP, address: 198.18.0.12}]
+    conditions: [{type: Ready, status: "False"}]
+    nodeInfo: {kubeletVersion: v1.32.1-eks-5d632ec}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -101,13 +116,13 @@ impl ServerProcess {
 
     /// Runs kubectl with this server's kubeconfig and a private cache; panics unless it succeeds.
     fn kubectl(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.kubectl_with(&self.kubeconfig, args);
-        assert!(ok, "kubectl {args:?} failed: {stdout}\n{stderr}");
-        stdout
+        let run = self.kubectl_with(&self.kubeconfig, args);
+        assert!(run.ok(), "kubectl {args:?} failed: {}\n{}", run.stdout, run.stderr);
+        run.stdout
     }
 
-    /// Runs kubectl with the given kubeconfig: (success, stdout, stderr).
-    fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    /// Runs kubectl with the given kubeconfig, whatever its outcome.
+    fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> KubectlRun {
         let out = Command::new(KUBECTL)
             .env("KUBECONFIG", kubeconfig)
             .env("HOME", self.dir.path())
@@ -116,11 +131,11 @@ impl ServerProcess {
             .args(args)
             .output()
             .expect("run kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        KubectlRun {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -141,8 +156,34 @@ impl ServerProcess {
     }
 }
 
+/// One kubectl run: its exit code and output.
+struct KubectlRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl KubectlRun {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// The cells of one line of kubectl's table output (columns are separated by 2+ spaces).
+fn cells(line: &str) -> Vec<&str> {
+    line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()
+}
+
+/// The row of `name` in kubectl's table output.
+fn row<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    out.lines()
+        .map(cells)
+        .find(|c| c.contains(&name))
+        .unwrap_or_else(|| panic!("no row for {name} in:\n{out}"))
 }
 
 #[tokio::test]
@@ -263,14 +304,14 @@ async fn kubectl_with_a_node_token_may_annotate_only_its_own_node() {
     let server = ServerProcess::start();
     let node_kubeconfig = server
         .write("node-1.kubeconfig", &meshcrypt_test_apiserver::kubeconfig_yaml(&server.url, NODE_1_TOKEN));
-    let (ok, _, stderr) =
+    let run =
         server.kubectl_with(&node_kubeconfig, &["annotate", "node", "seed-node-2", "meshcrypt.dev/test=1"]);
-    assert!(!ok && stderr.contains("Forbidden"), "{stderr}");
-    let (ok, stdout, stderr) =
+    assert!(!run.ok() && run.stderr.contains("Forbidden"), "{}", run.stderr);
+    let run =
         server.kubectl_with(&node_kubeconfig, &["annotate", "node", "seed-node-1", "meshcrypt.dev/test=1"]);
-    assert!(ok, "{stdout}\n{stderr}");
-    let (ok, stdout, _) = server.kubectl_with(&node_kubeconfig, &["get", "nodes", "-o", "name"]);
-    assert!(ok && stdout.contains("node/seed-node-2"), "{stdout}");
+    assert!(run.ok(), "{}\n{}", run.stdout, run.stderr);
+    let run = server.kubectl_with(&node_kubeconfig, &["get", "nodes", "-o", "name"]);
+    assert!(run.ok() && run.stdout.contains("node/seed-node-2"), "{}", run.stdout);
 
     let nodes: Api<Node> = Api::all(server.client().await);
     let annotated = |name: &'static str| {
@@ -286,9 +327,9 @@ async fn kubectl_with_a_node_token_may_annotate_only_its_own_node() {
     // With an unknown token kubectl is turned away.
     let unknown = server
         .write("unknown.kubeconfig", &meshcrypt_test_apiserver::kubeconfig_yaml(&server.url, "wrong-token"));
-    let (ok, _, stderr) = server.kubectl_with(&unknown, &["get", "nodes"]);
-    assert!(!ok, "{stderr}");
-    assert!(stderr.contains("Unauthorized") || stderr.contains("logged in"), "{stderr}");
+    let run = server.kubectl_with(&unknown, &["get", "nodes"]);
+    assert!(!run.ok(), "{}", run.stderr);
+    assert!(run.stderr.contains("Unauthorized") || run.stderr.contains("logged in"), "{}", run.stderr);
 }
 
 #[tokio::test]
@@ -315,4 +356,92 @@ async fn kubectl_upgrades_from_client_side_to_server_side_apply() {
     server.kubectl(&["apply", "-f", path_str(&file)]);
     let cm = cms.get("upgrade").await.unwrap();
     assert_eq!(cm.data.unwrap().get("a").map(String::as_str), Some("3"));
+}
+
+#[tokio::test]
+async fn kubectl_shows_events_recorded_through_events_k8s_io() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    use kube::api::{Patch, PatchParams, PostParams};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let server = ServerProcess::start();
+    let admin = server.client().await;
+    let node = Api::<Node>::all(admin.clone()).get("seed-node-1").await.unwrap();
+    // As the agent does: kube-rs's Recorder with a node token, a reference that carries the uid.
+    let recorder = Recorder::new(
+        client_for_url(&server.url, Some(NODE_1_TOKEN)).await,
+        Reporter { controller: "meshcrypt".into(), instance: Some("seed-node-1".into()) },
+    );
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some("seed-node-1".into()),
+        uid: node.metadata.uid.clone(),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "NoKey".into(),
+        note: Some("the first cause".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    // The cause changed: the same Event's note and series move on (a merge patch, as recorders send).
+    let events: Api<NewEvent> = Api::namespaced(admin.clone(), "default");
+    let recorded = events.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let name = recorded[0].metadata.name.clone().unwrap();
+    let observed = serde_json::to_value(&recorded[0].event_time).unwrap();
+    events
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"note": "the latest cause", "series": {"count": 3, "lastObservedTime": observed}}),
+            ),
+        )
+        .await
+        .unwrap();
+    // An Event about the other node, written through core/v1, as older clients do.
+    let core: Api<CoreEvent> = Api::namespaced(admin, "default");
+    let other: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "seed-node-2.other"},
+        "involvedObject": {"kind": "Node", "name": "seed-node-2", "uid": "seed-node-2"},
+        "reason": "Other",
+        "message": "about the other node",
+        "type": "Normal",
+        "source": {"component": "kubelet", "host": "seed-node-2"},
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &other).await.unwrap();
+
+    let out = server.kubectl(&["get", "events", "-A"]);
+    assert_eq!(
+        cells(out.lines().next().unwrap()),
+        ["NAMESPACE", "LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    let r = row(&out, "NoKey");
+    assert_eq!(
+        [r[0], r[2], r[3], r[4], r[5]],
+        ["default", "Warning", "NoKey", "node/seed-node-1", "the latest cause"]
+    );
+    assert!(out.contains("about the other node"), "{out}");
+    // Both versions list both Events.
+    let out = server.kubectl(&["get", "events.v1.events.k8s.io", "-A", "-o", "name"]);
+    assert!(out.contains(&name) && out.contains("seed-node-2.other"), "{out}");
+
+    let out = server.kubectl(&["describe", "node", "seed-node-1"]);
+    let described = out.split("Events:").nth(1).unwrap_or_else(|| panic!("no Events section:\n{out}"));
+    assert!(described.contains("Warning") && described.contains("NoKey"), "{described}");
+    assert!(described.contains("(x3 over") && described.contains("meshcrypt"), "{described}");
+    assert!(described.contains("the latest cause"), "{described}");
+    assert!(
+        !described.contains("the first cause") && !described.contains("about the other node"),
+        "{described}"
+    );
+    let out = server.kubectl(&["describe", "node", "seed-node-2"]);
+    assert!(out.split("Events:").nth(1).is_some_and(|e| e.contains("about the other node")), "{out}");
 }

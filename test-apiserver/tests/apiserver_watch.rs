@@ -1,5 +1,6 @@
 //! kube-rs's watcher and paged lists against the in-process test API server: list-watch and
-//! streaming-list modes, updates, deletes, recovery from 410 Expired after compaction.
+//! streaming-list modes, updates, deletes, recovery from 410 Expired after compaction, and Events
+//! watched through either of their two versions.
 
 mod apiserver_support;
 
@@ -10,9 +11,10 @@ use apiserver_support::{DEADLINE, annotate, client, node};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
 use meshcrypt_test_apiserver::{ApiServerConfig, TestApiServer};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 /// What the test saw from the watcher, simplified.
@@ -261,4 +263,83 @@ async fn watch_from_a_compacted_resource_version_gets_410_inside_a_200_stream() 
     let next = tokio::time::timeout(DEADLINE, stream.next()).await.expect("watch ends");
     assert!(next.is_none(), "no events expected, got {next:?}");
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn events_are_one_resource_watched_and_selected_through_either_version() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+
+    let server = TestApiServer::start(ApiServerConfig::default()).await.unwrap();
+    let c = client(&server, server.admin_token()).await;
+    let core: Api<CoreEvent> = Api::namespaced(c.clone(), "default");
+    let new: Api<NewEvent> = Api::namespaced(c, "default");
+    let rv = server.resource_version().to_string();
+    let params = |fields: &str| WatchParams::default().fields(fields).timeout(10).disable_bookmarks();
+    let mut core_watch = core.watch(&params("involvedObject.uid=uid-a"), &rv).await.unwrap().boxed();
+    let mut new_watch = new.watch(&params("regarding.name=node-b"), &rv).await.unwrap().boxed();
+
+    // Created through events.k8s.io/v1, seen through core/v1 with the core field names.
+    let ev: NewEvent = serde_json::from_value(json!({
+        "metadata": {"name": "node-a.1"},
+        "eventTime": "2025-01-01T00:00:00.000000Z",
+        "reportingController": "meshcrypt", "reportingInstance": "node-a", "action": "Reconcile",
+        "reason": "NoKey", "type": "Warning", "note": "first",
+        "regarding": {"apiVersion": "v1", "kind": "Node", "name": "node-a", "uid": "uid-a"},
+    }))
+    .unwrap();
+    new.create(&PostParams::default(), &ev).await.unwrap();
+    match tokio::time::timeout(DEADLINE, core_watch.next()).await.expect("an event") {
+        Some(Ok(WatchEvent::Added(e))) => {
+            assert_eq!(e.message.as_deref(), Some("first"));
+            assert_eq!(e.involved_object.name.as_deref(), Some("node-a"));
+            assert_eq!(e.reporting_component.as_deref(), Some("meshcrypt"));
+            assert_eq!(e.reporting_instance.as_deref(), Some("node-a"));
+        }
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    // A patch through core/v1 (the core names) is the same object's next note.
+    let patch = Patch::Merge(json!({"message": "second"}));
+    core.patch("node-a.1", &PatchParams::default(), &patch).await.unwrap();
+    match tokio::time::timeout(DEADLINE, core_watch.next()).await.expect("an event") {
+        Some(Ok(WatchEvent::Modified(e))) => assert_eq!(e.message.as_deref(), Some("second")),
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    assert_eq!(new.get("node-a.1").await.unwrap().note.as_deref(), Some("second"));
+
+    // Created through core/v1, seen through events.k8s.io/v1 with its field names.
+    let ev: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "node-b.1"},
+        "involvedObject": {"kind": "Node", "name": "node-b"},
+        "reason": "Started", "message": "legacy", "type": "Normal", "count": 2,
+        "source": {"component": "kubelet", "host": "node-b"},
+        "firstTimestamp": "2025-01-01T00:00:00Z", "lastTimestamp": "2025-01-01T00:01:00Z",
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &ev).await.unwrap();
+    match tokio::time::timeout(DEADLINE, new_watch.next()).await.expect("an event") {
+        Some(Ok(WatchEvent::Added(e))) => {
+            assert_eq!(e.note.as_deref(), Some("legacy"));
+            assert_eq!(e.regarding.and_then(|r| r.name).as_deref(), Some("node-b"));
+            assert_eq!(e.deprecated_count, Some(2));
+            assert_eq!(e.deprecated_source.and_then(|s| s.component).as_deref(), Some("kubelet"));
+            assert!(e.deprecated_last_timestamp.is_some());
+        }
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+
+    // Lists of both versions hold both, selected by each version's field labels.
+    assert_eq!(core.list(&ListParams::default()).await.unwrap().items.len(), 2);
+    assert_eq!(new.list(&ListParams::default()).await.unwrap().items.len(), 2);
+    let names = |items: Vec<String>| items.join(",");
+    let by_source = core.list(&ListParams::default().fields("source=kubelet")).await.unwrap();
+    assert_eq!(names(by_source.items.into_iter().filter_map(|e| e.metadata.name).collect()), "node-b.1");
+    let by_controller =
+        new.list(&ListParams::default().fields("reportingController=meshcrypt")).await.unwrap();
+    assert_eq!(names(by_controller.items.into_iter().filter_map(|e| e.metadata.name).collect()), "node-a.1");
+    assert_eq!(server.list("v1", "Event").unwrap().len(), 2);
+
+    // A delete through either version is seen through the other.
+    new.delete("node-b.1", &Default::default()).await.unwrap();
+    assert!(core.get_opt("node-b.1").await.unwrap().is_none());
 }

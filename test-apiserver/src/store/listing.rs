@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::super::error::ApiServerError;
 use super::super::resources::ResourceDef;
 use super::super::selectors::Selectors;
+use super::super::versions::{storage, to_view};
 use super::{EventType, ListPage, Store, StoredEvent, WatchBegin, WatchStart, meta_str};
 
 fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
@@ -29,8 +30,8 @@ fn decode_continue(token: &str) -> Result<(u64, String, String), ApiServerError>
 }
 
 impl Store {
-    /// Lists objects of a resource, in one namespace or all (`None`), filtered by selectors, in
-    /// pages of `limit` (0: all) after the `continue` token.
+    /// Lists objects of a resource, in one namespace or all (`None`), filtered by selectors (on the
+    /// stored objects), in pages of `limit` (0: all) after the `continue` token.
     pub fn list(
         &self,
         res: &ResourceDef,
@@ -52,8 +53,9 @@ impl Store {
         let mut items = Vec::new();
         let mut last: Option<(String, String)> = None;
         let mut remaining = 0usize;
+        let stored_res = storage(res);
         for ((g, p, ons, oname), stored) in inner.objects.iter() {
-            if *g != res.group || *p != res.plural {
+            if *g != stored_res.group || *p != stored_res.plural {
                 continue;
             }
             if let Some(ns) = ns
@@ -74,7 +76,7 @@ impl Store {
                 remaining += 1;
                 continue;
             }
-            items.push(stored.object.clone());
+            items.push(to_view(res, stored.object.clone()));
             last = Some((ons.clone(), oname.clone()));
         }
         let continue_token = match (remaining, last) {
@@ -84,14 +86,15 @@ impl Store {
         Ok(ListPage { items, rv: list_rv, continue_token, remaining })
     }
 
-    /// Starts a watch: atomically computes the events to send first and subscribes to live ones.
-    /// `Err(floor)` when `After(rv)` is older than the retained history.
+    /// Starts a watch: atomically computes the events to send first (with the stored objects) and
+    /// subscribes to live ones. `Err(floor)` when `After(rv)` is older than the retained history.
     pub fn begin_watch(
         &self,
         res: &ResourceDef,
         ns: Option<&str>,
         start: WatchStart,
     ) -> Result<WatchBegin, u64> {
+        let res = &storage(res);
         let inner = self.lock();
         let live = self.tx.subscribe();
         let initial = match start {

@@ -11,6 +11,7 @@ use super::apply::ManagedFields;
 use super::error::ApiServerError;
 use super::resources::{self, ResourceDef};
 use super::timestamp::now_rfc3339;
+use super::versions::{storage, to_storage, to_view};
 
 mod listing;
 mod updates;
@@ -129,9 +130,11 @@ pub struct Store {
     tx: broadcast::Sender<Broadcast>,
 }
 
+/// The key of an object of `res` (or of another version of its stored resource).
 fn key(res: &ResourceDef, ns: &str, name: &str) -> Key {
-    let ns = if res.namespaced { ns } else { "" };
-    (res.group, res.plural, ns.to_string(), name.to_string())
+    let stored = storage(res);
+    let ns = if stored.namespaced { ns } else { "" };
+    (stored.group, stored.plural, ns.to_string(), name.to_string())
 }
 
 fn object_name(res: &ResourceDef, _ns: &str, name: &str) -> String {
@@ -217,7 +220,7 @@ impl Store {
         }
         let event = Arc::new(StoredEvent {
             rv,
-            resource: *res,
+            resource: storage(res),
             namespace: key.2,
             kind,
             object: object.clone(),
@@ -348,8 +351,10 @@ impl Store {
         ctx: &WriteContext,
     ) -> Result<Value, ApiServerError> {
         let mut inner = self.lock();
-        let (mut obj, name) = self.normalize_new(&mut inner, res, ns, obj)?;
-        self.check_namespace(&inner, res, ns)?;
+        let (obj, name) = self.normalize_new(&mut inner, res, ns, obj)?;
+        let mut obj = to_storage(res, obj);
+        let stored = storage(res);
+        self.check_namespace(&inner, &stored, ns)?;
         let k = key(res, ns, &name);
         if inner.objects.contains_key(&k) {
             return Err(ApiServerError::AlreadyExists(format!(
@@ -357,15 +362,16 @@ impl Store {
                 object_name(res, ns, &name)
             )));
         }
-        self.finish_create(&mut inner, res, &mut obj);
+        self.finish_create(&mut inner, &stored, &mut obj);
         let mut managed = ManagedFields::default();
-        managed.record_update(&ctx.manager, &res.api_version(), None, &obj);
-        Ok(self.commit(
+        managed.record_update(&ctx.manager, &stored.api_version(), None, &obj);
+        let created = self.commit(
             &mut inner,
-            res,
+            &stored,
             k,
             Change { kind: EventType::Added, object: obj, managed, previous: None },
-        ))
+        );
+        Ok(to_view(res, created))
     }
 
     /// Gets an object.
@@ -373,7 +379,7 @@ impl Store {
         self.lock()
             .objects
             .get(&key(res, ns, name))
-            .map(|s| s.object.clone())
+            .map(|s| to_view(res, s.object.clone()))
             .ok_or_else(|| not_found(res, ns, name))
     }
 
@@ -404,21 +410,23 @@ impl Store {
         }
         let old = stored.object.clone();
         let managed = stored.managed.clone();
-        Ok(self.commit(
+        let deleted = self.commit(
             &mut inner,
-            res,
+            &storage(res),
             k,
             Change { kind: EventType::Deleted, object: old.clone(), managed, previous: Some(old) },
-        ))
+        );
+        Ok(to_view(res, deleted))
     }
 
     /// Every stored object of a resource (all namespaces).
     pub fn all(&self, res: &ResourceDef) -> Vec<Value> {
+        let stored = storage(res);
         self.lock()
             .objects
             .iter()
-            .filter(|((g, p, _, _), _)| *g == res.group && *p == res.plural)
-            .map(|(_, s)| s.object.clone())
+            .filter(|((g, p, _, _), _)| *g == stored.group && *p == stored.plural)
+            .map(|(_, s)| to_view(res, s.object.clone()))
             .collect()
     }
 }

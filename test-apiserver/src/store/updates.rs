@@ -9,6 +9,7 @@ use super::super::apply::{FieldPath, ManagedFields, leaves};
 use super::super::error::ApiServerError;
 use super::super::patch::{self, PatchKind};
 use super::super::resources::ResourceDef;
+use super::super::versions::{storage, to_storage, to_view};
 use super::{Change, EventType, Inner, Key, Store, key, meta_str, not_found, object_name};
 
 /// The leaves a `kubectl apply --server-side` may take over without force: those recorded in the
@@ -105,6 +106,7 @@ impl Store {
     ) -> Result<Value, ApiServerError> {
         let mut inner = self.lock();
         let (obj, body_name) = self.normalize_new(&mut inner, res, ns, obj)?;
+        let obj = to_storage(res, obj);
         if body_name != name {
             return Err(ApiServerError::BadRequest(format!(
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -128,7 +130,8 @@ impl Store {
         }
         let old = stored.object.clone();
         let managed = stored.managed.clone();
-        self.write_existing(&mut inner, res, k, old, obj, managed, ctx)
+        let updated = self.write_existing(&mut inner, &storage(res), k, old, obj, managed, ctx)?;
+        Ok(to_view(res, updated))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -209,7 +212,8 @@ impl Store {
     }
 
     /// Patches an object with a JSON, merge or strategic merge patch, or server-side applies
-    /// (`force` only matters for apply; apply creates a missing object).
+    /// (`force` only matters for apply; apply creates a missing object). The patch is made to the
+    /// object as `res` serves it.
     #[allow(clippy::too_many_arguments)]
     pub fn patch(
         &self,
@@ -221,6 +225,23 @@ impl Store {
         force: bool,
         ctx: &WriteContext,
     ) -> Result<Value, ApiServerError> {
+        let patched = self.patch_stored(res, ns, name, kind, body, force, ctx)?;
+        Ok(to_view(res, patched))
+    }
+
+    /// [`Store::patch`], answering with the stored object.
+    #[allow(clippy::too_many_arguments)]
+    fn patch_stored(
+        &self,
+        view: &ResourceDef,
+        ns: &str,
+        name: &str,
+        kind: PatchKind,
+        body: &[u8],
+        force: bool,
+        ctx: &WriteContext,
+    ) -> Result<Value, ApiServerError> {
+        let res = &storage(view);
         let mut inner = self.lock();
         let k = key(res, ns, name);
         if kind == PatchKind::Apply {
@@ -236,16 +257,17 @@ impl Store {
                     "the name of the object ({n}) does not match the name on the URL ({name})"
                 )));
             }
-            if config.get("apiVersion").and_then(Value::as_str) != Some(res.api_version().as_str())
-                || config.get("kind").and_then(Value::as_str) != Some(res.kind)
+            if config.get("apiVersion").and_then(Value::as_str) != Some(view.api_version().as_str())
+                || config.get("kind").and_then(Value::as_str) != Some(view.kind)
             {
                 return Err(ApiServerError::BadRequest(format!(
                     "an apply configuration for {} needs apiVersion {:?} and kind {:?}",
-                    res.plural,
-                    res.api_version(),
-                    res.kind
+                    view.plural,
+                    view.api_version(),
+                    view.kind
                 )));
             }
+            let config = to_storage(view, config);
             let config = match ctx.subresource.as_deref() {
                 Some("status") => json!({"status": config.get("status").cloned().unwrap_or(json!({}))}),
                 _ => {
@@ -264,7 +286,7 @@ impl Store {
                 return Err(ApiServerError::Conflict {
                     message: format!(
                         "Operation cannot be fulfilled on {}: the object has been modified; please apply your changes to the latest version and try again",
-                        object_name(res, ns, name)
+                        object_name(view, ns, name)
                     ),
                     causes: Vec::new(),
                 });
@@ -286,7 +308,7 @@ impl Store {
                 }
                 None => {
                     if ctx.subresource.is_some() {
-                        return Err(not_found(res, ns, name));
+                        return Err(not_found(view, ns, name));
                     }
                     self.check_namespace(&inner, res, ns)?;
                     let mut managed = ManagedFields::default();
@@ -314,24 +336,25 @@ impl Store {
             };
         }
         let Some(stored) = inner.objects.get(&k) else {
-            return Err(not_found(res, ns, name));
+            return Err(not_found(view, ns, name));
         };
         let old = stored.object.clone();
         let managed = stored.managed.clone();
-        let mut doc = old.clone();
+        let mut doc = to_view(view, old.clone());
         match kind {
             PatchKind::Json => patch::apply_json_patch(&mut doc, body)?,
             PatchKind::Merge => patch::apply_merge_patch(&mut doc, body)?,
             PatchKind::Strategic => patch::apply_strategic_patch(&mut doc, body)?,
             PatchKind::Apply => unreachable!("handled above"),
         }
+        let doc = to_storage(view, doc);
         if let Some(rv) = meta_str(&doc, "resourceVersion")
             && Some(rv) != meta_str(&old, "resourceVersion")
         {
             return Err(ApiServerError::Conflict {
                 message: format!(
                     "Operation cannot be fulfilled on {}: the object has been modified; please apply your changes to the latest version and try again",
-                    object_name(res, ns, name)
+                    object_name(view, ns, name)
                 ),
                 causes: Vec::new(),
             });
