@@ -7,7 +7,8 @@
 //! events, streaming lists, bookmarks, `timeoutSeconds`, 410 Expired in-stream), create, update
 //! (409 on a stale resourceVersion), delete, and all four patch types including server-side apply
 //! with per-manager field ownership. Discovery, `/version` and an abridged OpenAPI v3 document
-//! are enough for kubectl's get, describe, annotate, patch, apply and `apply --server-side`.
+//! are enough for kubectl's get (with a real server's Node and Event columns, `-o wide` too),
+//! describe, annotate, patch, apply and `apply --server-side`.
 //!
 //! Events are one resource in two versions, as on a real server: stored once as core/v1 and
 //! served as core/v1 and events.k8s.io/v1 with Kubernetes' field mapping (`note`/`message`,

@@ -63,29 +63,7 @@ fn name(obj: &Value) -> Value {
 /// A Table of the objects, with columns suited to the resource.
 pub fn table(res: &ResourceDef, items: &[Value], metadata: Value) -> Value {
     let (columns, rows): (Vec<Value>, Vec<Value>) = if *res == NODES {
-        (
-            vec![
-                column("Name", "string", "name", "Name of the node"),
-                column("Status", "string", "", "Ready condition"),
-                column("Roles", "string", "", "Roles"),
-                column("Age", "string", "", "Creation time"),
-                column("Version", "string", "", "Kubelet version"),
-            ],
-            items
-                .iter()
-                .map(|o| {
-                    let ready = o
-                        .pointer("/status/conditions")
-                        .and_then(Value::as_array)
-                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                        .map(|c| if c["status"] == "True" { "Ready" } else { "NotReady" })
-                        .unwrap_or("Unknown");
-                    let version =
-                        o.pointer("/status/nodeInfo/kubeletVersion").and_then(Value::as_str).unwrap_or("");
-                    json!({"cells": [name(o), ready, "<none>", age(o), version], "object": o})
-                })
-                .collect(),
-        )
+        node_table(items)
     } else if storage(res) == EVENTS {
         event_table(res, items)
     } else if *res == PODS {
@@ -183,4 +161,87 @@ fn event_table(res: &ResourceDef, items: &[Value]) -> (Vec<Value>, Vec<Value>) {
         })
         .collect();
     (columns, rows)
+}
+
+/// The columns and rows of Nodes: readiness (and cordoning), roles from the role labels, the
+/// kubelet version, and with `-o wide` the first internal and external address and what the node
+/// runs.
+fn node_table(items: &[Value]) -> (Vec<Value>, Vec<Value>) {
+    let columns = vec![
+        column("Name", "string", "name", "Name of the node"),
+        column("Status", "string", "", "Ready condition, and whether scheduling is disabled"),
+        column("Roles", "string", "", "Roles, from the node-role.kubernetes.io/ labels"),
+        column("Age", "string", "", "Creation time"),
+        column("Version", "string", "", "Kubelet version"),
+        wide_column("Internal-IP", "The first InternalIP address"),
+        wide_column("External-IP", "The first ExternalIP address"),
+        wide_column("OS-Image", "Operating system image"),
+        wide_column("Kernel-Version", "Kernel version"),
+        wide_column("Container-Runtime", "Container runtime and version"),
+    ];
+    let rows = items
+        .iter()
+        .map(|o| {
+            let mut status = vec![match o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            {
+                Some(c) if c["status"] == "True" => "Ready",
+                Some(_) => "NotReady",
+                None => "Unknown",
+            }];
+            if o.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+                status.push("SchedulingDisabled");
+            }
+            let info = |field: &str| {
+                o.pointer(&format!("/status/nodeInfo/{field}"))
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or("<unknown>")
+            };
+            let address = |kind: &str| {
+                o.pointer("/status/addresses")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().find(|a| a["type"] == kind))
+                    .and_then(|a| a["address"].as_str())
+                    .unwrap_or("<none>")
+            };
+            let version = o.pointer("/status/nodeInfo/kubeletVersion").and_then(Value::as_str).unwrap_or("");
+            let cells = json!([
+                name(o),
+                status.join(","),
+                roles(o),
+                age(o),
+                version,
+                address("InternalIP"),
+                address("ExternalIP"),
+                info("osImage"),
+                info("kernelVersion"),
+                info("containerRuntimeVersion"),
+            ]);
+            json!({"cells": cells, "object": o})
+        })
+        .collect();
+    (columns, rows)
+}
+
+/// A Node's roles, sorted and comma-separated: the suffixes of its `node-role.kubernetes.io/`
+/// labels and the value of a `kubernetes.io/role` label; `<none>` without any.
+fn roles(node: &Value) -> String {
+    let mut roles = std::collections::BTreeSet::new();
+    if let Some(labels) = node.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (key, value) in labels {
+            match (key.strip_prefix("node-role.kubernetes.io/"), value.as_str()) {
+                (Some(role), _) if !role.is_empty() => {
+                    roles.insert(role.to_string());
+                }
+                (None, Some(role)) if key == "kubernetes.io/role" && !role.is_empty() => {
+                    roles.insert(role.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    if roles.is_empty() { "<none>".into() } else { roles.into_iter().collect::<Vec<_>>().join(",") }
 }

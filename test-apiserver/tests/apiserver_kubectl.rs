@@ -445,3 +445,56 @@ async fn kubectl_shows_events_recorded_through_events_k8s_io() {
     let out = server.kubectl(&["describe", "node", "seed-node-2"]);
     assert!(out.split("Events:").nth(1).is_some_and(|e| e.contains("about the other node")), "{out}");
 }
+
+#[tokio::test]
+async fn kubectl_get_nodes_wide_prints_the_nodes_status() {
+    let server = ServerProcess::start();
+    let out = server.kubectl(&["get", "nodes", "-o", "wide"]);
+    assert_eq!(
+        cells(out.lines().next().unwrap()),
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ]
+    );
+    let r = row(&out, "seed-node-1");
+    assert_eq!(
+        [r[0], r[1], r[2], r[4], r[5], r[6], r[7], r[8], r[9]],
+        [
+            "seed-node-1",
+            "Ready",
+            "control-plane",
+            "v1.32.1-eks-5d632ec",
+            "198.18.0.11",
+            "203.0.113.11",
+            "Amazon Linux 2023.6.20250115",
+            "6.1.119-129.201.amzn2023.x86_64",
+            "containerd://1.7.25"
+        ]
+    );
+    let r = row(&out, "seed-node-2");
+    assert_eq!(
+        [r[0], r[1], r[2], r[5], r[6], r[7], r[8], r[9]],
+        [
+            "seed-node-2",
+            "NotReady,SchedulingDisabled",
+            "<none>",
+            "198.18.0.12",
+            "<none>",
+            "<unknown>",
+            "<unknown>",
+            "<unknown>"
+        ]
+    );
+    // Without -o wide the wide columns stay hidden.
+    let out = server.kubectl(&["get", "nodes"]);
+    assert_eq!(cells(out.lines().next().unwrap()), ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+}
