@@ -6,9 +6,11 @@
 //! `limit`/`continue`, label and field selectors), watch (history replay, synthetic initial
 //! events, streaming lists, bookmarks, `timeoutSeconds`, 410 Expired in-stream), create, update
 //! (409 on a stale resourceVersion), delete, and all four patch types including server-side apply
-//! with per-manager field ownership. Discovery, `/version` and an abridged OpenAPI v3 document
-//! are enough for kubectl's get (with a real server's Node and Event columns, `-o wide` too),
-//! describe, annotate, patch, apply and `apply --server-side`.
+//! with per-manager field ownership. A write that would leave `metadata.annotations` over 256 KiB
+//! (keys and values) is refused with 422 Invalid, as a real server refuses it. Discovery,
+//! `/version` and an abridged OpenAPI v3 document are enough for kubectl's get (with a real
+//! server's Node and Event columns, `-o wide` too), describe, annotate, patch, apply and
+//! `apply --server-side`.
 //!
 //! Events are one resource in two versions, as on a real server: stored once as core/v1 and
 //! served as core/v1 and events.k8s.io/v1 with Kubernetes' field mapping (`note`/`message`,
@@ -34,8 +36,9 @@
 //! Modules: `server` (listeners, routes, the helper API), `handlers` (one per verb), `store`
 //! (objects, resourceVersions, history), `watch`, `patch` and `apply` (the four patch types,
 //! server-side apply with field ownership), `resources` and `discovery` (what is served),
-//! `versions` (one stored object served in two versions), `selectors`, `table` (kubectl's table
-//! output), `auth` (tokens and the node authorizer), `kubeconfig`, `tls`, `timestamp`, `error`.
+//! `versions` (one stored object served in two versions), `validation`, `selectors`, `table`
+//! (kubectl's table output), `auth` (tokens and the node authorizer), `kubeconfig`, `tls`,
+//! `timestamp`, `error`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), meshcrypt_test_apiserver::ApiServerError> {
@@ -66,6 +69,7 @@ mod store;
 mod table;
 mod timestamp;
 mod tls;
+mod validation;
 mod versions;
 mod watch;
 

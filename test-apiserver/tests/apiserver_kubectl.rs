@@ -186,6 +186,11 @@ fn row<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
         .unwrap_or_else(|| panic!("no row for {name} in:\n{out}"))
 }
 
+/// The server's current resourceVersion, as a list reports it.
+async fn current_rv(cms: &Api<ConfigMap>) -> String {
+    cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap()
+}
+
 #[tokio::test]
 async fn kubectl_gets_and_annotates_nodes() {
     let server = ServerProcess::start();
@@ -497,4 +502,34 @@ async fn kubectl_get_nodes_wide_prints_the_nodes_status() {
     // Without -o wide the wide columns stay hidden.
     let out = server.kubectl(&["get", "nodes"]);
     assert_eq!(cells(out.lines().next().unwrap()), ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+}
+
+#[tokio::test]
+async fn kubectl_is_refused_annotations_over_256_kib() {
+    let server = ServerProcess::start();
+    let cms: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    // Keys and values count: "big" plus the value is one byte over 262144.
+    let patch = |len: usize| json!({"metadata": {"annotations": {"big": "x".repeat(len)}}}).to_string();
+    let file = server.write("big.json", &patch(262_144 - 3 + 1));
+    let rv = current_rv(&cms).await;
+    let run = server.kubectl_with(
+        &server.kubeconfig,
+        &["patch", "configmap", "settings", "--type", "merge", "--patch-file", path_str(&file)],
+    );
+    assert!(!run.ok(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            r#"ConfigMap "settings" is invalid: metadata.annotations: Too long: must have at most 262144 bytes"#
+        ),
+        "{}",
+        run.stderr
+    );
+    let cm = cms.get("settings").await.unwrap();
+    assert!(cm.metadata.annotations.is_none(), "the stored object is unchanged");
+    assert_eq!(current_rv(&cms).await, rv);
+    // Exactly at the limit is fine.
+    let file = server.write("big.json", &patch(262_144 - 3));
+    server.kubectl(&["patch", "configmap", "settings", "--type", "merge", "--patch-file", path_str(&file)]);
+    let cm = cms.get("settings").await.unwrap();
+    assert_eq!(cm.metadata.annotations.unwrap()["big"].len(), 262_141);
 }

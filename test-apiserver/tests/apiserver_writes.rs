@@ -448,3 +448,63 @@ async fn managed_fields_sent_by_a_client_are_honoured() {
     let n = nodes.patch("node-a", &ours, &apply_annotations(json!({}))).await.unwrap();
     assert_eq!(annotations(&n).get("meshcrypt.dev/a").map(String::as_str), Some("1"));
 }
+
+#[tokio::test]
+async fn annotations_over_256_kib_are_refused_on_every_write() {
+    let server = TestApiServer::start(ApiServerConfig::default()).await.unwrap();
+    server.create(node("node-a", 1)).unwrap();
+    let nodes: Api<Node> = Api::all(client(&server, server.admin_token()).await);
+    let cms: Api<ConfigMap> = Api::namespaced(nodes.clone().into(), "default");
+    // "big" and its value together are one byte over 262144.
+    let too_big = "x".repeat(262_144 - 3 + 1);
+    let invalid = |e: Error| {
+        let Error::Api(s) = e else { panic!("expected an API error, got {e:?}") };
+        assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+        assert!(
+            s.message.ends_with("is invalid: metadata.annotations: Too long: must have at most 262144 bytes")
+        );
+        s.message
+    };
+
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "big", "annotations": {"big": too_big}},
+    }))
+    .unwrap();
+    let message = invalid(cms.create(&PostParams::default(), &cm).await.unwrap_err());
+    assert!(message.starts_with("ConfigMap \"big\" is invalid"), "{message}");
+    assert!(cms.get_opt("big").await.unwrap().is_none());
+
+    let rv = server.resource_version();
+    let mut n = nodes.get("node-a").await.unwrap();
+    n.metadata.annotations = Some([("big".to_string(), too_big.clone())].into());
+    invalid(nodes.replace("node-a", &PostParams::default(), &n).await.unwrap_err());
+    let merge = Patch::Merge(json!({"metadata": {"annotations": {"big": too_big}}}));
+    invalid(nodes.patch("node-a", &PatchParams::default(), &merge).await.unwrap_err());
+    let apply = apply_annotations(json!({"big": too_big}));
+    invalid(nodes.patch("node-a", &PatchParams::apply("meshcrypt"), &apply).await.unwrap_err());
+    // Two annotations that fit alone do not fit together.
+    let half = "y".repeat(131_072);
+    nodes
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"a": half}}})),
+        )
+        .await
+        .unwrap();
+    let rv_after_first = server.resource_version();
+    invalid(
+        nodes
+            .patch(
+                "node-a",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"b": half}}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(rv_after_first, rv + 1, "only the write that fitted was stored");
+    assert_eq!(server.resource_version(), rv_after_first);
+    let stored = annotations(&nodes.get("node-a").await.unwrap());
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["a"]);
+}

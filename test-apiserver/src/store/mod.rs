@@ -11,6 +11,7 @@ use super::apply::ManagedFields;
 use super::error::ApiServerError;
 use super::resources::{self, ResourceDef};
 use super::timestamp::now_rfc3339;
+use super::validation::validate;
 use super::versions::{storage, to_storage, to_view};
 
 mod listing;
@@ -202,8 +203,19 @@ impl Store {
         tracing::info!(rv = inner.rv, "compacted watch history");
     }
 
-    fn commit(&self, inner: &mut Inner, res: &ResourceDef, key: Key, change: Change) -> Value {
+    /// Stores a change (unless the object it leaves is invalid: then nothing changes), records it
+    /// in the history and tells the watches.
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        res: &ResourceDef,
+        key: Key,
+        change: Change,
+    ) -> Result<Value, ApiServerError> {
         let Change { kind, mut object, managed, previous } = change;
+        if kind != EventType::Deleted {
+            validate(&object)?;
+        }
         inner.rv += 1;
         let rv = inner.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -234,7 +246,7 @@ impl Store {
         }
         let _ = self.tx.send(Broadcast::Event(event));
         tracing::debug!(rv, kind = kind.as_str(), resource = res.plural, "stored change");
-        object
+        Ok(object)
     }
 
     fn normalize_new(
@@ -370,7 +382,7 @@ impl Store {
             &stored,
             k,
             Change { kind: EventType::Added, object: obj, managed, previous: None },
-        );
+        )?;
         Ok(to_view(res, created))
     }
 
@@ -415,7 +427,7 @@ impl Store {
             &storage(res),
             k,
             Change { kind: EventType::Deleted, object: old.clone(), managed, previous: Some(old) },
-        );
+        )?;
         Ok(to_view(res, deleted))
     }
 

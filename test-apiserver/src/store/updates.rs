@@ -203,12 +203,12 @@ impl Store {
         if track {
             managed.record_update(&ctx.manager, &res.api_version(), Some(&comparable_old), &comparable_new);
         }
-        Ok(self.commit(
+        self.commit(
             inner,
             res,
             k,
             Change { kind: EventType::Modified, object: new, managed, previous: Some(old) },
-        ))
+        )
     }
 
     /// Patches an object with a JSON, merge or strategic merge patch, or server-side applies
@@ -326,12 +326,12 @@ impl Store {
                     )?;
                     let (mut new, _) = self.normalize_new(&mut inner, res, ns, new)?;
                     self.finish_create(&mut inner, res, &mut new);
-                    Ok(self.commit(
+                    self.commit(
                         &mut inner,
                         res,
                         k,
                         Change { kind: EventType::Added, object: new, managed, previous: None },
-                    ))
+                    )
                 }
             };
         }
@@ -403,11 +403,11 @@ impl Store {
         {
             return Ok(old);
         }
-        Ok(self.commit(
+        self.commit(
             inner,
             res,
             k,
             Change { kind: EventType::Modified, object: new, managed, previous: Some(old) },
-        ))
+        )
     }
 }
