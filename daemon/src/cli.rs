@@ -51,7 +51,10 @@ pub enum Command {
     Config(ConfigCommand),
     /// Run the data plane alone as a WireGuard device configured over UAPI, like wireguard-go.
     Device(DeviceArgs),
-    /// Print the CustomResourceDefinition of meshcrypt's RemoteCluster resource (YAML).
+    /// Show this node's mesh status from its agent (or, with `--cluster`, every node's).
+    Status(StatusArgs),
+    /// Print the CustomResourceDefinitions of meshcrypt's resources, RemoteCluster and MeshNode
+    /// (YAML).
     Crd,
     /// Run the cross-cluster registry: publish this cluster's nodes to AWS Secrets Manager, read
     /// the peer clusters', and hand those to the agents as RemoteCluster objects.
@@ -63,6 +66,35 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// `meshcrypt status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Every node's state from the Nodes and the MeshNodes their agents report on (needs a
+    /// kubeconfig), instead of this node's from its agent's status socket.
+    #[arg(long)]
+    pub cluster: bool,
+    /// The agent's state directory, where its status socket is (this node's view).
+    #[command(flatten)]
+    pub state: StateDir,
+    /// A kubeconfig file for `--cluster`; without it, the in-cluster service account (or
+    /// `$KUBECONFIG`) is used.
+    #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// How `meshcrypt status` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document (the schemas `meshcrypt.dev/node-status/v1`,
+    /// `meshcrypt.dev/cluster-status/v1`).
+    Json,
 }
 
 /// A peer cluster as `--peer NAME=KEY` names it.
@@ -293,6 +325,10 @@ pub struct AgentArgs {
     /// How often the agent re-checks the kernel and device even without a change, in seconds.
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
+    /// How often, at least, the agent reports its node's state on its MeshNode for
+    /// `meshcrypt status --cluster`, in seconds; a change is reported after a fifth of this.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub status_interval: u64,
 }
 
 fn parse_mark(text: &str) -> Result<u32, String> {

@@ -176,6 +176,15 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent's status document could not be read or understood (`meshcrypt status`).
+    #[error("status from {}: {source}", socket.display())]
+    StatusDocument {
+        /// The status socket.
+        socket: std::path::PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 fn listed(errors: &[crate::config::settings::KeyError]) -> String {

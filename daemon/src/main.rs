@@ -1,7 +1,9 @@
 //! `meshcrypt`: the node agent and its subcommands. `agent` is the per-node daemon (its reconcile
 //! pass: gather, decide, execute; see ARCHITECTURE.md), `config` the ConfigMap's settings and
-//! their strict parser, `keys_cmd` and `device_cmd` the `keys` and `device` subcommands, `remote_cluster` the RemoteCluster
-//! resource, `registry` the cross-cluster registry, `cli` the flags, `logging` the live log filter, `error` the one error type.
+//! their strict parser, `keys_cmd` and `device_cmd` the `keys` and `device` subcommands, `status`
+//! `meshcrypt status` (the agent's status socket, the cluster view), `remote_cluster` and
+//! `mesh_node` meshcrypt's resources, `registry` the cross-cluster registry, `events` the Event
+//! recorder, `cli` the flags, `logging` the live log filter, `error` the one error type.
 
 mod agent;
 mod cli;
@@ -11,9 +13,11 @@ mod error;
 mod events;
 mod keys_cmd;
 mod logging;
+mod mesh_node;
 mod process_metrics;
 mod registry;
 mod remote_cluster;
+mod status;
 #[cfg(test)]
 mod test_support;
 
@@ -31,6 +35,10 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Keys(keys) => keys_cmd::run(keys)?,
         cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args)?,
         cli::Command::Device(args) => device_cmd::run(&args)?,
+        cli::Command::Status(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(status::run(args))?;
+        }
         cli::Command::Crd => print!("{}", remote_cluster::crd_yaml()?),
         cli::Command::SigningKey { out } => registry::signing_key::create(&out)?,
         cli::Command::Registry(args) => {

@@ -1,8 +1,8 @@
 //! The `RemoteCluster` resource (`meshcrypt.dev/v1alpha1`, cluster-scoped, one object per peer
 //! cluster, named by its cluster id): the peer cluster's nodes as this cluster's registry read
 //! them from that cluster's verified bundle. Agents hold no AWS credentials: they watch these
-//! objects and mesh with the nodes listed. `meshcrypt crd` prints the CustomResourceDefinition
-//! (`deploy/base/remotecluster-crd.yaml` is its output).
+//! objects and mesh with the nodes listed. `meshcrypt crd` prints the CustomResourceDefinitions
+//! (`deploy/base/crds.yaml` is its output).
 
 use kube::CustomResource;
 use meshcrypt_keyexchange::mesh::{RemoteNodeView, RemoteView};
@@ -87,8 +87,12 @@ impl RemoteCluster {
     }
 }
 
-/// The CustomResourceDefinition, as YAML.
+/// meshcrypt's CustomResourceDefinitions (RemoteCluster, MeshNode), as one YAML stream.
 pub fn crd_yaml() -> Result<String, yaml_serde::Error> {
     use kube::CustomResourceExt as _;
-    yaml_serde::to_string(&RemoteCluster::crd())
+    Ok(format!(
+        "{}---\n{}",
+        yaml_serde::to_string(&RemoteCluster::crd())?,
+        yaml_serde::to_string(&crate::mesh_node::MeshNode::crd())?
+    ))
 }

@@ -15,9 +15,10 @@ use serde_json::{Value as Json, json};
 const AGENT: &str = "system:serviceaccount:meshcrypt-system:meshcrypt";
 const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
 
-fn find<'a>(docs: &'a [Json], kind: &str) -> &'a Json {
-    let found: Vec<&Json> = docs.iter().filter(|d| d["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "exactly one {kind} expected in the rendered manifest");
+fn find<'a>(docs: &'a [Json], kind: &str, name: &str) -> &'a Json {
+    let found: Vec<&Json> =
+        docs.iter().filter(|d| d["kind"] == kind && d["metadata"]["name"] == name).collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} {name} expected in the rendered manifest");
     found[0]
 }
 
@@ -53,13 +54,19 @@ enum Decision {
 }
 
 impl Policy {
+    /// The policy on Nodes.
     fn load() -> Self {
+        Self::named("meshcrypt-own-node-annotations")
+    }
+
+    /// The policy `name` and its binding (of the same name).
+    fn named(name: &str) -> Self {
         let docs = meshcrypt_integration::manifests::documents(
             &meshcrypt_integration::manifests::render("overlays/eks").expect("render"),
         )
         .expect("documents");
-        let policy = find(&docs, "ValidatingAdmissionPolicy");
-        let binding = find(&docs, "ValidatingAdmissionPolicyBinding");
+        let policy = find(&docs, "ValidatingAdmissionPolicy", name);
+        let binding = find(&docs, "ValidatingAdmissionPolicyBinding", name);
         let spec = &policy["spec"];
         assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
         assert_eq!(binding["apiVersion"], "admissionregistration.k8s.io/v1");
@@ -460,14 +467,14 @@ fn the_policy_applies_to_the_agents_service_account_only() {
         &meshcrypt_integration::manifests::render("overlays/eks").expect("render"),
     )
     .expect("documents");
-    let sa = find(&docs, "ServiceAccount");
+    let sa = find(&docs, "ServiceAccount", "meshcrypt");
     let username = format!(
         "system:serviceaccount:{}:{}",
         sa["metadata"]["namespace"].as_str().expect("namespace"),
         sa["metadata"]["name"].as_str().expect("name")
     );
     assert_eq!(username, AGENT);
-    let ds = find(&docs, "DaemonSet");
+    let ds = find(&docs, "DaemonSet", "meshcrypt");
     assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], sa["metadata"]["name"]);
 
     let old = node("node-b");
@@ -585,4 +592,76 @@ fn the_agent_may_remove_its_startup_taint_and_nothing_else() {
             Some(needle) => assert_denied_by(&decision, needle, case),
         }
     }
+}
+
+/// The AdmissionRequest for a server-side apply of MeshNode `object` (CREATE or UPDATE, on the
+/// object or its status) by `user`.
+fn mesh_node_write(user: Json, operation: &str, object: &Json, status: bool) -> Json {
+    let mut request = json!({
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800003",
+        "kind": {"group": "meshcrypt.dev", "version": "v1alpha1", "kind": "MeshNode"},
+        "resource": {"group": "meshcrypt.dev", "version": "v1alpha1", "resource": "meshnodes"},
+        "name": object["metadata"]["name"],
+        "operation": operation,
+        "userInfo": user,
+        "object": object,
+        "oldObject": if operation == "UPDATE" { object.clone() } else { Json::Null },
+        "dryRun": false,
+    });
+    if status {
+        request["subResource"] = json!("status");
+    }
+    request
+}
+
+fn mesh_node(name: &str, owner: &str) -> Json {
+    json!({
+        "apiVersion": "meshcrypt.dev/v1alpha1",
+        "kind": "MeshNode",
+        "metadata": {
+            "name": name,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": owner, "uid": format!("uid-{owner}")}],
+        },
+        "spec": {},
+        "status": {"ready": true},
+    })
+}
+
+#[test]
+fn an_agent_writes_only_its_own_nodes_mesh_node() {
+    let policy = Policy::named("meshcrypt-own-meshnode");
+    for (operation, status) in [("CREATE", false), ("UPDATE", false), ("UPDATE", true)] {
+        let case = format!("{operation} status={status}");
+        let own = mesh_node("node-a", "node-a");
+        assert_eq!(
+            policy.admit(&mesh_node_write(agent_on("node-a"), operation, &own, status)),
+            Decision::Allowed,
+            "{case}"
+        );
+        let other = mesh_node("node-b", "node-b");
+        assert_denied_by(
+            &policy.admit(&mesh_node_write(agent_on("node-a"), operation, &other, status)),
+            "only the MeshNode of its own node, not node-b",
+            &case,
+        );
+        let mut no_node = agent_on("node-a");
+        no_node.as_object_mut().expect("user").remove("extra");
+        assert_denied_by(
+            &policy.admit(&mesh_node_write(no_node, operation, &own, status)),
+            "not node-a",
+            &case,
+        );
+    }
+    let stolen = mesh_node("node-a", "node-b");
+    assert_denied_by(
+        &policy.admit(&mesh_node_write(agent_on("node-a"), "CREATE", &stolen, false)),
+        "owned only by its own Node",
+        "owner another Node",
+    );
+    // Someone else (an admin) is not this policy's business; RBAC decides.
+    let admin = json!({"username": "kubernetes-admin", "groups": ["system:masters"]});
+    assert_eq!(
+        policy.admit(&mesh_node_write(admin, "CREATE", &mesh_node("node-b", "node-b"), false)),
+        Decision::NotMatched
+    );
 }

@@ -159,7 +159,7 @@ pub const MESH_NODES: ResourceDef = ResourceDef {
     singular: "meshnode",
     namespaced: false,
     short_names: &[],
-    has_status: false,
+    has_status: true,
 };
 
 /// Every served resource.

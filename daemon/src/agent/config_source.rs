@@ -62,8 +62,13 @@ impl ConfigSource {
         }
     }
 
-    /// The watched ConfigMap's data as the watch has it now (`None` before it is seen).
-    #[cfg(test)]
+    /// The flags' settings (what an absent key means).
+    pub fn base(&self) -> &Settings {
+        &self.base
+    }
+
+    /// The watched ConfigMap's data as the watch has it now (`None` without one, or before it is
+    /// seen).
     pub fn data(&self) -> Option<BTreeMap<String, String>> {
         let (store, name) = self.watched.as_ref()?;
         let state = store.state();

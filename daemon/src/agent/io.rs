@@ -3,7 +3,7 @@
 //! run the pass against the fakes of the routing and data-plane crates.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::Store;
@@ -13,11 +13,13 @@ use meshcrypt_routing::Kernel;
 use tokio::sync::Notify;
 
 use super::config_source::ConfigSource;
+use super::device_view::Handshakes;
 use super::events::EventReporter;
 use super::http::Health;
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use crate::logging::LogControl;
 use crate::remote_cluster::RemoteCluster;
+use crate::status::PassView;
 
 /// The handles.
 pub struct Io<K: Kernel, B: WireGuardBackend> {
@@ -57,6 +59,10 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub metrics: Arc<LoopMetrics>,
     /// Peer names for metric labels.
     pub names: PeerNames,
+    /// Each peer's latest handshake, kept past its session (shared with the metrics).
+    pub handshakes: Handshakes,
+    /// What the latest pass knew, for the status socket.
+    pub status_view: Arc<Mutex<PassView>>,
     /// The live log filter.
     pub log: LogControl,
 }

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use meshcrypt_dataplane::{PublicKey, WireGuardDevice};
+
+use super::device_view::{Handshakes, drops};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
@@ -56,9 +58,7 @@ pub type DeviceSlot = Arc<std::sync::RwLock<Option<Arc<dyn WireGuardDevice>>>>;
 struct DeviceCollector {
     device: DeviceSlot,
     names: PeerNames,
-    /// Each peer's latest handshake seen, kept after its session expires (the device forgets it
-    /// then), until the peer leaves the device.
-    handshakes: Mutex<BTreeMap<PublicKey, SystemTime>>,
+    handshakes: Handshakes,
 }
 
 impl Collector for DeviceCollector {
@@ -77,17 +77,7 @@ impl Collector for DeviceCollector {
             vec![("peer_node", names.get(key).cloned().unwrap_or_else(|| key.fingerprint()))]
         };
         let now = SystemTime::now();
-        let latest: BTreeMap<PublicKey, SystemTime> = {
-            let mut seen = self.handshakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            seen.retain(|key, _| state.peer(key).is_some());
-            for peer in &state.peers {
-                if let Some(at) = peer.last_handshake {
-                    let kept = seen.entry(peer.public_key).or_insert(at);
-                    *kept = (*kept).max(at);
-                }
-            }
-            seen.clone()
-        };
+        let latest = self.handshakes.observe(&state);
 
         ConstGauge::new(state.peers.len() as i64).encode(encoder.encode_descriptor(
             "meshcrypt_peers",
@@ -134,15 +124,7 @@ impl Collector for DeviceCollector {
             None,
             MetricType::Counter,
         )?;
-        let c = &state.counters;
-        for (reason, value) in [
-            ("no_peer", c.dropped_no_route),
-            ("no_endpoint", c.dropped_no_endpoint),
-            ("bad_source", c.dropped_bad_source),
-            ("decrypt_error", c.decrypt_errors),
-            ("send_error", c.dropped_send_error),
-            ("too_big", c.dropped_too_big),
-        ] {
+        for (reason, value) in drops(&state.counters) {
             ConstCounter::new(value).encode(dropped.encode_family(&vec![("reason", reason.to_owned())])?)?;
         }
         Ok(())
@@ -150,7 +132,12 @@ impl Collector for DeviceCollector {
 }
 
 /// The registry served at `/metrics`.
-pub fn registry(loop_metrics: &LoopMetrics, device: DeviceSlot, names: PeerNames) -> Registry {
+pub fn registry(
+    loop_metrics: &LoopMetrics,
+    device: DeviceSlot,
+    names: PeerNames,
+    handshakes: Handshakes,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register("meshcrypt_reconcile", "Reconcile passes run", loop_metrics.reconciles.clone());
     registry.register(
@@ -183,7 +170,6 @@ pub fn registry(loop_metrics: &LoopMetrics, device: DeviceSlot, names: PeerNames
         "When the key in use was made, Unix seconds (from its key record)",
         loop_metrics.key_created.clone(),
     );
-    let handshakes = Mutex::new(BTreeMap::new());
     registry.register_collector(Box::new(DeviceCollector { device, names, handshakes }));
     crate::process_metrics::register(&mut registry);
     registry
@@ -227,7 +213,7 @@ mod tests {
         *slot.write().unwrap() = Some(device);
         let names = PeerNames::default();
         names.lock().unwrap().insert(peer, "node-1".into());
-        let registry = registry(&loop_metrics, slot, names);
+        let registry = registry(&loop_metrics, slot, names, Handshakes::default());
         let series = "meshcrypt_peer_last_handshake_timestamp_seconds{peer_node=\"node-1\"}";
 
         assert!(scrape(&registry).contains(&format!("{series} 0.0")), "before the first handshake");

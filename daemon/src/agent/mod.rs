@@ -10,6 +10,7 @@
 
 mod config_source;
 mod decide;
+pub(crate) mod device_view;
 mod events;
 mod execute;
 mod gather;
@@ -27,6 +28,7 @@ mod preshared;
 mod publish;
 mod reconcile;
 mod remotes;
+mod report;
 mod routing_input;
 mod state;
 pub(crate) mod watch;
@@ -77,6 +79,9 @@ fn next_pass_after(failures: u32, resync: Duration) -> Duration {
 
 /// Runs the agent until SIGTERM or SIGINT.
 ///
+/// It serves its node's status on a Unix socket in the state directory (`meshcrypt status`) and
+/// reports it on its MeshNode (`meshcrypt status --cluster`); stopping, it reports that.
+///
 /// On exit the device goes away with the process, and with it the routes through it; the policy
 /// rules and the blackhole floor stay, so pod traffic is dropped, not sent in plaintext, until the
 /// agent is back.
@@ -93,7 +98,8 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     let loop_metrics = Arc::new(metrics::LoopMetrics::default());
     let names = metrics::PeerNames::default();
     let device = metrics::DeviceSlot::default();
-    let registry = metrics::registry(&loop_metrics, device.clone(), names.clone());
+    let handshakes = device_view::Handshakes::default();
+    let registry = metrics::registry(&loop_metrics, device.clone(), names.clone(), handshakes.clone());
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     http::serve(args.metrics_addr, health.clone(), registry, resync * 6).await?;
 
@@ -148,9 +154,18 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         health,
         metrics: loop_metrics,
         names,
+        handshakes,
+        status_view: Arc::default(),
         log,
     };
-    let mut reconciler = reconcile::Reconciler { params, io, state: state::LoopState::new(key) };
+    let mut reconciler = reconcile::Reconciler {
+        params,
+        io,
+        state: state::LoopState::new(key),
+        report_interval: Duration::from_secs(args.status_interval),
+    };
+    let socket = crate::status::socket_path(&args.state.state_dir);
+    crate::status::serve(&socket, reconciler.status_source())?;
 
     // The last known peer set carries traffic at once, before (or without) the API server; the
     // first complete list replaces it. It also puts the fail-closed floor in place.
@@ -234,6 +249,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     tracing::info!(
         "stopping: routes through the device go with it; rules and the blackhole floor stay (fail closed)"
     );
+    reconciler.report_stopped(jiff::Timestamp::now()).await;
     Ok(())
 }
 

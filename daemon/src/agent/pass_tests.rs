@@ -105,6 +105,8 @@ impl Harness {
             health: Arc::new(http::Health::default()),
             metrics: Arc::new(metrics::LoopMetrics::default()),
             names: metrics::PeerNames::default(),
+            handshakes: Default::default(),
+            status_view: Default::default(),
             log: LogControl::detached("info"),
         };
         let params = Params {
@@ -115,7 +117,8 @@ impl Harness {
             fwmark: 0x20_0000,
             config_map: Some((NAMESPACE.into(), CONFIG_MAP.into())),
         };
-        let agent = Reconciler { params, io, state: LoopState::new(key) };
+        let agent =
+            Reconciler { params, io, state: LoopState::new(key), report_interval: Duration::from_secs(300) };
         Self { server, agent, kernel, backend, _state_dir: state_dir }
     }
 
@@ -439,5 +442,49 @@ async fn a_peer_clusters_nodes_join_the_mesh_and_an_overlapping_prefix_is_refuse
     assert!(
         h.backend.device().unwrap().observe().unwrap().peer(&remote_key).is_none(),
         "gone with its object"
+    );
+}
+
+/// After a pass the status socket's document tells readiness, the key, the settings with their
+/// sources and the peers with their handshakes; the MeshNode carries the same summary, owned by
+/// the Node; stopping reports the stop.
+#[tokio::test]
+async fn a_pass_leaves_the_node_status_and_reports_it_on_the_mesh_node() {
+    let mut h = Harness::new(&[("strict", "true")]).await;
+    assert!(h.pass().await);
+    let device = h.backend.device().expect("a device");
+    let peer = device.observe().unwrap().peers[0].public_key;
+    device.set_handshake(&peer, Some(std::time::SystemTime::now()));
+
+    let status = (h.agent.status_source())();
+    assert!(status.ready, "{status:?}");
+    assert_eq!(status.key.fingerprint, h.agent.state.key.public_key.fingerprint());
+    assert_eq!(status.device.as_ref().map(|d| d.name.as_str()), Some(IFNAME));
+    let source = |key: &str| status.settings.iter().find(|s| s.key == key).map(|s| s.source.clone());
+    assert_eq!(source("strict").as_deref(), Some("configmap"));
+    assert_eq!(source("port").as_deref(), Some("default"));
+    let peers: Vec<(&str, bool)> =
+        status.peers.iter().map(|p| (p.node.as_str(), p.last_handshake.is_some())).collect();
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    assert_eq!(peers.iter().filter(|(_, shook)| *shook).count(), 1, "{peers:?}");
+    assert!(status.drops.contains_key("no_peer"), "{:?}", status.drops);
+
+    let mesh_node = h.server.get("meshcrypt.dev/v1alpha1", "MeshNode", None, NODE).expect("the MeshNode");
+    assert_eq!(mesh_node["status"]["ready"], true, "{mesh_node}");
+    assert_eq!(mesh_node["status"]["peers"], 2);
+    assert_eq!(mesh_node["status"]["keyFingerprint"], h.agent.state.key.public_key.fingerprint());
+    assert_eq!(mesh_node["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let reported = mesh_node["status"]["reportedAt"].clone();
+
+    // Unchanged but for the handshake: within a fifth of the interval, not written again.
+    assert!(h.pass().await);
+    let again = h.server.get("meshcrypt.dev/v1alpha1", "MeshNode", None, NODE).expect("the MeshNode");
+    assert_eq!(again["status"]["reportedAt"], reported, "no write within a fifth of the interval");
+
+    h.agent.report_stopped(jiff::Timestamp::now()).await;
+    let stopped = h.server.get("meshcrypt.dev/v1alpha1", "MeshNode", None, NODE).expect("the MeshNode");
+    assert_eq!(
+        (stopped["status"]["stopped"].clone(), stopped["status"]["ready"].clone()),
+        (json!(true), json!(false))
     );
 }

@@ -3,6 +3,9 @@
 //! the phases once more to program it. The loop's memory ([`LoopState`]) is separate from the IO
 //! handles ([`Io`]).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::ObjectRef;
 use meshcrypt_dataplane::WireGuardBackend;
@@ -15,8 +18,13 @@ use super::gather::{Source, gather};
 use super::io::Io;
 use super::last_known::LastKnown;
 use super::publish::{STARTUP_TAINT, remove_startup_taint};
+use super::report::{self, ReportInputs, Reported, report_due, summary};
 use super::state::LoopState;
 use crate::error::AgentError;
+use crate::status::{NodeStatus, PassView, node_status};
+
+/// How long a stopping agent tries to report the stop.
+const STOP_REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The reconcile loop's parts: what never changes, the IO handles, and the loop's memory.
 pub struct Reconciler<K: Kernel, B: WireGuardBackend> {
@@ -26,6 +34,8 @@ pub struct Reconciler<K: Kernel, B: WireGuardBackend> {
     pub io: Io<K, B>,
     /// The loop's memory.
     pub state: LoopState,
+    /// How often, at least, the node's state is reported on its MeshNode.
+    pub report_interval: Duration,
 }
 
 impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
@@ -55,8 +65,99 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
     }
 
     /// Runs one pass over the Node store at `now` inside its own span, recording the outcome
-    /// (readiness, metrics, the `MeshReady` Event, the startup taint); true if it succeeded.
+    /// (readiness, metrics, the `MeshReady` Event, the startup taint) and the node's status (the
+    /// status socket's view, the MeshNode report when due); true if it succeeded.
     pub async fn pass(&mut self, now: jiff::Timestamp) -> bool {
+        let ok = self.pass_only(now).await;
+        self.record_status(now, false).await;
+        ok
+    }
+
+    /// Reports the node's state as stopped on its MeshNode (SIGTERM), giving up after 3 s.
+    pub async fn report_stopped(&mut self, now: jiff::Timestamp) {
+        if tokio::time::timeout(STOP_REPORT_TIMEOUT, self.record_status(now, true)).await.is_err() {
+            tracing::warn!("cannot report the stop on this node's MeshNode in time");
+        }
+    }
+
+    /// What the status socket answers: the node's status built at the moment of asking, from
+    /// the latest pass's view and the device as it reports itself then.
+    pub fn status_source(&self) -> Arc<dyn Fn() -> NodeStatus + Send + Sync> {
+        let node = self.params.node.clone();
+        let health = self.io.health.clone();
+        let view = self.io.status_view.clone();
+        let device = self.io.device.clone();
+        let names = self.io.names.clone();
+        let handshakes = self.io.handshakes.clone();
+        Arc::new(move || {
+            let state = device.read().ok().and_then(|d| d.clone()).and_then(|d| d.observe().ok());
+            let latest = state.as_ref().map(|s| handshakes.observe(s)).unwrap_or_default();
+            let names = names.lock().map(|n| n.clone()).unwrap_or_default();
+            let view = view.lock().map(|v| v.clone()).unwrap_or_default();
+            node_status(
+                &node,
+                jiff::Timestamp::now(),
+                health.readiness(),
+                &view,
+                state.as_ref(),
+                &names,
+                &latest,
+            )
+        })
+    }
+
+    /// Records what the pass left for the status socket, and reports the node's state on its
+    /// MeshNode when due (a failure is a WARN once per distinct error; the next pass retries).
+    async fn record_status(&mut self, now: jiff::Timestamp, stopped: bool) {
+        let state = self.io.device().and_then(|d| d.observe().ok());
+        let handshakes = state.as_ref().map(|s| self.io.handshakes.observe(s)).unwrap_or_default();
+        let problems: Vec<(String, String, String)> =
+            self.state.reported.iter().map(|(n, r, m)| (n.clone(), (*r).to_owned(), m.clone())).collect();
+        let view = PassView {
+            settings: self.state.settings.clone(),
+            base: self.io.config.base().clone(),
+            config_map: self.io.config.data(),
+            rejected: self.state.rejected.iter().flatten().map(ToString::to_string).collect(),
+            key: Some(self.state.key.clone()),
+            problems: problems.clone(),
+        };
+        if let Ok(mut shared) = self.io.status_view.lock() {
+            *shared = view;
+        }
+        let own =
+            problems.iter().filter(|(n, _, _)| *n == self.params.node).map(|(_, r, m)| format!("{r}: {m}"));
+        let inputs = ReportInputs {
+            readiness: self.io.health.readiness(),
+            settings: self.state.settings.as_ref(),
+            key: &self.state.key,
+            device: state.as_ref(),
+            handshakes: &handshakes,
+            problems: own.collect(),
+            interval: self.report_interval,
+            stopped,
+        };
+        let next = summary(&inputs);
+        if !report_due(self.state.reported_status.as_ref(), &next, now, self.report_interval) {
+            return;
+        }
+        let Some(node) = self.io.nodes.get(&ObjectRef::new(&self.params.node)) else { return };
+        match report::write(&self.io.client, &node, &next, now).await {
+            Ok(()) => {
+                self.state.reported_status = Some(Reported { status: next, at: now });
+                self.state.report_failure = None;
+            }
+            Err(e) => {
+                let failure = e.to_string();
+                if self.state.report_failure.as_ref() != Some(&failure) {
+                    tracing::warn!(error = %failure, "cannot report this node's state on its MeshNode; retrying after the next pass");
+                    self.state.report_failure = Some(failure);
+                }
+            }
+        }
+    }
+
+    /// One pass and its outcome, without the status.
+    async fn pass_only(&mut self, now: jiff::Timestamp) -> bool {
         self.state.passes += 1;
         let span = tracing::info_span!("reconcile", pass = self.state.passes, node = %self.params.node);
         let result = self.run(&Source::Api, now).instrument(span.clone()).await;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshcrypt_keyexchange::{NodeKeyAnnotations, PresharedKey};
 
 use super::last_known::LastKnown;
+use super::report::Reported;
 use crate::config::settings::{KeyError, Settings};
 
 /// The loop's memory.
@@ -29,6 +30,10 @@ pub struct LoopState {
     pub preshared_keys: BTreeMap<String, PresharedKey>,
     /// The failure of the passes failing in a row, as reported (each distinct one once).
     pub failure: Option<String>,
+    /// The last report written to this node's MeshNode.
+    pub reported_status: Option<Reported>,
+    /// The failure of the MeshNode reports failing in a row, as logged (each distinct one once).
+    pub report_failure: Option<String>,
 }
 
 impl LoopState {
@@ -44,6 +49,8 @@ impl LoopState {
             passes: 0,
             preshared_keys: BTreeMap::new(),
             failure: None,
+            reported_status: None,
+            report_failure: None,
         }
     }
 }
