@@ -154,14 +154,16 @@ async fn handle(
             "the server could not find the requested resource ({path})"
         )));
     }
-    if q.contains_key("dryRun") {
-        return Err(ApiServerError::BadRequest("dryRun is not supported by the test API server".into()));
-    }
+    let dry_run = parse_dry_run(q.get("dryRun").map(String::as_str))?;
     let req = Req {
         app,
         identity,
         ns: target.namespace.clone().unwrap_or_default(),
-        ctx: WriteContext { manager: manager_name(q, headers), subresource: target.subresource.clone() },
+        ctx: WriteContext {
+            manager: manager_name(q, headers),
+            subresource: target.subresource.clone(),
+            dry_run,
+        },
         target,
         q,
         headers,
@@ -311,22 +313,54 @@ fn delete(req: &Req<'_>, name: &str) -> Result<Response, ApiServerError> {
     if req.target.subresource.is_some() {
         return Err(ApiServerError::MethodNotAllowed("cannot delete a subresource".into()));
     }
-    let precondition = serde_json::from_slice::<Value>(req.body).ok().and_then(|v| {
-        v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string)
-    });
-    let deleted = req.store().delete(req.res(), &req.ns, name, precondition.as_deref())?;
+    let options = DeleteOptions::parse(req)?;
+    let deleted =
+        req.store().delete(req.res(), &req.ns, name, options.precondition_rv.as_deref(), options.dry_run)?;
     Ok(json_response(StatusCode::OK, &deleted))
+}
+
+/// Whether a `dryRun` value asks for a server-side dry run: only `All` is a valid one.
+fn parse_dry_run(value: Option<&str>) -> Result<bool, ApiServerError> {
+    match value {
+        None => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiServerError::BadRequest(format!(
+            "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+        ))),
+    }
+}
+
+/// What a delete's optional `DeleteOptions` body asks for (kubectl sends its dry run there).
+struct DeleteOptions {
+    /// `preconditions.resourceVersion`.
+    precondition_rv: Option<String>,
+    /// `dryRun: [All]` in the body or `dryRun=All` in the query.
+    dry_run: bool,
+}
+
+impl DeleteOptions {
+    fn parse(req: &Req<'_>) -> Result<Self, ApiServerError> {
+        let body = serde_json::from_slice::<Value>(req.body).unwrap_or(Value::Null);
+        let mut dry = req.ctx.dry_run;
+        for value in body.get("dryRun").and_then(Value::as_array).into_iter().flatten() {
+            dry |= parse_dry_run(Some(value.as_str().unwrap_or_default()))?;
+        }
+        let precondition_rv =
+            body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        Ok(Self { precondition_rv, dry_run: dry })
+    }
 }
 
 fn delete_collection(req: &Req<'_>) -> Result<Response, ApiServerError> {
     authorize(&req.identity, Verb::Delete, req.res(), &req.ns, "", None)?;
+    let dry_run = DeleteOptions::parse(req)?.dry_run;
     let selectors = req.selectors()?;
     let page = req.store().list(req.res(), req.target.namespace.as_deref(), &selectors, 0, None)?;
     let mut deleted = Vec::new();
     for obj in page.items {
         let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
         let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-        match req.store().delete(req.res(), ns, name, None) {
+        match req.store().delete(req.res(), ns, name, None, dry_run) {
             Ok(d) => deleted.push(d),
             Err(ApiServerError::NotFound(_)) => {}
             Err(e) => return Err(e),

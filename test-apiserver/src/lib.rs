@@ -6,8 +6,11 @@
 //! `limit`/`continue`, label and field selectors), watch (history replay, synthetic initial
 //! events, streaming lists, bookmarks, `timeoutSeconds`, 410 Expired in-stream), create, update
 //! (409 on a stale resourceVersion), delete, and all four patch types including server-side apply
-//! with per-manager field ownership. A write that would leave `metadata.annotations` over 256 KiB
-//! (keys and values) is refused with 422 Invalid, as a real server refuses it. Discovery,
+//! with per-manager field ownership. Every write takes a server-side dry run (`dryRun=All`, or
+//! `dryRun: [All]` in a delete's options), answered as if done with nothing stored, no
+//! resourceVersion taken and no watch event (`kubectl diff`, `--dry-run=server`). A write that
+//! would leave `metadata.annotations` over 256 KiB (keys and values) is refused with 422 Invalid,
+//! as a real server refuses it. Discovery,
 //! `/version` and an abridged OpenAPI v3 document are enough for kubectl's get (with a real
 //! server's Node and Event columns, `-o wide` too), describe, annotate, patch, apply and
 //! `apply --server-side`.

@@ -295,6 +295,7 @@ impl TestApiServer {
         let ctx = WriteContext {
             manager: HELPER_MANAGER.to_string(),
             subresource: status.then(|| "status".to_string()),
+            dry_run: false,
         };
         self.state.store.patch(
             &res,
@@ -316,7 +317,7 @@ impl TestApiServer {
         name: &str,
     ) -> Result<Value, ApiServerError> {
         let res = resource_of(api_version, kind)?;
-        self.state.store.delete(&res, &namespace_for(&res, namespace), name, None)
+        self.state.store.delete(&res, &namespace_for(&res, namespace), name, None, false)
     }
 
     /// A minimal Node object (for seeding): name, `spec.podCIDRs` and an InternalIP address.

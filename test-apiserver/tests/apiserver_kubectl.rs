@@ -452,6 +452,59 @@ async fn kubectl_shows_events_recorded_through_events_k8s_io() {
 }
 
 #[tokio::test]
+async fn kubectl_diff_and_server_side_dry_run_change_nothing() {
+    let server = ServerProcess::start();
+    let cms: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    let manifest = |port: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\ndata:\n  enabled: \"true\"\n  port: \"{port}\"\n"
+        )
+    };
+    let file = server.write("dry.yaml", &manifest("51820"));
+    let rv = current_rv(&cms).await;
+    let out = server.kubectl(&["apply", "--dry-run=server", "-f", path_str(&file)]);
+    assert!(out.contains("created (server dry run)"), "{out}");
+    assert!(cms.get_opt("dry").await.unwrap().is_none(), "a dry-run create stores nothing");
+    assert_eq!(current_rv(&cms).await, rv);
+
+    server.kubectl(&["apply", "-f", path_str(&file)]);
+    let file = server.write("dry.yaml", &manifest("51821"));
+    let rv = current_rv(&cms).await;
+    let diff = server.kubectl_with(&server.kubeconfig, &["diff", "-f", path_str(&file)]);
+    assert_eq!(diff.code, Some(1), "kubectl diff finds a change: {}\n{}", diff.stdout, diff.stderr);
+    assert!(
+        diff.stdout.contains("-  port: \"51820\"") && diff.stdout.contains("+  port: \"51821\""),
+        "{}",
+        diff.stdout
+    );
+    let out = server.kubectl(&["apply", "--dry-run=server", "-f", path_str(&file)]);
+    assert!(out.contains("configured (server dry run)"), "{out}");
+    let out = server.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "-f",
+        path_str(&file),
+    ]);
+    assert!(out.contains("serverside-applied (server dry run)"), "{out}");
+    let out =
+        server.kubectl(&["patch", "configmap", "dry", "--dry-run=server", "-p", r#"{"data":{"port":"1"}}"#]);
+    // (kubectl patch names no dry run in its output; the request carries dryRun=All.)
+    assert!(out.contains("configmap/dry patched"), "{out}");
+    let out = server.kubectl(&["delete", "configmap", "dry", "--dry-run=server"]);
+    assert!(out.contains("deleted (server dry run)"), "{out}");
+    let cm = cms.get("dry").await.unwrap();
+    assert_eq!(cm.data.unwrap().get("port").map(String::as_str), Some("51820"), "dry runs changed nothing");
+    assert_eq!(current_rv(&cms).await, rv, "dry runs bumped no resourceVersion");
+
+    server.kubectl(&["apply", "-f", path_str(&file)]);
+    let diff = server.kubectl_with(&server.kubeconfig, &["diff", "-f", path_str(&file)]);
+    assert_eq!(diff.code, Some(0), "nothing to diff after apply: {}\n{}", diff.stdout, diff.stderr);
+    assert!(diff.stdout.is_empty(), "{}", diff.stdout);
+}
+
+#[tokio::test]
 async fn kubectl_get_nodes_wide_prints_the_nodes_status() {
     let server = ServerProcess::start();
     let out = server.kubectl(&["get", "nodes", "-o", "wide"]);

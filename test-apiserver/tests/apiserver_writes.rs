@@ -508,3 +508,95 @@ async fn annotations_over_256_kib_are_refused_on_every_write() {
     let stored = annotations(&nodes.get("node-a").await.unwrap());
     assert_eq!(stored.keys().collect::<Vec<_>>(), ["a"]);
 }
+
+#[tokio::test]
+async fn a_server_side_dry_run_answers_as_if_done_and_stores_nothing() {
+    use futures::StreamExt;
+    use kube::api::{DeleteParams, WatchEvent, WatchParams};
+
+    let server = TestApiServer::start(ApiServerConfig::default()).await.unwrap();
+    server.create(node("node-a", 1)).unwrap();
+    let c = client(&server, server.admin_token()).await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let cms: Api<ConfigMap> = Api::namespaced(c, "default");
+    let rv = server.resource_version();
+    let mut watch = nodes
+        .watch(&WatchParams::default().timeout(10).disable_bookmarks(), &rv.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    let dry_post = PostParams { dry_run: true, ..PostParams::default() };
+    let dry_patch = PatchParams::default().dry_run();
+
+    // A create answers with what would be stored (no resourceVersion yet) and stores nothing.
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "dry"}, "data": {"a": "1"}})).unwrap();
+    let created = cms.create(&dry_post, &cm).await.unwrap();
+    assert_eq!(created.data.unwrap()["a"], "1");
+    assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_none());
+    assert!(cms.get_opt("dry").await.unwrap().is_none());
+
+    // Update, every patch type and a delete answer with the changed object, keeping its version.
+    let live = nodes.get("node-a").await.unwrap();
+    let mut changed = live.clone();
+    changed.metadata.labels = Some([("dry".to_string(), "1".to_string())].into());
+    let replaced = nodes.replace("node-a", &dry_post, &changed).await.unwrap();
+    assert_eq!(replaced.metadata.labels.unwrap()["dry"], "1");
+    assert_eq!(replaced.metadata.resource_version, live.metadata.resource_version);
+    for patch in [
+        Patch::Merge(json!({"metadata": {"labels": {"dry": "2"}}})),
+        Patch::Strategic(json!({"metadata": {"labels": {"dry": "2"}}})),
+        Patch::Json(
+            serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels", "value": {"dry": "2"}}]))
+                .unwrap(),
+        ),
+    ] {
+        let patched = nodes.patch("node-a", &dry_patch, &patch).await.unwrap();
+        assert_eq!(patched.metadata.labels.unwrap()["dry"], "2", "{patch:?}");
+    }
+    let applied = nodes
+        .patch("node-a", &PatchParams::apply("meshcrypt").dry_run(), &apply_annotations(json!({"k": "v"})))
+        .await
+        .unwrap();
+    assert_eq!(annotations(&applied)["k"], "v");
+    let applied = cms
+        .patch(
+            "dry",
+            &PatchParams::apply("meshcrypt").dry_run(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dry"}})),
+        )
+        .await
+        .unwrap();
+    assert!(applied.metadata.resource_version.is_none(), "an apply that creates answers as a create");
+    nodes.delete("node-a", &DeleteParams { dry_run: true, ..DeleteParams::default() }).await.unwrap();
+    // An invalid object is refused in a dry run too.
+    let err = nodes
+        .patch(
+            "node-a",
+            &dry_patch,
+            &Patch::Merge(json!({"metadata": {"annotations": {"big": "x".repeat(262_145)}}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&err).0, 422);
+
+    assert_eq!(server.resource_version(), rv, "no resourceVersion was taken");
+    assert_eq!(nodes.get("node-a").await.unwrap(), live, "the node is as it was");
+    assert!(cms.get_opt("dry").await.unwrap().is_none());
+    // The watch saw none of it: the first event it gets is the next real change.
+    nodes
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"real": "1"}}})),
+        )
+        .await
+        .unwrap();
+    match tokio::time::timeout(apiserver_support::DEADLINE, watch.next()).await.expect("an event") {
+        Some(Ok(WatchEvent::Modified(n))) => {
+            let labels = n.metadata.labels.unwrap();
+            assert!(labels.contains_key("real") && !labels.contains_key("dry"), "{labels:?}");
+        }
+        other => panic!("expected the real change, got {other:?}"),
+    }
+}

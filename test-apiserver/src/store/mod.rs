@@ -108,6 +108,8 @@ struct Change {
     object: Value,
     managed: ManagedFields,
     previous: Option<Value>,
+    /// A server-side dry run (`dryRun=All`): validate and answer, store nothing.
+    dry_run: bool,
 }
 
 struct Stored {
@@ -204,7 +206,8 @@ impl Store {
     }
 
     /// Stores a change (unless the object it leaves is invalid: then nothing changes), records it
-    /// in the history and tells the watches.
+    /// in the history and tells the watches. A dry run only answers with what would be stored: a
+    /// new object without a resourceVersion, a changed or deleted one with its current one.
     fn commit(
         &self,
         inner: &mut Inner,
@@ -212,19 +215,30 @@ impl Store {
         key: Key,
         change: Change,
     ) -> Result<Value, ApiServerError> {
-        let Change { kind, mut object, managed, previous } = change;
+        let Change { kind, mut object, managed, previous, dry_run } = change;
         if kind != EventType::Deleted {
             validate(&object)?;
         }
-        inner.rv += 1;
-        let rv = inner.rv;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let rendered = managed.render();
         if rendered.as_array().is_some_and(|a| !a.is_empty()) {
             object["metadata"]["managedFields"] = rendered;
         } else if let Some(m) = object["metadata"].as_object_mut() {
             m.remove("managedFields");
         }
+        if dry_run {
+            match previous.as_ref().and_then(|p| meta_str(p, "resourceVersion")) {
+                Some(rv) => object["metadata"]["resourceVersion"] = json!(rv),
+                None => {
+                    if let Some(m) = object["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                }
+            }
+            return Ok(object);
+        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
         if kind == EventType::Deleted {
             inner.objects.remove(&key);
         } else {
@@ -381,7 +395,7 @@ impl Store {
             &mut inner,
             &stored,
             k,
-            Change { kind: EventType::Added, object: obj, managed, previous: None },
+            Change { kind: EventType::Added, object: obj, managed, previous: None, dry_run: ctx.dry_run },
         )?;
         Ok(to_view(res, created))
     }
@@ -396,13 +410,14 @@ impl Store {
     }
 
     /// Deletes an object, returning its last state (with the deletion's resourceVersion). A
-    /// `precondition_rv` that does not match → 409.
+    /// `precondition_rv` that does not match → 409. A `dry_run` deletes nothing.
     pub fn delete(
         &self,
         res: &ResourceDef,
         ns: &str,
         name: &str,
         precondition_rv: Option<&str>,
+        dry_run: bool,
     ) -> Result<Value, ApiServerError> {
         let mut inner = self.lock();
         let k = key(res, ns, name);
@@ -426,7 +441,7 @@ impl Store {
             &mut inner,
             &storage(res),
             k,
-            Change { kind: EventType::Deleted, object: old.clone(), managed, previous: Some(old) },
+            Change { kind: EventType::Deleted, object: old.clone(), managed, previous: Some(old), dry_run },
         )?;
         Ok(to_view(res, deleted))
     }

@@ -51,12 +51,14 @@ pub struct WriteContext {
     pub manager: String,
     /// The subresource written (`status`), if any.
     pub subresource: Option<String>,
+    /// A server-side dry run (`dryRun=All`): validated and answered as if done, nothing stored.
+    pub dry_run: bool,
 }
 
 impl WriteContext {
     /// A write to the main resource by this manager.
     pub fn manager(name: &str) -> Self {
-        Self { manager: name.to_string(), subresource: None }
+        Self { manager: name.to_string(), subresource: None, dry_run: false }
     }
 }
 
@@ -207,7 +209,13 @@ impl Store {
             inner,
             res,
             k,
-            Change { kind: EventType::Modified, object: new, managed, previous: Some(old) },
+            Change {
+                kind: EventType::Modified,
+                object: new,
+                managed,
+                previous: Some(old),
+                dry_run: ctx.dry_run,
+            },
         )
     }
 
@@ -330,7 +338,13 @@ impl Store {
                         &mut inner,
                         res,
                         k,
-                        Change { kind: EventType::Added, object: new, managed, previous: None },
+                        Change {
+                            kind: EventType::Added,
+                            object: new,
+                            managed,
+                            previous: None,
+                            dry_run: ctx.dry_run,
+                        },
                     )
                 }
             };
@@ -407,7 +421,13 @@ impl Store {
             inner,
             res,
             k,
-            Change { kind: EventType::Modified, object: new, managed, previous: Some(old) },
+            Change {
+                kind: EventType::Modified,
+                object: new,
+                managed,
+                previous: Some(old),
+                dry_run: ctx.dry_run,
+            },
         )
     }
 }
