@@ -15,6 +15,7 @@ use super::auth::{Identity, Tokens, Verb, authorize};
 use super::discovery;
 use super::error::ApiServerError;
 use super::patch::PatchKind;
+use super::protobuf;
 use super::resources::{self, ResourceDef};
 use super::selectors::Selectors;
 use super::store::{Store, WatchStart, WriteContext, parse_rv};
@@ -260,8 +261,7 @@ fn create(req: &Req<'_>) -> Result<Response, ApiServerError> {
             res.plural
         )));
     }
-    check_object_content_type(req.headers)?;
-    let obj = parse_body(req.body)?;
+    let obj = object_body(req.headers, req.body)?;
     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
     authorize(&req.identity, Verb::Create, res, &req.ns, name, None)?;
     let created = req.store().create(res, &req.ns, obj, &req.ctx)?;
@@ -280,8 +280,7 @@ fn get(req: &Req<'_>, name: &str) -> Result<Response, ApiServerError> {
 
 fn replace(req: &Req<'_>, name: &str) -> Result<Response, ApiServerError> {
     authorize(&req.identity, Verb::Update, req.res(), &req.ns, name, req.target.subresource.as_deref())?;
-    check_object_content_type(req.headers)?;
-    let obj = parse_body(req.body)?;
+    let obj = object_body(req.headers, req.body)?;
     let updated = req.store().update(req.res(), &req.ns, name, obj, &req.ctx)?;
     Ok(json_response(StatusCode::OK, &updated))
 }
@@ -370,17 +369,17 @@ fn delete_collection(req: &Req<'_>) -> Result<Response, ApiServerError> {
     Ok(json_response(StatusCode::OK, &req.list_object(deleted, meta)))
 }
 
-/// 415 unless the body is JSON or YAML (protobuf, which kubectl's generator commands such as
-/// `kubectl create configmap` send, is not supported).
-fn check_object_content_type(headers: &HeaderMap) -> Result<(), ApiServerError> {
+/// The object of a create or update body: JSON, YAML, or protobuf (which kubectl's `create`
+/// commands send); 415 for any other media type.
+fn object_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiServerError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let base = ct.split(';').next().unwrap_or("").trim();
-    if matches!(base, "application/json" | "application/yaml" | "") {
-        Ok(())
-    } else {
-        Err(ApiServerError::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {base:?})"
-        )))
+    match ct.split(';').next().unwrap_or("").trim() {
+        "application/json" | "application/yaml" | "" => parse_body(body),
+        protobuf::MEDIA_TYPE => protobuf::decode(body),
+        other => Err(ApiServerError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, {} (got {other:?})",
+            protobuf::MEDIA_TYPE
+        ))),
     }
 }
 

@@ -101,6 +101,30 @@ pub const EVENTS: ResourceDef = ResourceDef {
     has_status: false,
 };
 
+/// Core Secrets.
+pub const SECRETS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    kind: "Secret",
+    plural: "secrets",
+    singular: "secret",
+    namespaced: true,
+    short_names: &[],
+    has_status: false,
+};
+
+/// Core ServiceAccounts.
+pub const SERVICE_ACCOUNTS: ResourceDef = ResourceDef {
+    group: "",
+    version: "v1",
+    kind: "ServiceAccount",
+    plural: "serviceaccounts",
+    singular: "serviceaccount",
+    namespaced: true,
+    short_names: &["sa"],
+    has_status: false,
+};
+
 /// Core Namespaces.
 pub const NAMESPACES: ResourceDef = ResourceDef {
     group: "",
@@ -163,8 +187,19 @@ pub const MESH_NODES: ResourceDef = ResourceDef {
 };
 
 /// Every served resource.
-pub const ALL: &[ResourceDef] =
-    &[NODES, PODS, CONFIG_MAPS, EVENTS, NAMESPACES, EVENTS_V1, LEASES, REMOTE_CLUSTERS, MESH_NODES];
+pub const ALL: &[ResourceDef] = &[
+    NODES,
+    PODS,
+    CONFIG_MAPS,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    EVENTS,
+    NAMESPACES,
+    EVENTS_V1,
+    LEASES,
+    REMOTE_CLUSTERS,
+    MESH_NODES,
+];
 
 /// The served resource for a group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<ResourceDef> {

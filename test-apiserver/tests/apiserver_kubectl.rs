@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use apiserver_support::{client_for_url, eventually};
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
@@ -449,6 +449,32 @@ async fn kubectl_shows_events_recorded_through_events_k8s_io() {
     );
     let out = server.kubectl(&["describe", "node", "seed-node-2"]);
     assert!(out.split("Events:").nth(1).is_some_and(|e| e.contains("about the other node")), "{out}");
+}
+
+#[tokio::test]
+async fn kubectl_creates_objects_with_protobuf_bodies() {
+    let server = ServerProcess::start();
+    let client = server.client().await;
+    assert!(server.kubectl(&["create", "namespace", "x"]).contains("namespace/x created"));
+    let out = server.kubectl(&["create", "configmap", "y", "--from-literal=a=b", "-n", "x"]);
+    assert!(out.contains("configmap/y created"), "{out}");
+    let out = server.kubectl(&["create", "secret", "generic", "s", "--from-literal=k=v", "-n", "x"]);
+    assert!(out.contains("secret/s created"), "{out}");
+    let out = server.kubectl(&["create", "serviceaccount", "sa", "-n", "x"]);
+    assert!(out.contains("serviceaccount/sa created"), "{out}");
+
+    let ns = Api::<Namespace>::all(client.clone()).get("x").await.unwrap();
+    assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "x").get("y").await.unwrap();
+    assert_eq!(cm.data.unwrap().get("a").map(String::as_str), Some("b"));
+    let secret = Api::<Secret>::namespaced(client.clone(), "x").get("s").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    assert_eq!(secret.data.unwrap().get("k").map(|v| v.0.as_slice()), Some(&b"v"[..]));
+    Api::<ServiceAccount>::namespaced(client, "x").get("sa").await.unwrap();
+    assert_eq!(server.kubectl(&["get", "configmap", "y", "-n", "x", "-o", "jsonpath={.data.a}"]), "b");
+    // Creating it again is refused as a real server refuses it.
+    let run = server.kubectl_with(&server.kubeconfig, &["create", "namespace", "x"]);
+    assert!(!run.ok() && run.stderr.contains("AlreadyExists"), "{}", run.stderr);
 }
 
 #[tokio::test]

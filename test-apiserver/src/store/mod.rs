@@ -366,6 +366,9 @@ impl Store {
         if *res == resources::NAMESPACES && obj.get("status").is_none() {
             obj["status"] = json!({"phase": "Active"});
         }
+        if *res == resources::SECRETS && obj.get("type").is_none() {
+            obj["type"] = json!("Opaque");
+        }
     }
 
     /// Creates an object (409 AlreadyExists if it exists).
