@@ -74,6 +74,19 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// The verb a Kubernetes verb name stands for (`get`, `list`, `watch`, `create`, `update`,
+    /// `patch`, `delete`, `deletecollection`); `None` for any other (`*`, `use`, ...).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "get" | "list" | "watch" => Self::Read,
+            "create" => Self::Create,
+            "update" => Self::Update,
+            "patch" => Self::Patch,
+            "delete" | "deletecollection" => Self::Delete,
+            _ => return None,
+        })
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Read => "get",
@@ -98,14 +111,7 @@ pub fn authorize(
         Identity::Admin => return Ok(()),
         Identity::Node(node) => node,
     };
-    let allowed = match verb {
-        Verb::Read => true,
-        // kube-runtime's event Recorder creates Events and patches them when they repeat.
-        Verb::Create | Verb::Patch | Verb::Update if res.plural == "events" => true,
-        Verb::Create => false,
-        Verb::Update | Verb::Patch | Verb::Delete => res.plural == "nodes" && name == node,
-    };
-    if allowed {
+    if node_may(node, verb, res.plural, name) {
         return Ok(());
     }
     let resource = match subresource {
@@ -128,4 +134,25 @@ pub fn authorize(
         verb.as_str(),
         res.group
     )))
+}
+
+/// Whether `identity` may do the Kubernetes verb `verb` (any verb name) on the object `name` of
+/// the resource `plural` in any group, as a SelfSubjectAccessReview asks; a non-resource request
+/// (a path such as `/healthz`) has an empty `plural`.
+pub fn may(identity: &Identity, verb: &str, plural: &str, name: &str) -> bool {
+    match identity {
+        Identity::Admin => true,
+        Identity::Node(node) => Verb::from_name(verb).is_some_and(|v| node_may(node, v, plural, name)),
+    }
+}
+
+/// The policy for a node token: what the agent on `node` may do to the object `name` of `plural`.
+fn node_may(node: &str, verb: Verb, plural: &str, name: &str) -> bool {
+    match verb {
+        Verb::Read => true,
+        // kube-runtime's event Recorder creates Events and patches them when they repeat.
+        Verb::Create | Verb::Patch | Verb::Update if plural == "events" => true,
+        Verb::Create => false,
+        Verb::Update | Verb::Patch | Verb::Delete => plural == "nodes" && name == node,
+    }
 }

@@ -23,13 +23,15 @@ pub fn version() -> Value {
 
 fn resource_list(group: &str, version: &str) -> Value {
     let mut out = Vec::new();
-    for r in resources::ALL.iter().filter(|r| r.group == group && r.version == version) {
+    for r in
+        resources::ALL.iter().chain(resources::REVIEWS).filter(|r| r.group == group && r.version == version)
+    {
         let mut entry = json!({
             "name": r.plural,
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": resources::verbs(),
+            "verbs": resources::verbs(r),
         });
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);

@@ -16,7 +16,8 @@ use super::discovery;
 use super::error::ApiServerError;
 use super::patch::PatchKind;
 use super::protobuf;
-use super::resources::{self, ResourceDef};
+use super::resources::{self, ResourceDef, SELF_SUBJECT_ACCESS_REVIEWS};
+use super::review;
 use super::selectors::Selectors;
 use super::store::{Store, WatchStart, WriteContext, parse_rv};
 use super::table;
@@ -144,6 +145,14 @@ async fn handle(
             return Err(ApiServerError::MethodNotAllowed(format!("{method} is not allowed on {path}")));
         }
         return Ok(json_response(StatusCode::OK, &doc));
+    }
+    let reviews = SELF_SUBJECT_ACCESS_REVIEWS;
+    if path.trim_end_matches('/') == format!("{}/{}", reviews.group_version_path(), reviews.plural) {
+        if method != Method::POST {
+            return Err(ApiServerError::MethodNotAllowed(format!("{method} is not allowed on {path}")));
+        }
+        let answered = review::answer(&identity, object_body(headers, body)?)?;
+        return Ok(json_response(StatusCode::CREATED, &answered));
     }
     let target = parse_target(path).ok_or_else(|| {
         ApiServerError::NotFound(format!("the server could not find the requested resource ({path})"))

@@ -32,6 +32,7 @@
 //! Authentication is by bearer token: the admin token may do anything; a node token (see
 //! [`TestApiServer::add_node_token`]) authenticates as [`NODE_USER`] with [`NODE_NAME_EXTRA`] set
 //! to its node, may read anything, create and patch Events, and modify only its own Node.
+//! SelfSubjectAccessReviews (`kubectl auth can-i`) are answered by this same authorizer.
 //!
 //! kube-rs sends bearer tokens over plain http, kubectl only over https: set
 //! [`ApiServerConfig::tls`] (the binary's default) to serve https with a fixed test certificate
@@ -43,7 +44,7 @@
 //! server-side apply with field ownership), `protobuf` (kubectl's protobuf bodies), `resources` and
 //! `discovery` (what is served), `versions` (one stored object served in two versions),
 //! `validation`, `selectors`, `table` (kubectl's table output), `auth` (tokens and the node
-//! authorizer), `kubeconfig`, `tls`, `timestamp`, `error`.
+//! authorizer), `review` (`kubectl auth can-i`), `kubeconfig`, `tls`, `timestamp`, `error`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), meshcrypt_test_apiserver::ApiServerError> {
@@ -69,6 +70,7 @@ mod kubeconfig;
 mod patch;
 mod protobuf;
 mod resources;
+mod review;
 mod selectors;
 mod server;
 mod store;

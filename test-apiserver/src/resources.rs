@@ -48,9 +48,10 @@ impl ResourceDef {
 
 const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-/// Verbs advertised for every resource in discovery.
-pub fn verbs() -> &'static [&'static str] {
-    VERBS
+/// Verbs advertised for a resource in discovery: every verb for stored resources, `create` for
+/// reviews.
+pub fn verbs(res: &ResourceDef) -> &'static [&'static str] {
+    if REVIEWS.contains(res) { &["create"] } else { VERBS }
 }
 
 /// Core Nodes.
@@ -201,6 +202,21 @@ pub const ALL: &[ResourceDef] = &[
     MESH_NODES,
 ];
 
+/// authorization.k8s.io/v1 SelfSubjectAccessReviews (`kubectl auth can-i`).
+pub const SELF_SUBJECT_ACCESS_REVIEWS: ResourceDef = ResourceDef {
+    group: "authorization.k8s.io",
+    version: "v1",
+    kind: "SelfSubjectAccessReview",
+    plural: "selfsubjectaccessreviews",
+    singular: "selfsubjectaccessreview",
+    namespaced: false,
+    short_names: &[],
+    has_status: false,
+};
+
+/// Resources that are only created: answered at once, never stored (not in [`ALL`]).
+pub const REVIEWS: &[ResourceDef] = &[SELF_SUBJECT_ACCESS_REVIEWS];
+
 /// The served resource for a group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<ResourceDef> {
     ALL.iter().find(|r| r.group == group && r.version == version && r.plural == plural).copied()
@@ -214,7 +230,7 @@ pub fn lookup_kind(api_version: &str, kind: &str) -> Option<ResourceDef> {
 /// The group/versions served, in discovery order, excluding the core group.
 pub fn api_groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in ALL {
+    for r in ALL.iter().chain(REVIEWS) {
         if !r.group.is_empty() && !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

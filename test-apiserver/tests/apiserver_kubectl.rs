@@ -584,6 +584,32 @@ async fn kubectl_get_nodes_wide_prints_the_nodes_status() {
 }
 
 #[tokio::test]
+async fn kubectl_auth_can_i_asks_the_servers_authorizer() {
+    let server = ServerProcess::start();
+    let node = server
+        .write("node-1.kubeconfig", &meshcrypt_test_apiserver::kubeconfig_yaml(&server.url, NODE_1_TOKEN));
+    let can_i = |kubeconfig: &Path, args: &[&str]| {
+        let run = server.kubectl_with(kubeconfig, &[&["auth", "can-i"], args].concat());
+        let answer = run.stdout.trim().to_string();
+        assert!(
+            (run.ok() && answer == "yes") || (run.code == Some(1) && answer == "no"),
+            "kubectl auth can-i {args:?}: {answer}\n{}",
+            run.stderr
+        );
+        answer == "yes"
+    };
+    assert!(!can_i(&node, &["patch", "nodes/seed-node-2"]));
+    assert!(can_i(&node, &["patch", "nodes/seed-node-1"]));
+    assert!(can_i(&node, &["list", "nodes"]));
+    assert!(can_i(&node, &["create", "events.events.k8s.io"]));
+    assert!(can_i(&node, &["patch", "events"]));
+    assert!(!can_i(&node, &["create", "configmaps"]));
+    assert!(!can_i(&node, &["delete", "nodes/seed-node-2"]));
+    assert!(can_i(&server.kubeconfig, &["patch", "nodes/seed-node-2"]));
+    assert!(can_i(&server.kubeconfig, &["delete", "configmaps", "-n", "kube-system"]));
+}
+
+#[tokio::test]
 async fn kubectl_is_refused_annotations_over_256_kib() {
     let server = ServerProcess::start();
     let cms: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
