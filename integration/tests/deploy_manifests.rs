@@ -155,7 +155,8 @@ fn daemonset_follows_the_network_agent_conventions() {
         pod["tolerations"]
     );
 
-    // Fargate excluded.
+    // Fargate, hybrid and Auto Mode nodes excluded, as EKS's own node agents exclude them: the
+    // values the agent treats as nodes expected to run no agent (no NoKey Warning for them).
     let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
     let terms = terms.as_array().expect("node selector terms");
     assert!(!terms.is_empty());
@@ -163,9 +164,12 @@ fn daemonset_follows_the_network_agent_conventions() {
         let excluded = term["matchExpressions"].as_array().expect("match expressions").iter().any(|e| {
             e["key"] == "eks.amazonaws.com/compute-type"
                 && e["operator"] == "NotIn"
-                && e["values"] == json!(["fargate"])
+                && e["values"] == json!(["fargate", "hybrid", "auto"])
         });
-        assert!(excluded, "every node selector term must exclude Fargate: {term}");
+        assert!(
+            excluded,
+            "every node selector term must exclude Fargate, hybrid and Auto Mode nodes: {term}"
+        );
     }
 
     // Rolling update, at most 10% unavailable.
@@ -227,10 +231,9 @@ fn daemonset_follows_the_network_agent_conventions() {
     let added = security["capabilities"]["add"].as_array().expect("added capabilities");
     assert!(added.contains(&json!("NET_ADMIN")));
     assert!(added.iter().all(|c| c == "NET_ADMIN" || c == "NET_RAW"), "only network capabilities: {added:?}");
-    for init in pod["initContainers"].as_array().into_iter().flatten() {
-        assert_eq!(init["securityContext"]["privileged"], false, "{}", init["name"]);
-        assert!(init["securityContext"]["capabilities"]["add"].is_null(), "{}", init["name"]);
-    }
+    // No init container: the agent tightens its empty state directory to 0700 itself, and the
+    // image has no shell to run one (deploy/Dockerfile).
+    assert!(pod.get("initContainers").is_none(), "no init container: {}", pod["initContainers"]);
 
     // Probes and ports.
     assert_eq!(agent["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": 9476}));
@@ -275,6 +278,36 @@ fn daemonset_follows_the_network_agent_conventions() {
     assert!(mounts.iter().any(|m| m["name"] == psk["name"]
         && m["mountPath"] == "/etc/meshcrypt/psk"
         && m["readOnly"] == true));
+}
+
+/// The image holds the one binary and no shell (deploy/Dockerfile; scripts/image.sh checks the
+/// built image): every container of the manifests that runs it keeps its entrypoint, `meshcrypt`
+/// (args only, no `command`), and no pod has an init container.
+#[test]
+fn manifests_run_nothing_but_the_binary_from_the_image() {
+    for dir in ["base", "overlays/eks", "overlays/eks-multicluster"] {
+        let docs = documents(&meshcrypt_integration::manifests::render(dir).expect("render"));
+        let mut seen = 0;
+        for workload in docs.iter().filter(|d| d["kind"] == "DaemonSet" || d["kind"] == "Deployment") {
+            let name = &workload["metadata"]["name"];
+            let pod = &workload["spec"]["template"]["spec"];
+            assert!(pod.get("initContainers").is_none(), "{dir}: {name} has an init container");
+            for container in pod["containers"].as_array().expect("containers") {
+                if !container["image"].as_str().is_some_and(|i| i.starts_with("ghcr.io/meshcrypt/meshcrypt:"))
+                {
+                    continue;
+                }
+                seen += 1;
+                assert!(
+                    container.get("command").is_none(),
+                    "{dir}: {name} overrides the entrypoint: {container}"
+                );
+                let subcommand = container["args"][0].as_str().expect("a subcommand as the first arg");
+                assert!(["agent", "registry"].contains(&subcommand), "{dir}: {name} runs {subcommand}");
+            }
+        }
+        assert!(seen >= 1, "{dir}: no container runs the meshcrypt image");
+    }
 }
 
 /// The ClusterRole and Roles grant exactly the verbs the agent uses (README, deploy issue).
