@@ -1,6 +1,6 @@
 //! Bearer-token authentication and the small authorization policy the tests need: an admin may
 //! do anything; a node may read anything, create (and patch, as kube-runtime's event Recorder
-//! does) Events, and otherwise modify only its own Node.
+//! does) Events, and otherwise modify only its own Node and its own MeshNode.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -129,7 +129,7 @@ pub fn authorize(
         format!("{}.{} \"{name}\"", res.plural, res.group)
     };
     Err(ApiServerError::Forbidden(format!(
-        "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}: node {node} may modify only its own Node",
+        "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}: node {node} may modify only its own Node (and MeshNode)",
         identity.user(),
         verb.as_str(),
         res.group
@@ -152,6 +152,8 @@ fn node_may(node: &str, verb: Verb, plural: &str, name: &str) -> bool {
         Verb::Read => true,
         // kube-runtime's event Recorder creates Events and patches them when they repeat.
         Verb::Create | Verb::Patch | Verb::Update if plural == "events" => true,
+        // Its own node's MeshNode, as RBAC and meshcrypt's admission policy allow an agent.
+        Verb::Create | Verb::Patch | Verb::Update if plural == "meshnodes" => name == node,
         Verb::Create => false,
         Verb::Update | Verb::Patch | Verb::Delete => plural == "nodes" && name == node,
     }

@@ -7,8 +7,15 @@ use super::error::ApiServerError;
 /// A kubeconfig for `server_url` authenticating with a bearer `token`; for an `https` URL it
 /// trusts the test CA ([`super::tls::TEST_CA_PEM`]).
 pub fn kubeconfig_yaml(server_url: &str, token: &str) -> String {
+    kubeconfig_yaml_via(server_url, token, None)
+}
+
+/// [`kubeconfig_yaml`] for an `https` URL whose host the test certificate does not name (an
+/// address inside a lab's network namespace): the client checks the certificate against
+/// `server_name` instead (`tls-server-name`, e.g. `localhost`).
+pub fn kubeconfig_yaml_via(server_url: &str, token: &str, server_name: Option<&str>) -> String {
     use base64::Engine;
-    let ca = if server_url.starts_with("https://") {
+    let mut ca = if server_url.starts_with("https://") {
         format!(
             "\n    certificate-authority-data: {}",
             base64::engine::general_purpose::STANDARD.encode(super::tls::TEST_CA_PEM)
@@ -16,6 +23,9 @@ pub fn kubeconfig_yaml(server_url: &str, token: &str) -> String {
     } else {
         String::new()
     };
+    if let Some(name) = server_name {
+        ca.push_str(&format!("\n    tls-server-name: {name}"));
+    }
     format!(
         "apiVersion: v1
 kind: Config

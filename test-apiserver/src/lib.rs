@@ -31,7 +31,7 @@
 //!
 //! Authentication is by bearer token: the admin token may do anything; a node token (see
 //! [`TestApiServer::add_node_token`]) authenticates as [`NODE_USER`] with [`NODE_NAME_EXTRA`] set
-//! to its node, may read anything, create and patch Events, and modify only its own Node.
+//! to its node, may read anything, create and patch Events, and modify only its own Node and MeshNode.
 //! SelfSubjectAccessReviews (`kubectl auth can-i`) are answered by this same authorizer.
 //!
 //! kube-rs sends bearer tokens over plain http, kubectl only over https: set
@@ -83,6 +83,6 @@ mod watch;
 
 pub use auth::{Identity, NODE_NAME_EXTRA, NODE_USER};
 pub use error::ApiServerError;
-pub use kubeconfig::kubeconfig_yaml;
+pub use kubeconfig::{kubeconfig_yaml, kubeconfig_yaml_via};
 pub use server::{ApiServerConfig, TestApiServer};
 pub use tls::TEST_CA_PEM;

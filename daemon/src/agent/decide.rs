@@ -532,8 +532,16 @@ fn report_problems(local: &str, state: &LoopState, peers: &PeerSet, plan: &mut P
         peers.problems.iter().filter(|p| !state.reported.contains(&problem_key(p))).cloned().collect();
     // This cluster's peers (a peer cluster's are keyed `<cluster>/<node>`).
     let is_peer = |node: &str| peers.peers.contains_key(node) && !node.contains('/');
-    let reporter = peers.peers.keys().filter(|n| is_peer(n)).all(|n| local < n.as_str());
-    for p in plan.new_problems.iter().filter(|p| raises_event(p, local, reporter, is_peer(&p.node))) {
+    // The agents that can raise Events, in name order: this cluster's peers and this one.
+    let mut agents: Vec<&str> = peers.peers.keys().map(String::as_str).filter(|n| is_peer(n)).collect();
+    agents.push(local);
+    agents.sort_unstable();
+    // The reporter for a node: the first of them but the node itself (which cannot see itself as
+    // the others do).
+    let reporter_for = |node: &str| agents.iter().find(|a| **a != node) == Some(&local);
+    for p in
+        plan.new_problems.iter().filter(|p| raises_event(p, local, reporter_for(&p.node), is_peer(&p.node)))
+    {
         plan.events.push(PlannedEvent {
             node: Some(p.node.clone()),
             warning: true,
@@ -557,9 +565,10 @@ fn report_problems(local: &str, state: &LoopState, peers: &PeerSet, plan: &mut P
 /// - A prefix problem is raised by the agent of the node concerned; for a node that is no peer
 ///   (no agent to speak for it), by the cluster's reporter.
 /// - Anything else every agent sees alike (a missing or malformed key, a key claimed twice, no
-///   InternalIP, a peer cluster's bad node) is raised by the reporter: the agent whose node's name
-///   is first among this cluster's peers and itself, which every agent works out the same way
-///   from the same Nodes. While agents' views differ, two may raise it; never N.
+///   InternalIP, a peer cluster's bad node) is raised by the node's reporter: the agent whose
+///   node's name is first among this cluster's peers and itself, leaving out the node concerned
+///   (its agent does not see itself as the others do). Every agent works it out the same way from
+///   the same Nodes; while their views differ, two may raise it; never N.
 fn raises_event(p: &NodeProblem, local: &str, reporter: bool, about_peer: bool) -> bool {
     match p.problem {
         Problem::ClaimsLocalKey | Problem::InvalidPresharedKey { .. } => true,

@@ -58,15 +58,20 @@ pub(super) fn spawn(cluster: &Cluster, node: &str) -> Result<LabProcess, Cluster
     let kubeconfig = dir.join("kubeconfig");
     let (api, endpoint) = cluster.plane_of(node)?;
     let token = api.add_node_token(node);
-    let url = format!("http://{endpoint}");
-    std::fs::write(&kubeconfig, meshcrypt_test_apiserver::kubeconfig_yaml(&url, &token))?;
+    // The lab's API servers speak TLS with the test certificate, which names localhost, not the
+    // address agents reach them at inside the lab: they check it against that name.
+    let url = format!("https://{endpoint}");
+    std::fs::write(
+        &kubeconfig,
+        meshcrypt_test_apiserver::kubeconfig_yaml_via(&url, &token, Some("localhost")),
+    )?;
     let opts = &cluster.options;
     let mut cmd = Command::new(&opts.binary);
     cmd.args(["agent", "--node-name", node])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .arg("--state-dir")
-        .arg(dir.join("state"))
+        .arg(cluster.state_dir(node))
         .args(["--uapi-dir", "/run/wireguard", "--metrics-addr"])
         .arg(format!("0.0.0.0:{METRICS_PORT}"))
         .args(["--resync-seconds", "2", "--log-level", &opts.log_level]);

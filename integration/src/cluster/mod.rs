@@ -93,7 +93,8 @@ impl Cluster {
             let endpoint = inside.local_addr()?;
             let loopback = TcpListener::bind(("127.0.0.1", 0))?;
             let api = runtime.block_on(TestApiServer::serve_listeners(
-                ApiServerConfig::default(),
+                // https, as a real API server: kubectl sends tokens over nothing else.
+                ApiServerConfig { tls: true, ..ApiServerConfig::default() },
                 vec![loopback, inside],
             ))?;
             api.create(serde_json::json!({
@@ -466,6 +467,11 @@ impl Cluster {
     /// The last `lines` lines of every agent's log, for failure messages.
     pub fn agent_logs_tail(&self, lines: usize) -> String {
         self.agents.iter().map(|(node, process)| log_tail(node, &process.log, lines)).collect()
+    }
+
+    /// The agent's state directory on `node` (its key files and its status socket).
+    pub fn state_dir(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("state")
     }
 
     fn node_dir(&self, node: &str) -> PathBuf {

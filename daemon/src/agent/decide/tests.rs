@@ -478,6 +478,23 @@ fn decide_table() {
             },
         ),
         (
+            "a problem about the first-named node is raised by the next: here, its copied key",
+            |w| {
+                w.nodes().push(node("node-0", 9, Some(4)));
+                let mut copy = node("node-d", 3, Some(4));
+                copy.key_claimed = Some(jiff::Timestamp::from_second(NOW).unwrap());
+                w.nodes().push(copy);
+            },
+            Got {
+                peer_ops: vec!["add"],
+                handshakes: 1,
+                kernel: Kernel::Device,
+                save: true,
+                events: events(&["KeyClaimedByOthers"]),
+                ..nothing()
+            },
+        ),
+        (
             "a Fargate node without a key is no problem: no Event, nothing left out",
             |w| {
                 let mut fargate = node("fargate-ip-10-0-0-1", 7, None);
