@@ -281,6 +281,10 @@ async fn report<K: Kernel, B: WireGuardBackend>(
     plan: &PassPlan,
     key_rotated: Option<NodeKeyAnnotations>,
 ) {
+    io.metrics.config_rejected.set(i64::from(plan.rejected.is_some()));
+    if let Some(settings) = &plan.settings {
+        io.metrics.peers_summarised.store(!settings.per_peer_metrics, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(counts) = &plan.problem_counts {
         io.metrics.node_problems.clear();
         for (reason, count) in counts {

@@ -2,6 +2,7 @@
 //! live from the device at each scrape.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -33,6 +34,10 @@ pub struct LoopMetrics {
     pub key_info: Family<Vec<(&'static str, String)>, Gauge>,
     /// When the key in use was made (Unix seconds, from its key record).
     pub key_created: Gauge,
+    /// 1 while the ConfigMap is rejected (the last good settings stay in force).
+    pub config_rejected: Gauge,
+    /// The peers only in aggregate (the `peer-metrics: summary` setting), no per-peer series.
+    pub peers_summarised: Arc<AtomicBool>,
 }
 
 impl LoopMetrics {
@@ -59,6 +64,7 @@ struct DeviceCollector {
     device: DeviceSlot,
     names: PeerNames,
     handshakes: Handshakes,
+    summarised: Arc<AtomicBool>,
 }
 
 impl Collector for DeviceCollector {
@@ -85,37 +91,69 @@ impl Collector for DeviceCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        let mut family = encoder.encode_descriptor(
-            "meshcrypt_peer_handshake_age_seconds",
-            "Seconds since the latest handshake with each peer (absent before the first)",
+        ConstGauge::new(latest.len() as i64).encode(encoder.encode_descriptor(
+            "meshcrypt_peers_handshaked",
+            "Peers a handshake completed with since they were configured",
             None,
             MetricType::Gauge,
-        )?;
-        for peer in &state.peers {
-            if let Some(at) = peer.last_handshake {
-                let age = now.duration_since(at).unwrap_or_default().as_secs_f64();
-                ConstGauge::new(age).encode(family.encode_family(&label(&peer.public_key))?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "meshcrypt_peer_last_handshake_timestamp_seconds",
-            "Unix time of the latest handshake with each peer, kept after its session expires; 0 before the first",
+        )?)?;
+        let stamp = |key: &PublicKey| {
+            latest
+                .get(key)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let oldest = state.peers.iter().map(|p| stamp(&p.public_key)).reduce(f64::min);
+        ConstGauge::new(oldest.unwrap_or(0.0)).encode(encoder.encode_descriptor(
+            "meshcrypt_peer_last_handshake_oldest_timestamp_seconds",
+            "The oldest of the peers' latest handshakes, Unix seconds (0 while a peer has none; 0 without peers)",
             None,
             MetricType::Gauge,
-        )?;
-        for peer in &state.peers {
-            let at = latest.get(&peer.public_key).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            let seconds = at.map_or(0.0, |d| d.as_secs_f64());
-            ConstGauge::new(seconds).encode(family.encode_family(&label(&peer.public_key))?)?;
-        }
+        )?)?;
         for (name, help, pick) in [
-            ("meshcrypt_peer_receive_bytes", "Bytes received from each peer", true),
-            ("meshcrypt_peer_transmit_bytes", "Bytes sent to each peer", false),
+            ("meshcrypt_receive_bytes", "Bytes received from all peers", true),
+            ("meshcrypt_transmit_bytes", "Bytes sent to all peers", false),
         ] {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            let total: u64 = state.peers.iter().map(|p| if pick { p.rx_bytes } else { p.tx_bytes }).sum();
+            ConstCounter::new(total).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        if !self.summarised.load(Ordering::Relaxed) {
+            let mut family = encoder.encode_descriptor(
+                "meshcrypt_peer_handshake_age_seconds",
+                "Seconds since the latest handshake with each peer (absent before the first)",
+                None,
+                MetricType::Gauge,
+            )?;
             for peer in &state.peers {
-                let bytes = if pick { peer.rx_bytes } else { peer.tx_bytes };
-                ConstCounter::new(bytes).encode(family.encode_family(&label(&peer.public_key))?)?;
+                if let Some(at) = peer.last_handshake {
+                    let age = now.duration_since(at).unwrap_or_default().as_secs_f64();
+                    ConstGauge::new(age).encode(family.encode_family(&label(&peer.public_key))?)?;
+                }
+            }
+            let mut family = encoder.encode_descriptor(
+                "meshcrypt_peer_last_handshake_timestamp_seconds",
+                "Unix time of the latest handshake with each peer, kept after its session expires; 0 before the first",
+                None,
+                MetricType::Gauge,
+            )?;
+            for peer in &state.peers {
+                ConstGauge::new(stamp(&peer.public_key))
+                    .encode(family.encode_family(&label(&peer.public_key))?)?;
+            }
+            for (name, help, pick) in [
+                ("meshcrypt_peer_receive_bytes", "Bytes received from each peer", true),
+                ("meshcrypt_peer_transmit_bytes", "Bytes sent to each peer", false),
+            ] {
+                let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for peer in &state.peers {
+                    let bytes = if pick { peer.rx_bytes } else { peer.tx_bytes };
+                    ConstCounter::new(bytes).encode(family.encode_family(&label(&peer.public_key))?)?;
+                }
             }
         }
         let mut dropped = encoder.encode_descriptor(
@@ -170,7 +208,13 @@ pub fn registry(
         "When the key in use was made, Unix seconds (from its key record)",
         loop_metrics.key_created.clone(),
     );
-    registry.register_collector(Box::new(DeviceCollector { device, names, handshakes }));
+    registry.register(
+        "meshcrypt_config_rejected",
+        "1 while the ConfigMap is rejected; the last good settings stay in force",
+        loop_metrics.config_rejected.clone(),
+    );
+    let summarised = loop_metrics.peers_summarised.clone();
+    registry.register_collector(Box::new(DeviceCollector { device, names, handshakes, summarised }));
     crate::process_metrics::register(&mut registry);
     registry
 }
@@ -248,5 +292,49 @@ mod tests {
         };
         assert!(text.contains(&info(&second)) && !text.contains(&info(&first)), "{text}");
         assert!(text.contains("meshcrypt_key_created_timestamp_seconds 1800000001"), "{text}");
+    }
+
+    /// `peer-metrics: summary` drops every per-peer series and keeps the aggregate ones.
+    #[test]
+    fn the_summary_mode_keeps_no_per_peer_series() {
+        let backend = FakeBackend::new(Box::new(|_| Ok(7)), Arc::new(|_| {}));
+        let device = backend.create(DeviceConfig::new("meshcrypt0", PrivateKey::generate())).unwrap();
+        let peers: Vec<PublicKey> = (0..3).map(|_| PrivateKey::generate().public_key()).collect();
+        let upserts: Vec<Change> = peers
+            .iter()
+            .map(|k| {
+                Change::UpsertPeer(PeerConfig {
+                    public_key: *k,
+                    endpoint: None,
+                    allowed_ips: vec![],
+                    persistent_keepalive: None,
+                    preshared_key: None,
+                })
+            })
+            .collect();
+        device.apply(&upserts).unwrap();
+        let fake = backend.device().unwrap();
+        for (i, k) in peers.iter().take(2).enumerate() {
+            fake.set_handshake(k, Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000 + i as u64)));
+        }
+        let loop_metrics = LoopMetrics::default();
+        let slot = DeviceSlot::default();
+        *slot.write().unwrap() = Some(device);
+        let registry = registry(&loop_metrics, slot, PeerNames::default(), Handshakes::default());
+        let per_peer = scrape(&registry);
+        assert_eq!(
+            per_peer.matches("meshcrypt_peer_last_handshake_timestamp_seconds{").count(),
+            3,
+            "{per_peer}"
+        );
+        loop_metrics.peers_summarised.store(true, Ordering::Relaxed);
+        let summary = scrape(&registry);
+        assert!(!summary.contains("peer_node="), "{summary}");
+        assert!(summary.contains("meshcrypt_peers 3"), "{summary}");
+        assert!(summary.contains("meshcrypt_peers_handshaked 2"), "{summary}");
+        assert!(
+            summary.contains("meshcrypt_peer_last_handshake_oldest_timestamp_seconds 0.0"),
+            "one never: {summary}"
+        );
     }
 }

@@ -40,6 +40,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "Rotate the node key this often (e.g. 720h); 0 disables scheduled rotation.",
     ),
     ("log-level", "info", "Log filter in tracing syntax, e.g. info or meshcrypt=debug."),
+    (
+        "peer-metrics",
+        "per-peer",
+        "Per-peer metric series: per-peer (5 series for each peer, so about 5 x N x N in a cluster of N nodes) or summary (the peers in aggregate: a few series per node at any size).",
+    ),
 ];
 
 /// How peers' allowed IPs are found.
@@ -92,6 +97,8 @@ pub struct Settings {
     pub key_rotation_interval: Option<Duration>,
     /// Log filter.
     pub log_level: String,
+    /// Series for every peer (true), or the peers in aggregate only.
+    pub per_peer_metrics: bool,
 }
 
 impl Default for Settings {
@@ -106,6 +113,7 @@ impl Default for Settings {
             host_encryption: false,
             key_rotation_interval: None,
             log_level: "info".into(),
+            per_peer_metrics: true,
         }
     }
 }
@@ -140,6 +148,7 @@ impl Settings {
                 self.key_rotation_interval.map(|d| format!("{}s", d.as_secs())).unwrap_or("off".into())
             }
             "log-level" => self.log_level.clone(),
+            "peer-metrics" => if self.per_peer_metrics { "per-peer" } else { "summary" }.to_owned(),
             _ => String::new(),
         }
     }
@@ -175,6 +184,13 @@ impl Settings {
                 "pod-networks" => parse_networks(value).map(|v| out.pod_networks = v),
                 "host-encryption" => parse_bool(value).map(|v| out.host_encryption = v),
                 "key-rotation-interval" => parse_interval(value).map(|v| out.key_rotation_interval = v),
+                "peer-metrics" => match value {
+                    "per-peer" | "summary" => {
+                        out.per_peer_metrics = value == "per-peer";
+                        Ok(())
+                    }
+                    _ => Err(format!("{value:?} is neither per-peer nor summary")),
+                },
                 "log-level" => tracing_subscriber::EnvFilter::try_new(value)
                     .map(|_| out.log_level = value.to_owned())
                     .map_err(|e| format!("{value:?} is not a log filter: {e}")),
