@@ -277,6 +277,10 @@ impl PassPlan {
     }
 }
 
+/// How long a new Node may go without a published key before that is a problem (`NoKey`): its
+/// agent starts with it, and publishes within seconds once its image is pulled.
+pub const KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 60);
+
 /// Decides one pass. See the module doc; the order [`super::execute`] applies a plan in is
 /// documented there.
 pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
@@ -290,7 +294,14 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
         View::LastKnown { last, .. } => restored_settings(last),
         _ => {
             let underlay_ip = local.and_then(|l| l.internal_ips.first());
-            decide_settings(params, state, &inputs.reading, underlay_ip, inputs.underlay_mtu, &mut plan);
+            // The ConfigMap's Events come from one agent (every agent reads the same ConfigMap),
+            // and only once it knows the other nodes.
+            let reporter = match &inputs.view {
+                View::Complete { nodes, .. } => first_agent(nodes, &params.node),
+                _ => false,
+            };
+            let underlay = (underlay_ip, inputs.underlay_mtu);
+            decide_settings(params, state, &inputs.reading, underlay, reporter, &mut plan);
             match plan.settings.clone() {
                 Some(settings) => settings,
                 None => return plan.blocked(Blocked::NoSettings),
@@ -341,6 +352,13 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             }
             peers.peers.retain(|id, _| !refused(id));
             peers.problems.extend(chosen.problems.iter().cloned());
+            // A node whose agent is still starting is no problem yet.
+            let starting = |name: &str| {
+                nodes.iter().any(|n| {
+                    n.name == name && n.created.is_some_and(|c| inputs.now.duration_since(c) < KEY_GRACE)
+                })
+            };
+            peers.problems.retain(|p| !(p.problem == Problem::NoKey && starting(&p.node)));
             report_problems(&params.node, state, &peers, &mut plan);
             if settings.addressing == Addressing::PodIp {
                 // Pods the CNI wired here that the API has not shown yet are delivered locally too.
@@ -474,18 +492,23 @@ fn restored_settings(last: &LastKnown) -> Settings {
 
 /// The settings in force: the reading if valid and fit for this node's underlay (a change is
 /// reported), else the last good ones (a new rejection is reported once).
+///
+/// A change or a rejection of the ConfigMap is raised as an Event by the `reporter` only (the
+/// first agent, see [`first_agent`]); a value that does not fit this node's underlay by this
+/// node's agent.
 fn decide_settings(
     params: &Params,
     state: &LoopState,
     reading: &Reading,
-    underlay_ip: Option<&IpAddr>,
-    underlay_mtu: Option<u32>,
+    (underlay_ip, underlay_mtu): (Option<&IpAddr>, Option<u32>),
+    reporter: bool,
     plan: &mut PassPlan,
 ) {
     let misfit = match (reading, underlay_ip, underlay_mtu) {
         (Reading::Valid(s), Some(ip), Some(mtu)) => s.check_underlay(mtu, ip.is_ipv6()).err(),
         _ => None,
     };
+    let raise = params.config_map.is_some() && (reporter || misfit.is_some());
     let config_event = |warning: bool, reason: &str, note: String| PlannedEvent {
         node: None,
         warning,
@@ -497,7 +520,7 @@ fn decide_settings(
             plan.rejected = None;
             if state.settings.as_ref() != Some(settings) {
                 if let Some(before) = &state.settings
-                    && params.config_map.is_some()
+                    && raise
                 {
                     let note = format!("configuration applied: {}", settings.changes_from(before).join(", "));
                     plan.events.push(config_event(false, "ConfigApplied", note));
@@ -512,7 +535,7 @@ fn decide_settings(
                 (_, misfit) => misfit.into_iter().collect(),
             };
             if state.rejected.as_ref() != Some(&errors) {
-                if params.config_map.is_some() {
+                if raise {
                     let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
                     let note = format!("rejected, last good configuration kept: {}", listed.join("; "));
                     plan.events.push(config_event(true, "ConfigRejected", note));
@@ -555,6 +578,16 @@ fn report_problems(local: &str, state: &LoopState, peers: &PeerSet, plan: &mut P
     }
     plan.problem_counts = Some(counts);
     plan.problems = current;
+}
+
+/// Whether the agent on `local` is the first agent of the cluster: its node's name comes first
+/// among the Nodes that publish a valid key (its own included). Every agent works it out the same
+/// way from the same Nodes.
+fn first_agent(nodes: &[NodeView], local: &str) -> bool {
+    nodes
+        .iter()
+        .filter(|n| n.name != local && matches!(NodeKeyAnnotations::parse(&n.annotations), Ok(Some(_))))
+        .all(|n| local < n.name.as_str())
 }
 
 /// Whether this agent (on `local`) raises the Event for `p`, so that each problem is raised by

@@ -135,10 +135,18 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .build()
         .context("building the lab")?;
     print_topology(&lab);
-    let setup = if args.no_agents {
+    let mut setup = if args.no_agents {
         Setup::Bare(Box::new(lab))
     } else {
-        let options = AgentOptions::new().context("finding the meshcrypt binary")?;
+        // As deploy/ runs them: the live settings come from the ConfigMap meshcrypt-system/meshcrypt
+        // (the lab fills in its pod network), which kubectl can change while the lab is up.
+        let mut options = AgentOptions::new().context("finding the meshcrypt binary")?;
+        options.config_map = Some(
+            [("enabled".to_owned(), "true".to_owned()), ("strict".to_owned(), "true".to_owned())].into(),
+        );
+        options.log_level = "info".into();
+        // The cluster view notices an agent that stopped reporting within about a minute and a half.
+        options.extra_args = vec!["--status-interval".into(), "15".into()];
         let started = Instant::now();
         let cluster = Cluster::start_in(lab, options).context("starting the API server and the agents")?;
         cluster.wait_ready(Duration::from_secs(60)).context("waiting for the agents")?;
@@ -193,26 +201,66 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 
     if args.stay {
         say!();
-        say!("The lab stays up. Try, for example:");
-        if let (Some(a), Some(b)) = (lab.pods().first(), lab.pods().last()) {
-            say!("  ip netns exec {} ping {}", a.namespace, b.address);
-        }
-        say!("  ip netns list | grep {}", lab.prefix());
-        if let Setup::Meshed(cluster) = &setup {
-            let kubeconfig = cluster.dir().join("admin.kubeconfig");
-            cluster.api().write_kubeconfig(&kubeconfig, cluster.api().admin_token())?;
-            say!("  kubectl --kubeconfig {} get nodes", kubeconfig.display());
-            if let Some(agent) = cluster.agent("node-0") {
-                say!("  nsenter --target {} --mount --net wg show", agent.pid);
-            }
-        }
+        print_stay(&setup)?;
         say!("Press Ctrl-C to tear it down.");
         let _ = signals.recv();
+    }
+    if !ok {
+        match &mut setup {
+            Setup::Meshed(cluster) => cluster.lab.keep_logs(),
+            Setup::Bare(lab) => lab.keep_logs(),
+        }
     }
     drop(setup);
     say!();
     say!("lab torn down; connectivity {}", if connected { "OK" } else { "FAILED" });
     Ok(ok)
+}
+
+/// What to try while the lab stays up: kubectl (as printed, over https), the ConfigMap,
+/// `meshcrypt status`, `wg`, and where the logs are.
+fn print_stay(setup: &Setup) -> anyhow::Result<()> {
+    let lab = setup.lab();
+    say!("The lab stays up. Try, for example:");
+    if let (Some(a), Some(b)) = (lab.pods().first(), lab.pods().last()) {
+        say!("  ip netns exec {} ping {}", a.namespace, b.address);
+    }
+    say!("  ip netns list | grep {}", lab.prefix());
+    if let Setup::Meshed(cluster) = setup {
+        let kubeconfig = cluster.dir().join("admin.kubeconfig");
+        cluster.api().write_kubeconfig(&kubeconfig, cluster.api().admin_token())?;
+        let k = format!("kubectl --kubeconfig {}", kubeconfig.display());
+        let meshcrypt = AgentOptions::new()?.binary;
+        let meshcrypt = meshcrypt.display();
+        say!();
+        say!("The API server (https, the test CA is in the kubeconfig):");
+        say!("  {k} get nodes -o wide");
+        say!("  {k} describe node node-0            # meshcrypt's Events on the node");
+        say!("  {k} get events -A");
+        say!("  {k} get meshnodes                   # what each agent reports");
+        say!();
+        say!("Switch the mesh off and on, and tune it, live (every agent watches this ConfigMap):");
+        say!(
+            "  {k} -n meshcrypt-system patch configmap meshcrypt --type merge -p '{{\"data\":{{\"enabled\":\"false\"}}}}'"
+        );
+        say!(
+            "  {k} -n meshcrypt-system patch configmap meshcrypt --type merge -p '{{\"data\":{{\"enabled\":\"true\"}}}}'"
+        );
+        say!(
+            "  {k} -n meshcrypt-system patch configmap meshcrypt --type merge -p '{{\"data\":{{\"log-level\":\"debug\"}}}}'"
+        );
+        say!("  {k} -n meshcrypt-system edit configmap meshcrypt   # every key: deploy/base/configmap.yaml");
+        say!();
+        say!("The mesh as the agents see it:");
+        say!("  {meshcrypt} status --state-dir {}", cluster.state_dir("node-0").display());
+        say!("  {meshcrypt} status --cluster --kubeconfig {}", kubeconfig.display());
+        if let Some(agent) = cluster.agent("node-0") {
+            say!("  nsenter --target {} --mount --net wg show", agent.pid);
+        }
+    }
+    say!();
+    say!("Logs of every process the lab started (kept if the run fails): {}", lab.log_dir().display());
+    Ok(())
 }
 
 /// One row per node: its key, its peers, their latest handshake and the bytes exchanged.

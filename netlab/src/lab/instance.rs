@@ -32,6 +32,8 @@ pub struct Lab {
     namespaces: Vec<String>,
     processes: Mutex<ProcessTable>,
     log_dir: PathBuf,
+    /// Keep the logs at teardown (a failed run), as after a panic.
+    keep_logs: bool,
     torn_down: bool,
     /// The VPC-CNI address pool, in a VPC-CNI lab.
     pool: Option<PodPool>,
@@ -56,6 +58,7 @@ impl Lab {
             namespaces: Vec::new(),
             processes: Mutex::new(ProcessTable::default()),
             log_dir,
+            keep_logs: false,
             torn_down: false,
             pool,
         };
@@ -515,6 +518,12 @@ impl Lab {
         &self.log_dir
     }
 
+    /// Keeps the logs when the lab is torn down (they go otherwise, unless the thread panics):
+    /// for a run that failed without panicking.
+    pub fn keep_logs(&mut self) {
+        self.keep_logs = true;
+    }
+
     fn check_ns(&self, ns: &str) -> Result<(), LabError> {
         if self.namespaces.iter().any(|n| n == ns) {
             Ok(())
@@ -599,7 +608,8 @@ impl Lab {
     }
 
     /// Stops every process, then deletes every namespace. Safe to call twice and while unwinding;
-    /// reports everything it could not remove. Logs are kept if the thread is panicking.
+    /// reports everything it could not remove. Logs are kept if the thread is panicking or
+    /// [`Self::keep_logs`] asked for it.
     pub fn teardown(&mut self) -> Result<(), LabError> {
         if self.torn_down {
             return Ok(());
@@ -611,7 +621,7 @@ impl Lab {
         }
         self.nodes.clear();
         self.pods.clear();
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.keep_logs {
             eprintln!("lab {}: logs kept in {}", self.prefix, self.log_dir.display());
         } else if let Err(e) = std::fs::remove_dir_all(&self.log_dir)
             && e.kind() != std::io::ErrorKind::NotFound

@@ -547,6 +547,32 @@ fn decide_table() {
             nothing(),
         ),
         (
+            "a rejected ConfigMap is raised by the first agent only: here an earlier-named node's",
+            |w| {
+                rejected(w, "port");
+                w.nodes().push(node("node-0", 9, Some(4)));
+            },
+            Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "a Node without a key is no problem while its agent may still be starting",
+            |w| {
+                let mut new = node("node-n", 7, None);
+                new.created = Some(jiff::Timestamp::from_second(NOW - 60).unwrap());
+                w.nodes().push(new);
+            },
+            Got { save: true, ..nothing() },
+        ),
+        (
+            "... and is one once the grace has passed",
+            |w| {
+                let mut old = node("node-n", 7, None);
+                old.created = Some(jiff::Timestamp::from_second(NOW - 301).unwrap());
+                w.nodes().push(old);
+            },
+            Got { save: true, events: events(&["NoKey"]), ..nothing() },
+        ),
+        (
             "rejected before any valid settings: nothing can be done",
             |w| {
                 rejected(w, "port");
