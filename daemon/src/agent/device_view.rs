@@ -40,3 +40,87 @@ pub fn drops(c: &DeviceCounters) -> [(&'static str, u64); 6] {
         ("too_big", c.dropped_too_big),
     ]
 }
+
+/// The bytes exchanged with all peers as counters that never go back, for the aggregate series: a
+/// peer removed, or a device recreated (its counters start again), leaves what it had counted in
+/// the totals, so `rate()` sees no reset when a node scales in.
+#[derive(Debug, Default)]
+pub struct ByteTotals(Mutex<Totals>);
+
+#[derive(Debug, Default)]
+struct Totals {
+    /// Each peer's (rx, tx) as last seen.
+    seen: BTreeMap<PublicKey, (u64, u64)>,
+    /// What peers no longer counted had counted.
+    retired: (u64, u64),
+}
+
+impl ByteTotals {
+    /// Takes in the device as it reports itself now (`None`: no device) and returns the totals
+    /// (received, transmitted) in bytes.
+    pub fn observe(&self, state: Option<&DeviceState>) -> (u64, u64) {
+        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now: BTreeMap<PublicKey, (u64, u64)> = state
+            .map(|s| s.peers.iter().map(|p| (p.public_key, (p.rx_bytes, p.tx_bytes))).collect())
+            .unwrap_or_default();
+        let mut retired = t.retired;
+        for (key, (rx, tx)) in &t.seen {
+            match now.get(key) {
+                Some((now_rx, now_tx)) if now_rx >= rx && now_tx >= tx => {}
+                _ => retired = (retired.0.saturating_add(*rx), retired.1.saturating_add(*tx)),
+            }
+        }
+        let live =
+            now.values().fold((0u64, 0u64), |a, (rx, tx)| (a.0.saturating_add(*rx), a.1.saturating_add(*tx)));
+        t.retired = retired;
+        t.seen = now;
+        (retired.0.saturating_add(live.0), retired.1.saturating_add(live.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meshcrypt_dataplane::{PeerState, PrivateKey};
+
+    use super::*;
+
+    fn device(peers: &[(PublicKey, u64, u64)]) -> DeviceState {
+        DeviceState {
+            ifname: "meshcrypt0".into(),
+            ifindex: 7,
+            public_key: PrivateKey::generate().public_key(),
+            listen_port: 51820,
+            fwmark: None,
+            peers: peers
+                .iter()
+                .map(|(k, rx, tx)| PeerState {
+                    public_key: *k,
+                    endpoint: None,
+                    allowed_ips: vec![],
+                    persistent_keepalive: None,
+                    preshared_key: None,
+                    last_handshake: None,
+                    rx_bytes: *rx,
+                    tx_bytes: *tx,
+                })
+                .collect(),
+            counters: DeviceCounters::default(),
+        }
+    }
+
+    #[test]
+    fn byte_totals_never_go_back() {
+        let (a, b) = (PrivateKey::generate().public_key(), PrivateKey::generate().public_key());
+        let totals = ByteTotals::default();
+        for (case, state, want) in [
+            ("two peers", Some(device(&[(a, 10, 1), (b, 20, 2)])), (30, 3)),
+            ("they count on", Some(device(&[(a, 15, 1), (b, 25, 4)])), (40, 5)),
+            ("b removed: what it counted stays", Some(device(&[(a, 16, 1)])), (41, 5)),
+            ("the device recreated: a starts again", Some(device(&[(a, 2, 0)])), (43, 5)),
+            ("switched off", None, (43, 5)),
+            ("back with b", Some(device(&[(b, 1, 1)])), (44, 6)),
+        ] {
+            assert_eq!(totals.observe(state.as_ref()), want, "{case}");
+        }
+    }
+}

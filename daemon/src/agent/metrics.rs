@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use meshcrypt_dataplane::{PublicKey, WireGuardDevice};
 
-use super::device_view::{Handshakes, drops};
+use super::device_view::{ByteTotals, Handshakes, drops};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
@@ -65,12 +65,14 @@ struct DeviceCollector {
     names: PeerNames,
     handshakes: Handshakes,
     summarised: Arc<AtomicBool>,
+    totals: ByteTotals,
 }
 
 impl Collector for DeviceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let device = self.device.read().ok().and_then(|d| d.clone());
         let Some(state) = device.and_then(|d| d.observe().ok()) else {
+            self.totals.observe(None);
             return ConstGauge::new(0i64).encode(encoder.encode_descriptor(
                 "meshcrypt_peers",
                 "WireGuard peers configured",
@@ -110,11 +112,11 @@ impl Collector for DeviceCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        for (name, help, pick) in [
-            ("meshcrypt_receive_bytes", "Bytes received from all peers", true),
-            ("meshcrypt_transmit_bytes", "Bytes sent to all peers", false),
+        let (rx, tx) = self.totals.observe(Some(&state));
+        for (name, help, total) in [
+            ("meshcrypt_receive_bytes", "Bytes received from all peers, those gone included", rx),
+            ("meshcrypt_transmit_bytes", "Bytes sent to all peers, those gone included", tx),
         ] {
-            let total: u64 = state.peers.iter().map(|p| if pick { p.rx_bytes } else { p.tx_bytes }).sum();
             ConstCounter::new(total).encode(encoder.encode_descriptor(
                 name,
                 help,
@@ -214,7 +216,8 @@ pub fn registry(
         loop_metrics.config_rejected.clone(),
     );
     let summarised = loop_metrics.peers_summarised.clone();
-    registry.register_collector(Box::new(DeviceCollector { device, names, handshakes, summarised }));
+    let totals = ByteTotals::default();
+    registry.register_collector(Box::new(DeviceCollector { device, names, handshakes, summarised, totals }));
     crate::process_metrics::register(&mut registry);
     registry
 }

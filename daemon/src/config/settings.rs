@@ -43,7 +43,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "peer-metrics",
         "per-peer",
-        "Per-peer metric series: per-peer (5 series for each peer, so about 5 x N x N in a cluster of N nodes) or summary (the peers in aggregate: a few series per node at any size).",
+        "Per-peer metric series: per-peer (4 series for each peer, so about 4 x N x N in a cluster of N nodes) or summary (the peers in aggregate: a few series per node at any size).",
     ),
 ];
 
