@@ -277,8 +277,9 @@ impl PassPlan {
     }
 }
 
-/// How long a new Node may go without a published key before that is a problem (`NoKey`): its
-/// agent starts with it, and publishes within seconds once its image is pulled.
+/// How long a new Node may go without a published key before that is reported (a log line and a
+/// `NoKey` Event; the metric counts it at once): its agent starts with it, and publishes within
+/// seconds once its image is pulled.
 pub const KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 60);
 
 /// Decides one pass. See the module doc; the order [`super::execute`] applies a plan in is
@@ -352,14 +353,15 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             }
             peers.peers.retain(|id, _| !refused(id));
             peers.problems.extend(chosen.problems.iter().cloned());
-            // A node whose agent is still starting is no problem yet.
-            let starting = |name: &str| {
-                nodes.iter().any(|n| {
-                    n.name == name && n.created.is_some_and(|c| inputs.now.duration_since(c) < KEY_GRACE)
-                })
+            // A new node whose agent may still be starting is counted, not yet reported.
+            let starting = |p: &NodeProblem| {
+                p.problem == Problem::NoKey
+                    && nodes.iter().any(|n| {
+                        n.name == p.node
+                            && n.created.is_some_and(|c| inputs.now.duration_since(c) < KEY_GRACE)
+                    })
             };
-            peers.problems.retain(|p| !(p.problem == Problem::NoKey && starting(&p.node)));
-            report_problems(&params.node, state, &peers, &mut plan);
+            report_problems(&params.node, state, &peers, &starting, &mut plan);
             if settings.addressing == Addressing::PodIp {
                 // Pods the CNI wired here that the API has not shown yet are delivered locally too.
                 let not_local: Vec<u32> = inputs
@@ -546,13 +548,20 @@ fn decide_settings(
     }
 }
 
-/// Problems new since the last report become Warning Events, each raised by one agent
-/// ([`raises_event`]); the metrics count all of them.
-fn report_problems(local: &str, state: &LoopState, peers: &PeerSet, plan: &mut PassPlan) {
-    let current: BTreeSet<(String, &'static str, String)> =
-        peers.problems.iter().map(|p| (p.node.clone(), p.problem.reason(), p.problem.to_string())).collect();
+/// Problems new since the last report are logged and become Warning Events, each raised by one
+/// agent ([`raises_event`]); those `waiting` (a new node's missing key, see [`KEY_GRACE`]) are
+/// reported only once they stop waiting. The metrics count all of them.
+fn report_problems(
+    local: &str,
+    state: &LoopState,
+    peers: &PeerSet,
+    waiting: &dyn Fn(&NodeProblem) -> bool,
+    plan: &mut PassPlan,
+) {
+    let ready: Vec<&NodeProblem> = peers.problems.iter().filter(|p| !waiting(p)).collect();
+    let current: BTreeSet<(String, &'static str, String)> = ready.iter().map(|p| problem_key(p)).collect();
     plan.new_problems =
-        peers.problems.iter().filter(|p| !state.reported.contains(&problem_key(p))).cloned().collect();
+        ready.into_iter().filter(|p| !state.reported.contains(&problem_key(p))).cloned().collect();
     // This cluster's peers (a peer cluster's are keyed `<cluster>/<node>`).
     let is_peer = |node: &str| peers.peers.contains_key(node) && !node.contains('/');
     // The agents that can raise Events, in name order: this cluster's peers and this one.

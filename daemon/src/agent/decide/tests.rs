@@ -555,7 +555,7 @@ fn decide_table() {
             Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
-            "a Node without a key is no problem while its agent may still be starting",
+            "a new Node without a key is counted, not reported, while its agent may still be starting",
             |w| {
                 let mut new = node("node-n", 7, None);
                 new.created = Some(jiff::Timestamp::from_second(NOW - 60).unwrap());
