@@ -1,6 +1,6 @@
-//! Nodes expected to run no meshcrypt agent: EKS Fargate, hybrid and Auto Mode nodes. Their pods'
-//! traffic is not encrypted by meshcrypt; that is an exception the status and audit views list,
-//! not a problem to warn about on every pass.
+//! Nodes expected to run no meshcrypt agent: EKS Fargate, hybrid and Auto Mode nodes, and Windows
+//! nodes. Their pods' traffic is not encrypted by meshcrypt; that is an exception the status and
+//! audit views list, not a problem to warn about on every pass.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +11,10 @@ use std::fmt;
 /// these nodes by node affinity on this label, and so is meshcrypt's (`deploy/base/daemonset.yaml`).
 pub const COMPUTE_TYPE_LABEL: &str = "eks.amazonaws.com/compute-type";
 
+/// The well-known label of a node's operating system (`linux`, `windows`), set by the kubelet.
+/// meshcrypt's DaemonSet runs on `linux` nodes only.
+pub const OS_LABEL: &str = "kubernetes.io/os";
+
 /// Why a node is expected to have no agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum NoAgentExpected {
@@ -20,6 +24,8 @@ pub enum NoAgentExpected {
     Hybrid,
     /// An EKS Auto Mode node (`eks.amazonaws.com/compute-type: auto`).
     AutoMode,
+    /// A Windows node (`kubernetes.io/os: windows`): the agent runs on Linux only.
+    Windows,
 }
 
 impl NoAgentExpected {
@@ -29,6 +35,7 @@ impl NoAgentExpected {
             Some("fargate") => Some(Self::Fargate),
             Some("hybrid") => Some(Self::Hybrid),
             Some("auto") => Some(Self::AutoMode),
+            _ if labels.get(OS_LABEL).is_some_and(|os| os == "windows") => Some(Self::Windows),
             _ => None,
         }
     }
@@ -39,6 +46,7 @@ impl NoAgentExpected {
             Self::Fargate => "Fargate",
             Self::Hybrid => "HybridNode",
             Self::AutoMode => "AutoModeNode",
+            Self::Windows => "WindowsNode",
         }
     }
 }
@@ -49,6 +57,7 @@ impl fmt::Display for NoAgentExpected {
             Self::Fargate => "an EKS Fargate node: Fargate runs no DaemonSets; its pods' traffic is not encrypted by meshcrypt",
             Self::Hybrid => "an EKS Hybrid Node: meshcrypt's DaemonSet excludes hybrid nodes; their pods' traffic is not encrypted by meshcrypt",
             Self::AutoMode => "an EKS Auto Mode node: meshcrypt's DaemonSet excludes Auto Mode nodes; their pods' traffic is not encrypted by meshcrypt",
+            Self::Windows => "a Windows node: meshcrypt's agent runs on Linux only; its pods' traffic is not encrypted by meshcrypt",
         })
     }
 }
@@ -71,5 +80,8 @@ mod tests {
                 value.map(|v| (COMPUTE_TYPE_LABEL.to_owned(), v.to_owned())).into_iter().collect();
             assert_eq!(NoAgentExpected::from_labels(&labels), want, "{value:?}");
         }
+        let os = |os: &str| BTreeMap::from([(OS_LABEL.to_owned(), os.to_owned())]);
+        assert_eq!(NoAgentExpected::from_labels(&os("windows")), Some(NoAgentExpected::Windows));
+        assert_eq!(NoAgentExpected::from_labels(&os("linux")), None);
     }
 }
