@@ -1,7 +1,10 @@
 //! The private key file: `<state-dir>/private.key`, mode 0600 in a 0700 directory, replaced
 //! atomically (temporary file, fsync, rename, fsync of the directory) and reused across restarts.
-//! It holds the key in WireGuard's base64 form and the key's epoch (`epoch=N` on a second line),
-//! so that the two can never disagree after a crash. A rotation is staged first: the next key
+//! It holds the key in WireGuard's base64 form, the key's epoch (`epoch=N` on a second line) and
+//! its creation time (`created=RFC 3339` on a third), so that they can never disagree after a
+//! crash, and a `touch`, a copy or a restore of the file cannot change the key's recorded age. A
+//! file without the third line (written before it existed) takes its modification time once and
+//! is rewritten with it. A rotation is staged first: the next key
 //! waits in `<state-dir>/pending.key` (same format, same custody) until the agent has published it
 //! where peers can learn it, and only then replaces the key in use; the old key's bytes are
 //! overwritten in place before its file is released.
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::{Error, NodeKeyAnnotations, PrivateKey};
+use crate::{Error, NodeKeyAnnotations, PrivateKey, SecretText};
 
 /// The key file's name inside the state directory.
 pub const KEY_FILE: &str = "private.key";
@@ -27,7 +30,7 @@ pub struct KeyRecord {
     pub key: PrivateKey,
     /// 0 for the node's first key, one more after each rotation.
     pub epoch: u64,
-    /// When this key was written (the key file's modification time, whole seconds).
+    /// When this key was made (whole seconds), as its file records it.
     pub created: jiff::Timestamp,
 }
 
@@ -77,12 +80,26 @@ impl KeyStore {
 
     /// Loads the key in use, or `None` if there is none yet.
     pub fn load(&self) -> Result<Option<KeyRecord>, Error> {
-        read_key(&self.key_path())
+        self.read_recorded(&self.key_path())
     }
 
     /// Loads the staged next key, or `None` if no rotation is pending.
     pub fn pending(&self) -> Result<Option<KeyRecord>, Error> {
-        read_key(&self.pending_path())
+        self.read_recorded(&self.pending_path())
+    }
+
+    /// Reads the key file at `path`; one that records no creation time is rewritten with its
+    /// modification time, so that the time never moves again.
+    fn read_recorded(&self, path: &Path) -> Result<Option<KeyRecord>, Error> {
+        match read_key(path)? {
+            Some((record, Created::Recorded)) => Ok(Some(record)),
+            Some((record, Created::Modified)) => {
+                write_private(&self.dir, path, record_text(&record).as_str().as_bytes())?;
+                tracing::info!(path = %path.display(), created = %record.created, "recorded the key's creation time in its file");
+                Ok(Some(record))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Loads the stored key, or generates a first one (epoch 0) and stores it. The flag is true
@@ -123,18 +140,32 @@ impl KeyStore {
         Ok(Some(record))
     }
 
-    /// Stores `key` as epoch `epoch` at `path`, atomically replacing any previous key there.
+    /// Stores `key` as epoch `epoch`, made now, at `path`, atomically replacing any previous key
+    /// there.
     fn write(&self, path: &Path, key: PrivateKey, epoch: u64) -> Result<KeyRecord, Error> {
-        let encoded = key.to_base64();
-        let epoch_line = format!("\nepoch={epoch}\n");
-        // Sized up front: growing a buffer that holds key bytes would free a copy unzeroed.
-        let mut text = Zeroizing::new(String::with_capacity(encoded.len() + epoch_line.len()));
-        text.push_str(&encoded);
-        text.push_str(&epoch_line);
-        write_private(&self.dir, path, text.as_bytes())?;
-        let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-        Ok(KeyRecord { key, epoch, created: modified(path, &meta)? })
+        let now = jiff::Timestamp::now().as_second();
+        let created = jiff::Timestamp::from_second(now).map_err(|e| Error::io(path, invalid_data(e)))?;
+        let record = KeyRecord { key, epoch, created };
+        write_private(&self.dir, path, record_text(&record).as_str().as_bytes())?;
+        Ok(record)
     }
+}
+
+/// The key file's text for `record`: the key, `epoch=N`, `created=RFC 3339`, one per line.
+fn record_text(record: &KeyRecord) -> SecretText {
+    let mut text = SecretText::with_capacity(128);
+    text.push_str(&record.key.to_base64());
+    text.push_str(&format!("\nepoch={}\ncreated={}\n", record.epoch, record.created));
+    text
+}
+
+/// Where a key's creation time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Created {
+    /// The file's `created=` line.
+    Recorded,
+    /// The file's modification time (a file written before the line existed).
+    Modified,
 }
 
 /// Writes `contents` to `path` in `dir` atomically and privately: a 0600 temporary file beside it
@@ -177,7 +208,7 @@ fn replace(dir: &Path, from: &Path, to: &Path) -> Result<(), Error> {
 }
 
 /// Reads a key file (`None` if it does not exist), refusing one that is not private.
-fn read_key(path: &Path) -> Result<Option<KeyRecord>, Error> {
+fn read_key(path: &Path) -> Result<Option<(KeyRecord, Created)>, Error> {
     let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -185,8 +216,12 @@ fn read_key(path: &Path) -> Result<Option<KeyRecord>, Error> {
     };
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     check_private(path, &meta, false)?;
-    let mut text = Zeroizing::new(String::new());
-    file.read_to_string(&mut text).map_err(|e| Error::io(path, e))?;
+    // Read into a buffer sized for the whole file up front, so that it never grows (a growing
+    // buffer would free a copy of the key unzeroed); a key file is a few lines.
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX).min(MAX_KEY_FILE);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(len + 1));
+    (&mut file).take(MAX_KEY_FILE as u64).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| Error::io(path, invalid_data(e)))?;
     let mut lines = text.lines();
     let key = PrivateKey::from_base64(lines.next().unwrap_or_default())?;
     let epoch = match lines.next() {
@@ -196,8 +231,22 @@ fn read_key(path: &Path) -> Result<Option<KeyRecord>, Error> {
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| Error::io(path, invalid_data("second line must be epoch=N")))?,
     };
-    Ok(Some(KeyRecord { key, epoch, created: modified(path, &meta)? }))
+    let (created, how) = match lines.next() {
+        None => (modified(path, &meta)?, Created::Modified),
+        Some(line) => {
+            let created = line
+                .strip_prefix("created=")
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .ok_or_else(|| Error::io(path, invalid_data("third line must be created=<RFC 3339 time>")))?;
+            (created, Created::Recorded)
+        }
+    };
+    Ok(Some((KeyRecord { key, epoch, created }, how)))
 }
+
+/// The largest key file read (bytes): the key (44), the epoch and the creation time fit many
+/// times over.
+const MAX_KEY_FILE: usize = 4096;
 
 fn is_empty(dir: &Path) -> Result<bool, Error> {
     Ok(fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.next().is_none())
@@ -384,5 +433,41 @@ mod tests {
         fs::set_permissions(store.key_path(), fs::Permissions::from_mode(0o600)).unwrap();
         let loaded = store.load().unwrap().unwrap();
         assert_eq!((loaded.key.public_key(), loaded.epoch), (key.public_key(), 0));
+    }
+
+    /// Sets `path`'s modification time to `secs` after the epoch.
+    fn touch(path: &Path, secs: u64) {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+    }
+
+    #[test]
+    fn the_creation_time_is_the_records_not_the_files() {
+        let (_tmp, store) = store();
+        let (first, _) = store.load_or_create().unwrap();
+        // A touch, a copy or a restore changes the file's time, never the key's.
+        touch(&store.key_path(), 1_000_000_000);
+        let again = store.load().unwrap().unwrap();
+        assert_eq!(again.created, first.created);
+        let text = fs::read_to_string(store.key_path()).unwrap();
+        assert_eq!(text.lines().nth(2), Some(format!("created={}", first.created).as_str()));
+        let bad = format!("{}\nepoch=0\ncreated=yesterday\n", text.lines().next().unwrap());
+        fs::write(store.key_path(), bad).unwrap();
+        assert!(matches!(store.load(), Err(Error::Io { .. })), "an unreadable time is an error");
+    }
+
+    #[test]
+    fn a_file_without_a_creation_time_takes_its_modification_time_once() {
+        let (_tmp, store) = store();
+        let key = PrivateKey::generate();
+        fs::write(store.key_path(), format!("{}\nepoch=3\n", key.to_base64().as_str())).unwrap();
+        fs::set_permissions(store.key_path(), fs::Permissions::from_mode(0o600)).unwrap();
+        touch(&store.key_path(), 1_700_000_000);
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!((loaded.epoch, loaded.created.as_second()), (3, 1_700_000_000));
+        touch(&store.key_path(), 1_800_000_000);
+        let again = store.load().unwrap().unwrap();
+        assert_eq!(again.created.as_second(), 1_700_000_000, "recorded in the file at the first read");
+        assert_eq!(mode(&store.key_path()), 0o600);
     }
 }

@@ -13,9 +13,11 @@ pub mod keystore;
 pub mod mesh;
 pub mod psk;
 pub mod rotation;
+mod secret_text;
 
 pub use annotations::{ANNOTATION_PREFIX, NodeKeyAnnotations};
 pub use error::Error;
 pub use keys::{PrivateKey, PublicKey};
 pub use keystore::{KeyRecord, KeyStore, write_private};
 pub use psk::PresharedKey;
+pub use secret_text::SecretText;

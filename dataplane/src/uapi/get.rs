@@ -3,16 +3,19 @@
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
-use zeroize::Zeroizing;
+use meshcrypt_keyexchange::SecretText;
 
 use super::Dump;
 
 /// The body of a `get=1` reply, `errno=0` and the blank line included. Zeroized when dropped,
 /// since it holds the private key in hex.
-pub fn format_get(dump: &Dump) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::with_capacity(256 + 256 * dump.peers.len()));
-    let s: &mut String = &mut out;
-    let _ = writeln!(s, "private_key={}", hex::encode(dump.private_key.as_slice()));
+pub fn format_get(dump: &Dump) -> SecretText {
+    let mut out = SecretText::with_capacity(256 + 256 * dump.peers.len());
+    let s = &mut out;
+    // Keys go in as hex straight into the zeroized text, never through a temporary string.
+    s.push_str("private_key=");
+    s.push_hex(dump.private_key.as_slice());
+    s.push_str("\n");
     let _ = writeln!(s, "listen_port={}", dump.listen_port);
     if let Some(mark) = dump.fwmark.filter(|m| *m != 0) {
         let _ = writeln!(s, "fwmark={mark}");
@@ -20,7 +23,9 @@ pub fn format_get(dump: &Dump) -> Zeroizing<String> {
     for (peer, psk) in &dump.peers {
         let _ = writeln!(s, "public_key={}", hex::encode(peer.public_key.as_bytes()));
         if let Some(psk) = psk {
-            let _ = writeln!(s, "preshared_key={}", hex::encode(psk.as_bytes()));
+            s.push_str("preshared_key=");
+            s.push_hex(psk.as_bytes());
+            s.push_str("\n");
         }
         let _ = writeln!(s, "protocol_version=1");
         if let Some(ep) = peer.endpoint {
@@ -50,6 +55,7 @@ mod tests {
     use meshcrypt_keyexchange::PresharedKey;
     use meshcrypt_keyexchange::PrivateKey;
     use std::time::Duration;
+    use zeroize::Zeroizing;
 
     #[test]
     fn formats_device_and_peers() {

@@ -2,6 +2,7 @@
 //! `wg set` work against a meshcrypt device.
 
 mod get;
+mod lines;
 mod server;
 mod set;
 

@@ -1,7 +1,7 @@
 //! The UAPI listener: a root-only unix socket served on its own thread, one request at a time.
 
 use std::fs::{self, DirBuilder, Permissions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use zeroize::Zeroizing;
+use meshcrypt_keyexchange::SecretText;
 
+use super::lines::{LINE_MAX, SecretLines};
 use super::{format_get, parse_set};
 use crate::device::DeviceHandle;
 use crate::error::Error;
@@ -104,23 +105,23 @@ fn serve_client(stream: UnixStream, device: &DeviceHandle) -> io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut line = Zeroizing::new(String::new());
+    let mut reader = SecretLines::new(stream);
+    let mut line = SecretText::with_capacity(LINE_MAX);
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
         }
-        match line.trim_end_matches('\n') {
+        match line.as_str().trim_end_matches('\n') {
             "" => continue,
             "get=1" => {
                 read_body(&mut reader)?;
                 let reply = format_get(&device.dump());
-                writer.write_all(reply.as_bytes())?;
+                writer.write_all(reply.as_str().as_bytes())?;
             }
             "set=1" => {
                 let body = read_body(&mut reader)?;
-                let errno = match parse_set(&body).and_then(|changes| device.apply(&changes)) {
+                let errno = match parse_set(body.as_str()).and_then(|changes| device.apply(&changes)) {
                     Ok(()) => 0,
                     Err(e) => {
                         tracing::warn!(error = %e, "UAPI set refused");
@@ -138,12 +139,15 @@ fn serve_client(stream: UnixStream, device: &DeviceHandle) -> io::Result<()> {
 }
 
 /// Reads `key=value` lines up to the blank line (or end of stream).
-fn read_body(reader: &mut impl BufRead) -> io::Result<Zeroizing<String>> {
-    let mut body = Zeroizing::new(String::new());
+fn read_body<R: io::Read>(reader: &mut SecretLines<R>) -> io::Result<SecretText> {
+    let mut body = SecretText::with_capacity(BUFFER_HINT);
     loop {
         let start = body.len();
-        if reader.read_line(&mut body)? == 0 || &body[start..] == "\n" {
+        if reader.read_line(&mut body)? == 0 || &body.as_str()[start..] == "\n" {
             return Ok(body);
         }
     }
 }
+
+/// A `set=1` body's expected size: a few peers' lines.
+const BUFFER_HINT: usize = 4096;
