@@ -665,3 +665,76 @@ fn an_agent_writes_only_its_own_nodes_mesh_node() {
         Decision::NotMatched
     );
 }
+
+/// The AdmissionRequest the API server builds for a CREATE of Node `new` by `user`.
+fn create(user: Json, new: &Json) -> Json {
+    let mut request = update(user, &Json::Null, new, None);
+    request["operation"] = json!("CREATE");
+    request["name"] = new["metadata"]["name"].clone();
+    request
+}
+
+/// Issue 15, item 3: only meshcrypt's agent may write `meshcrypt.dev/` annotations; every other
+/// principal that may patch or create Nodes keeps every other right.
+#[test]
+fn only_the_agent_writes_meshcrypt_annotations() {
+    let policy = Policy::named("meshcrypt-annotations-by-agents-only");
+    let admin = json!({"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]});
+    let aws_node = json!({"username": "system:serviceaccount:kube-system:aws-node", "groups": ["system:serviceaccounts"]});
+    let karpenter = json!({"username": "system:serviceaccount:kube-system:karpenter", "groups": ["system:serviceaccounts"]});
+    let kubelet =
+        json!({"username": "system:node:node-a", "groups": ["system:nodes", "system:authenticated"]});
+    let plain = node("node-a");
+    let keyed = with_key(plain.clone());
+    let mut rekeyed = keyed.clone();
+    rekeyed["metadata"]["annotations"]["meshcrypt.dev/public-key"] =
+        json!("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=");
+    let mut labelled = keyed.clone();
+    labelled["metadata"]["labels"]["karpenter.sh/nodepool"] = json!("default");
+    let mut other_annotation = keyed.clone();
+    other_annotation["metadata"]["annotations"]["vpc.amazonaws.com/eniConfig"] = json!("us-east-1a");
+    let denied = "only the meshcrypt agent may write meshcrypt.dev/ annotations";
+    for (who, user) in
+        [("admin", &admin), ("aws-node", &aws_node), ("karpenter", &karpenter), ("kubelet", &kubelet)]
+    {
+        assert_denied_by(
+            &policy.admit(&update(user.clone(), &plain, &keyed, None)),
+            denied,
+            &format!("{who} adds a key"),
+        );
+        assert_denied_by(
+            &policy.admit(&update(user.clone(), &keyed, &rekeyed, None)),
+            denied,
+            &format!("{who} changes the key"),
+        );
+        assert_denied_by(
+            &policy.admit(&update(user.clone(), &keyed, &plain, None)),
+            denied,
+            &format!("{who} removes the key"),
+        );
+        assert_denied_by(
+            &policy.admit(&update(user.clone(), &keyed, &rekeyed, Some("status"))),
+            denied,
+            &format!("{who} via nodes/status"),
+        );
+        assert_denied_by(
+            &policy.admit(&create(user.clone(), &keyed)),
+            denied,
+            &format!("{who} creates a keyed Node"),
+        );
+        // Everything else stays theirs to change.
+        assert_eq!(
+            policy.admit(&update(user.clone(), &keyed, &labelled, None)),
+            Decision::Allowed,
+            "{who} labels"
+        );
+        assert_eq!(
+            policy.admit(&update(user.clone(), &keyed, &other_annotation, None)),
+            Decision::Allowed,
+            "{who} annotates"
+        );
+        assert_eq!(policy.admit(&create(user.clone(), &plain)), Decision::Allowed, "{who} creates a Node");
+    }
+    // The agent is the other policy's business.
+    assert_eq!(policy.admit(&update(agent_on("node-a"), &plain, &keyed, None)), Decision::NotMatched);
+}

@@ -211,8 +211,8 @@ fn keys_rotate_on_every_node_during_traffic_without_a_reset() {
     let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
     let leak = cluster.leak_detector().expect("leak detector");
 
-    // On demand on node-0 (`meshcrypt keys rotate`); scheduled on node-1 (its key made to look
-    // two hours old, with a one-hour interval).
+    // On demand on node-0 (`meshcrypt keys rotate`); scheduled on node-1 (its key record made to
+    // say two hours old, with a one-hour interval: the file's own time no longer counts).
     let started = Instant::now();
     let state = |node: &str| cluster.dir().join(node).join("state");
     let out = std::process::Command::new(meshcrypt_integration::cluster::meshcrypt_bin().unwrap())
@@ -221,12 +221,15 @@ fn keys_rotate_on_every_node_during_traffic_without_a_reset() {
         .output()
         .expect("meshcrypt keys rotate");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let old = SystemTime::now() - Duration::from_secs(7200);
-    std::fs::File::options()
-        .write(true)
-        .open(state("node-1").join("private.key"))
-        .and_then(|f| f.set_modified(old))
-        .expect("age the key");
+    let old = jiff::Timestamp::try_from(SystemTime::now() - Duration::from_secs(7200)).expect("time");
+    let key_file = state("node-1").join("private.key");
+    let record = std::fs::read_to_string(&key_file).expect("read the key record");
+    let aged: String = record
+        .lines()
+        .map(|l| if l.starts_with("created=") { format!("created={old}\n") } else { format!("{l}\n") })
+        .collect();
+    assert_ne!(aged, record, "the key record has a created= line");
+    std::fs::write(&key_file, aged).expect("age the key");
     cluster.set_config(&[("key-rotation-interval", "1h")]).expect("interval");
 
     let after = poll(Duration::from_secs(15), || {
