@@ -65,13 +65,14 @@ fn render_path(path: &Path) -> Result<String, String> {
     String::from_utf8(out.stdout).map_err(|e| format!("kustomize printed non-UTF-8: {e}"))
 }
 
-/// The documents of a multi-document YAML text, as JSON values.
+/// The documents of a multi-document YAML text, as JSON values (empty documents left out).
 pub fn documents(yaml: &str) -> Result<Vec<Value>, String> {
     yaml_serde::Deserializer::from_str(yaml)
         .map(|doc| {
             let value = yaml_serde::Value::deserialize(doc).map_err(|e| format!("invalid YAML: {e}"))?;
             serde_json::to_value(value).map_err(|e| format!("YAML that is not JSON: {e}"))
         })
+        .filter(|doc| !matches!(doc, Ok(Value::Null)))
         .collect()
 }
 

@@ -8,40 +8,25 @@
 //! exports `KUBERNETES_VALIDATE` with its path. Without it the tests look for
 //! `.venv/bin/kubernetes-validate` at the workspace root, and fail (never skip) if it is missing.
 
-use meshcrypt_integration::manifests::workspace_root;
+use meshcrypt_integration::manifests;
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value as Json, json};
 
 /// The kubernetes-validate release the venv pins (scripts/setup.sh).
-const VALIDATOR_VERSION: &str = "1.37.0";
+const VALIDATOR_VERSION: &str = manifests::KUBERNETES_VALIDATE_VERSION;
 /// The Kubernetes versions the manifests must be valid for: 1.30 is the first with
 /// ValidatingAdmissionPolicy v1 (and the node name in service account tokens).
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.33.0"];
 
-fn kubernetes_validate() -> PathBuf {
-    let path = match std::env::var_os("KUBERNETES_VALIDATE") {
-        Some(path) => PathBuf::from(path),
-        None => workspace_root().join(".venv/bin/kubernetes-validate"),
-    };
-    assert!(
-        path.is_file(),
-        "kubernetes-validate not found at {} (set KUBERNETES_VALIDATE, or run scripts/setup.sh, which \
-         installs kubernetes-validate=={VALIDATOR_VERSION} into .venv/)",
-        path.display()
-    );
-    path
+/// The rendered documents (the shared parser of `meshcrypt_integration::manifests`).
+fn documents(text: &str) -> Vec<Json> {
+    manifests::documents(text).expect("valid YAML")
 }
 
-fn documents(text: &str) -> Vec<Json> {
-    yaml_serde::Deserializer::from_str(text)
-        .map(|doc| {
-            let value: yaml_serde::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
-            serde_json::to_value(value).expect("YAML maps to JSON")
-        })
-        .filter(|doc| !doc.is_null())
-        .collect()
+fn kubernetes_validate() -> PathBuf {
+    manifests::kubernetes_validate().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn find<'a>(docs: &'a [Json], kind: &str, name: &str) -> &'a Json {
@@ -50,30 +35,8 @@ fn find<'a>(docs: &'a [Json], kind: &str, name: &str) -> &'a Json {
         .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifest"))
 }
 
-/// What kubernetes-validate said about one file for one Kubernetes version.
-#[derive(Debug)]
-struct Report {
-    success: bool,
-    passed: Vec<String>,
-    warnings: Vec<String>,
-    errors: Vec<String>,
-}
-
-fn validate(yaml: &str, version: &str) -> Report {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("rendered.yaml");
-    std::fs::write(&file, yaml).expect("write rendered manifest");
-    let out = Command::new(kubernetes_validate())
-        .args(["--strict", "--kubernetes-version", version])
-        .arg(&file)
-        .output()
-        .expect("run kubernetes-validate");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let lines = |prefix: &str| -> Vec<String> {
-        text.lines().filter(|l| l.starts_with(prefix)).map(str::to_owned).collect()
-    };
-    let passed = lines("INFO").into_iter().filter(|l| l.contains(" passed for resource ")).collect();
-    Report { success: out.status.success(), passed, warnings: lines("WARN"), errors: lines("ERROR") }
+fn validate(yaml: &str, version: &str) -> manifests::Validation {
+    manifests::validate_strictly(yaml, version).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Strict validation for every supported version: exit 0, no warning, no error, and one "passed"
