@@ -565,12 +565,9 @@ fn report_problems(
     // This cluster's peers (a peer cluster's are keyed `<cluster>/<node>`).
     let is_peer = |node: &str| peers.peers.contains_key(node) && !node.contains('/');
     // The agents that can raise Events, in name order: this cluster's peers and this one.
-    let mut agents: Vec<&str> = peers.peers.keys().map(String::as_str).filter(|n| is_peer(n)).collect();
-    agents.push(local);
-    agents.sort_unstable();
-    // The reporter for a node: the first of them but the node itself (which cannot see itself as
-    // the others do).
-    let reporter_for = |node: &str| agents.iter().find(|a| **a != node) == Some(&local);
+    // The reporter for a node leaves the node itself out (it cannot see itself as the others do).
+    let agents = || peers.peers.keys().map(String::as_str).filter(|n| is_peer(n));
+    let reporter_for = |node: &str| reports_first(agents(), local, node);
     for p in
         plan.new_problems.iter().filter(|p| raises_event(p, local, reporter_for(&p.node), is_peer(&p.node)))
     {
@@ -593,10 +590,14 @@ fn report_problems(
 /// among the Nodes that publish a valid key (its own included). Every agent works it out the same
 /// way from the same Nodes.
 fn first_agent(nodes: &[NodeView], local: &str) -> bool {
-    nodes
-        .iter()
-        .filter(|n| n.name != local && matches!(NodeKeyAnnotations::parse(&n.annotations), Ok(Some(_))))
-        .all(|n| local < n.name.as_str())
+    let keyed = nodes.iter().filter(|n| matches!(NodeKeyAnnotations::parse(&n.annotations), Ok(Some(_))));
+    reports_first(keyed.map(|n| n.name.as_str()), local, "")
+}
+
+/// Whether `local` comes first in name order among `others` and itself, leaving out `about` (the
+/// node an Event would concern).
+fn reports_first<'a>(others: impl Iterator<Item = &'a str>, local: &str, about: &str) -> bool {
+    local != about && others.filter(|n| *n != about && *n != local).all(|n| local < n)
 }
 
 /// Whether this agent (on `local`) raises the Event for `p`, so that each problem is raised by
