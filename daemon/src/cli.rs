@@ -53,6 +53,10 @@ pub enum Command {
     Device(DeviceArgs),
     /// Show this node's mesh status from its agent (or, with `--cluster`, every node's).
     Status(StatusArgs),
+    /// Audit the mesh for assessors (read-only, with a kubeconfig): coverage, key inventory,
+    /// exceptions and configuration against a policy. Exits 0 when compliant, 2 when not, 1 when
+    /// it could not audit.
+    Audit(AuditArgs),
     /// Print the CustomResourceDefinitions of meshcrypt's resources, RemoteCluster and MeshNode
     /// (YAML).
     Crd,
@@ -94,6 +98,50 @@ pub enum OutputFormat {
     Table,
     /// One JSON document (the schemas `meshcrypt.dev/node-status/v1`,
     /// `meshcrypt.dev/cluster-status/v1`).
+    Json,
+}
+
+/// `meshcrypt audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A kubeconfig file; without it, the in-cluster service account (or `$KUBECONFIG`) is used.
+    #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The policy (YAML or JSON: `maxKeyAge`, `requireStrict`, `maxHandshakeAge`); the flags
+    /// below replace its values.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// The longest a node key may be in use, e.g. `90d`, `720h` (default `90d`).
+    #[arg(long)]
+    pub max_key_age: Option<String>,
+    /// Whether every node must run fail-closed (default true); when false, a node with strict
+    /// off is an exception, not a violation.
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub require_strict: Option<bool>,
+    /// Require every configured peer to have completed a handshake, the least recent at most
+    /// this long ago, e.g. `15m` (default: not checked).
+    #[arg(long)]
+    pub max_handshake_age: Option<String>,
+    /// The cluster ConfigMap.
+    #[arg(long, default_value = "meshcrypt")]
+    pub config_map: String,
+    /// Its namespace.
+    #[arg(long, default_value = "meshcrypt-system")]
+    pub config_namespace: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = ReportFormat::Markdown)]
+    pub output: ReportFormat,
+    /// Also write the report as JSON to this file (the same report, the same content hash).
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+}
+
+/// How `meshcrypt audit` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    /// A Markdown document for people and filing.
+    Markdown,
+    /// One JSON document (schema `meshcrypt.dev/audit-report/v1`).
     Json,
 }
 

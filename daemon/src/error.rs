@@ -176,6 +176,34 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The audit's policy file does not parse (`meshcrypt audit --policy`).
+    #[error("policy file {}: {source}", path.display())]
+    PolicyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it does not parse (an unknown key, a value of the wrong type).
+        #[source]
+        source: yaml_serde::Error,
+    },
+    /// A duration of the audit's policy does not parse (want `90d`, `720h`, `15m`).
+    #[error("{what} {text:?}: {source}")]
+    PolicyDuration {
+        /// Which value (`max key age`, `max handshake age`).
+        what: &'static str,
+        /// As given.
+        text: String,
+        /// jiff's error.
+        #[source]
+        source: jiff::Error,
+    },
+    /// A duration of the audit's policy is zero or negative.
+    #[error("{what} {text:?}: want a positive duration like 90d, 720h or 15m")]
+    PolicyNotPositive {
+        /// Which value.
+        what: &'static str,
+        /// As given.
+        text: String,
+    },
     /// The agent's status document could not be read or understood (`meshcrypt status`).
     #[error("status from {}: {source}", socket.display())]
     StatusDocument {

@@ -1,11 +1,13 @@
 //! `meshcrypt`: the node agent and its subcommands. `agent` is the per-node daemon (its reconcile
 //! pass: gather, decide, execute; see ARCHITECTURE.md), `config` the ConfigMap's settings and
 //! their strict parser, `keys_cmd` and `device_cmd` the `keys` and `device` subcommands, `status`
-//! `meshcrypt status` (the agent's status socket, the cluster view), `remote_cluster` and
+//! `meshcrypt status` (the agent's status socket, the cluster view), `audit` `meshcrypt audit` (the
+//! assessors' report), `remote_cluster` and
 //! `mesh_node` meshcrypt's resources, `registry` the cross-cluster registry, `events` the Event
 //! recorder, `cli` the flags, `logging` the live log filter, `error` the one error type.
 
 mod agent;
+mod audit;
 mod cli;
 mod config;
 mod device_cmd;
@@ -23,7 +25,7 @@ mod test_support;
 
 use clap::Parser as _;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = cli::Cli::parse();
     let log = logging::init(&cli.log)?;
     match cli.command {
@@ -39,6 +41,13 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(status::run(args))?;
         }
+        cli::Command::Audit(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if runtime.block_on(audit::run(args))? == audit::Verdict::NotCompliant {
+                // 1 is anyhow's (could not audit); 2 says the audit ran and found violations.
+                return Ok(std::process::ExitCode::from(2));
+            }
+        }
         cli::Command::Crd => print!("{}", remote_cluster::crd_yaml()?),
         cli::Command::SigningKey { out } => registry::signing_key::create(&out)?,
         cli::Command::Registry(args) => {
@@ -47,5 +56,5 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(registry::run(*args))?;
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -50,6 +50,10 @@ pub struct MeshNodeStatus {
     pub peers: u64,
     /// Of those, the peers a handshake has completed with since they were configured.
     pub peers_handshaked: u64,
+    /// The oldest of those peers' latest handshakes (RFC 3339), as of `reportedAt`: how recent
+    /// the least recent session is. A change of it alone waits for the next heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_handshake: Option<String>,
     /// Problems this node's agent sees about its own node (at most 20), as `reason: message`.
     #[serde(default)]
     pub problems: Vec<String>,

@@ -3,7 +3,7 @@
 //! A node's annotations carry only its key and the key's metadata, never an address or a prefix:
 //! endpoints and allowed IPs come from fields the node cannot choose for itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
@@ -17,6 +17,10 @@ pub const PUBLIC_KEY: &str = "meshcrypt.dev/public-key";
 pub const KEY_EPOCH: &str = "meshcrypt.dev/key-epoch";
 /// When the current key was generated, RFC 3339 in UTC to the second (`2026-11-28T20:40:52Z`).
 pub const KEY_CREATED: &str = "meshcrypt.dev/key-created";
+/// The public key's fingerprint ([`PublicKey::fingerprint`]: `sha256:` and 16 hex digits), for
+/// inventories read by people. Optional (agents before it was added do not publish it); when
+/// present it must be the key's.
+pub const KEY_FINGERPRINT: &str = "meshcrypt.dev/key-fingerprint";
 
 /// What a node says about its key. Parsed strictly: one spelling per value, so that two agents
 /// never disagree about what an annotation means.
@@ -34,12 +38,12 @@ impl NodeKeyAnnotations {
     /// Reads the key annotations from a Node's annotations.
     ///
     /// `Ok(None)` means the node has published no key (it is not, or not yet, in the mesh). A
-    /// published key with a missing or malformed epoch or timestamp, or metadata without a key, is
-    /// an error naming the annotation. Unknown `meshcrypt.dev/` keys are ignored so that a newer
+    /// published key with a missing or malformed epoch or timestamp, a fingerprint that is not
+    /// the key's, or metadata without a key, is an error naming the annotation. Unknown `meshcrypt.dev/` keys are ignored so that a newer
     /// agent can add metadata during a rolling upgrade; they are never used for anything.
     pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<Self>, Error> {
         let Some(key) = annotations.get(PUBLIC_KEY) else {
-            for orphan in [KEY_EPOCH, KEY_CREATED] {
+            for orphan in [KEY_EPOCH, KEY_CREATED, KEY_FINGERPRINT] {
                 if annotations.contains_key(orphan) {
                     return Err(Error::annotation(orphan, format!("present without {PUBLIC_KEY}")));
                 }
@@ -50,6 +54,17 @@ impl NodeKeyAnnotations {
             key.parse::<PublicKey>().map_err(|e| Error::annotation(PUBLIC_KEY, e.to_string()))?;
         let epoch = parse_epoch(required(annotations, KEY_EPOCH)?)?;
         let created = parse_created(required(annotations, KEY_CREATED)?)?;
+        if let Some(fingerprint) = annotations.get(KEY_FINGERPRINT)
+            && *fingerprint != public_key.fingerprint()
+        {
+            return Err(Error::annotation(
+                KEY_FINGERPRINT,
+                format!(
+                    "{fingerprint:?} is not the fingerprint of {PUBLIC_KEY} ({})",
+                    public_key.fingerprint()
+                ),
+            ));
+        }
         Ok(Some(Self { public_key, epoch, created }))
     }
 
@@ -59,8 +74,30 @@ impl NodeKeyAnnotations {
             (PUBLIC_KEY.to_owned(), self.public_key.to_string()),
             (KEY_EPOCH.to_owned(), self.epoch.to_string()),
             (KEY_CREATED.to_owned(), format_created(self.created)),
+            (KEY_FINGERPRINT.to_owned(), self.public_key.fingerprint()),
         ])
     }
+}
+
+/// The field managers that own at least one `meshcrypt.dev/` annotation of `node`, from its
+/// `metadata.managedFields` (the API server records them; a writer cannot hide itself). Only
+/// the agent's own manager should ever appear.
+pub fn annotation_writers(node: &k8s_openapi::api::core::v1::Node) -> BTreeSet<String> {
+    node.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            entry.fields_v1.as_ref().and_then(|f| f.0["f:metadata"]["f:annotations"].as_object()).is_some_and(
+                |owned| {
+                    owned
+                        .keys()
+                        .any(|k| k.strip_prefix("f:").is_some_and(|k| k.starts_with(ANNOTATION_PREFIX)))
+                },
+            )
+        })
+        .filter_map(|entry| entry.manager.clone())
+        .collect()
 }
 
 fn required<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, Error> {
@@ -105,8 +142,10 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let key = PrivateKey::generate().public_key().to_string();
+        let public = PrivateKey::generate().public_key();
+        let key = public.to_string();
         let k = key.as_str();
+        let fp = public.fingerprint();
         let ts = "2026-11-28T20:40:52Z";
         // (annotations, Ok(Some(epoch)) | Ok(None) | Err(annotation named))
         type Want = Result<Option<u64>, &'static str>;
@@ -123,6 +162,20 @@ mod tests {
             (map(&[(PUBLIC_KEY, k), (KEY_EPOCH, "0")]), Err(KEY_CREATED)),
             (map(&[(KEY_EPOCH, "3")]), Err(KEY_EPOCH)),
             (map(&[(KEY_CREATED, ts)]), Err(KEY_CREATED)),
+            (
+                map(&[(PUBLIC_KEY, k), (KEY_EPOCH, "0"), (KEY_CREATED, ts), (KEY_FINGERPRINT, &fp)]),
+                Ok(Some(0)),
+            ),
+            (
+                map(&[
+                    (PUBLIC_KEY, k),
+                    (KEY_EPOCH, "0"),
+                    (KEY_CREATED, ts),
+                    (KEY_FINGERPRINT, "sha256:0000000000000000"),
+                ]),
+                Err(KEY_FINGERPRINT),
+            ),
+            (map(&[(KEY_FINGERPRINT, &fp)]), Err(KEY_FINGERPRINT)),
             (map(&[(PUBLIC_KEY, k), (KEY_EPOCH, "-1"), (KEY_CREATED, ts)]), Err(KEY_EPOCH)),
             (map(&[(PUBLIC_KEY, k), (KEY_EPOCH, "+1"), (KEY_CREATED, ts)]), Err(KEY_EPOCH)),
             (map(&[(PUBLIC_KEY, k), (KEY_EPOCH, "01"), (KEY_CREATED, ts)]), Err(KEY_EPOCH)),
@@ -149,6 +202,25 @@ mod tests {
                 _ => panic!("{input:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn annotation_writers_are_the_managers_owning_a_meshcrypt_annotation() {
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "managedFields": [
+                {"manager": "meshcrypt", "operation": "Apply", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:meshcrypt.dev/public-key": {}}}}},
+                {"manager": "kubectl-annotate", "operation": "Update", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:meshcrypt.dev/key-created": {}}}}},
+                {"manager": "karpenter", "operation": "Update", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:karpenter.sh/nodepool-hash": {}}}}},
+                {"manager": "kubelet", "operation": "Update", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:status": {"f:conditions": {}}}},
+            ]},
+        }))
+        .unwrap();
+        let writers: Vec<String> = annotation_writers(&node).into_iter().collect();
+        assert_eq!(writers, ["kubectl-annotate", "meshcrypt"]);
     }
 
     proptest! {

@@ -34,6 +34,7 @@ mod state;
 pub(crate) mod watch;
 
 pub use last_known::Refused;
+pub use publish::FIELD_MANAGER;
 
 use std::sync::Arc;
 use std::time::Duration;

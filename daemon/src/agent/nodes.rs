@@ -8,28 +8,36 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use meshcrypt_keyexchange::annotations::PUBLIC_KEY;
+use meshcrypt_keyexchange::annotations::ANNOTATION_PREFIX;
 use tokio::sync::Notify;
 
 /// Starts watching Nodes, waking the loop on each change. The store keeps what the mesh reads:
-/// of `managedFields` only the entries that own the public-key annotation, trimmed to that field
-/// (when the key was claimed decides between two Nodes claiming one key), and no image list.
+/// of `managedFields` only the entries that own a `meshcrypt.dev/` annotation, trimmed to those
+/// annotations (when the key was claimed decides between two Nodes claiming one key; who wrote
+/// them is checked), and no image list.
 pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Node> {
     super::watch::reflect(Api::all(client), watcher::Config::default(), "nodes".into(), wake, trim)
 }
 
-/// Drops what the mesh never reads from a Node, keeping the key annotation's owners.
+/// Drops what the mesh never reads from a Node, keeping the owners of its `meshcrypt.dev/`
+/// annotations.
 fn trim(node: &mut Node) {
-    let field = format!("f:{PUBLIC_KEY}");
+    let field_prefix = format!("f:{ANNOTATION_PREFIX}");
     if let Some(entries) = node.metadata.managed_fields.as_mut() {
         entries.retain_mut(|entry| {
-            let owns = entry
+            let owned: serde_json::Map<String, serde_json::Value> = entry
                 .fields_v1
                 .as_ref()
-                .is_some_and(|f| f.0["f:metadata"]["f:annotations"].get(&field).is_some());
+                .and_then(|f| f.0["f:metadata"]["f:annotations"].as_object())
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with(&field_prefix))
+                .map(|(k, _)| (k.clone(), serde_json::json!({})))
+                .collect();
+            let keep = !owned.is_empty();
             entry.fields_v1 =
-                owns.then(|| FieldsV1(serde_json::json!({"f:metadata": {"f:annotations": {&field: {}}}})));
-            owns
+                keep.then(|| FieldsV1(serde_json::json!({"f:metadata": {"f:annotations": owned}})));
+            keep
         });
     }
     if let Some(status) = node.status.as_mut() {
@@ -43,7 +51,7 @@ mod tests {
     use meshcrypt_keyexchange::mesh::NodeView;
 
     #[test]
-    fn trimming_keeps_when_the_key_was_claimed_and_drops_the_rest() {
+    fn trimming_keeps_who_wrote_the_meshcrypt_annotations_and_drops_the_rest() {
         let mut node: Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n1", "managedFields": [
                 {"manager": "meshcrypt", "operation": "Apply", "time": "2026-11-02T10:00:00Z", "fieldsType": "FieldsV1",
@@ -51,6 +59,8 @@ mod tests {
                      "f:meshcrypt.dev/public-key": {}, "f:meshcrypt.dev/key-epoch": {}}}}},
                 {"manager": "kubelet", "operation": "Update", "time": "2026-11-04T10:00:00Z", "fieldsType": "FieldsV1",
                  "fieldsV1": {"f:status": {"f:conditions": {}}}},
+                {"manager": "kubectl-annotate", "operation": "Update", "time": "2026-11-05T10:00:00Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:meshcrypt.dev/key-created": {}, "f:team": {}}}}},
             ]},
             "status": {"images": [{"names": ["busybox"]}]},
         }))
@@ -58,8 +68,12 @@ mod tests {
         let before = NodeView::from_node(&node).key_claimed;
         trim(&mut node);
         let entries = node.metadata.managed_fields.as_ref().unwrap();
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].manager.as_deref(), Some("meshcrypt"));
+        let managers: Vec<_> = entries.iter().map(|e| e.manager.as_deref().unwrap()).collect();
+        assert_eq!(managers, ["meshcrypt", "kubectl-annotate"]);
+        assert_eq!(
+            entries[1].fields_v1.as_ref().unwrap().0,
+            serde_json::json!({"f:metadata": {"f:annotations": {"f:meshcrypt.dev/key-created": {}}}})
+        );
         assert_eq!(NodeView::from_node(&node).key_claimed, before);
         assert!(before.is_some());
         assert!(node.status.unwrap().images.is_none());

@@ -68,6 +68,12 @@ pub fn summary(inputs: &ReportInputs<'_>) -> MeshNodeStatus {
         peers: peers.len() as u64,
         peers_handshaked: peers.iter().filter(|p| inputs.handshakes.contains_key(&p.public_key)).count()
             as u64,
+        oldest_handshake: peers
+            .iter()
+            .filter_map(|p| inputs.handshakes.get(&p.public_key))
+            .min()
+            .and_then(|t| jiff::Timestamp::try_from(*t).ok())
+            .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()),
         problems,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         stopped: inputs.stopped,
@@ -78,7 +84,8 @@ pub fn summary(inputs: &ReportInputs<'_>) -> MeshNodeStatus {
 
 /// Whether `next` is to be written at `now`, `last` being the last report written: the first
 /// always; a change once the last write is a fifth of `interval` old; no change once it is
-/// `interval` old; a stop at once.
+/// `interval` old; a stop at once. A new `oldestHandshake` alone is no change: under traffic it
+/// moves every two minutes (WireGuard's REKEY_AFTER_TIME), and heartbeats carry it.
 pub fn report_due(
     last: Option<&Reported>,
     next: &MeshNodeStatus,
@@ -90,7 +97,9 @@ pub fn report_due(
     if next.stopped && !last.status.stopped {
         return true;
     }
-    if last.status != *next { age >= interval / 5 } else { age >= interval }
+    let changed = MeshNodeStatus { oldest_handshake: None, ..last.status.clone() }
+        != MeshNodeStatus { oldest_handshake: None, ..next.clone() };
+    if changed { age >= interval / 5 } else { age >= interval }
 }
 
 /// Writes `status` (stamped `now`) to the MeshNode named after `node`, creating it (owned by
@@ -143,6 +152,8 @@ mod tests {
         let ready = MeshNodeStatus { ready: true, peers: 3, ..MeshNodeStatus::default() };
         let fewer = MeshNodeStatus { peers: 2, ..ready.clone() };
         let stopped = MeshNodeStatus { stopped: true, ..ready.clone() };
+        let rekeyed =
+            MeshNodeStatus { oldest_handshake: Some("2027-01-15T08:02:00Z".into()), ..ready.clone() };
         let last = |status: &MeshNodeStatus| Some(Reported { status: status.clone(), at: t0 });
         for (case, last, next, now, want) in [
             ("the first report", None, &ready, at(0), true),
@@ -151,6 +162,14 @@ mod tests {
             ("changed, too soon after the last write", last(&ready), &fewer, at(59), false),
             ("changed, a fifth of the interval after it", last(&ready), &fewer, at(60), true),
             ("stopping: at once", last(&ready), &stopped, at(1), true),
+            (
+                "only the oldest handshake moved: waits for the heartbeat",
+                last(&ready),
+                &rekeyed,
+                at(60),
+                false,
+            ),
+            ("only the oldest handshake moved, the interval passed", last(&ready), &rekeyed, at(300), true),
             ("stopped already, unchanged", last(&stopped), &stopped, at(1), false),
         ] {
             assert_eq!(report_due(last.as_ref(), next, now, interval), want, "{case}");

@@ -77,12 +77,16 @@ pub struct ClusterNode {
     pub key_fingerprint: Option<String>,
     /// Its epoch.
     pub key_epoch: Option<u64>,
+    /// When it was made (RFC 3339, `meshcrypt.dev/key-created`).
+    pub key_created: Option<String>,
     /// Its age in seconds, from the key's creation time.
     pub key_age_seconds: Option<u64>,
     /// Peers configured on its device, as last reported.
     pub peers: Option<u64>,
     /// Of those, peers it completed a handshake with.
     pub peers_handshaked: Option<u64>,
+    /// The oldest of those peers' latest handshakes (RFC 3339), as last reported.
+    pub oldest_handshake: Option<String>,
     /// Fail-closed mode, as last reported.
     pub strict: Option<bool>,
     /// When its agent last reported (RFC 3339).
@@ -175,11 +179,13 @@ fn judge(node: &Node, reports: &BTreeMap<String, MeshNodeStatus>, now: jiff::Tim
         exception: exception.map(|e| e.reason().to_owned()),
         key_fingerprint: published.as_ref().map(|k| k.public_key.fingerprint()),
         key_epoch: published.as_ref().map(|k| k.epoch),
+        key_created: published.as_ref().map(|k| k.created.to_string()),
         key_age_seconds: published
             .as_ref()
             .map(|k| u64::try_from(now.duration_since(k.created).as_secs()).unwrap_or(0)),
         peers: report.map(|r| r.peers),
         peers_handshaked: report.map(|r| r.peers_handshaked),
+        oldest_handshake: report.and_then(|r| r.oldest_handshake.clone()),
         strict: report.map(|r| r.strict),
         reported_at: report.map(|r| r.reported_at.clone()),
         problems,

@@ -10,6 +10,7 @@ mod document;
 mod socket;
 mod table;
 
+pub use cluster::{AgentState, ClusterNode, cluster_status};
 pub use document::{NodeStatus, PassView, node_status};
 pub use socket::{serve, socket_path};
 

@@ -1,0 +1,69 @@
+//! `meshcrypt audit`: a read-only audit of the mesh for assessors (PCI DSS 4.2.1 and 4.2.1.1,
+//! NIST SP 800-53 SC-8/SC-12/SC-13, HIPAA 164.312(e)(1), SOC 2 CC6.7; docs/compliance.md): which
+//! nodes' pod traffic is encrypted, every key with its age against the policy and who wrote it,
+//! what is not encrypted and why, and the configuration, as JSON or Markdown with a content hash.
+//! Exit status: 0 compliant, 2 not compliant, 1 could not audit.
+//!
+//! Modules: `policy` (what is checked against), `judge` (the pure judgement), `report` (the
+//! report's shape and hash), `markdown` (its Markdown form).
+
+mod judge;
+mod markdown;
+mod policy;
+mod report;
+
+pub use judge::FOREIGN_KEY_WRITER;
+pub use report::Verdict;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
+use kube::api::{Api, ListParams};
+
+use crate::cli::{AuditArgs, ReportFormat};
+use crate::error::AgentError;
+use crate::mesh_node::MeshNode;
+
+/// Runs `meshcrypt audit`: reads the cluster (list and get only), prints the report, writes the
+/// JSON to `--json-out` if given, and returns the verdict.
+///
+/// # Errors
+/// The policy's errors, the API's (including a missing permission), writing `--json-out`.
+pub async fn run(args: AuditArgs) -> Result<Verdict, AgentError> {
+    let policy = policy::Policy::from_args(&args)?;
+    let config = crate::agent::kube_client::config(args.kubeconfig.as_deref()).await?;
+    let cluster = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config)?;
+    // Reads in a fixed order; the report is as of the moment after the last.
+    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let reports = MeshNode::reports(&client).await?;
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), &args.config_namespace)
+        .get_opt(&args.config_map)
+        .await?;
+    let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let selector = format!("reason={FOREIGN_KEY_WRITER}");
+    let events = Api::<Event>::all(client).list(&ListParams::default().fields(&selector)).await?.items;
+    let inputs = judge::AuditInputs {
+        cluster,
+        nodes: &nodes,
+        reports: &reports,
+        config_map_name: (args.config_namespace.clone(), args.config_map.clone()),
+        config_map: config_map.as_ref(),
+        pods: &pods,
+        foreign_writer_events: &events,
+    };
+    let report = judge::audit(&inputs, &policy, jiff::Timestamp::now());
+    let json = || -> Result<String, AgentError> {
+        let mut text = serde_json::to_string_pretty(&report)
+            .map_err(|e| AgentError::Io { what: "encode the report as JSON".into(), source: e.into() })?;
+        text.push('\n');
+        Ok(text)
+    };
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, json()?)
+            .map_err(|e| AgentError::Io { what: format!("write {}", path.display()), source: e })?;
+    }
+    match args.output {
+        ReportFormat::Json => print!("{}", json()?),
+        ReportFormat::Markdown => print!("{}", markdown::render(&report)),
+    }
+    Ok(report.verdict)
+}
