@@ -41,6 +41,7 @@ fn nodes(n: usize) -> Vec<NodeView> {
             created: Some(created),
             key_claimed: Some(created),
             no_agent: None,
+            annotation_writers: Default::default(),
         })
         .collect()
 }

@@ -75,8 +75,8 @@ fn agent_accepts_the_base_configmap_and_it_sets_every_key() {
 #[test]
 fn agent_accepts_the_eks_overlay_configmap() {
     let settings = assert_accepted("overlays/eks");
-    assert_eq!(value(&settings, "addressing"), "PodIp");
-    assert_eq!(value(&settings, "mtu"), "Auto");
+    assert_eq!(value(&settings, "addressing"), "pod-ip");
+    assert_eq!(value(&settings, "mtu"), "auto");
     assert_eq!(value(&settings, "strict"), "true");
 }
 

@@ -9,6 +9,9 @@ use jiff::Timestamp;
 
 use crate::{Error, PublicKey};
 
+/// The field manager meshcrypt's agents write their Node's annotations with (server-side
+/// apply). Any other manager owning a `meshcrypt.dev/` annotation is a foreign writer.
+pub const AGENT_FIELD_MANAGER: &str = "meshcrypt";
 /// Every meshcrypt annotation starts with this prefix.
 pub const ANNOTATION_PREFIX: &str = "meshcrypt.dev/";
 /// The node's WireGuard public key, in WireGuard's base64 form.
@@ -18,8 +21,8 @@ pub const KEY_EPOCH: &str = "meshcrypt.dev/key-epoch";
 /// When the current key was generated, RFC 3339 in UTC to the second (`2026-11-28T20:40:52Z`).
 pub const KEY_CREATED: &str = "meshcrypt.dev/key-created";
 /// The public key's fingerprint ([`PublicKey::fingerprint`]: `sha256:` and 16 hex digits), for
-/// inventories read by people. Optional (agents before it was added do not publish it); when
-/// present it must be the key's.
+/// inventories read by people. The mesh never reads it (it uses the key itself), so parsing
+/// leaves it unchecked and costs no hash per Node; `meshcrypt audit` checks it against the key.
 pub const KEY_FINGERPRINT: &str = "meshcrypt.dev/key-fingerprint";
 
 /// What a node says about its key. Parsed strictly: one spelling per value, so that two agents
@@ -38,8 +41,8 @@ impl NodeKeyAnnotations {
     /// Reads the key annotations from a Node's annotations.
     ///
     /// `Ok(None)` means the node has published no key (it is not, or not yet, in the mesh). A
-    /// published key with a missing or malformed epoch or timestamp, a fingerprint that is not
-    /// the key's, or metadata without a key, is an error naming the annotation. Unknown `meshcrypt.dev/` keys are ignored so that a newer
+    /// published key with a missing or malformed epoch or timestamp, or metadata without a key, is
+    /// an error naming the annotation. Unknown `meshcrypt.dev/` keys are ignored so that a newer
     /// agent can add metadata during a rolling upgrade; they are never used for anything.
     pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<Self>, Error> {
         let Some(key) = annotations.get(PUBLIC_KEY) else {
@@ -54,21 +57,11 @@ impl NodeKeyAnnotations {
             key.parse::<PublicKey>().map_err(|e| Error::annotation(PUBLIC_KEY, e.to_string()))?;
         let epoch = parse_epoch(required(annotations, KEY_EPOCH)?)?;
         let created = parse_created(required(annotations, KEY_CREATED)?)?;
-        if let Some(fingerprint) = annotations.get(KEY_FINGERPRINT)
-            && *fingerprint != public_key.fingerprint()
-        {
-            return Err(Error::annotation(
-                KEY_FINGERPRINT,
-                format!(
-                    "{fingerprint:?} is not the fingerprint of {PUBLIC_KEY} ({})",
-                    public_key.fingerprint()
-                ),
-            ));
-        }
         Ok(Some(Self { public_key, epoch, created }))
     }
 
-    /// The annotations to publish, exactly the ones [`NodeKeyAnnotations::parse`] reads.
+    /// The annotations to publish: the ones [`NodeKeyAnnotations::parse`] reads and the key's
+    /// fingerprint ([`KEY_FINGERPRINT`]).
     pub fn to_annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (PUBLIC_KEY.to_owned(), self.public_key.to_string()),
@@ -80,8 +73,10 @@ impl NodeKeyAnnotations {
 }
 
 /// The field managers that own at least one `meshcrypt.dev/` annotation of `node`, from its
-/// `metadata.managedFields` (the API server records them; a writer cannot hide itself). Only
-/// the agent's own manager should ever appear.
+/// `metadata.managedFields`. The API server records every write there, but the manager's name is
+/// the client's to choose: this names writers that say who they are (kubectl, controllers);
+/// the admission policy, not this, keeps other principals out. Only the agent's own manager
+/// ([`AGENT_FIELD_MANAGER`]) should ever appear.
 pub fn annotation_writers(node: &k8s_openapi::api::core::v1::Node) -> BTreeSet<String> {
     node.metadata
         .managed_fields
@@ -165,15 +160,6 @@ mod tests {
             (
                 map(&[(PUBLIC_KEY, k), (KEY_EPOCH, "0"), (KEY_CREATED, ts), (KEY_FINGERPRINT, &fp)]),
                 Ok(Some(0)),
-            ),
-            (
-                map(&[
-                    (PUBLIC_KEY, k),
-                    (KEY_EPOCH, "0"),
-                    (KEY_CREATED, ts),
-                    (KEY_FINGERPRINT, "sha256:0000000000000000"),
-                ]),
-                Err(KEY_FINGERPRINT),
             ),
             (map(&[(KEY_FINGERPRINT, &fp)]), Err(KEY_FINGERPRINT)),
             (map(&[(PUBLIC_KEY, k), (KEY_EPOCH, "-1"), (KEY_CREATED, ts)]), Err(KEY_EPOCH)),

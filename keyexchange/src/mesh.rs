@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use jiff::Timestamp;
 
 use crate::aggregate::aggregate;
-use crate::annotations::PUBLIC_KEY;
+use crate::annotations::{AGENT_FIELD_MANAGER, PUBLIC_KEY, annotation_writers};
 use crate::{NodeKeyAnnotations, PublicKey};
 
 mod exception;
@@ -40,6 +40,9 @@ pub struct NodeView {
     pub key_claimed: Option<Timestamp>,
     /// Why the node is expected to run no agent (from its labels), if it is.
     pub no_agent: Option<NoAgentExpected>,
+    /// The field managers owning its `meshcrypt.dev/` annotations
+    /// ([`crate::annotations::annotation_writers`]).
+    pub annotation_writers: BTreeSet<String>,
 }
 
 impl NodeView {
@@ -67,7 +70,18 @@ impl NodeView {
             created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
             key_claimed: annotation_written(node, PUBLIC_KEY),
             no_agent: node.metadata.labels.as_ref().and_then(NoAgentExpected::from_labels),
+            annotation_writers: annotation_writers(node),
         }
+    }
+}
+
+impl NodeView {
+    /// The problem of a node whose `meshcrypt.dev/` annotations other field managers than the
+    /// agent's own ([`AGENT_FIELD_MANAGER`]) own, if they do.
+    pub fn foreign_writers(&self) -> Option<Problem> {
+        let managers: Vec<String> =
+            self.annotation_writers.iter().filter(|m| *m != AGENT_FIELD_MANAGER).cloned().collect();
+        (!managers.is_empty()).then_some(Problem::ForeignAnnotationWriter { managers })
     }
 }
 
@@ -223,6 +237,13 @@ pub enum Problem {
         /// Who holds the overlapping prefix (a node of this cluster, or `<cluster>/<node>`).
         with: String,
     },
+    /// Field managers other than the agent's own own some of the node's `meshcrypt.dev/`
+    /// annotations (a `kubectl annotate`, another controller): reported by the node's own agent,
+    /// which publishes its key again.
+    ForeignAnnotationWriter {
+        /// The other field managers.
+        managers: Vec<String>,
+    },
     /// A peer cluster's pre-shared key file is unusable.
     InvalidPresharedKey {
         /// Why (never a part of the value).
@@ -248,6 +269,7 @@ impl Problem {
             Self::InvalidRemoteNode(_) => "InvalidRemoteNode",
             Self::RemoteOverlap { .. } => "RemotePrefixOverlap",
             Self::InvalidPresharedKey { .. } => "InvalidPresharedKey",
+            Self::ForeignAnnotationWriter { .. } => "ForeignKeyWriter",
         }
     }
 }
@@ -284,6 +306,11 @@ impl fmt::Display for Problem {
             Self::RemoteOverlap { prefix, with } => {
                 write!(f, "prefix {prefix} overlaps {with}'s: refused, never routed to this remote node")
             }
+            Self::ForeignAnnotationWriter { managers } => write!(
+                f,
+                "meshcrypt.dev/ annotations written by field manager {} (only the node's agent may write them): the agent publishes its own key again; the API server's audit log names the principal",
+                managers.join(", ")
+            ),
             Self::InvalidPresharedKey { reason, kept: true } => {
                 write!(f, "pre-shared key file: {reason}; the last good key stays in use")
             }

@@ -353,6 +353,11 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             }
             peers.peers.retain(|id, _| !refused(id));
             peers.problems.extend(chosen.problems.iter().cloned());
+            // Who else wrote this node's meshcrypt.dev/ annotations: only this agent sees it (the
+            // others may see the Node only after this agent has published its key again).
+            if let Some(problem) = local.foreign_writers() {
+                peers.problems.push(NodeProblem { node: params.node.clone(), problem });
+            }
             // A new node whose agent may still be starting is counted, not yet reported.
             let starting = |p: &NodeProblem| {
                 p.problem == Problem::NoKey
@@ -604,7 +609,7 @@ fn reports_first<'a>(others: impl Iterator<Item = &'a str>, local: &str, about: 
 /// one agent in the cluster rather than by every agent that sees it (N² Events at N nodes).
 ///
 /// - A problem only this agent sees (another node claims this node's key; its own pre-shared key
-///   file) is raised here.
+///   file; another field manager wrote its Node's `meshcrypt.dev/` annotations) is raised here.
 /// - A prefix problem is raised by the agent of the node concerned; for a node that is no peer
 ///   (no agent to speak for it), by the cluster's reporter.
 /// - Anything else every agent sees alike (a missing or malformed key, a key claimed twice, no
@@ -614,7 +619,9 @@ fn reports_first<'a>(others: impl Iterator<Item = &'a str>, local: &str, about: 
 ///   the same Nodes; while their views differ, two may raise it; never N.
 fn raises_event(p: &NodeProblem, local: &str, reporter: bool, about_peer: bool) -> bool {
     match p.problem {
-        Problem::ClaimsLocalKey | Problem::InvalidPresharedKey { .. } => true,
+        Problem::ClaimsLocalKey
+        | Problem::InvalidPresharedKey { .. }
+        | Problem::ForeignAnnotationWriter { .. } => true,
         Problem::ContestedPrefix { .. }
         | Problem::PrefixClaimedByOthers { .. }
         | Problem::InvalidPodCidr(_) => p.node == local || (reporter && !about_peer),

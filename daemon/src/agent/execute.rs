@@ -259,6 +259,7 @@ async fn switch_key<K: Kernel, B: WireGuardBackend>(
             state.key = next.clone();
             state.rotation_pending = false;
             io.metrics.key_rotation_pending.set(0);
+            io.metrics.key_rotations.inc();
             *key_rotated = Some(next);
             Ok(true)
         }

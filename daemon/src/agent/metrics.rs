@@ -30,6 +30,8 @@ pub struct LoopMetrics {
     pub ready: Gauge,
     /// 1 while a staged key rotation waits to be published (the current key stays in use).
     pub key_rotation_pending: Gauge,
+    /// Key rotations this agent completed (a new key published and put in use) since it started.
+    pub key_rotations: Counter,
     /// The key in use: one series, `{fingerprint, epoch}`, value 1.
     pub key_info: Family<Vec<(&'static str, String)>, Gauge>,
     /// When the key in use was made (Unix seconds, from its key record).
@@ -199,6 +201,11 @@ pub fn registry(
         "meshcrypt_key_rotation_pending",
         "1 while a staged key rotation waits to be published; the current key stays in use",
         loop_metrics.key_rotation_pending.clone(),
+    );
+    registry.register(
+        "meshcrypt_key_rotations",
+        "Key rotations this agent completed (the new key published, then put in use) since it started; the epoch counts them over the node's life",
+        loop_metrics.key_rotations.clone(),
     );
     registry.register(
         "meshcrypt_key_info",

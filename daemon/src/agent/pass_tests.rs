@@ -380,6 +380,7 @@ async fn a_rotation_staged_during_an_api_outage_waits_and_completes_when_the_api
         h.agent.io.health.readiness()
     );
     assert_eq!(h.agent.io.metrics.key_rotation_pending.get(), 1);
+    assert_eq!(h.agent.io.metrics.key_rotations.get(), 0, "no rotation done yet");
     assert_eq!(device.observe().unwrap().public_key, old.public_key, "not switched before it is published");
     assert_eq!(h.agent.state.key, old);
 
@@ -390,6 +391,7 @@ async fn a_rotation_staged_during_an_api_outage_waits_and_completes_when_the_api
     assert_eq!(h.published(), Some(staged.clone()), "published first");
     assert_eq!(device.observe().unwrap().public_key, staged.public_key, "then switched");
     assert_eq!(h.agent.io.metrics.key_rotation_pending.get(), 0);
+    assert_eq!(h.agent.io.metrics.key_rotations.get(), 1, "the rotation counted");
     assert_eq!(device.take_handshakes().len(), 2, "every session restarts at once");
     assert_eq!(h.events("KeyRotated"), 1);
 }

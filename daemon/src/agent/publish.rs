@@ -6,7 +6,7 @@ use kube::api::{Api, Patch, PatchParams};
 use meshcrypt_keyexchange::NodeKeyAnnotations;
 
 /// The field manager meshcrypt applies with.
-pub const FIELD_MANAGER: &str = "meshcrypt";
+pub use meshcrypt_keyexchange::annotations::AGENT_FIELD_MANAGER as FIELD_MANAGER;
 
 /// Applies `annotations` to Node `node`. Forced: these annotations belong to meshcrypt, so a
 /// conflicting owner (a person's `kubectl annotate`, an old manager) is overruled.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use meshcrypt_keyexchange::NodeKeyAnnotations;
-use meshcrypt_keyexchange::annotations::annotation_writers;
+use meshcrypt_keyexchange::annotations::{KEY_FINGERPRINT, annotation_writers};
 
 use super::policy::Policy;
 use super::report::{
@@ -57,11 +57,7 @@ pub fn audit(inputs: &AuditInputs<'_>, policy: &Policy, now: jiff::Timestamp) ->
             Severity::Warning,
             event.involved_object.name.as_deref().unwrap_or_default(),
             "ForeignKeyWriterSeen",
-            format!(
-                "at {}: {} (the agent has published its own key again; the EKS audit log names the principal)",
-                event_time(event),
-                event.message.as_deref().unwrap_or_default()
-            ),
+            format!("at {}: {}", event_time(event), event.message.as_deref().unwrap_or_default()),
         );
     }
     let (configuration, settings) = configuration(inputs, &mut out);
@@ -228,6 +224,20 @@ fn judge_node(
                         key.created,
                         age_seconds / 86_400,
                         policy.max_key_age_seconds / 86_400
+                    ),
+                );
+            }
+            let published = node.metadata.annotations.as_ref().and_then(|a| a.get(KEY_FINGERPRINT));
+            if let Some(published) = published
+                && *published != key.public_key.fingerprint()
+            {
+                out.finding(
+                    violation,
+                    name,
+                    "FingerprintMismatch",
+                    format!(
+                        "{KEY_FINGERPRINT} says {published} but the published key's fingerprint is {}: the annotations were edited",
+                        key.public_key.fingerprint()
                     ),
                 );
             }

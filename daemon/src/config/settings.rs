@@ -134,14 +134,22 @@ impl fmt::Display for KeyError {
 }
 
 impl Settings {
-    /// Key `key`'s value as these settings hold it, for people (empty for an unknown key).
+    /// Key `key`'s value as these settings hold it, spelled as the ConfigMap spells it (the
+    /// scheduled rotation as seconds, `off` when disabled); empty for an unknown key.
     pub fn describe(&self, key: &str) -> String {
         match key {
             "enabled" => self.enabled.to_string(),
             "strict" => self.strict.to_string(),
             "port" => self.port.to_string(),
-            "mtu" => format!("{:?}", self.mtu),
-            "addressing" => format!("{:?}", self.addressing),
+            "mtu" => match self.mtu {
+                Mtu::Auto => "auto".to_owned(),
+                Mtu::Fixed(mtu) => mtu.to_string(),
+            },
+            "addressing" => match self.addressing {
+                Addressing::PodCidr => "pod-cidr",
+                Addressing::PodIp => "pod-ip",
+            }
+            .to_owned(),
             "pod-networks" => self.pod_networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             "host-encryption" => self.host_encryption.to_string(),
             "key-rotation-interval" => {
@@ -313,10 +321,7 @@ mod tests {
         let rows: Vec<(Pairs, Vec<&str>)> = vec![
             (vec![], vec![]),
             (vec![("strict", "false")], vec!["strict: true → false"]),
-            (
-                vec![("port", "51821"), ("mtu", "1400")],
-                vec!["port: 51820 → 51821", "mtu: Auto → Fixed(1400)"],
-            ),
+            (vec![("port", "51821"), ("mtu", "1400")], vec!["port: 51820 → 51821", "mtu: auto → 1400"]),
             (vec![("pod-networks", "10.244.0.0/16")], vec![]),
         ];
         for (pairs, want) in rows {

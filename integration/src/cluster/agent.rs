@@ -51,7 +51,7 @@ pub fn meshcrypt_bin() -> Result<PathBuf, ClusterError> {
     Err(ClusterError::NoBinary(tried.join(", ")))
 }
 
-pub(super) fn spawn(cluster: &Cluster, node: &str) -> Result<LabProcess, ClusterError> {
+pub(super) fn spawn(cluster: &Cluster, node: &str, extra: &[&str]) -> Result<LabProcess, ClusterError> {
     let lab_node = cluster.lab.node(node).ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))?;
     let dir = cluster.node_dir(node);
     std::fs::create_dir_all(&dir)?;
@@ -82,7 +82,7 @@ pub(super) fn spawn(cluster: &Cluster, node: &str) -> Result<LabProcess, Cluster
             cmd.arg("--pod-network").arg(network);
         }
     }
-    cmd.args(&opts.extra_args);
+    cmd.args(&opts.extra_args).args(extra);
     let options = SpawnOptions { private_dirs: vec![PathBuf::from("/run/wireguard")] };
     Ok(cluster.lab.spawn_with(&lab_node.namespace, &cmd, &options)?)
 }

@@ -303,7 +303,13 @@ impl Cluster {
 
     /// Starts (or restarts) the agent on `node`, keeping its state directory (and so its key).
     pub fn start_agent(&mut self, node: &str) -> Result<&LabProcess, ClusterError> {
-        let process = agent::spawn(self, node)?;
+        self.start_agent_with(node, &[])
+    }
+
+    /// Like [`Cluster::start_agent`], with `extra` flags for this agent alone after the common
+    /// ones (e.g. `--strict=false` on one node).
+    pub fn start_agent_with(&mut self, node: &str, extra: &[&str]) -> Result<&LabProcess, ClusterError> {
+        let process = agent::spawn(self, node, extra)?;
         self.agents.insert(node.to_owned(), process);
         Ok(&self.agents[node])
     }

@@ -34,6 +34,7 @@ fn node(name: &str, key: Option<&str>, ips: &[&str], cidrs: &[&str]) -> NodeView
         created: None,
         key_claimed: None,
         no_agent: None,
+        annotation_writers: Default::default(),
     }
 }
 

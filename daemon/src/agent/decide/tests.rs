@@ -43,6 +43,7 @@ fn node(name: &str, i: u8, k: Option<usize>) -> NodeView {
         created: Some(jiff::Timestamp::from_second(NOW - 86_400 + i64::from(i)).unwrap()),
         key_claimed: Some(jiff::Timestamp::from_second(NOW - 3600 + i64::from(i)).unwrap()),
         no_agent: None,
+        annotation_writers: Default::default(),
     }
 }
 
@@ -495,6 +496,20 @@ fn decide_table() {
             },
         ),
         (
+            "another field manager wrote this node's meshcrypt.dev/ annotations: this agent raises it",
+            |w| {
+                let local = w.params.node.clone();
+                let me = w.nodes().iter_mut().find(|n| n.name == local).unwrap();
+                me.annotation_writers = ["kubectl-annotate".to_owned(), "meshcrypt".to_owned()].into();
+            },
+            Got { events: events(&["ForeignKeyWriter"]), ..nothing() },
+        ),
+        (
+            "a peer's foreign writer is for the peer's own agent to raise",
+            |w| w.nodes()[1].annotation_writers = ["kubectl-annotate".to_owned()].into(),
+            nothing(),
+        ),
+        (
             "a Fargate node without a key is no problem: no Event, nothing left out",
             |w| {
                 let mut fargate = node("fargate-ip-10-0-0-1", 7, None);
@@ -791,6 +806,7 @@ fn raises_event_table() {
     let cases: Vec<(&str, &str, Problem, bool, bool, bool)> = vec![
         // (case, about node, problem, reporter, about a peer, raised)
         ("a copy of this node's key: the victim raises it", "node-x", Problem::ClaimsLocalKey, false, false, true),
+        ("a foreign writer of its own annotations", "node-b", Problem::ForeignAnnotationWriter { managers: vec!["kubectl".into()] }, false, false, true),
         ("its own pre-shared key file", "prod-b", psk(), false, false, true),
         ("its own contested prefix", "node-b", contested(), false, true, true),
         ("a peer's contested prefix: that peer's agent raises it", "node-c", contested(), true, true, false),

@@ -9,6 +9,7 @@ use meshcrypt_keyexchange::{NodeKeyAnnotations, PrivateKey};
 
 use super::*;
 use crate::audit::report::Verdict;
+use meshcrypt_keyexchange::annotations::KEY_FINGERPRINT;
 
 const NOW: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;
@@ -132,6 +133,12 @@ fn branch_eni_pod() -> Pod {
     }
 }
 
+fn forged_fingerprint() -> Node {
+    let mut n = node("a", Some(&key(1)), &[], &["meshcrypt"]);
+    n.metadata.annotations.as_mut().unwrap().insert(KEY_FINGERPRINT.into(), "sha256:0000000000000000".into());
+    n
+}
+
 fn foreign_write_event() -> Event {
     Event {
         metadata: ObjectMeta {
@@ -192,6 +199,8 @@ fn audit_table() {
             vec!["violation a NoAgent", "violation a ForeignKeyWriter"], vec![]),
         ("a foreign write the agent undid: a warning from its Event", World { config_map: host(), events: vec![foreign_write_event()], ..World::default() }.ready("a", 1, |_| {}), default_policy(), Verdict::Compliant,
             vec!["warning a ForeignKeyWriterSeen"], vec![]),
+        ("a fingerprint annotation that is not the key's", World { config_map: host(), ..World::default() }.with_node(forged_fingerprint()).ready("b", 1, |_| {}), default_policy(), Verdict::NotCompliant,
+            vec!["violation a NoAgent", "violation a FingerprintMismatch"], vec![]),
         ("the reported key is not the published one", World { config_map: host(), ..World::default() }.ready("a", 1, |r| r.key_fingerprint = "sha256:0000000000000000".into()), default_policy(), Verdict::Compliant,
             vec!["warning a KeyMismatch"], vec![]),
         ("handshakes not checked by default", World { config_map: host(), ..World::default() }.ready("a", 1, |r| r.peers_handshaked = 1), default_policy(), Verdict::Compliant,
