@@ -41,10 +41,14 @@ impl PrivateKey {
         Zeroizing::new(self.0.to_bytes())
     }
 
+    /// The key with these 32 bytes (x25519 clamps them when it uses them, as WireGuard does).
+    pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self(StaticSecret::from(*bytes))
+    }
+
     /// Parses a key from WireGuard's base64 form (as written by [`PrivateKey::to_base64`]).
     pub fn from_base64(text: &str) -> Result<Self, Error> {
-        let bytes = decode_key(text)?;
-        Ok(Self(StaticSecret::from(*bytes)))
+        Ok(Self::from_bytes(decode_key(text)?))
     }
 }
 
@@ -112,7 +116,8 @@ impl fmt::Debug for PublicKey {
 pub(crate) fn decode_key(text: &str) -> Result<Zeroizing<[u8; 32]>, Error> {
     if text.len() != 44 {
         return Err(match STANDARD.decode(text) {
-            Ok(bytes) => Error::KeyLength(bytes.len()),
+            // Zeroized: a key one character short is still most of a key.
+            Ok(bytes) => Error::KeyLength(Zeroizing::new(bytes).len()),
             Err(e) => Error::KeyEncoding(e.to_string()),
         });
     }

@@ -10,12 +10,11 @@
 //! overwritten in place before its file is released.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek as _, Write};
+use std::io::{Seek as _, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use zeroize::Zeroizing;
-
+use crate::secret_file::read_secret;
 use crate::{Error, NodeKeyAnnotations, PrivateKey, SecretText};
 
 /// The key file's name inside the state directory.
@@ -216,11 +215,9 @@ fn read_key(path: &Path) -> Result<Option<(KeyRecord, Created)>, Error> {
     };
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     check_private(path, &meta, false)?;
-    // Read into a buffer sized for the whole file up front, so that it never grows (a growing
-    // buffer would free a copy of the key unzeroed); a key file is a few lines.
-    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX).min(MAX_KEY_FILE);
-    let mut bytes = Zeroizing::new(Vec::with_capacity(len + 1));
-    (&mut file).take(MAX_KEY_FILE as u64).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    // One buffer that never grows (a growing buffer would free a copy of the key unzeroed); a key
+    // file is a few lines.
+    let bytes = read_secret(&mut file, MAX_KEY_FILE).map_err(|e| Error::io(path, e))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| Error::io(path, invalid_data(e)))?;
     let mut lines = text.lines();
     let key = PrivateKey::from_base64(lines.next().unwrap_or_default())?;
@@ -282,6 +279,8 @@ fn check_private(path: &Path, meta: &fs::Metadata, want_dir: bool) -> Result<(),
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read as _;
+
     use super::*;
 
     /// Where [`write_private`] stages the key file.

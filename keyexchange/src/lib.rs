@@ -13,6 +13,7 @@ pub mod keystore;
 pub mod mesh;
 pub mod psk;
 pub mod rotation;
+pub mod secret_file;
 mod secret_text;
 
 pub use annotations::{ANNOTATION_PREFIX, NodeKeyAnnotations};

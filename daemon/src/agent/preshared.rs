@@ -10,6 +10,10 @@ use std::path::Path;
 
 use meshcrypt_dataplane::{PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::{NodeProblem, PeerSet, Problem};
+use meshcrypt_keyexchange::secret_file::read_secret;
+
+/// The longest pre-shared key file read: `wg genpsk` prints 45 bytes.
+const MAX_PSK_FILE: usize = 256;
 
 /// The files as read: per peer cluster id, its key or why the file was refused. `None` when the
 /// directory could not be read at all (the last good keys stay).
@@ -43,13 +47,16 @@ pub fn read_dir(dir: &Path) -> Reading {
                 "mode {:o}: open to its group or others (want 0400)",
                 meta.permissions().mode() & 0o777
             )),
-            Ok(_) => match std::fs::read_to_string(&path).map(zeroize::Zeroizing::new) {
+            Ok(_) => match std::fs::File::open(&path).and_then(|mut f| read_secret(&mut f, MAX_PSK_FILE)) {
                 Err(e) => Err(format!("cannot read it: {e}")),
                 // The parse error names no part of the value.
-                Ok(text) => text.trim().parse::<PresharedKey>().map_err(|_| {
-                    "not a pre-shared key (44 characters of base64, 32 bytes, as `wg genpsk` prints)"
-                        .to_owned()
-                }),
+                Ok(bytes) => std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<PresharedKey>().ok())
+                    .ok_or_else(|| {
+                        "not a pre-shared key (44 characters of base64, 32 bytes, as `wg genpsk` prints)"
+                            .to_owned()
+                    }),
             },
         };
         out.insert(name, key);

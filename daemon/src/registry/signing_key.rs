@@ -11,7 +11,12 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::SigningKey;
 use zeroize::Zeroizing;
 
+use meshcrypt_keyexchange::secret_file::read_secret;
+
 use crate::error::AgentError;
+
+/// The longest signing key file read: the seed's base64 is 44 bytes and a newline.
+const MAX_FILE: usize = 256;
 
 /// Reads the key in `path`: a file (or a link to one, as a mounted Secret is) that others may not
 /// read and the group may at most read (a Secret mounted with `fsGroup` is 0440), holding the
@@ -19,7 +24,7 @@ use crate::error::AgentError;
 pub fn load(path: &Path) -> Result<SigningKey, AgentError> {
     use std::os::unix::fs::PermissionsExt as _;
     let invalid = |reason: String| AgentError::SigningKey { path: path.to_owned(), reason };
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::File::open(path).and_then(|mut f| read_secret(&mut f, MAX_FILE)).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             invalid(
                 "missing: make one with `meshcrypt signing-key --out FILE` and give it to every replica"
@@ -28,7 +33,8 @@ pub fn load(path: &Path) -> Result<SigningKey, AgentError> {
         } else {
             AgentError::Io { what: format!("read {}", path.display()), source: e }
         }
-    })?);
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
     let mode = std::fs::metadata(path)
         .map_err(|source| AgentError::Io { what: format!("stat {}", path.display()), source })?
         .permissions()

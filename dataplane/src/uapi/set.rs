@@ -3,8 +3,6 @@
 
 use std::net::SocketAddr;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use ipnet::IpNet;
 use meshcrypt_keyexchange::{PrivateKey, PublicKey};
 use zeroize::Zeroizing;
@@ -92,8 +90,7 @@ fn private_key(value: &str) -> Result<PrivateKey, Error> {
     if bytes.iter().all(|b| *b == 0) {
         return Err(invalid("removing the private key is not supported"));
     }
-    let text = Zeroizing::new(STANDARD.encode(bytes.as_slice()));
-    Ok(PrivateKey::from_base64(&text)?)
+    Ok(PrivateKey::from_bytes(bytes))
 }
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Error> {
