@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
 use serde_json::Value;
@@ -119,15 +119,7 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
     cluster.stop_agent("node-1").expect("stop node-1's agent");
     cluster.start_agent_with("node-1", &["--strict=false"]).expect("node-1 without strict");
     cluster.stop_agent("node-2").expect("stop node-2's agent");
-    let old = jiff::Timestamp::try_from(SystemTime::now() - Duration::from_secs(100 * 86_400)).expect("time");
-    let key_file = cluster.state_dir("node-2").join("private.key");
-    let record = std::fs::read_to_string(&key_file).expect("read the key record");
-    let aged: String = record
-        .lines()
-        .map(|l| if l.starts_with("created=") { format!("created={old}\n") } else { format!("{l}\n") })
-        .collect();
-    assert_ne!(aged, record, "the key record has a created= line");
-    std::fs::write(&key_file, aged).expect("age the key");
+    cluster.age_key("node-2", Duration::from_secs(100 * 86_400)).expect("age the key");
     cluster.start_agent("node-2").expect("node-2 again");
     cluster.stop_agent("node-3").expect("stop node-3's agent");
 

@@ -203,42 +203,18 @@ fn overdue(r: &MeshNodeStatus, now: jiff::Timestamp) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use meshcrypt_keyexchange::PrivateKey;
 
     use super::*;
+    use crate::test_support::{node, ready_report};
 
     const NOW: i64 = 1_800_000_000;
 
     /// (case, the Node, its report, the agent's state judged, the problems' beginnings)
     type Case = (&'static str, Node, Option<MeshNodeStatus>, AgentState, &'static [&'static str]);
 
-    fn node(name: &str, key: Option<&NodeKeyAnnotations>, labels: &[(&str, &str)]) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                annotations: key.map(|k| k.to_annotations()),
-                labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
-                ..ObjectMeta::default()
-            },
-            ..Node::default()
-        }
-    }
-
     fn report(key: &NodeKeyAnnotations, edit: impl FnOnce(&mut MeshNodeStatus)) -> MeshNodeStatus {
-        let mut status = MeshNodeStatus {
-            ready: true,
-            reason: "mesh programmed".into(),
-            enabled: true,
-            strict: true,
-            key_fingerprint: key.public_key.fingerprint(),
-            key_epoch: key.epoch,
-            peers: 2,
-            peers_handshaked: 2,
-            reported_at: jiff::Timestamp::from_second(NOW - 10).unwrap().to_string(),
-            report_interval_seconds: 300,
-            ..MeshNodeStatus::default()
-        };
+        let mut status = ready_report(key, NOW);
         edit(&mut status);
         status
     }

@@ -314,6 +314,26 @@ impl Cluster {
         Ok(&self.agents[node])
     }
 
+    /// Makes `node`'s key record say its key was created `age` ago (the `created=` line the agent
+    /// publishes as `meshcrypt.dev/key-created`); a running agent takes it at its next pass.
+    pub fn age_key(&self, node: &str, age: std::time::Duration) -> Result<(), ClusterError> {
+        let created = jiff::Timestamp::try_from(std::time::SystemTime::now() - age)
+            .map_err(|e| ClusterError::Command(format!("a time {age:?} ago: {e}")))?;
+        let key_file = self.state_dir(node).join("private.key");
+        let record = std::fs::read_to_string(&key_file)?;
+        if !record.lines().any(|l| l.starts_with("created=")) {
+            return Err(ClusterError::Command(format!("{}: no created= line", key_file.display())));
+        }
+        let aged: String = record
+            .lines()
+            .map(
+                |l| if l.starts_with("created=") { format!("created={created}\n") } else { format!("{l}\n") },
+            )
+            .collect();
+        std::fs::write(&key_file, aged)?;
+        Ok(())
+    }
+
     /// Takes the (first cluster's) API server away (listeners closed, watches cut), keeping its
     /// objects.
     pub fn pause_api(&mut self) {

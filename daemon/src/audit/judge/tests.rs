@@ -38,34 +38,11 @@ fn writer(manager: &str) -> ManagedFieldsEntry {
     }
 }
 
+/// A Node publishing `key`, its `meshcrypt.dev/` annotations owned by the field managers `writers`.
 fn node(name: &str, key: Option<&NodeKeyAnnotations>, labels: &[(&str, &str)], writers: &[&str]) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            annotations: key.map(NodeKeyAnnotations::to_annotations),
-            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
-            managed_fields: Some(writers.iter().map(|w| writer(w)).collect()),
-            ..ObjectMeta::default()
-        },
-        ..Node::default()
-    }
-}
-
-fn report(key: &NodeKeyAnnotations) -> MeshNodeStatus {
-    MeshNodeStatus {
-        ready: true,
-        reason: "mesh programmed".into(),
-        enabled: true,
-        strict: true,
-        key_fingerprint: key.public_key.fingerprint(),
-        key_epoch: key.epoch,
-        peers: 2,
-        peers_handshaked: 2,
-        oldest_handshake: Some(at(NOW - 100).to_string()),
-        reported_at: at(NOW - 10).to_string(),
-        report_interval_seconds: 300,
-        ..MeshNodeStatus::default()
-    }
+    let mut node = crate::test_support::node(name, key, labels);
+    node.metadata.managed_fields = Some(writers.iter().map(|w| writer(w)).collect());
+    node
 }
 
 fn config_map(pairs: &[(&str, &str)]) -> ConfigMap {
@@ -101,7 +78,7 @@ impl World {
     fn ready(mut self, name: &str, age_days: i64, edit: impl FnOnce(&mut MeshNodeStatus)) -> Self {
         let k = key(age_days);
         self.nodes.push(node(name, Some(&k), &[], &["meshcrypt"]));
-        let mut r = report(&k);
+        let mut r = crate::test_support::ready_report(&k, NOW);
         edit(&mut r);
         self.reports.insert(name.into(), r);
         self
