@@ -1,5 +1,5 @@
 //! `meshcrypt audit` on the lab as an assessor runs it, with a kubeconfig: a healthy lab is
-//! compliant (exit 0); with one node's agent down, one node's key older than the policy and one
+//! compliant (exit 0), a pod on a branch ENI listed as an exception; with one node's agent down, one node's key older than the policy and one
 //! node with strict off, it is not (exit 2) and names all three and why; a key annotation
 //! changed with kubectl is reported by the node's agent as a Warning Event and by the audit. The
 //! JSON is asserted and its content hash recomputed independently (Python); the Markdown is
@@ -74,6 +74,17 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
     let json_out = dir.path().join("report.json");
     let json_arg = json_out.to_str().expect("path");
 
+    // A pod with security groups of its own (a branch ENI): an exception, not a fault.
+    cluster
+        .api()
+        .create(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "payments-0", "namespace": "shop", "annotations": {
+                "vpc.amazonaws.com/pod-eni": r#"[{"eniId":"eni-0abc","ifAddress":"0a:1b:2c:3d:4e:5f","privateIp":"10.0.1.5"}]"#}},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app"}]},
+        }))
+        .expect("a branch-ENI pod");
+
     // Healthy: every agent has reported ready with its three peers.
     let healthy = poll(Duration::from_secs(20), || {
         let (code, text) = audit(&binary, kubeconfig, &["-o", "json"]);
@@ -100,6 +111,14 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
     let kinds: Vec<&str> =
         healthy["exceptions"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"same-node-traffic") && kinds.contains(&"host-encryption-off"), "{kinds:?}");
+    let eni =
+        healthy["exceptions"].as_array().unwrap().iter().find(|e| e["kind"] == "branch-eni-pod").cloned();
+    assert_eq!(
+        eni.map(|e| e["subject"].clone()),
+        Some("shop/payments-0".into()),
+        "{}",
+        healthy["exceptions"]
+    );
     let config = &healthy["configuration"];
     assert_eq!(config["found"], true);
     assert!(config["resourceVersion"].is_string(), "{config}");

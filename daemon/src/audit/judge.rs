@@ -25,6 +25,13 @@ pub const BRANCH_ENI_ANNOTATION: &str = "vpc.amazonaws.com/pod-eni";
 /// `meshcrypt.dev/` annotations.
 pub const FOREIGN_KEY_WRITER: &str = "ForeignKeyWriter";
 
+/// Whether a Pod's metadata says it has a branch ENI of its own (a non-empty
+/// [`BRANCH_ENI_ANNOTATION`]).
+pub fn on_branch_eni(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    let eni = meta.annotations.as_ref().and_then(|a| a.get(BRANCH_ENI_ANNOTATION));
+    eni.is_some_and(|v| !v.trim().is_empty() && v.trim() != "[]")
+}
+
 /// What the audit reads.
 pub struct AuditInputs<'a> {
     /// The API server's URL.
@@ -37,7 +44,7 @@ pub struct AuditInputs<'a> {
     pub config_map_name: (String, String),
     /// The ConfigMap, if it exists.
     pub config_map: Option<&'a ConfigMap>,
-    /// Every Pod (only those on branch ENIs are read).
+    /// Pods; those on branch ENIs ([`on_branch_eni`]) are exceptions.
     pub pods: &'a [Pod],
     /// The Events of reason [`FOREIGN_KEY_WRITER`] the API server still holds.
     pub foreign_writer_events: &'a [Event],
@@ -62,22 +69,19 @@ pub fn audit(inputs: &AuditInputs<'_>, policy: &Policy, now: jiff::Timestamp) ->
     }
     let (configuration, settings) = configuration(inputs, &mut out);
     cluster_exceptions(&mut out, &settings);
-    for pod in inputs.pods {
-        let eni = pod.metadata.annotations.as_ref().and_then(|a| a.get(BRANCH_ENI_ANNOTATION));
-        if eni.is_some_and(|v| !v.trim().is_empty() && v.trim() != "[]") {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("(unscheduled)");
-            out.exception(
-                "branch-eni-pod",
-                format!(
-                    "{}/{}",
-                    pod.metadata.namespace.as_deref().unwrap_or_default(),
-                    pod.metadata.name.as_deref().unwrap_or_default()
-                ),
-                format!(
-                    "on node {node}: a pod with its own security groups (security groups for pods) sends through a branch ENI, outside the node's routing, so its traffic is not encrypted by meshcrypt"
-                ),
-            );
-        }
+    for pod in inputs.pods.iter().filter(|p| on_branch_eni(&p.metadata)) {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("(unscheduled)");
+        out.exception(
+            "branch-eni-pod",
+            format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+            format!(
+                "on node {node}: a pod with its own security groups (security groups for pods) sends through a branch ENI, outside the node's routing, so its traffic is not encrypted by meshcrypt"
+            ),
+        );
     }
     out.finish(inputs, policy, now, configuration)
 }

@@ -38,7 +38,7 @@ pub async fn run(args: AuditArgs) -> Result<Verdict, AgentError> {
     let config_map = Api::<ConfigMap>::namespaced(client.clone(), &args.config_namespace)
         .get_opt(&args.config_map)
         .await?;
-    let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let pods = branch_eni_pods(&client).await?;
     let selector = format!("reason={FOREIGN_KEY_WRITER}");
     let events = Api::<Event>::all(client).list(&ListParams::default().fields(&selector)).await?.items;
     let inputs = judge::AuditInputs {
@@ -66,4 +66,28 @@ pub async fn run(args: AuditArgs) -> Result<Verdict, AgentError> {
         ReportFormat::Markdown => print!("{}", markdown::render(&report)),
     }
     Ok(report.verdict)
+}
+
+/// The Pods on branch ENIs, found in pages of 500 metadata-only items (a cluster's Pods in full
+/// could take gigabytes), each then read whole (there are few).
+async fn branch_eni_pods(client: &kube::Client) -> Result<Vec<Pod>, AgentError> {
+    let all = Api::<Pod>::all(client.clone());
+    let mut params = ListParams::default().limit(500);
+    let mut found = Vec::new();
+    loop {
+        let page = all.list_metadata(&params).await?;
+        for pod in page.items.iter().filter(|p| judge::on_branch_eni(&p.metadata)) {
+            let (Some(namespace), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+                continue;
+            };
+            // Gone since the list: nothing to report.
+            if let Some(pod) = Api::<Pod>::namespaced(client.clone(), namespace).get_opt(name).await? {
+                found.push(pod);
+            }
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(found),
+        }
+    }
 }
