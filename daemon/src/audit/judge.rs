@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use meshcrypt_keyexchange::NodeKeyAnnotations;
 use meshcrypt_keyexchange::annotations::{KEY_FINGERPRINT, annotation_writers};
 
-use super::policy::Policy;
+use super::policy::{Policy, human};
 use super::report::{
     AUDIT_REPORT_SCHEMA, AuditReport, AuditSummary, Configuration, Coverage, Exception, Finding, KeyEntry,
     Manager, Setting, Severity, Verdict, content_hash,
@@ -222,12 +222,12 @@ fn judge_node(
                     name,
                     "KeyTooOld",
                     format!(
-                        "key {} (epoch {}) was made {} ({} days ago), longer ago than the policy's {} days: rotate it (meshcrypt keys rotate, or the ConfigMap's key-rotation-interval)",
+                        "key {} (epoch {}) was made {} ({} days ago), longer ago than the policy's {}: rotate it (meshcrypt keys rotate, or the ConfigMap's key-rotation-interval)",
                         key.public_key.fingerprint(),
                         key.epoch,
                         key.created,
                         age_seconds / 86_400,
-                        policy.max_key_age_seconds / 86_400
+                        human(policy.max_key_age_seconds)
                     ),
                 );
             }
@@ -345,7 +345,7 @@ fn judge_report(
                 Severity::Violation,
                 name,
                 "HandshakeStale",
-                format!("the least recent peer handshake was at {oldest}, more than {max} s ago"),
+                format!("the least recent peer handshake was at {oldest}, more than {} ago", human(max)),
             );
         }
     }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::policy::human;
 use super::report::{AuditReport, Verdict};
 
 /// `report` as a Markdown document.
@@ -23,10 +24,11 @@ pub fn render(report: &AuditReport) -> String {
     let _ = writeln!(out, "| Content hash | `{}` |", report.content_hash);
     let _ = writeln!(
         out,
-        "| Policy | key age at most {} days; strict mode {}; handshakes {} |",
-        p.max_key_age_seconds / 86_400,
+        "| Policy | key age at most {}; strict mode {}; handshakes {} |",
+        human(p.max_key_age_seconds),
         if p.require_strict { "required" } else { "not required" },
-        p.max_handshake_age_seconds.map_or("not checked".to_owned(), |m| format!("every peer within {m} s")),
+        p.max_handshake_age_seconds
+            .map_or("not checked".to_owned(), |m| format!("every peer within {}", human(m))),
     );
     let _ = writeln!(
         out,

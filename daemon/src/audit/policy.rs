@@ -85,6 +85,18 @@ fn seconds(what: &'static str, text: &str) -> Result<u64, AgentError> {
     }
 }
 
+/// `seconds` in the largest of days, hours, minutes or seconds that divides it (`90d`, `36h`,
+/// `15m`, `45s`): how the policy's durations are written back to people.
+pub fn human(seconds: u64) -> String {
+    match seconds {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -96,6 +108,15 @@ mod tests {
         let cli = Cli::try_parse_from(["meshcrypt", "audit"].iter().chain(args)).expect("flags");
         let Command::Audit(args) = cli.command else { panic!("not audit") };
         Policy::from_args(&args)
+    }
+
+    #[test]
+    fn human_table() {
+        for (seconds, want) in
+            [(0, "0s"), (45, "45s"), (900, "15m"), (129_600, "36h"), (7_776_000, "90d"), (90_061, "90061s")]
+        {
+            assert_eq!(human(seconds), want, "{seconds}");
+        }
     }
 
     #[test]
