@@ -51,12 +51,7 @@ pub async fn run(args: AuditArgs) -> Result<Verdict, AgentError> {
         foreign_writer_events: &events,
     };
     let report = judge::audit(&inputs, &policy, jiff::Timestamp::now());
-    let json = || -> Result<String, AgentError> {
-        let mut text = serde_json::to_string_pretty(&report)
-            .map_err(|e| AgentError::Io { what: "encode the report as JSON".into(), source: e.into() })?;
-        text.push('\n');
-        Ok(text)
-    };
+    let json = || crate::status::json(&report);
     if let Some(path) = &args.json_out {
         std::fs::write(path, json()?)
             .map_err(|e| AgentError::Io { what: format!("write {}", path.display()), source: e })?;

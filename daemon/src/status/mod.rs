@@ -44,9 +44,10 @@ pub async fn run(args: StatusArgs) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn json(value: &impl serde::Serialize) -> Result<String, AgentError> {
+/// `value` as pretty JSON with a final newline, as the status and audit commands print it.
+pub fn json(value: &impl serde::Serialize) -> Result<String, AgentError> {
     let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| AgentError::Io { what: "encode the status as JSON".into(), source: e.into() })?;
+        .map_err(|e| AgentError::Io { what: "encode as JSON".into(), source: e.into() })?;
     text.push('\n');
     Ok(text)
 }
