@@ -1,6 +1,7 @@
 //! Bearer-token authentication and the small authorization policy the tests need: an admin may
-//! do anything; a node may read anything, create (and patch, as kube-runtime's event Recorder
-//! does) Events, and otherwise modify only its own Node and its own MeshNode.
+//! do anything; a reader (an auditor) may only read; a node may read anything, create (and patch,
+//! as kube-runtime's event Recorder does) Events, and otherwise modify only its own Node and its
+//! own MeshNode.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -14,11 +15,16 @@ pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
 /// The user name every node token authenticates as (the agent's ServiceAccount).
 pub const NODE_USER: &str = "system:serviceaccount:meshcrypt:meshcrypt";
 
+/// The user name every reader token authenticates as.
+pub const READER_USER: &str = "auditor";
+
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
     /// May do anything.
     Admin,
+    /// May get, list and watch anything, and change nothing (user `READER_USER`).
+    Reader,
     /// The agent on this node (user `NODE_USER`, extra `NODE_NAME_EXTRA: node`).
     Node(String),
 }
@@ -28,6 +34,7 @@ impl Identity {
     pub fn user(&self) -> &str {
         match self {
             Self::Admin => "admin",
+            Self::Reader => READER_USER,
             Self::Node(_) => NODE_USER,
         }
     }
@@ -107,13 +114,13 @@ pub fn authorize(
     name: &str,
     subresource: Option<&str>,
 ) -> Result<(), ApiServerError> {
-    let node = match identity {
+    let why = match identity {
         Identity::Admin => return Ok(()),
-        Identity::Node(node) => node,
+        Identity::Reader if verb == Verb::Read => return Ok(()),
+        Identity::Reader => "a reader may only get, list and watch".to_owned(),
+        Identity::Node(node) if node_may(node, verb, res.plural, name) => return Ok(()),
+        Identity::Node(node) => format!("node {node} may modify only its own Node (and MeshNode)"),
     };
-    if node_may(node, verb, res.plural, name) {
-        return Ok(());
-    }
     let resource = match subresource {
         Some(s) => format!("{}/{s}", res.plural),
         None => res.plural.to_string(),
@@ -129,7 +136,7 @@ pub fn authorize(
         format!("{}.{} \"{name}\"", res.plural, res.group)
     };
     Err(ApiServerError::Forbidden(format!(
-        "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}: node {node} may modify only its own Node (and MeshNode)",
+        "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}: {why}",
         identity.user(),
         verb.as_str(),
         res.group
@@ -142,6 +149,7 @@ pub fn authorize(
 pub fn may(identity: &Identity, verb: &str, plural: &str, name: &str) -> bool {
     match identity {
         Identity::Admin => true,
+        Identity::Reader => Verb::from_name(verb) == Some(Verb::Read),
         Identity::Node(node) => Verb::from_name(verb).is_some_and(|v| node_may(node, v, plural, name)),
     }
 }

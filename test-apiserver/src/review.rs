@@ -58,6 +58,10 @@ mod tests {
         assert!(!can(&node, "create", "configmaps", ""));
         assert!(!can(&node, "*", "*", ""));
         assert!(can(&Identity::Admin, "*", "*", ""));
+        assert!(can(&Identity::Reader, "list", "pods", ""));
+        assert!(can(&Identity::Reader, "get", "configmaps", "meshcrypt"));
+        assert!(!can(&Identity::Reader, "patch", "nodes", "node-a"));
+        assert!(!can(&Identity::Reader, "create", "events", ""));
         let healthz = json!({"spec": {"nonResourceAttributes": {"verb": "get", "path": "/healthz"}}});
         assert_eq!(answer(&node, healthz).unwrap()["status"]["allowed"], true);
         let err = answer(&node, json!({"spec": {}})).unwrap_err();

@@ -217,6 +217,13 @@ impl TestApiServer {
         token
     }
 
+    /// Creates (and returns) a new random token that may only read (an auditor's).
+    pub fn add_reader_token(&self) -> String {
+        let token = random_token();
+        self.add_token(&token, Identity::Reader);
+        token
+    }
+
     /// Accepts `token` as `identity` from now on.
     pub fn add_token(&self, token: &str, identity: Identity) {
         self.state.tokens.insert(token.to_string(), identity);
