@@ -1,4 +1,4 @@
-//! `meshcrypt audit` on the lab as an assessor runs it, with a kubeconfig: a healthy lab is
+//! `meshcrypt audit` on the lab as an assessor runs it, with a read-only kubeconfig: a healthy lab is
 //! compliant (exit 0), a pod on a branch ENI listed as an exception; with one node's agent down, one node's key older than the policy and one
 //! node with strict off, it is not (exit 2) and names all three and why; a key annotation
 //! changed with kubectl is reported by the node's agent as a Warning Event and by the audit. The
@@ -71,6 +71,11 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
     let kubeconfig = dir.path().join("admin.kubeconfig");
     cluster.api().write_kubeconfig(&kubeconfig, cluster.api().admin_token()).expect("kubeconfig");
     let kubeconfig = kubeconfig.to_str().expect("path");
+    // The audit runs as an auditor whose token may only read: any write would be refused (403)
+    // and the audit would exit 1.
+    let auditor = dir.path().join("auditor.kubeconfig");
+    cluster.api().write_kubeconfig(&auditor, &cluster.api().add_reader_token()).expect("kubeconfig");
+    let auditor = auditor.to_str().expect("path");
     let json_out = dir.path().join("report.json");
     let json_arg = json_out.to_str().expect("path");
 
@@ -87,7 +92,7 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
 
     // Healthy: every agent has reported ready with its three peers.
     let healthy = poll(Duration::from_secs(20), || {
-        let (code, text) = audit(&binary, kubeconfig, &["-o", "json"]);
+        let (code, text) = audit(&binary, auditor, &["-o", "json"]);
         let report = json(&text);
         let meshed = report["coverage"].as_array().unwrap().iter().all(|c| c["peers"] == 3);
         if code == 0 && meshed {
@@ -123,7 +128,7 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
     assert_eq!(config["found"], true);
     assert!(config["resourceVersion"].is_string(), "{config}");
     assert!(!config["managers"].as_array().unwrap().is_empty(), "who wrote the ConfigMap: {config}");
-    let (code, markdown) = audit(&binary, kubeconfig, &["--json-out", json_arg]);
+    let (code, markdown) = audit(&binary, auditor, &["--json-out", json_arg]);
     assert_eq!(code, 0);
     let filed = json(&std::fs::read_to_string(&json_out).expect("the JSON written"));
     assert_eq!(python_hash(&json_out), filed["contentHash"], "the content hash recomputed independently");
@@ -163,7 +168,7 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
 
     let want = ["node-1 StrictOff", "node-2 KeyTooOld", "node-3 AgentStopped"];
     let failing = poll(Duration::from_secs(30), || {
-        let (code, text) = audit(&binary, kubeconfig, &["-o", "json", "--max-key-age", "90d"]);
+        let (code, text) = audit(&binary, auditor, &["-o", "json", "--max-key-age", "90d"]);
         let report = json(&text);
         let seen = violations(&report);
         let foreign =
@@ -194,7 +199,7 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
         failing["keyInventory"].as_array().unwrap().iter().find(|k| k["node"] == "node-2").unwrap();
     assert_eq!(aged_key["withinPolicy"], false);
     assert!(aged_key["ageSeconds"].as_u64().unwrap() >= 100 * 86_400, "{aged_key}");
-    let (code, markdown) = audit(&binary, kubeconfig, &[]);
+    let (code, markdown) = audit(&binary, auditor, &[]);
     assert_eq!(code, 2);
     for line in ["StrictOff", "KeyTooOld", "AgentStopped", "NOT COMPLIANT"] {
         assert!(markdown.contains(line), "{line} in the Markdown");
