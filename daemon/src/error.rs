@@ -177,7 +177,7 @@ pub enum AgentError {
         source: std::io::Error,
     },
     /// The audit's policy file does not parse (`meshcrypt audit --policy`).
-    #[error("policy file {}: {source}", path.display())]
+    #[error("policy file {}", path.display())]
     PolicyFile {
         /// The file.
         path: std::path::PathBuf,
@@ -186,10 +186,12 @@ pub enum AgentError {
         source: yaml_serde::Error,
     },
     /// A duration of the audit's policy does not parse (want `90d`, `720h`, `15m`).
-    #[error("{what} {text:?}: {source}")]
+    #[error(
+        "{what} {text:?}: want a duration in days, hours, minutes or seconds, like 90d, 720h or 15m (no months or years: write 365d)"
+    )]
     PolicyDuration {
-        /// Which value (`max key age`, `max handshake age`).
-        what: &'static str,
+        /// Which value, and where it came from (`--max-key-age`, `maxKeyAge in policy.yaml`).
+        what: String,
         /// As given.
         text: String,
         /// jiff's error.
@@ -199,8 +201,8 @@ pub enum AgentError {
     /// A duration of the audit's policy is zero or negative.
     #[error("{what} {text:?}: want a positive duration like 90d, 720h or 15m")]
     PolicyNotPositive {
-        /// Which value.
-        what: &'static str,
+        /// Which value, and where it came from.
+        what: String,
         /// As given.
         text: String,
     },

@@ -26,7 +26,15 @@ mod test_support;
 use clap::Parser as _;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version to stdout, exit 0; a usage error to stderr, exit 1, like any other
+        // failure to run (not clap's 2: `meshcrypt audit` exits 2 for "not compliant").
+        Err(e) => {
+            let _ = e.print();
+            return Ok(std::process::ExitCode::from(u8::from(e.use_stderr())));
+        }
+    };
     let log = logging::init(&cli.log)?;
     match cli.command {
         cli::Command::Agent(args) => {

@@ -105,7 +105,7 @@ fn audit_passes_a_healthy_lab_and_names_a_stopped_agent_an_old_key_strict_off_an
     assert_eq!(healthy["schema"], "meshcrypt.dev/audit-report/v1");
     assert_eq!(healthy["verdict"], "compliant");
     assert_eq!(healthy["summary"]["nodes"], 4);
-    assert_eq!(healthy["summary"]["covered"], 4, "{}", healthy["coverage"]);
+    assert_eq!(healthy["summary"]["compliant"], 4, "{}", healthy["coverage"]);
     let inventory = healthy["keyInventory"].as_array().unwrap();
     assert_eq!(inventory.len(), 4);
     for key in inventory {

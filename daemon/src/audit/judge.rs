@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use meshcrypt_keyexchange::NodeKeyAnnotations;
 use meshcrypt_keyexchange::annotations::{KEY_FINGERPRINT, annotation_writers};
 
-use super::policy::{Policy, human};
+use super::policy::{Policy, human, roughly};
 use super::report::{
     AUDIT_REPORT_SCHEMA, AuditReport, AuditSummary, Configuration, Coverage, Exception, Finding, KeyEntry,
     Manager, Setting, Severity, Verdict, content_hash,
@@ -68,6 +68,9 @@ pub fn audit(inputs: &AuditInputs<'_>, policy: &Policy, now: jiff::Timestamp) ->
         );
     }
     let (configuration, settings) = configuration(inputs, &mut out);
+    if configuration.found && configuration.rejected.is_empty() {
+        judge_settings(&mut out, &format!("configmap/{}", configuration.config_map), &settings, policy);
+    }
     cluster_exceptions(&mut out, &settings);
     for pod in inputs.pods.iter().filter(|p| on_branch_eni(&p.metadata)) {
         let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("(unscheduled)");
@@ -126,7 +129,7 @@ impl Judged {
         let violations = self.findings.iter().filter(|f| f.severity == Severity::Violation).count();
         let summary = AuditSummary {
             nodes: self.coverage.len(),
-            covered: self.coverage.iter().filter(|c| c.compliant && c.agent == AgentState::Ready).count(),
+            compliant: self.coverage.iter().filter(|c| c.compliant && c.agent == AgentState::Ready).count(),
             no_agent_expected: self.no_agent_expected,
             violations,
             warnings: self.findings.len() - violations,
@@ -134,7 +137,7 @@ impl Judged {
         };
         let mut report = AuditReport {
             schema: AUDIT_REPORT_SCHEMA.to_owned(),
-            taken_at: now.to_string(),
+            taken_at: now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
             cluster: inputs.cluster.clone(),
             verdict: if violations == 0 { Verdict::Compliant } else { Verdict::NotCompliant },
             policy: policy.clone(),
@@ -222,11 +225,11 @@ fn judge_node(
                     name,
                     "KeyTooOld",
                     format!(
-                        "key {} (epoch {}) was made {} ({} days ago), longer ago than the policy's {}: rotate it (meshcrypt keys rotate, or the ConfigMap's key-rotation-interval)",
+                        "key {} (epoch {}) was made {} ({} ago), longer ago than the policy's {}: rotate it (meshcrypt keys rotate, or the ConfigMap's key-rotation-interval)",
                         key.public_key.fingerprint(),
                         key.epoch,
                         key.created,
-                        age_seconds / 86_400,
+                        roughly(age_seconds),
                         human(policy.max_key_age_seconds)
                     ),
                 );
@@ -434,6 +437,49 @@ fn configuration(inputs: &AuditInputs<'_>, out: &mut Judged) -> (Configuration, 
         managers,
     };
     (configuration, settings)
+}
+
+/// What the ConfigMap's settings mean against the policy, whatever the agents have reported yet
+/// (an agent reports a change within a fifth of its report interval): the mesh or strict mode
+/// switched off for every node, and a rotation policy that cannot keep keys within the maximum age.
+fn judge_settings(out: &mut Judged, subject: &str, settings: &Settings, policy: &Policy) {
+    if !settings.enabled {
+        out.finding(
+            Severity::Violation,
+            subject,
+            "MeshDisabled",
+            "the ConfigMap sets enabled: false: every agent removes the mesh and pod traffic goes in plaintext".into(),
+        );
+    } else if !settings.strict && policy.require_strict {
+        out.finding(
+            Severity::Violation,
+            subject,
+            "StrictOff",
+            "the ConfigMap sets strict: false for every node: pod traffic with no encrypted path is sent in plaintext instead of dropped".into(),
+        );
+    }
+    match settings.key_rotation_interval {
+        None => out.finding(
+            Severity::Warning,
+            subject,
+            "NoScheduledRotation",
+            format!(
+                "key-rotation-interval is off: keys are replaced only by hand (meshcrypt keys rotate); set it below the policy's {} to keep every key within it",
+                human(policy.max_key_age_seconds)
+            ),
+        ),
+        Some(interval) if interval.as_secs() > policy.max_key_age_seconds => out.finding(
+            Severity::Warning,
+            subject,
+            "RotationSlowerThanPolicy",
+            format!(
+                "key-rotation-interval {} is longer than the policy's maximum key age {}: keys will outlive the policy",
+                human(interval.as_secs()),
+                human(policy.max_key_age_seconds)
+            ),
+        ),
+        Some(_) => {}
+    }
 }
 
 /// What the mesh never encrypts, and host traffic when host encryption is off.

@@ -21,7 +21,7 @@ pub fn render(report: &AuditReport) -> String {
     let _ = writeln!(out, "| Cluster | {} |", cell(&report.cluster));
     let _ = writeln!(out, "| Taken at | {} |", report.taken_at);
     let _ = writeln!(out, "| Schema | {} |", report.schema);
-    let _ = writeln!(out, "| Content hash | `{}` |", report.content_hash);
+    let _ = writeln!(out, "| Content hash (of the JSON report) | `{}` |", report.content_hash);
     let _ = writeln!(
         out,
         "| Policy | key age at most {}; strict mode {}; handshakes {} |",
@@ -32,8 +32,8 @@ pub fn render(report: &AuditReport) -> String {
     );
     let _ = writeln!(
         out,
-        "| Summary | {} nodes: {} covered, {} with no agent expected; {} violations, {} warnings, {} exceptions |\n",
-        s.nodes, s.covered, s.no_agent_expected, s.violations, s.warnings, s.exceptions
+        "| Summary | nodes: {}; compliant: {}; no agent expected: {}; violations: {}; warnings: {}; exceptions: {} |\n",
+        s.nodes, s.compliant, s.no_agent_expected, s.violations, s.warnings, s.exceptions
     );
 
     let _ = writeln!(out, "## Findings\n");

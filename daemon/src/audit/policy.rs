@@ -50,18 +50,25 @@ impl Policy {
             Some(path) => read_file(path)?,
             None => PolicyFile::default(),
         };
-        let max_key_age = args.max_key_age.clone().or(file.max_key_age);
-        let max_handshake_age = args.max_handshake_age.clone().or(file.max_handshake_age);
+        // Each duration with where it came from, for the error that names it.
+        let origin = |flag: &str, key: &str, from_flag: bool| match (&args.policy, from_flag) {
+            (Some(path), false) => format!("{key} in {}", path.display()),
+            _ => flag.to_owned(),
+        };
+        let key_age = match (&args.max_key_age, file.max_key_age) {
+            (Some(text), _) => (text.clone(), origin("--max-key-age", "maxKeyAge", true)),
+            (None, Some(text)) => (text, origin("--max-key-age", "maxKeyAge", false)),
+            (None, None) => (DEFAULT_MAX_KEY_AGE.to_owned(), "--max-key-age".to_owned()),
+        };
+        let handshake_age = match (&args.max_handshake_age, file.max_handshake_age) {
+            (Some(text), _) => Some((text.clone(), origin("--max-handshake-age", "maxHandshakeAge", true))),
+            (None, Some(text)) => Some((text, origin("--max-handshake-age", "maxHandshakeAge", false))),
+            (None, None) => None,
+        };
         Ok(Self {
-            max_key_age_seconds: seconds(
-                "max key age",
-                max_key_age.as_deref().unwrap_or(DEFAULT_MAX_KEY_AGE),
-            )?,
+            max_key_age_seconds: seconds(key_age.1, &key_age.0)?,
             require_strict: args.require_strict.or(file.require_strict).unwrap_or(true),
-            max_handshake_age_seconds: max_handshake_age
-                .as_deref()
-                .map(|text| seconds("max handshake age", text))
-                .transpose()?,
+            max_handshake_age_seconds: handshake_age.map(|(text, what)| seconds(what, &text)).transpose()?,
         })
     }
 }
@@ -75,12 +82,12 @@ fn read_file(path: &Path) -> Result<PolicyFile, AgentError> {
 }
 
 /// A duration like `90d`, `720h` or `15m` (jiff's friendly format; a day is 24 hours) in seconds.
-fn seconds(what: &'static str, text: &str) -> Result<u64, AgentError> {
-    let bad = |source| AgentError::PolicyDuration { what, text: text.to_owned(), source };
+fn seconds(what: String, text: &str) -> Result<u64, AgentError> {
+    let bad = |source| AgentError::PolicyDuration { what: what.clone(), text: text.to_owned(), source };
     let span: jiff::Span = text.parse().map_err(bad)?;
     let duration = span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(bad)?;
     match u64::try_from(duration.as_secs()) {
-        Ok(0) | Err(_) => Err(AgentError::PolicyNotPositive { what, text: text.to_owned() }),
+        Ok(0) | Err(_) => Err(AgentError::PolicyNotPositive { what: what.clone(), text: text.to_owned() }),
         Ok(secs) => Ok(secs),
     }
 }
@@ -97,6 +104,18 @@ pub fn human(seconds: u64) -> String {
     }
 }
 
+/// `seconds` roughly, in whole days, hours, minutes or seconds, the largest that is at least one
+/// (`100 days`, `3 hours`, `1 minute`): an age for people.
+pub fn roughly(seconds: u64) -> String {
+    let (n, unit) = match seconds {
+        s if s >= 86_400 => (s / 86_400, "day"),
+        s if s >= 3_600 => (s / 3_600, "hour"),
+        s if s >= 60 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -108,6 +127,20 @@ mod tests {
         let cli = Cli::try_parse_from(["meshcrypt", "audit"].iter().chain(args)).expect("flags");
         let Command::Audit(args) = cli.command else { panic!("not audit") };
         Policy::from_args(&args)
+    }
+
+    #[test]
+    fn roughly_table() {
+        for (seconds, want) in [
+            (0, "0 seconds"),
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (60, "1 minute"),
+            (7_199, "1 hour"),
+            (8_640_123, "100 days"),
+        ] {
+            assert_eq!(roughly(seconds), want, "{seconds}");
+        }
     }
 
     #[test]
@@ -126,7 +159,10 @@ mod tests {
         std::fs::write(&file, "maxKeyAge: 30d\nrequireStrict: false\nmaxHandshakeAge: 15m\n").unwrap();
         let unknown = dir.path().join("unknown.yaml");
         std::fs::write(&unknown, "maxKeyAges: 30d\n").unwrap();
-        let (file, unknown) = (file.to_str().unwrap(), unknown.to_str().unwrap());
+        let bad_duration = dir.path().join("bad.yaml");
+        std::fs::write(&bad_duration, "maxKeyAge: \"90\"\n").unwrap();
+        let (file, unknown, bad_duration) =
+            (file.to_str().unwrap(), unknown.to_str().unwrap(), bad_duration.to_str().unwrap());
         let day = 86_400;
         // (flags, Ok((max key age, strict required, max handshake age)) or Err(what it names))
         type Want = Result<(u64, bool, Option<u64>), &'static str>;
@@ -140,9 +176,11 @@ mod tests {
             ),
             (vec!["--policy", unknown], Err("unknown field `maxKeyAges`")),
             (vec!["--policy", "/nonexistent/policy.yaml"], Err("read the policy file")),
-            (vec!["--max-key-age", "soon"], Err("max key age \"soon\"")),
-            (vec!["--max-key-age", "0d"], Err("max key age \"0d\"")),
-            (vec!["--max-handshake-age=-5m"], Err("max handshake age \"-5m\": want a positive")),
+            (vec!["--max-key-age", "soon"], Err("--max-key-age \"soon\": want a duration in days")),
+            (vec!["--max-key-age", "1y"], Err("no months or years: write 365d")),
+            (vec!["--max-key-age", "0d"], Err("--max-key-age \"0d\": want a positive")),
+            (vec!["--max-handshake-age=-5m"], Err("--max-handshake-age \"-5m\": want a positive")),
+            (vec!["--policy", bad_duration], Err("maxKeyAge in")),
         ];
         for (flags, want) in cases {
             let got = policy(&flags);
@@ -154,7 +192,13 @@ mod tests {
                         "{flags:?}"
                     )
                 }
-                (Err(e), Err(named)) => assert!(e.to_string().contains(named), "{flags:?}: {e}"),
+                (Err(e), Err(named)) => {
+                    let chain: Vec<String> =
+                        std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                            .map(ToString::to_string)
+                            .collect();
+                    assert!(chain.join(": ").contains(named), "{flags:?}: {chain:?}");
+                }
                 (got, want) => panic!("{flags:?}: got {got:?}, want {want:?}"),
             }
         }

@@ -16,7 +16,7 @@ pub const AUDIT_REPORT_SCHEMA: &str = "meshcrypt.dev/audit-report/v1";
 pub struct AuditReport {
     /// Always [`AUDIT_REPORT_SCHEMA`].
     pub schema: String,
-    /// When the cluster was read (RFC 3339, UTC).
+    /// When the cluster was read (RFC 3339, UTC, to the second).
     pub taken_at: String,
     /// The API server audited (its URL, from the kubeconfig).
     pub cluster: String,
@@ -57,8 +57,8 @@ pub enum Verdict {
 pub struct AuditSummary {
     /// Nodes.
     pub nodes: usize,
-    /// Nodes whose pod traffic the mesh covers and that meet the policy.
-    pub covered: usize,
+    /// Nodes whose agent is ready and that no violation names.
+    pub compliant: usize,
     /// Nodes expected to run no agent (Fargate, hybrid, Auto Mode, Windows).
     pub no_agent_expected: usize,
     /// Findings of severity violation.

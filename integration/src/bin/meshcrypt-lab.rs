@@ -254,10 +254,10 @@ fn print_stay(setup: &Setup) -> anyhow::Result<()> {
         say!("The mesh as the agents see it:");
         say!("  {meshcrypt} status --state-dir {}", cluster.state_dir("node-0").display());
         say!("  {meshcrypt} status --cluster --kubeconfig {}", kubeconfig.display());
-        say!(
-            "  {meshcrypt} audit --kubeconfig {}   # for assessors: exit 0 compliant, 2 not",
-            kubeconfig.display()
-        );
+        // The audit as an assessor runs it: with a token that may only read.
+        let auditor = cluster.dir().join("auditor.kubeconfig");
+        cluster.api().write_kubeconfig(&auditor, &cluster.api().add_reader_token())?;
+        say!("  {meshcrypt} audit --kubeconfig {}   # read-only; exit 0 compliant, 2 not", auditor.display());
         if let Some(agent) = cluster.agent("node-0") {
             say!("  nsenter --target {} --mount --net wg show", agent.pid);
         }

@@ -142,10 +142,32 @@ type Case = (&'static str, World, Policy, Verdict, Vec<&'static str>, Vec<&'stat
 fn audit_table() {
     let strict_not_required = Policy { require_strict: false, ..default_policy() };
     let handshakes_15m = Policy { max_handshake_age_seconds: Some(900), ..default_policy() };
-    let host = || Some(config_map(&[("pod-networks", "10.244.0.0/16"), ("host-encryption", "true")]));
+    // A ConfigMap that meets the default policy: host encryption on, keys rotated every 30 days.
+    let host = || {
+        Some(config_map(&[
+            ("pod-networks", "10.244.0.0/16"),
+            ("host-encryption", "true"),
+            ("key-rotation-interval", "720h"),
+        ]))
+    };
+    let with = |extra: (&'static str, &'static str)| {
+        let mut cm = host().unwrap();
+        cm.data.as_mut().unwrap().insert(extra.0.into(), extra.1.into());
+        World { config_map: Some(cm), ..World::default() }
+    };
     let k = key(1);
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
+        ("the ConfigMap switches strict off: a violation before any agent reports it", with(("strict", "false")).ready("a", 1, |_| {}), default_policy(), Verdict::NotCompliant,
+            vec!["violation configmap/meshcrypt-system/meshcrypt StrictOff"], vec![]),
+        ("... not when strict is not required", with(("strict", "false")).ready("a", 1, |_| {}), strict_not_required.clone(), Verdict::Compliant,
+            vec![], vec![]),
+        ("the ConfigMap switches the mesh off", with(("enabled", "false")).ready("a", 1, |_| {}), default_policy(), Verdict::NotCompliant,
+            vec!["violation configmap/meshcrypt-system/meshcrypt MeshDisabled"], vec![]),
+        ("no scheduled rotation", with(("key-rotation-interval", "0")).ready("a", 1, |_| {}), default_policy(), Verdict::Compliant,
+            vec!["warning configmap/meshcrypt-system/meshcrypt NoScheduledRotation"], vec![]),
+        ("a rotation slower than the policy", with(("key-rotation-interval", "2184h")).ready("a", 1, |_| {}), default_policy(), Verdict::Compliant,
+            vec!["warning configmap/meshcrypt-system/meshcrypt RotationSlowerThanPolicy"], vec![]),
         ("a healthy node", World::default().ready("a", 1, |_| {}), default_policy(), Verdict::Compliant,
             vec!["warning configmap/meshcrypt-system/meshcrypt ConfigMapMissing"], vec!["host-encryption-off cluster"]),
         ("host encryption on: no host exception", World { config_map: host(), ..World::default() }.ready("a", 1, |_| {}), default_policy(), Verdict::Compliant,
