@@ -227,6 +227,17 @@ pub enum Problem {
         /// The nodes whose later claims overlap it.
         by: Vec<String>,
     },
+    /// The node's InternalIP (its endpoint) is another node's too. The Node created first keeps
+    /// it (`refused: false`); the others are refused as peers, and so is any node claiming this
+    /// node's own address (`with` names this node then).
+    SharedInternalIp {
+        /// The address.
+        ip: IpAddr,
+        /// The other nodes claiming it, the holder first.
+        with: Vec<String>,
+        /// This node is refused as a peer (else it keeps the address).
+        refused: bool,
+    },
     /// A peer cluster's node is malformed (its key, endpoint or a prefix does not parse).
     InvalidRemoteNode(String),
     /// A peer cluster's node claims a prefix overlapping one of this cluster's, or one an earlier
@@ -270,6 +281,7 @@ impl Problem {
             Self::RemoteOverlap { .. } => "RemotePrefixOverlap",
             Self::InvalidPresharedKey { .. } => "InvalidPresharedKey",
             Self::ForeignAnnotationWriter { .. } => "ForeignKeyWriter",
+            Self::SharedInternalIp { .. } => "SharedInternalIP",
         }
     }
 }
@@ -305,6 +317,12 @@ impl fmt::Display for Problem {
             Self::InvalidRemoteNode(why) => write!(f, "invalid remote node: {why}"),
             Self::RemoteOverlap { prefix, with } => {
                 write!(f, "prefix {prefix} overlaps {with}'s: refused, never routed to this remote node")
+            }
+            Self::SharedInternalIp { ip, with, refused: true } => {
+                write!(f, "InternalIP {ip} is also claimed by {} (first): refused as a peer", with.join(", "))
+            }
+            Self::SharedInternalIp { ip, with, refused: false } => {
+                write!(f, "InternalIP {ip} claimed later by {} (refused); kept by this node", with.join(", "))
             }
             Self::ForeignAnnotationWriter { managers } => write!(
                 f,
@@ -364,25 +382,34 @@ pub fn desired_peers(
     local: &LocalNode,
     config: &MeshConfig,
 ) -> PeerSet {
-    peers_seen_by(nodes, pods, &local.name, Some(local.public_key), local.underlay_ip.is_ipv4(), config)
+    let seen_by = SeenBy { name: &local.name, key: Some(local.public_key), ip: Some(local.underlay_ip) };
+    peers_seen_by(nodes, pods, &seen_by, local.underlay_ip.is_ipv4(), config)
 }
 
 /// Every node of the cluster that is a peer to the others, as a node outside it would see them
 /// (no local name, no local key; endpoints in the IPv4 family if `ipv4`, else IPv6), with the same
 /// rules as [`desired_peers`]: what a cluster publishes about itself to its peer clusters.
 pub fn cluster_members(nodes: &[NodeView], pods: &[PodView], ipv4: bool, config: &MeshConfig) -> PeerSet {
-    peers_seen_by(nodes, pods, "", None, ipv4, config)
+    peers_seen_by(nodes, pods, &SeenBy { name: "", key: None, ip: None }, ipv4, config)
 }
 
-/// The peers as seen by the node named `local_name` (`""`: none of them) holding `local_key`.
+/// Who the peers are seen by: a node's name (`""`: none of the cluster's), key and underlay
+/// address.
+struct SeenBy<'a> {
+    name: &'a str,
+    key: Option<PublicKey>,
+    ip: Option<IpAddr>,
+}
+
+/// The peers as seen by `local`.
 fn peers_seen_by(
     nodes: &[NodeView],
     pods: &[PodView],
-    local_name: &str,
-    local_key: Option<PublicKey>,
+    local: &SeenBy<'_>,
     ipv4: bool,
     config: &MeshConfig,
 ) -> PeerSet {
+    let (local_name, local_key) = (local.name, local.key);
     let mut problems = Vec::new();
     let mut report =
         |node: &str, problem: Problem| problems.push(NodeProblem { node: node.to_owned(), problem });
@@ -416,6 +443,17 @@ fn peers_seen_by(
     for nodes in claimants.values_mut() {
         nodes.sort_by_key(|n| key_claim(n));
     }
+    // Each endpoint address and the keyed nodes claiming it, the oldest Node first.
+    let endpoint = |node: &NodeView| node.internal_ips.iter().copied().find(|ip| ip.is_ipv4() == ipv4);
+    let mut addresses: BTreeMap<IpAddr, Vec<&NodeView>> = BTreeMap::new();
+    for (node, _) in &keyed {
+        if let Some(ip) = endpoint(node) {
+            addresses.entry(ip).or_default().push(node);
+        }
+    }
+    for nodes in addresses.values_mut() {
+        nodes.sort_by_key(|n| (n.created.unwrap_or(Timestamp::MAX), n.name.clone()));
+    }
 
     let mut peers = BTreeMap::new();
     for (node, key) in keyed {
@@ -434,10 +472,25 @@ fn peers_seen_by(
             }
             report(&node.name, Problem::KeyClaimedByOthers { by: others });
         }
-        let Some(ip) = node.internal_ips.iter().find(|ip| ip.is_ipv4() == ipv4) else {
+        let Some(ip) = endpoint(node) else {
             report(&node.name, Problem::NoEndpoint);
             continue;
         };
+        if Some(ip) == local.ip {
+            let problem = Problem::SharedInternalIp { ip, with: vec![local_name.to_owned()], refused: true };
+            report(&node.name, problem);
+            continue;
+        }
+        let holders = &addresses[&ip];
+        if holders.len() > 1 {
+            let with = holders.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
+            let refused = holders[0].name != node.name;
+            report(&node.name, Problem::SharedInternalIp { ip, with, refused });
+            if refused {
+                continue;
+            }
+        }
+        let ip = &ip;
         let allowed_ips = finish(
             &mut prefixes
                 .get(node.name.as_str())

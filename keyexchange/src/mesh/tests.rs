@@ -296,6 +296,28 @@ fn peer_set_table() {
             problems: vec![("b", "PrefixClaimedByOthers"), ("c", "ContestedPrefix")],
         },
         Case {
+            name: "two Nodes claiming one InternalIP: the older keeps it, the newer is refused",
+            underlay: "198.18.0.10",
+            nodes: vec![
+                a(),
+                aged(node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24"]), 20, 20),
+                aged(node("c", Some(k3), &["198.18.0.11"], &["10.244.2.0/24"]), 30, 30),
+                node("d", Some(k4), &["198.18.0.13"], &["10.244.3.0/24"]),
+            ],
+            peers: vec![
+                ("b", "198.18.0.11:51820", vec!["10.244.1.0/24"]),
+                ("d", "198.18.0.13:51820", vec!["10.244.3.0/24"]),
+            ],
+            problems: vec![("b", "SharedInternalIP"), ("c", "SharedInternalIP")],
+        },
+        Case {
+            name: "a node claiming this node's own InternalIP is refused, however old",
+            underlay: "198.18.0.10",
+            nodes: vec![a(), aged(node("b", Some(k2), &["198.18.0.10"], &["10.244.1.0/24"]), 0, 0)],
+            peers: vec![],
+            problems: vec![("b", "SharedInternalIP")],
+        },
+        Case {
             name: "the same prefix listed twice by one node is not a contest",
             underlay: "198.18.0.10",
             nodes: vec![a(), node("b", Some(k2), &["198.18.0.11"], &["10.244.1.0/24", "10.244.1.0/24"])],
@@ -567,4 +589,30 @@ fn cluster_members_are_every_node_a_member_would_peer_with() {
     );
     assert_eq!(seen_by_b.peers["a"], members.peers["a"]);
     assert_eq!(seen_by_b.peers["d"], members.peers["d"]);
+}
+
+proptest::proptest! {
+    /// Whatever addresses Nodes claim, no two peers share an endpoint, none is this node's own
+    /// address, and every Node left out for its address is reported as refused.
+    #[test]
+    fn no_two_peers_share_an_endpoint(
+        claims in proptest::collection::vec((0u8..4, proptest::option::of(0i64..3)), 0..10),
+    ) {
+        let mut nodes = vec![node("a", Some(&key(1).to_string()), &["198.18.0.10"], &[])];
+        for (i, (host, created)) in claims.iter().enumerate() {
+            let mut n = node(&format!("n{i}"), Some(&key(10 + i as u8).to_string()), &[&format!("198.18.0.1{host}")], &[]);
+            n.created = created.map(at);
+            nodes.push(n);
+        }
+        let set = desired_peers(&nodes, &[], &local("198.18.0.10"), &cidr_mode(51820));
+        let endpoints: BTreeSet<SocketAddr> = set.peers.values().map(|p| p.endpoint).collect();
+        proptest::prop_assert_eq!(endpoints.len(), set.peers.len());
+        proptest::prop_assert!(set.peers.values().all(|p| p.endpoint.ip().to_string() != "198.18.0.10"));
+        for n in nodes.iter().skip(1) {
+            let refused = set.problems.iter().any(|p| {
+                p.node == n.name && matches!(p.problem, Problem::SharedInternalIp { refused: true, .. })
+            });
+            proptest::prop_assert_eq!(refused, !set.peers.contains_key(&n.name), "{}", n.name);
+        }
+    }
 }
