@@ -61,6 +61,8 @@ pub(crate) struct Counters {
     pub(crate) no_endpoint: AtomicU64,
     pub(crate) bad_source: AtomicU64,
     pub(crate) decrypt_errors: AtomicU64,
+    pub(crate) unknown_key: AtomicU64,
+    last_unknown: Mutex<Option<crate::state::UnknownHandshake>>,
     pub(crate) send_errors: AtomicU64,
     pub(crate) too_big: AtomicU64,
     /// Send errors since the last WARN about them, and when that was (ms since [`clock`]'s start).
@@ -75,9 +77,20 @@ impl Counters {
             dropped_no_endpoint: self.no_endpoint.load(Ordering::Relaxed),
             dropped_bad_source: self.bad_source.load(Ordering::Relaxed),
             decrypt_errors: self.decrypt_errors.load(Ordering::Relaxed),
+            handshakes_unknown_key: self.unknown_key.load(Ordering::Relaxed),
+            last_unknown_handshake: *self.last_unknown.lock().unwrap_or_else(|e| e.into_inner()),
             dropped_send_error: self.send_errors.load(Ordering::Relaxed),
             dropped_too_big: self.too_big.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts a handshake initiation from `public_key`, which is no peer's, and remembers it as
+    /// the latest (rare: a lock here costs nothing on the data path).
+    pub(crate) fn unknown_handshake(&self, from: SocketAddr, public_key: meshcrypt_keyexchange::PublicKey) {
+        bump(&self.unknown_key);
+        *self.last_unknown.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(crate::state::UnknownHandshake { from, public_key });
+        tracing::debug!(%from, key = %public_key, "handshake initiation from a key that is no peer's: dropped");
     }
 
     /// Counts `datagrams` lost to a send error and logs a WARN, at most one per

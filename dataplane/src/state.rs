@@ -56,6 +56,15 @@ pub struct PeerState {
     pub tx_bytes: u64,
 }
 
+/// A handshake initiation from a key that is no peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownHandshake {
+    /// Where it came from.
+    pub from: SocketAddr,
+    /// The initiator's static public key.
+    pub public_key: PublicKey,
+}
+
 /// Device-wide packet counters. Every dropped packet is counted exactly once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeviceCounters {
@@ -67,6 +76,11 @@ pub struct DeviceCounters {
     pub dropped_bad_source: u64,
     /// Datagrams that failed authentication or decryption, or that match no peer.
     pub decrypt_errors: u64,
+    /// Handshake initiations that authenticated (they were made for this device's key) from a
+    /// static key that is no peer's: a node the mesh refused, or someone probing the mesh port.
+    pub handshakes_unknown_key: u64,
+    /// The latest of those, if any.
+    pub last_unknown_handshake: Option<UnknownHandshake>,
     /// Datagrams the kernel refused to send (each also logged as a WARN, at most every 10 s).
     pub dropped_send_error: u64,
     /// Packets larger than the path to their peer carries: each answered with ICMP

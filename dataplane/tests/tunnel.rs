@@ -1,6 +1,6 @@
 //! Two meshcrypt devices on two lab nodes: ping and TCP through the tunnel, statistics, receive
 //! coalescing, fail-closed drops, live allowed-IP changes that keep the session, endpoint
-//! learning, and shutdown.
+//! learning, handshakes from unknown keys, and shutdown.
 //! Needs root, `ip` (iproute2) and `ping` (iputils-ping).
 
 mod common;
@@ -152,6 +152,26 @@ fn the_endpoint_is_learned_from_an_authenticated_peer() {
     let learned = p.b.observe().peer(&p.key_a).unwrap().endpoint;
     assert_eq!(learned, Some((p.node_a.underlay_addr, 51820).into()));
     assert!(p.ping(&p.node_b, "10.244.10.1"));
+}
+
+/// A handshake initiation made for this device's key by a key that is no peer's (a node the mesh
+/// refused, someone probing the port) is dropped and counted with its source and key, apart from
+/// datagrams that fail to authenticate.
+#[test]
+fn a_handshake_from_a_key_that_is_no_peers_is_counted_with_its_source() {
+    let p = Pair::new();
+    p.b.apply(&[Change::RemovePeer(p.key_a)]).unwrap();
+    let before = p.b.observe().counters;
+    assert!(!p.ping(&p.node_a, "10.244.20.1"), "b no longer knows a");
+    let counters = poll(Duration::from_secs(10), || {
+        let c = p.b.observe().counters;
+        if c.handshakes_unknown_key > before.handshakes_unknown_key { Ok(c) } else { Err(format!("{c:?}")) }
+    })
+    .expect("counted");
+    let latest = counters.last_unknown_handshake.expect("the latest remembered");
+    assert_eq!(latest.public_key, p.key_a);
+    assert_eq!(latest.from, (p.node_a.underlay_addr, 51820).into());
+    assert_eq!(counters.decrypt_errors, before.decrypt_errors, "not counted as a decryption failure");
 }
 
 #[test]

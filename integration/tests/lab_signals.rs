@@ -73,3 +73,81 @@ fn a_node_claiming_another_nodes_internal_ip_is_refused_and_reported() {
     let (a, b) = (&pods[0], pods.iter().find(|p| p.node == "node-1").expect("a pod on node-1"));
     assert!(cluster.lab.ping(a, b.address.into()).expect("ping"), "node-1 still reached at its address");
 }
+
+/// A machine that is no node of the mesh (a lab node with no Node object and no agent) runs a
+/// WireGuard device of its own key and tries to reach node-0's pods: node-0's device drops the
+/// handshakes, counts them (`unknown_key`) and its agent names the source and key in an
+/// `UnknownKeyHandshake` Warning Event.
+#[test]
+fn a_handshake_from_a_key_that_is_no_peers_is_reported_by_the_node_it_reached() {
+    use meshcrypt_netlab::lab::{SpawnOptions, wg_via};
+
+    let mut cluster = Cluster::start(2, 1, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    let probe = cluster.lab.add_node().expect("a machine outside the mesh").clone();
+    let mut cmd =
+        std::process::Command::new(meshcrypt_integration::cluster::meshcrypt_bin().expect("binary"));
+    cmd.args(["device", "probe0"]);
+    let options = SpawnOptions { private_dirs: vec!["/run/wireguard".into()] };
+    let device = cluster.lab.spawn_with(&probe.namespace, &cmd, &options).expect("meshcrypt device");
+    poll(Duration::from_secs(10), || wg_via(device.pid, &["show", "probe0"]).map_err(|e| e.to_string()))
+        .expect("the probe's UAPI socket");
+    let key = PrivateKey::generate();
+    let key_file = cluster.dir().join("probe.key");
+    meshcrypt_keyexchange::write_private(
+        cluster.dir(),
+        &key_file,
+        format!("{}\n", key.to_base64().as_str()).as_bytes(),
+    )
+    .expect("key file");
+    let node0 = cluster.lab.node("node-0").expect("node-0").clone();
+    let node0_key = cluster.api().get("v1", "Node", None, "node-0").expect("node-0")["metadata"]["annotations"]
+        ["meshcrypt.dev/public-key"]
+        .as_str()
+        .expect("node-0's key")
+        .to_owned();
+    let endpoint = format!("{}:51820", node0.underlay_addr);
+    let cidr = node0.pod_cidr.to_string();
+    let key_path = key_file.to_str().expect("path");
+    wg_via(
+        device.pid,
+        &[
+            "set",
+            "probe0",
+            "private-key",
+            key_path,
+            "peer",
+            &node0_key,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            &cidr,
+        ],
+    )
+    .expect("wg set");
+    cluster.lab.exec(&probe.namespace, &["ip", "link", "set", "probe0", "up"]).expect("link up");
+    cluster.lab.exec(&probe.namespace, &["ip", "route", "replace", &cidr, "dev", "probe0"]).expect("route");
+    let target = cluster.lab.pods_on("node-0")[0].address;
+    let from = probe.underlay_addr.to_string();
+    let fingerprint = key.public_key().fingerprint();
+
+    let note = poll(Duration::from_secs(20), || {
+        // Each ping sends a handshake initiation (WireGuard retries every 5 s while packets wait).
+        let _ = cluster.lab.ping_from(&probe.namespace, target.into());
+        let events = cluster.events("UnknownKeyHandshake");
+        events
+            .iter()
+            .find(|e| e["regarding"]["name"] == "node-0")
+            .map(|e| e["note"].as_str().unwrap_or_default().to_owned())
+            .ok_or_else(|| format!("no UnknownKeyHandshake Event on node-0 yet: {events:?}"))
+    })
+    .expect("the Event");
+    assert!(note.contains(&from) && note.contains(&fingerprint), "{note}");
+    let (_, metrics) = cluster.http("node-0", "/metrics").expect("metrics");
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meshcrypt_dropped_packets_total{reason=\"unknown_key\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(dropped >= 1.0, "unknown_key drops counted: {dropped}");
+}

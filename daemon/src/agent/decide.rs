@@ -238,6 +238,8 @@ pub struct PassPlan {
     pub peers: usize,
     /// The peer clusters' pre-shared keys in force after the pass (`None`: left as they are).
     pub preshared_keys: Option<BTreeMap<String, PresharedKey>>,
+    /// The device's count of handshake initiations from unknown keys, to remember.
+    pub unknown_handshakes: u64,
 }
 
 impl PassPlan {
@@ -268,6 +270,7 @@ impl PassPlan {
             untaint: false,
             peers: 0,
             preshared_keys: None,
+            unknown_handshakes: state.unknown_handshakes,
         }
     }
 
@@ -286,6 +289,7 @@ pub const KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 
 /// documented there.
 pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     let mut plan = PassPlan::new(state);
+    unknown_handshakes(params, state, inputs.device.as_ref(), &mut plan);
     let local = match &inputs.view {
         View::Complete { nodes, .. } => nodes.iter().find(|n| n.name == params.node),
         View::LocalOnly(local) => Some(local),
@@ -589,6 +593,29 @@ fn report_problems(
     }
     plan.problem_counts = Some(counts);
     plan.problems = current;
+}
+
+/// Handshake initiations the device dropped because their key is no peer's (a refused node, or
+/// someone probing the mesh port): a Warning Event on this node when more came since the last
+/// pass (a device made anew counts from 0 again). Repeats within minutes join the same Event.
+fn unknown_handshakes(params: &Params, state: &LoopState, device: Option<&DeviceState>, plan: &mut PassPlan) {
+    let Some(counters) = device.map(|d| d.counters) else { return };
+    let total = counters.handshakes_unknown_key;
+    let new = total.checked_sub(state.unknown_handshakes).unwrap_or(total);
+    plan.unknown_handshakes = total;
+    if new == 0 {
+        return;
+    }
+    let latest = counters
+        .last_unknown_handshake
+        .map(|h| format!(", the latest from {} with key {}", h.from, h.public_key.fingerprint()))
+        .unwrap_or_default();
+    plan.events.push(PlannedEvent {
+        node: Some(params.node.clone()),
+        warning: true,
+        reason: "UnknownKeyHandshake".into(),
+        note: format!("{new} handshake initiation(s) from a key that is no peer's{latest}: dropped"),
+    });
 }
 
 /// Whether the agent on `local` is the first agent of the cluster: its node's name comes first

@@ -30,12 +30,13 @@ impl Handshakes {
 
 /// The device's drop counters by reason, as the metrics label them (`reason`) and the status
 /// lists them: the reasons are stable names.
-pub fn drops(c: &DeviceCounters) -> [(&'static str, u64); 6] {
+pub fn drops(c: &DeviceCounters) -> [(&'static str, u64); 7] {
     [
         ("no_peer", c.dropped_no_route),
         ("no_endpoint", c.dropped_no_endpoint),
         ("bad_source", c.dropped_bad_source),
         ("decrypt_error", c.decrypt_errors),
+        ("unknown_key", c.handshakes_unknown_key),
         ("send_error", c.dropped_send_error),
         ("too_big", c.dropped_too_big),
     ]

@@ -70,6 +70,7 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
     state.settings.clone_from(&plan.settings);
     state.rejected.clone_from(&plan.rejected);
     state.reported.clone_from(&plan.problems);
+    state.unknown_handshakes = plan.unknown_handshakes;
     if let Some(keys) = &plan.preshared_keys {
         state.preshared_keys.clone_from(keys);
     }

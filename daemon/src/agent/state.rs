@@ -34,6 +34,8 @@ pub struct LoopState {
     pub reported_status: Option<Reported>,
     /// The failure of the MeshNode reports failing in a row, as logged (each distinct one once).
     pub report_failure: Option<String>,
+    /// The device's count of handshake initiations from unknown keys, as last reported.
+    pub unknown_handshakes: u64,
 }
 
 impl LoopState {
@@ -51,6 +53,7 @@ impl LoopState {
             failure: None,
             reported_status: None,
             report_failure: None,
+            unknown_handshakes: 0,
         }
     }
 }

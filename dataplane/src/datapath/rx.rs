@@ -14,6 +14,7 @@ use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::tx::tx_once;
 use super::{MAX_PACKET, OVERHEAD, Sender, Shared, bump};
+use crate::PublicKey;
 use crate::peers::Peers;
 use crate::socket;
 
@@ -164,9 +165,20 @@ fn handle_datagram(
                     return;
                 }
             }
-            parse_handshake_anon(peers.private_key(), peers.public_key(), init)
-                .ok()
-                .and_then(|half| peers.by_key(&half.peer_static_public))
+            let Ok(half) = parse_handshake_anon(peers.private_key(), peers.public_key(), init) else {
+                bump(&counters.decrypt_errors);
+                return;
+            };
+            match peers.by_key(&half.peer_static_public) {
+                Some(peer) => Some(peer),
+                None => {
+                    match PublicKey::from_bytes(half.peer_static_public) {
+                        Ok(key) => counters.unknown_handshake(from, key),
+                        Err(_) => bump(&counters.decrypt_errors),
+                    }
+                    return;
+                }
+            }
         }
         Packet::HandshakeResponse(ref p) => peers.by_index(p.receiver_idx >> 8),
         Packet::PacketCookieReply(ref p) => peers.by_index(p.receiver_idx >> 8),

@@ -510,6 +510,34 @@ fn decide_table() {
             nothing(),
         ),
         (
+            "handshakes from a key that is no peer's since the last pass: a Warning on this node",
+            |w| {
+                let counters = &mut w.inputs.device.as_mut().expect("a device").counters;
+                counters.handshakes_unknown_key = 3;
+                counters.last_unknown_handshake = Some(meshcrypt_dataplane::UnknownHandshake {
+                    from: "198.18.0.99:51820".parse().unwrap(),
+                    public_key: key(5),
+                });
+            },
+            Got { events: events(&["UnknownKeyHandshake"]), ..nothing() },
+        ),
+        (
+            "... none new since: nothing",
+            |w| {
+                w.state.unknown_handshakes = 3;
+                w.inputs.device.as_mut().expect("a device").counters.handshakes_unknown_key = 3;
+            },
+            nothing(),
+        ),
+        (
+            "... a device made anew counts from 0: its first ones are new",
+            |w| {
+                w.state.unknown_handshakes = 7;
+                w.inputs.device.as_mut().expect("a device").counters.handshakes_unknown_key = 2;
+            },
+            Got { events: events(&["UnknownKeyHandshake"]), ..nothing() },
+        ),
+        (
             "a Fargate node without a key is no problem: no Event, nothing left out",
             |w| {
                 let mut fargate = node("fargate-ip-10-0-0-1", 7, None);
