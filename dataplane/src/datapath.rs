@@ -60,6 +60,7 @@ pub(crate) struct Counters {
     pub(crate) no_route: AtomicU64,
     pub(crate) no_endpoint: AtomicU64,
     pub(crate) bad_source: AtomicU64,
+    last_bad_source: Mutex<Option<crate::state::BadSource>>,
     pub(crate) decrypt_errors: AtomicU64,
     pub(crate) unknown_key: AtomicU64,
     last_unknown: Mutex<Option<crate::state::UnknownHandshake>>,
@@ -76,12 +77,23 @@ impl Counters {
             dropped_no_route: self.no_route.load(Ordering::Relaxed),
             dropped_no_endpoint: self.no_endpoint.load(Ordering::Relaxed),
             dropped_bad_source: self.bad_source.load(Ordering::Relaxed),
+            last_bad_source: *self.last_bad_source.lock().unwrap_or_else(|e| e.into_inner()),
             decrypt_errors: self.decrypt_errors.load(Ordering::Relaxed),
             handshakes_unknown_key: self.unknown_key.load(Ordering::Relaxed),
             last_unknown_handshake: *self.last_unknown.lock().unwrap_or_else(|e| e.into_inner()),
             dropped_send_error: self.send_errors.load(Ordering::Relaxed),
             dropped_too_big: self.too_big.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts a packet from `peer` whose inner `source` is outside its allowed IPs, and remembers
+    /// it as the latest unless another worker holds the record (never waits on the data path).
+    pub(crate) fn bad_source(&self, peer: meshcrypt_keyexchange::PublicKey, source: std::net::IpAddr) {
+        bump(&self.bad_source);
+        if let Ok(mut latest) = self.last_bad_source.try_lock() {
+            *latest = Some(crate::state::BadSource { peer, source });
+        }
+        tracing::trace!(%peer, %source, "inner source not in the peer's allowed IPs");
     }
 
     /// Counts a handshake initiation from `public_key`, which is no peer's, and remembers it as

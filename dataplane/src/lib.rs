@@ -34,4 +34,4 @@ pub use device::{Device, uapi_socket_path};
 pub use error::Error;
 pub use meshcrypt_keyexchange::PresharedKey;
 pub use meshcrypt_keyexchange::{PrivateKey, PublicKey};
-pub use state::{DeviceCounters, DeviceState, PeerState, UnknownHandshake};
+pub use state::{BadSource, DeviceCounters, DeviceState, PeerState, UnknownHandshake};

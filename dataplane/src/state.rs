@@ -65,6 +65,15 @@ pub struct UnknownHandshake {
     pub public_key: PublicKey,
 }
 
+/// A packet from a peer with an inner source outside the peer's allowed IPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadSource {
+    /// The peer it came through.
+    pub peer: PublicKey,
+    /// Its inner source address.
+    pub source: std::net::IpAddr,
+}
+
 /// Device-wide packet counters. Every dropped packet is counted exactly once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeviceCounters {
@@ -74,6 +83,8 @@ pub struct DeviceCounters {
     pub dropped_no_endpoint: u64,
     /// Decrypted packets whose inner source is not in the sending peer's allowed IPs.
     pub dropped_bad_source: u64,
+    /// The latest of those, if any (recorded unless another worker is recording one).
+    pub last_bad_source: Option<BadSource>,
     /// Datagrams that failed authentication or decryption, or that match no peer.
     pub decrypt_errors: u64,
     /// Handshake initiations that authenticated (they were made for this device's key) from a

@@ -65,6 +65,8 @@ fn ping_and_tcp_cross_the_tunnel_and_unrouted_traffic_is_dropped() {
         if c.dropped_bad_source > before { Ok(()) } else { Err(format!("bad source not counted: {c:?}")) }
     })
     .unwrap();
+    let latest = p.a.observe().counters.last_bad_source.expect("the latest remembered");
+    assert_eq!((latest.peer, latest.source), (p.key_b, "10.244.90.1".parse().unwrap()));
 }
 
 /// Several workers share each device: TCP in both directions at once arrives whole and in order

@@ -151,3 +151,40 @@ fn a_handshake_from_a_key_that_is_no_peers_is_reported_by_the_node_it_reached() 
         .unwrap_or(0.0);
     assert!(dropped >= 1.0, "unknown_key drops counted: {dropped}");
 }
+
+/// A pod on node-1 sends with a source address that is not node-1's (spoofing a pod elsewhere):
+/// node-1's device encrypts it to node-0, whose device drops it, since the inner source is
+/// outside node-1's allowed IPs, counts it (`bad_source`) and its agent names the peer and the
+/// source in a `SpoofedSource` Warning Event.
+#[test]
+fn a_pod_spoofing_its_source_is_dropped_and_reported_by_the_receiving_node() {
+    let cluster = Cluster::start(2, 1, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
+    let spoofer = cluster.lab.pods_on("node-1")[0].clone();
+    let target = cluster.lab.pods_on("node-0")[0].address.to_string();
+    // An address in the pod network that node-1 does not hold (node-5's range).
+    let spoofed = "10.244.5.77";
+    cluster
+        .lab
+        .exec(&spoofer.namespace, &["ip", "addr", "add", &format!("{spoofed}/32"), "dev", &spoofer.iface])
+        .expect("a second address");
+    let note = poll(Duration::from_secs(20), || {
+        let ping = ["ping", "-n", "-q", "-c", "1", "-W", "1", "-I", spoofed, &target];
+        let _ = cluster.lab.exec_output(&spoofer.namespace, &ping);
+        let events = cluster.events("SpoofedSource");
+        events
+            .iter()
+            .find(|e| e["regarding"]["name"] == "node-0")
+            .map(|e| e["note"].as_str().unwrap_or_default().to_owned())
+            .ok_or_else(|| format!("no SpoofedSource Event on node-0 yet: {events:?}"))
+    })
+    .expect("the Event");
+    assert!(note.contains("node node-1") && note.contains(spoofed), "{note}");
+    let (_, metrics) = cluster.http("node-0", "/metrics").expect("metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("meshcrypt_dropped_packets_total{reason=\"bad_source\"} ")
+            && !l.ends_with(" 0")),
+        "bad_source drops counted"
+    );
+}

@@ -240,6 +240,8 @@ pub struct PassPlan {
     pub preshared_keys: Option<BTreeMap<String, PresharedKey>>,
     /// The device's count of handshake initiations from unknown keys, to remember.
     pub unknown_handshakes: u64,
+    /// The device's count of packets with a bad inner source, to remember.
+    pub bad_sources: u64,
 }
 
 impl PassPlan {
@@ -271,6 +273,7 @@ impl PassPlan {
             peers: 0,
             preshared_keys: None,
             unknown_handshakes: state.unknown_handshakes,
+            bad_sources: state.bad_sources,
         }
     }
 
@@ -289,7 +292,7 @@ pub const KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 
 /// documented there.
 pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     let mut plan = PassPlan::new(state);
-    unknown_handshakes(params, state, inputs.device.as_ref(), &mut plan);
+    device_signals(params, state, inputs, &mut plan);
     let local = match &inputs.view {
         View::Complete { nodes, .. } => nodes.iter().find(|n| n.name == params.node),
         View::LocalOnly(local) => Some(local),
@@ -595,27 +598,61 @@ fn report_problems(
     plan.problems = current;
 }
 
-/// Handshake initiations the device dropped because their key is no peer's (a refused node, or
-/// someone probing the mesh port): a Warning Event on this node when more came since the last
-/// pass (a device made anew counts from 0 again). Repeats within minutes join the same Event.
-fn unknown_handshakes(params: &Params, state: &LoopState, device: Option<&DeviceState>, plan: &mut PassPlan) {
-    let Some(counters) = device.map(|d| d.counters) else { return };
-    let total = counters.handshakes_unknown_key;
-    let new = total.checked_sub(state.unknown_handshakes).unwrap_or(total);
-    plan.unknown_handshakes = total;
-    if new == 0 {
-        return;
+/// What the device counted that points at someone getting around the mesh, as Warning Events on
+/// this node when more came since the last pass (a device made anew counts from 0 again; repeats
+/// within minutes join the same Event): handshake initiations from keys that are no peer's
+/// (`UnknownKeyHandshake`), and packets from a peer with an inner source outside its allowed IPs
+/// (`SpoofedSource`). docs/signals.md.
+fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut PassPlan) {
+    let Some(counters) = inputs.device.as_ref().map(|d| d.counters) else { return };
+    let new = |total: u64, seen: u64| total.checked_sub(seen).unwrap_or(total);
+    plan.unknown_handshakes = counters.handshakes_unknown_key;
+    plan.bad_sources = counters.dropped_bad_source;
+    let mut warn = |reason: &str, note: String| {
+        plan.events.push(PlannedEvent {
+            node: Some(params.node.clone()),
+            warning: true,
+            reason: reason.into(),
+            note,
+        });
+    };
+    let unknown = new(counters.handshakes_unknown_key, state.unknown_handshakes);
+    if unknown > 0 {
+        let latest = counters
+            .last_unknown_handshake
+            .map(|h| format!(", the latest from {} with key {}", h.from, h.public_key.fingerprint()))
+            .unwrap_or_default();
+        warn(
+            "UnknownKeyHandshake",
+            format!("{unknown} handshake initiation(s) from a key that is no peer's{latest}: dropped"),
+        );
     }
-    let latest = counters
-        .last_unknown_handshake
-        .map(|h| format!(", the latest from {} with key {}", h.from, h.public_key.fingerprint()))
-        .unwrap_or_default();
-    plan.events.push(PlannedEvent {
-        node: Some(params.node.clone()),
-        warning: true,
-        reason: "UnknownKeyHandshake".into(),
-        note: format!("{new} handshake initiation(s) from a key that is no peer's{latest}: dropped"),
-    });
+    let spoofed = new(counters.dropped_bad_source, state.bad_sources);
+    if spoofed > 0 {
+        let latest = counters
+            .last_bad_source
+            .map(|b| {
+                format!(", the latest from {} with inner source {}", peer_name(inputs, &b.peer), b.source)
+            })
+            .unwrap_or_default();
+        warn(
+            "SpoofedSource",
+            format!(
+                "{spoofed} packet(s) from a peer with an inner source outside its allowed IPs{latest}: dropped"
+            ),
+        );
+    }
+}
+
+/// The node publishing `key` (from the Nodes, when the view has them), else the key's fingerprint.
+fn peer_name(inputs: &Inputs, key: &PublicKey) -> String {
+    let View::Complete { nodes, .. } = &inputs.view else { return key.fingerprint() };
+    nodes
+        .iter()
+        .find(|n| {
+            NodeKeyAnnotations::parse(&n.annotations).ok().flatten().is_some_and(|k| k.public_key == *key)
+        })
+        .map_or_else(|| key.fingerprint(), |n| format!("node {}", n.name))
 }
 
 /// Whether the agent on `local` is the first agent of the cluster: its node's name comes first

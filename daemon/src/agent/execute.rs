@@ -71,6 +71,7 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
     state.rejected.clone_from(&plan.rejected);
     state.reported.clone_from(&plan.problems);
     state.unknown_handshakes = plan.unknown_handshakes;
+    state.bad_sources = plan.bad_sources;
     if let Some(keys) = &plan.preshared_keys {
         state.preshared_keys.clone_from(keys);
     }

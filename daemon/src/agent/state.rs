@@ -36,6 +36,8 @@ pub struct LoopState {
     pub report_failure: Option<String>,
     /// The device's count of handshake initiations from unknown keys, as last reported.
     pub unknown_handshakes: u64,
+    /// The device's count of packets with a bad inner source, as last reported.
+    pub bad_sources: u64,
 }
 
 impl LoopState {
@@ -54,6 +56,7 @@ impl LoopState {
             reported_status: None,
             report_failure: None,
             unknown_handshakes: 0,
+            bad_sources: 0,
         }
     }
 }

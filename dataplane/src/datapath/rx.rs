@@ -224,8 +224,7 @@ fn handle_datagram(
                 batch.commit(len);
             }
         } else {
-            bump(&counters.bad_source);
-            tracing::trace!(peer = %peer.public_key, %src, "inner source not in the peer's allowed IPs");
+            counters.bad_source(peer.public_key, src);
         }
     }
     if authenticated {

@@ -522,6 +522,18 @@ fn decide_table() {
             Got { events: events(&["UnknownKeyHandshake"]), ..nothing() },
         ),
         (
+            "a peer's packets from outside its allowed IPs since the last pass: a Warning on this node",
+            |w| {
+                let counters = &mut w.inputs.device.as_mut().expect("a device").counters;
+                counters.dropped_bad_source = 2;
+                counters.last_bad_source = Some(meshcrypt_dataplane::BadSource {
+                    peer: key(1),
+                    source: "10.244.90.1".parse().unwrap(),
+                });
+            },
+            Got { events: events(&["SpoofedSource"]), ..nothing() },
+        ),
+        (
             "... none new since: nothing",
             |w| {
                 w.state.unknown_handshakes = 3;
