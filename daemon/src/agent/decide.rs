@@ -617,7 +617,12 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
         });
     };
     let unknown = new(counters.handshakes_unknown_key, state.unknown_handshakes);
-    if unknown > 0 {
+    // A key some Node publishes is a node joining (it handshakes as soon as it has published,
+    // maybe before this agent has added it) or one refused for a problem of its own, reported as
+    // such: only a key no Node publishes is a stranger.
+    let stranger =
+        counters.last_unknown_handshake.is_none_or(|h| node_publishing(inputs, &h.public_key).is_none());
+    if unknown > 0 && stranger {
         let latest = counters
             .last_unknown_handshake
             .map(|h| format!(", the latest from {} with key {}", h.from, h.public_key.fingerprint()))
@@ -646,13 +651,18 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
 
 /// The node publishing `key` (from the Nodes, when the view has them), else the key's fingerprint.
 fn peer_name(inputs: &Inputs, key: &PublicKey) -> String {
-    let View::Complete { nodes, .. } = &inputs.view else { return key.fingerprint() };
+    node_publishing(inputs, key).map_or_else(|| key.fingerprint(), |n| format!("node {n}"))
+}
+
+/// The Node publishing `key`, when the view has the Nodes.
+fn node_publishing<'a>(inputs: &'a Inputs, key: &PublicKey) -> Option<&'a str> {
+    let View::Complete { nodes, .. } = &inputs.view else { return None };
     nodes
         .iter()
         .find(|n| {
             NodeKeyAnnotations::parse(&n.annotations).ok().flatten().is_some_and(|k| k.public_key == *key)
         })
-        .map_or_else(|| key.fingerprint(), |n| format!("node {}", n.name))
+        .map(|n| n.name.as_str())
 }
 
 /// Whether the agent on `local` is the first agent of the cluster: its node's name comes first

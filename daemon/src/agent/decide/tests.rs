@@ -534,6 +534,18 @@ fn decide_table() {
             Got { events: events(&["SpoofedSource"]), ..nothing() },
         ),
         (
+            "... not from a key a Node publishes (a node joining, or one refused and reported as such)",
+            |w| {
+                let counters = &mut w.inputs.device.as_mut().expect("a device").counters;
+                counters.handshakes_unknown_key = 3;
+                counters.last_unknown_handshake = Some(meshcrypt_dataplane::UnknownHandshake {
+                    from: "198.18.0.12:51820".parse().unwrap(),
+                    public_key: key(2),
+                });
+            },
+            nothing(),
+        ),
+        (
             "... none new since: nothing",
             |w| {
                 w.state.unknown_handshakes = 3;
