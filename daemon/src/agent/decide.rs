@@ -633,7 +633,10 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
         );
     }
     let spoofed = new(counters.dropped_bad_source, state.bad_sources);
-    if spoofed > 0 {
+    // A source the peer's Node (its pod CIDR) or one of its Pods holds by now was a race: the
+    // packet came before this agent had the peer's new address, as a new pod's first packets can.
+    let race = counters.last_bad_source.is_some_and(|b| holds_now(inputs, &b.peer, b.source));
+    if spoofed > 0 && !race {
         let latest = counters
             .last_bad_source
             .map(|b| {
@@ -652,6 +655,19 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
 /// The node publishing `key` (from the Nodes, when the view has them), else the key's fingerprint.
 fn peer_name(inputs: &Inputs, key: &PublicKey) -> String {
     node_publishing(inputs, key).map_or_else(|| key.fingerprint(), |n| format!("node {n}"))
+}
+
+/// Whether the Node publishing `key`, by its pod CIDRs or its Pods (pod-IP mode), holds `source`.
+fn holds_now(inputs: &Inputs, key: &PublicKey, source: std::net::IpAddr) -> bool {
+    let View::Complete { nodes, pods, .. } = &inputs.view else { return false };
+    let Some(name) = node_publishing(inputs, key) else { return false };
+    let by_cidr = nodes
+        .iter()
+        .filter(|n| n.name == name)
+        .flat_map(|n| &n.pod_cidrs)
+        .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
+        .any(|c| c.contains(&source));
+    by_cidr || pods.iter().any(|p| p.node == name && p.ips.contains(&source))
 }
 
 /// The Node publishing `key`, when the view has the Nodes.

@@ -534,6 +534,18 @@ fn decide_table() {
             Got { events: events(&["SpoofedSource"]), ..nothing() },
         ),
         (
+            "... not for a source the peer holds by now (a new pod's first packets, before its address was known)",
+            |w| {
+                let node_b = w.nodes()[1].clone();
+                let cidr = node_b.pod_cidrs[0].parse::<ipnet::IpNet>().unwrap();
+                let peer = NodeKeyAnnotations::parse(&node_b.annotations).unwrap().unwrap().public_key;
+                let counters = &mut w.inputs.device.as_mut().expect("a device").counters;
+                counters.dropped_bad_source = 2;
+                counters.last_bad_source = Some(meshcrypt_dataplane::BadSource { peer, source: cidr.addr() });
+            },
+            nothing(),
+        ),
+        (
             "... not from a key a Node publishes (a node joining, or one refused and reported as such)",
             |w| {
                 let counters = &mut w.inputs.device.as_mut().expect("a device").counters;
