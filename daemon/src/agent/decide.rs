@@ -98,6 +98,9 @@ pub struct Inputs {
     pub host_routes: Vec<HostRoute>,
     /// The peer clusters' pre-shared key files.
     pub preshared_keys: preshared::Reading,
+    /// Each peer's latest handshake seen, kept after its session expires (peers that never
+    /// completed one are absent).
+    pub handshakes: BTreeMap<PublicKey, std::time::SystemTime>,
 }
 
 /// Why a pass cannot complete. What the plan still holds (the fail-closed floor, at least where
@@ -242,6 +245,10 @@ pub struct PassPlan {
     pub unknown_handshakes: u64,
     /// The device's count of packets with a bad inner source, to remember.
     pub bad_sources: u64,
+    /// When each peer on the device was first seen there, to remember.
+    pub peers_since: Option<BTreeMap<PublicKey, jiff::Timestamp>>,
+    /// The peers without a handshake long after they were configured, to remember.
+    pub silent_peers: Option<BTreeSet<PublicKey>>,
 }
 
 impl PassPlan {
@@ -274,6 +281,8 @@ impl PassPlan {
             preshared_keys: None,
             unknown_handshakes: state.unknown_handshakes,
             bad_sources: state.bad_sources,
+            peers_since: None,
+            silent_peers: None,
         }
     }
 
@@ -293,6 +302,7 @@ pub const KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 
 pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     let mut plan = PassPlan::new(state);
     device_signals(params, state, inputs, &mut plan);
+    silent_peers(params, state, inputs, &mut plan);
     let local = match &inputs.view {
         View::Complete { nodes, .. } => nodes.iter().find(|n| n.name == params.node),
         View::LocalOnly(local) => Some(local),
@@ -650,6 +660,48 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
             ),
         );
     }
+}
+
+/// How long a peer may be on the device without ever completing a handshake before that is
+/// reported: the handshake starts when the peer is added, and WireGuard gives up retrying after
+/// 90 s (REKEY_ATTEMPT_TIME, the WireGuard paper §6.4); twice that leaves room for the peer's
+/// agent to add this node.
+pub const NO_HANDSHAKE_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_secs(180);
+
+/// Peers configured for [`NO_HANDSHAKE_AFTER`] without a handshake ever: a mesh port (UDP) blocked
+/// between the two nodes (a security group, a network ACL), or the peer's agent down. A Warning
+/// Event on this node naming the peers newly silent.
+fn silent_peers(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut PassPlan) {
+    let Some(device) = &inputs.device else { return };
+    let since: BTreeMap<PublicKey, jiff::Timestamp> = device
+        .peers
+        .iter()
+        .map(|p| (p.public_key, state.peers_since.get(&p.public_key).copied().unwrap_or(inputs.now)))
+        .collect();
+    let silent: BTreeSet<PublicKey> = since
+        .iter()
+        .filter(|(key, at)| {
+            !inputs.handshakes.contains_key(key) && inputs.now.duration_since(**at) >= NO_HANDSHAKE_AFTER
+        })
+        .map(|(key, _)| *key)
+        .collect();
+    let newly: Vec<String> =
+        silent.difference(&state.silent_peers).map(|key| peer_name(inputs, key)).collect();
+    if !newly.is_empty() {
+        plan.events.push(PlannedEvent {
+            node: Some(params.node.clone()),
+            warning: true,
+            reason: "PeerNoHandshake".into(),
+            note: format!(
+                "no handshake with {} in {} s since they were configured: is UDP {} blocked between the nodes (security groups, network ACLs), or their agent down?",
+                newly.join(", "),
+                NO_HANDSHAKE_AFTER.as_secs(),
+                device.listen_port
+            ),
+        });
+    }
+    plan.peers_since = Some(since);
+    plan.silent_peers = Some(silent);
 }
 
 /// The node publishing `key` (from the Nodes, when the view has them), else the key's fingerprint.

@@ -72,6 +72,12 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
     state.reported.clone_from(&plan.problems);
     state.unknown_handshakes = plan.unknown_handshakes;
     state.bad_sources = plan.bad_sources;
+    if let Some(since) = &plan.peers_since {
+        state.peers_since.clone_from(since);
+    }
+    if let Some(silent) = &plan.silent_peers {
+        state.silent_peers.clone_from(silent);
+    }
     if let Some(keys) = &plan.preshared_keys {
         state.preshared_keys.clone_from(keys);
     }

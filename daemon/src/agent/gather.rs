@@ -76,6 +76,7 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
         Some(device) => Some(device.observe()?),
         None => None,
     };
+    let handshakes = device.as_ref().map(|d| io.handshakes.observe(d)).unwrap_or_default();
     let kernel = io.kernel.observe(&params.ifname, params.table, params.rule_priority).await?;
     let preshared_keys = super::preshared::read_dir(&io.psk_dir);
     Ok(Inputs {
@@ -89,6 +90,7 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
         underlay_index,
         host_routes,
         preshared_keys,
+        handshakes,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use meshcrypt_keyexchange::{NodeKeyAnnotations, PresharedKey};
+use meshcrypt_keyexchange::{NodeKeyAnnotations, PresharedKey, PublicKey};
 
 use super::last_known::LastKnown;
 use super::report::Reported;
@@ -38,6 +38,10 @@ pub struct LoopState {
     pub unknown_handshakes: u64,
     /// The device's count of packets with a bad inner source, as last reported.
     pub bad_sources: u64,
+    /// When each peer on the device was first seen there.
+    pub peers_since: BTreeMap<PublicKey, jiff::Timestamp>,
+    /// The peers without a handshake long after they were configured, as reported.
+    pub silent_peers: BTreeSet<PublicKey>,
 }
 
 impl LoopState {
@@ -57,6 +61,8 @@ impl LoopState {
             report_failure: None,
             unknown_handshakes: 0,
             bad_sources: 0,
+            peers_since: BTreeMap::new(),
+            silent_peers: BTreeSet::new(),
         }
     }
 }

@@ -14,6 +14,10 @@ use super::*;
 const NOW: i64 = 1_900_000_000;
 const LINK: u32 = 7;
 
+fn at(second: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(second).unwrap()
+}
+
 fn now() -> jiff::Timestamp {
     jiff::Timestamp::from_second(NOW).unwrap()
 }
@@ -204,6 +208,7 @@ fn in_sync() -> World {
             underlay_index: Some(2),
             host_routes: Vec::new(),
             preshared_keys: Some(BTreeMap::new()),
+            handshakes: BTreeMap::new(),
         },
     };
     world.converge();
@@ -554,6 +559,27 @@ fn decide_table() {
                     from: "198.18.0.12:51820".parse().unwrap(),
                     public_key: key(2),
                 });
+            },
+            nothing(),
+        ),
+        (
+            "a peer configured 180 s ago that never completed a handshake: a Warning on this node",
+            |w| {
+                w.state.peers_since = [(key(1), at(NOW - 180)), (key(2), at(NOW - 180))].into();
+                w.inputs.handshakes = [(key(2), std::time::SystemTime::now())].into();
+            },
+            Got { events: events(&["PeerNoHandshake"]), ..nothing() },
+        ),
+        (
+            "... at 179 s: not yet",
+            |w| w.state.peers_since = [(key(1), at(NOW - 179)), (key(2), at(NOW - 179))].into(),
+            nothing(),
+        ),
+        (
+            "... reported already: once",
+            |w| {
+                w.state.peers_since = [(key(1), at(NOW - 600)), (key(2), at(NOW - 600))].into();
+                w.state.silent_peers = [key(1), key(2)].into();
             },
             nothing(),
         ),
