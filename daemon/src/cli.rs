@@ -373,6 +373,13 @@ pub struct AgentArgs {
     /// How often the agent re-checks the kernel and device even without a change, in seconds.
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
+    /// How long a peer may be configured without ever completing a handshake before the agent
+    /// raises a `PeerNoHandshake` Warning (a blocked mesh port, or the peer's agent down), in
+    /// seconds. The handshake starts when the peer is added and WireGuard retries it for 90 s
+    /// (REKEY_ATTEMPT_TIME, the WireGuard paper §6.4): the default, twice that, leaves room for the
+    /// peer's agent to add this node.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub no_handshake_after: u32,
     /// How often, at least, the agent reports its node's state on its MeshNode for
     /// `meshcrypt status --cluster`, in seconds; a change is reported after a fifth of this.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=3600))]

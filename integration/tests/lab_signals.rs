@@ -188,3 +188,41 @@ fn a_pod_spoofing_its_source_is_dropped_and_reported_by_the_receiving_node() {
         "bad_source drops counted"
     );
 }
+
+/// A Node with a key whose machine answers nothing on the mesh port (its agent down, or the port
+/// blocked by a security group): every agent configures it, none completes a handshake, and each
+/// raises a `PeerNoHandshake` Warning naming it once `--no-handshake-after` has passed.
+#[test]
+fn a_peer_that_never_answers_a_handshake_is_reported() {
+    let mut options = AgentOptions::new().expect("meshcrypt binary");
+    options.extra_args = vec!["--no-handshake-after".into(), "3".into()];
+    let mut cluster = Cluster::start(2, 1, options).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
+    let silent = cluster.lab.add_node().expect("a machine with nothing on UDP 51820").name.clone();
+    cluster.register_node(&silent).expect("its Node");
+    let key = NodeKeyAnnotations {
+        public_key: PrivateKey::generate().public_key(),
+        epoch: 0,
+        created: jiff::Timestamp::now().round(jiff::Unit::Second).expect("a time"),
+    };
+    let patch = serde_json::json!({"metadata": {"annotations": key.to_annotations()}});
+    cluster.api().merge_patch("v1", "Node", None, &silent, &patch, false).expect("its key");
+    let notes = poll(Duration::from_secs(30), || {
+        let notes: Vec<(String, String)> = cluster
+            .events("PeerNoHandshake")
+            .iter()
+            .map(|e| {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                (text(&e["regarding"]["name"]), text(&e["note"]))
+            })
+            .collect();
+        let by =
+            |node: &str| notes.iter().any(|(n, note)| n == node && note.contains(&format!("node {silent}")));
+        if by("node-0") && by("node-1") { Ok(notes) } else { Err(format!("{notes:?}")) }
+    })
+    .expect("PeerNoHandshake on both agents' nodes");
+    for answering in ["node node-0", "node node-1"] {
+        assert!(notes.iter().all(|(_, note)| !note.contains(answering)), "{answering} answers: {notes:?}");
+    }
+}

@@ -39,6 +39,9 @@ pub struct Params {
     pub fwmark: u32,
     /// The watched ConfigMap as (namespace, name), for Events.
     pub config_map: Option<(String, String)>,
+    /// How long a peer may be configured without ever completing a handshake before that is
+    /// reported (`--no-handshake-after`).
+    pub no_handshake_after: jiff::SignedDuration,
 }
 
 /// Where a pass's peers come from.
@@ -662,13 +665,7 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
     }
 }
 
-/// How long a peer may be on the device without ever completing a handshake before that is
-/// reported: the handshake starts when the peer is added, and WireGuard gives up retrying after
-/// 90 s (REKEY_ATTEMPT_TIME, the WireGuard paper §6.4); twice that leaves room for the peer's
-/// agent to add this node.
-pub const NO_HANDSHAKE_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_secs(180);
-
-/// Peers configured for [`NO_HANDSHAKE_AFTER`] without a handshake ever: a mesh port (UDP) blocked
+/// Peers configured for [`Params::no_handshake_after`] without a handshake ever: a mesh port (UDP) blocked
 /// between the two nodes (a security group, a network ACL), or the peer's agent down. A Warning
 /// Event on this node naming the peers newly silent.
 fn silent_peers(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut PassPlan) {
@@ -681,7 +678,8 @@ fn silent_peers(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut 
     let silent: BTreeSet<PublicKey> = since
         .iter()
         .filter(|(key, at)| {
-            !inputs.handshakes.contains_key(key) && inputs.now.duration_since(**at) >= NO_HANDSHAKE_AFTER
+            !inputs.handshakes.contains_key(key)
+                && inputs.now.duration_since(**at) >= params.no_handshake_after
         })
         .map(|(key, _)| *key)
         .collect();
@@ -695,7 +693,7 @@ fn silent_peers(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut 
             note: format!(
                 "no handshake with {} in {} s since they were configured: is UDP {} blocked between the nodes (security groups, network ACLs), or their agent down?",
                 newly.join(", "),
-                NO_HANDSHAKE_AFTER.as_secs(),
+                params.no_handshake_after.as_secs(),
                 device.listen_port
             ),
         });

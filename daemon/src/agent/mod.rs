@@ -135,6 +135,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         rule_priority: args.rule_priority,
         fwmark: args.fwmark,
         config_map: args.config_map.clone().map(|name| (args.config_namespace.clone(), name)),
+        no_handshake_after: jiff::SignedDuration::from_secs(i64::from(args.no_handshake_after)),
     };
     let io = io::Io {
         events: events::EventReporter::new(client.clone(), &args.node_name, nodes.clone()),

@@ -116,6 +116,7 @@ impl Harness {
             rule_priority: PRIORITY,
             fwmark: 0x20_0000,
             config_map: Some((NAMESPACE.into(), CONFIG_MAP.into())),
+            no_handshake_after: jiff::SignedDuration::from_secs(180),
         };
         let agent =
             Reconciler { params, io, state: LoopState::new(key), report_interval: Duration::from_secs(300) };

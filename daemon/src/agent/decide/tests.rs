@@ -182,6 +182,7 @@ fn in_sync() -> World {
             rule_priority: 100,
             fwmark: 0x20_0000,
             config_map: Some(("kube-system".into(), "meshcrypt".into())),
+            no_handshake_after: jiff::SignedDuration::from_secs(180),
         },
         state: LoopState::new(own.clone()),
         inputs: Inputs {
