@@ -8,6 +8,12 @@ use meshcrypt_integration::cluster::{AgentOptions, Cluster, poll};
 use meshcrypt_keyexchange::{NodeKeyAnnotations, PrivateKey};
 use meshcrypt_test_apiserver::TestApiServer;
 
+/// The Events of `reason`, as (the Node they regard, their note).
+fn notes(cluster: &Cluster, reason: &str) -> Vec<(String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    cluster.events(reason).iter().map(|e| (text(&e["regarding"]["name"]), text(&e["note"]))).collect()
+}
+
 /// A Node registered after node-1 with a valid key and node-1's InternalIP (a second Node object
 /// for one machine, or a node lying in its own status) is refused as a peer on every node;
 /// node-1 keeps its address and its traffic; both are named in `SharedInternalIP` Events.
@@ -40,14 +46,7 @@ fn a_node_claiming_another_nodes_internal_ip_is_refused_and_reported() {
     cluster.api().create(impostor).expect("the impostor's Node");
 
     let notes = poll(Duration::from_secs(20), || {
-        let notes: Vec<(String, String)> = cluster
-            .events("SharedInternalIP")
-            .iter()
-            .map(|e| {
-                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-                (text(&e["regarding"]["name"]), text(&e["note"]))
-            })
-            .collect();
+        let notes = notes(&cluster, "SharedInternalIP");
         let named = |node: &str| notes.iter().any(|(n, _)| n == node);
         if named("impostor") && named("node-1") { Ok(notes) } else { Err(format!("{notes:?}")) }
     })
@@ -134,12 +133,9 @@ fn a_handshake_from_a_key_that_is_no_peers_is_reported_by_the_node_it_reached() 
     let note = poll(Duration::from_secs(20), || {
         // Each ping sends a handshake initiation (WireGuard retries every 5 s while packets wait).
         let _ = cluster.lab.ping_from(&probe.namespace, target.into());
-        let events = cluster.events("UnknownKeyHandshake");
-        events
-            .iter()
-            .find(|e| e["regarding"]["name"] == "node-0")
-            .map(|e| e["note"].as_str().unwrap_or_default().to_owned())
-            .ok_or_else(|| format!("no UnknownKeyHandshake Event on node-0 yet: {events:?}"))
+        let notes = notes(&cluster, "UnknownKeyHandshake");
+        let on_node0 = notes.iter().find(|(node, _)| node == "node-0").map(|(_, note)| note.clone());
+        on_node0.ok_or_else(|| format!("no UnknownKeyHandshake Event on node-0 yet: {notes:?}"))
     })
     .expect("the Event");
     assert!(note.contains(&from) && note.contains(&fingerprint), "{note}");
@@ -172,12 +168,9 @@ fn a_pod_spoofing_its_source_is_dropped_and_reported_by_the_receiving_node() {
     let note = poll(Duration::from_secs(20), || {
         let ping = ["ping", "-n", "-q", "-c", "1", "-W", "1", "-I", spoofed, &target];
         let _ = cluster.lab.exec_output(&spoofer.namespace, &ping);
-        let events = cluster.events("SpoofedSource");
-        events
-            .iter()
-            .find(|e| e["regarding"]["name"] == "node-0")
-            .map(|e| e["note"].as_str().unwrap_or_default().to_owned())
-            .ok_or_else(|| format!("no SpoofedSource Event on node-0 yet: {events:?}"))
+        let notes = notes(&cluster, "SpoofedSource");
+        let on_node0 = notes.iter().find(|(node, _)| node == "node-0").map(|(_, note)| note.clone());
+        on_node0.ok_or_else(|| format!("no SpoofedSource Event on node-0 yet: {notes:?}"))
     })
     .expect("the Event");
     assert!(note.contains("node node-1") && note.contains(spoofed), "{note}");
@@ -209,14 +202,7 @@ fn a_peer_that_never_answers_a_handshake_is_reported() {
     let patch = serde_json::json!({"metadata": {"annotations": key.to_annotations()}});
     cluster.api().merge_patch("v1", "Node", None, &silent, &patch, false).expect("its key");
     let notes = poll(Duration::from_secs(30), || {
-        let notes: Vec<(String, String)> = cluster
-            .events("PeerNoHandshake")
-            .iter()
-            .map(|e| {
-                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-                (text(&e["regarding"]["name"]), text(&e["note"]))
-            })
-            .collect();
+        let notes = notes(&cluster, "PeerNoHandshake");
         let by =
             |node: &str| notes.iter().any(|(n, note)| n == node && note.contains(&format!("node {silent}")));
         if by("node-0") && by("node-1") { Ok(notes) } else { Err(format!("{notes:?}")) }
