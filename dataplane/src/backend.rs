@@ -9,6 +9,7 @@ use meshcrypt_keyexchange::PublicKey;
 
 use crate::config::{Change, DeviceConfig};
 use crate::error::Error;
+use crate::flows::FlowHarvest;
 use crate::state::DeviceState;
 
 /// A WireGuard device configured by deltas and read back as a whole. Dropping the last handle
@@ -24,6 +25,14 @@ pub trait WireGuardDevice: Send + Sync + std::fmt::Debug {
     /// Starts a handshake with each peer in `peers` now (see [`crate::Device::initiate_handshakes`]);
     /// returns how many initiations were sent.
     fn initiate_handshakes(&self, peers: &[PublicKey]) -> usize;
+
+    /// Turns flow accounting on with room for `max_flows` flows between two drains, or off
+    /// (`None`): each drain ([`Self::take_flows`]) returns the flows counted since the previous
+    /// one, summed per 5-tuple, direction and outcome ([`crate::Flow`]).
+    fn set_flow_accounting(&self, max_flows: Option<usize>);
+
+    /// Every flow counted since the previous call, and what did not fit.
+    fn take_flows(&self) -> FlowHarvest;
 }
 
 /// What creates WireGuard devices.

@@ -155,6 +155,8 @@ pub(crate) struct Shared {
     pub(crate) peers: RwLock<Peers>,
     pub(crate) net: RwLock<Net>,
     pub(crate) counters: Counters,
+    /// Flow accounting (off until asked for).
+    pub(crate) flows: crate::flows::FlowTable,
     pub(crate) stop: AtomicBool,
     /// Wakes the workers out of their wait: on shutdown and when the socket is replaced.
     pub(crate) waker: Waker,

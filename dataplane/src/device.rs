@@ -16,6 +16,7 @@ use crate::datapath::rx::RxState;
 use crate::datapath::tx::TxState;
 use crate::datapath::{self, Counters, Net, Shared, worker};
 use crate::error::Error;
+use crate::flows::FlowHarvest;
 use crate::peers::Peers;
 use crate::socket;
 use crate::state::{DeviceState, PeerState};
@@ -73,6 +74,7 @@ impl Device {
                 dual_stack: bound.dual_stack,
             }),
             counters: Counters::default(),
+            flows: crate::flows::FlowTable::default(),
             stop: AtomicBool::new(false),
             mtu: AtomicU32::new(u32::from(tun_mtu)),
             waker,
@@ -154,6 +156,18 @@ impl Device {
         observe(&self.shared)
     }
 
+    /// Turns flow accounting on with room for `max_flows` flows between two drains, or off
+    /// (`None`): each drain ([`Self::take_flows`]) returns the flows counted since the previous
+    /// one, summed per 5-tuple, direction and outcome ([`crate::Flow`]). Takes effect from the next batch of packets.
+    pub fn set_flow_accounting(&self, max_flows: Option<usize>) {
+        self.shared.flows.set_max(max_flows);
+    }
+
+    /// Every flow counted since the previous call, and what did not fit.
+    pub fn take_flows(&self) -> FlowHarvest {
+        self.shared.flows.take()
+    }
+
     /// Stops the workers, removes the UAPI socket and closes the TUN (the interface disappears).
     pub fn shutdown(mut self) {
         self.stop();
@@ -196,6 +210,14 @@ impl WireGuardDevice for Device {
 
     fn initiate_handshakes(&self, peers: &[meshcrypt_keyexchange::PublicKey]) -> usize {
         Device::initiate_handshakes(self, peers)
+    }
+
+    fn set_flow_accounting(&self, max_flows: Option<usize>) {
+        Device::set_flow_accounting(self, max_flows);
+    }
+
+    fn take_flows(&self) -> FlowHarvest {
+        Device::take_flows(self)
     }
 }
 

@@ -15,6 +15,7 @@ use meshcrypt_keyexchange::{PresharedKey, PublicKey};
 use crate::backend::{WireGuardBackend, WireGuardDevice};
 use crate::config::{Change, DeviceConfig};
 use crate::error::Error;
+use crate::flows::FlowHarvest;
 use crate::state::{DeviceCounters, DeviceState, PeerState};
 
 /// Adds an interface by name and returns its index (or the operating system's error).
@@ -72,6 +73,7 @@ impl WireGuardBackend for FakeBackend {
             }),
             fail_apply: Mutex::new(None),
             handshakes: Mutex::new(Vec::new()),
+            flows: Mutex::default(),
         });
         lock(&self.created).push(Arc::downgrade(&device));
         Ok(device)
@@ -87,6 +89,7 @@ pub struct FakeDevice {
     config: Mutex<Config>,
     fail_apply: Mutex<Option<usize>>,
     handshakes: Mutex<Vec<PublicKey>>,
+    flows: Mutex<(Option<usize>, FlowHarvest)>,
 }
 
 /// What the device holds; of its key only the public half (a fake has no use for the secret).
@@ -116,6 +119,20 @@ impl FakeDevice {
         if let Some(peer) = lock(&self.config).peers.get_mut(key) {
             peer.last_handshake = at;
         }
+    }
+
+    /// Adds `flows` to what the next [`WireGuardDevice::take_flows`] returns, as if the data
+    /// path had counted them (only while accounting is on, as the real device does).
+    pub fn count_flows(&self, flows: impl IntoIterator<Item = crate::Flow>) {
+        let mut held = lock(&self.flows);
+        if held.0.is_some() {
+            held.1.flows.extend(flows);
+        }
+    }
+
+    /// The flow accounting asked for: the cap on flows, or `None` when off.
+    pub fn flow_accounting(&self) -> Option<usize> {
+        lock(&self.flows).0
     }
 
     /// The interface index.
@@ -172,6 +189,14 @@ impl WireGuardDevice for FakeDevice {
         let count = sent.len();
         lock(&self.handshakes).extend(sent);
         count
+    }
+
+    fn set_flow_accounting(&self, max_flows: Option<usize>) {
+        lock(&self.flows).0 = max_flows.filter(|m| *m > 0);
+    }
+
+    fn take_flows(&self) -> FlowHarvest {
+        std::mem::take(&mut lock(&self.flows).1)
     }
 }
 

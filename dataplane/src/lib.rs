@@ -6,7 +6,7 @@
 //! Modules: `device` (the running device: TUN, UDP socket, workers), `datapath` (the workers'
 //! encrypt and decrypt loops), `peers` (the peer table and its longest-prefix lookup), `pmtu`
 //! (path-MTU probing and ICMP "too big"), `socket` and `tun` (the two endpoints, with their
-//! offloads), `wake` (waking the workers), `state` and `config` (what is read and written),
+//! offloads), `flows` (flow accounting), `wake` (waking the workers), `state` and `config` (what is read and written),
 //! `uapi` (the `wg` protocol), `backend` (the seam), `fake` (tests, feature `test-support`).
 //!
 //! The device never assigns addresses or routes, and never brings the link up: the routing crate
@@ -20,6 +20,7 @@ mod device;
 mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+mod flows;
 mod peers;
 mod pmtu;
 mod socket;
@@ -32,6 +33,7 @@ pub use backend::{Userspace, WireGuardBackend, WireGuardDevice};
 pub use config::{Change, DEFAULT_MTU, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate};
 pub use device::{Device, uapi_socket_path};
 pub use error::Error;
+pub use flows::{DEFAULT_MAX_FLOWS, DropReason, Flow, FlowDirection, FlowHarvest, FlowKey, FlowOutcome};
 pub use meshcrypt_keyexchange::PresharedKey;
 pub use meshcrypt_keyexchange::{PrivateKey, PublicKey};
 pub use state::{BadSource, DeviceCounters, DeviceState, PeerState, UnknownHandshake};

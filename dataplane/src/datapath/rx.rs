@@ -15,6 +15,7 @@ use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 use super::tx::tx_once;
 use super::{MAX_PACKET, OVERHEAD, Sender, Shared, bump};
 use crate::PublicKey;
+use crate::flows::{BatchFlows, DropReason, FlowDirection, FlowOutcome};
 use crate::peers::Peers;
 use crate::socket;
 
@@ -48,6 +49,11 @@ impl TunBatch {
         &mut buf[self.offset..]
     }
 
+    /// The slot being filled (after the offset).
+    fn filled(&self) -> &[u8] {
+        &self.bufs[self.count][self.offset..]
+    }
+
     /// Keeps the slot just filled with an inner packet of `len` bytes.
     fn commit(&mut self, len: usize) {
         self.bufs[self.count].truncate(self.offset + len);
@@ -78,6 +84,8 @@ pub(crate) struct RxState {
     metas: [RecvMeta; RX_MESSAGES],
     batch: TunBatch,
     scratch: Vec<u8>,
+    /// The batch's flows, when flow accounting is on.
+    flows: BatchFlows,
 }
 
 impl RxState {
@@ -88,6 +96,7 @@ impl RxState {
             metas: [RecvMeta::default(); RX_MESSAGES],
             batch: TunBatch::new(offset),
             scratch: vec![0u8; MAX_PACKET + OVERHEAD],
+            flows: BatchFlows::default(),
         }
     }
 }
@@ -96,7 +105,8 @@ impl RxState {
 /// what decrypts to the TUN; then sends what the kernel answered inside that write. Returns how
 /// many messages the socket gave (0: it had none; [`RX_MESSAGES`]: there may be more).
 pub(crate) fn rx_once(shared: &Shared, st: &mut RxState) -> io::Result<usize> {
-    let RxState { storage, metas, batch, scratch } = st;
+    let RxState { storage, metas, batch, scratch, flows } = st;
+    let mut flows = shared.flows.enabled().then_some(flows);
     let sender = shared.sender();
     let received = {
         let mut chunks = storage.chunks_mut(MSG_LEN);
@@ -120,9 +130,13 @@ pub(crate) fn rx_once(shared: &Shared, st: &mut RxState) -> io::Result<usize> {
                 if batch.full() {
                     let _ = batch.flush(shared);
                 }
-                handle_datagram(shared, &peers, &sender, datagram, from, batch, scratch);
+                let out = Out { batch: &mut *batch, scratch: &mut scratch[..], flows: flows.as_deref_mut() };
+                handle_datagram(shared, &peers, &sender, datagram, from, out);
             }
         }
+    }
+    if let Some(flows) = flows {
+        flows.flush(&shared.flows);
     }
     // What the kernel answered inside that write (ACKs, echo replies) is queued on the TUN
     // now: send it from here unless another worker is already at it, saving a wake-up.
@@ -135,15 +149,23 @@ pub(crate) fn rx_once(shared: &Shared, st: &mut RxState) -> io::Result<usize> {
     Ok(msgs)
 }
 
+/// Where a datagram's results go: the TUN batch (data), scratch space (handshakes, cookies) and
+/// the batch's flows (when accounting is on).
+struct Out<'a> {
+    batch: &'a mut TunBatch,
+    scratch: &'a mut [u8],
+    flows: Option<&'a mut BatchFlows>,
+}
+
 fn handle_datagram(
     shared: &Shared,
     peers: &Peers,
     sender: &Sender,
     datagram: &[u8],
     from: SocketAddr,
-    batch: &mut TunBatch,
-    scratch: &mut [u8],
+    out: Out<'_>,
 ) {
+    let Out { batch, scratch, flows } = out;
     let counters = &shared.counters;
     let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
         bump(&counters.decrypt_errors);
@@ -219,7 +241,14 @@ fn handle_datagram(
     drop(tunn);
     if let Some((len, src)) = delivered {
         // A peer may only send from its allowed IPs.
-        if peers.route(src).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+        let allowed = peers.route(src).is_some_and(|p| Arc::ptr_eq(p, peer));
+        if let Some(flows) = flows {
+            let inner = if is_data { &batch.filled()[..len] } else { &scratch[..len] };
+            let outcome =
+                if allowed { FlowOutcome::Encrypted } else { FlowOutcome::Dropped(DropReason::BadSource) };
+            flows.add(inner, FlowDirection::Inbound, outcome, Some(peer.public_key));
+        }
+        if allowed {
             if is_data {
                 batch.commit(len);
             }

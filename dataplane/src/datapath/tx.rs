@@ -11,6 +11,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use tun_rs::{IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::{Counters, MAX_PACKET, OVERHEAD, Sender, Shared, bump};
+use crate::flows::{BatchFlows, DropReason, FlowDirection, FlowOutcome};
 use crate::peers::Peer;
 use crate::pmtu;
 
@@ -115,6 +116,8 @@ pub(crate) struct TxState {
     sizes: Vec<usize>,
     targets: Vec<Option<Arc<Peer>>>,
     batch: SendBatch,
+    /// The batch's flows, when flow accounting is on.
+    flows: BatchFlows,
     /// Whether the last read found the TUN still busy (a frame, not an empty queue): only then
     /// are more frames read into the batch before sending.
     streak: bool,
@@ -138,6 +141,7 @@ impl TxState {
             sizes: vec![0usize; slots],
             targets: Vec::with_capacity(slots),
             batch: SendBatch::new(),
+            flows: BatchFlows::default(),
             streak: false,
         }
     }
@@ -165,7 +169,7 @@ fn slot_len(mtu: usize) -> usize {
 pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
     let mtu = shared.mtu.load(Ordering::Relaxed) as usize;
     st.fit(mtu);
-    let TxState { offload, frame, bufs, sizes, targets, batch, streak } = st;
+    let TxState { offload, frame, bufs, sizes, targets, batch, flows, streak } = st;
     let offload = *offload;
     let slots = bufs.len();
     let mut n = match shared.tun.recv_multiple(frame, bufs, sizes, 0) {
@@ -201,6 +205,12 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
     }
     // Route the whole batch under one read of the peer table.
     targets.clear();
+    let accounting = shared.flows.enabled();
+    let mut account = |packet: &[u8], outcome, peer: Option<&Peer>| {
+        if accounting {
+            flows.add(packet, FlowDirection::Outbound, outcome, peer.map(|p| p.public_key));
+        }
+    };
     {
         let peers = shared.peers();
         for (buf, size) in bufs.iter_mut().zip(sizes.iter_mut()).take(n) {
@@ -212,6 +222,7 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             let peer = Tunn::dst_address(&buf[..padded]).and_then(|dst| peers.route(dst));
             if peer.is_none() {
                 bump(&shared.counters.no_route);
+                account(&buf[..padded], FlowOutcome::Dropped(DropReason::NoPeer), None);
             }
             targets.push(peer.cloned());
         }
@@ -228,6 +239,9 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             (i..n).find(|&j| !targets[j].as_ref().is_some_and(|p| Arc::ptr_eq(p, &peer))).unwrap_or(n);
         let Some(endpoint) = peer.endpoint() else {
             shared.counters.no_endpoint.fetch_add((run_end - i) as u64, Ordering::Relaxed);
+            for j in i..run_end {
+                account(&bufs[j][..sizes[j]], FlowOutcome::Dropped(DropReason::NoEndpoint), Some(&peer));
+            }
             i = run_end;
             continue;
         };
@@ -238,6 +252,7 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             let oversized =
                 limit.is_some_and(|limit| pmtu::ip_len(packet).is_some_and(|len| len > limit as usize));
             if oversized && answered_too_big(shared, packet, limit.unwrap_or_default()) {
+                account(packet, FlowOutcome::Dropped(DropReason::TooBig), Some(&peer));
                 continue;
             }
             let size = packet.len() + OVERHEAD;
@@ -254,16 +269,20 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
                     batch.push(size);
                     // Nothing joins it: a datagram the kernel must fragment goes alone.
                     batch.closed |= oversized;
+                    account(packet, FlowOutcome::Encrypted, Some(&peer));
                 }
                 TunnResult::WriteToNetwork(other) => {
                     // No session yet: the packet is queued and a handshake initiation
                     // goes out instead.
                     let other = other.to_vec();
                     sender.send(&peer, &other, endpoint, &shared.counters);
+                    account(packet, FlowOutcome::Encrypted, Some(&peer));
                 }
                 TunnResult::Err(e) => {
                     tracing::debug!(peer = %peer.public_key, error = ?e, "encapsulate failed");
                 }
+                // Queued behind a handshake already under way.
+                TunnResult::Done => account(packet, FlowOutcome::Encrypted, Some(&peer)),
                 _ => {}
             }
         }
@@ -272,6 +291,7 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
         i = run_end;
     }
     targets.clear();
+    flows.flush(&shared.flows);
     Ok(true)
 }
 
