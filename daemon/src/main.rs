@@ -13,6 +13,7 @@ mod config;
 mod device_cmd;
 mod error;
 mod events;
+mod flows;
 mod keys_cmd;
 mod logging;
 mod mesh_node;

@@ -32,7 +32,7 @@ pub enum Outcome {
 /// 2. Without a device in use, the kernel changes: the fail-closed floor and the rules, first.
 /// 3. A blocked plan stops here, with its error. A device to create is created, and the pass
 ///    runs again to program it.
-/// 4. The device moves to a new port.
+/// 4. The device moves to a new port; its flow accounting follows the settings.
 /// 5. The key: a staged (or newly staged) key is published, and only once that succeeded does the
 ///    device switch to it; or the device follows a key file that changed.
 /// 6. The key in use is published if the Node does not carry it.
@@ -58,6 +58,11 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
             tracing::info!(?previous, current = ?settings, "configuration changed");
         }
         io.log.set(&settings.log_level);
+        io.flow_settings.send_if_modified(|current| {
+            let changed = *current != settings.flows;
+            current.clone_from(&settings.flows);
+            changed
+        });
     }
     if plan.rejected != state.rejected {
         for e in plan.rejected.iter().flatten() {
@@ -124,6 +129,9 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
     if let Some(port) = plan.move_port {
         tracing::info!(to = port, "moving the mesh port");
         device.apply(&[Change::SetListenPort(port)])?;
+    }
+    if let Some(flows) = plan.settings.as_ref().map(|s| &s.flows) {
+        device.set_flow_accounting(flows.enabled.then_some(flows.max_flows));
     }
     // 5.
     let switched = switch_key(io, params, state, plan, device.as_ref(), key_rotated).await?;

@@ -97,15 +97,13 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
 /// Every Pod holding pod-network addresses; starts the Pod watcher the first time and waits for
 /// its first complete list (so no address is pruned before it is known).
 async fn pod_views<K: Kernel, B: WireGuardBackend>(io: &mut Io<K, B>) -> Result<Vec<PodView>, AgentError> {
-    let store = match &io.pods {
-        Some(store) => store.clone(),
-        None => {
+    let store = io
+        .pods
+        .get_or_init(|| {
             tracing::info!("pod-IP mode: watching Pods");
-            let store = super::pods::watch(io.client.clone(), io.wake.clone());
-            io.pods = Some(store.clone());
-            store
-        }
-    };
+            super::pods::watch(io.client.clone(), io.wake.clone())
+        })
+        .clone();
     store.wait_until_ready().await.map_err(|source| AgentError::StoreClosed { what: "pods", source })?;
     Ok(store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
 }

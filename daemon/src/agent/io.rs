@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::Store;
 use meshcrypt_dataplane::{WireGuardBackend, WireGuardDevice};
 use meshcrypt_keyexchange::KeyStore;
@@ -17,6 +17,8 @@ use super::device_view::Handshakes;
 use super::events::EventReporter;
 use super::http::Health;
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
+use crate::config::settings::FlowSettings;
+use crate::flows::ClusterPods;
 use crate::logging::LogControl;
 use crate::remote_cluster::RemoteCluster;
 use crate::status::PassView;
@@ -29,8 +31,8 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub nodes: Store<Node>,
     /// Every peer cluster's nodes (RemoteCluster objects).
     pub remotes: Store<RemoteCluster>,
-    /// Every Pod, once pod-IP mode has been asked for.
-    pub pods: Option<Store<Pod>>,
+    /// Every Pod, once pod-IP mode has been asked for (shared with the flow records).
+    pub pods: ClusterPods,
     /// Wakes the loop (handed to watchers started later).
     pub wake: Arc<Notify>,
     /// Where settings come from.
@@ -65,6 +67,8 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub status_view: Arc<Mutex<PassView>>,
     /// The live log filter.
     pub log: LogControl,
+    /// The flow records' settings in force, for the exporter.
+    pub flow_settings: tokio::sync::watch::Sender<FlowSettings>,
 }
 
 impl<K: Kernel, B: WireGuardBackend> Io<K, B> {

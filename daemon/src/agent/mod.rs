@@ -18,7 +18,7 @@ pub(crate) mod http;
 mod io;
 pub(crate) mod kube_client;
 mod last_known;
-mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod nodes;
 #[cfg(test)]
 mod pass_tests;
@@ -100,7 +100,9 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     let names = metrics::PeerNames::default();
     let device = metrics::DeviceSlot::default();
     let handshakes = device_view::Handshakes::default();
-    let registry = metrics::registry(&loop_metrics, device.clone(), names.clone(), handshakes.clone());
+    let mut registry = metrics::registry(&loop_metrics, device.clone(), names.clone(), handshakes.clone());
+    let flow_metrics = Arc::new(crate::flows::FlowMetrics::default());
+    flow_metrics.register(&mut registry);
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     http::serve(args.metrics_addr, health.clone(), registry, resync * 6).await?;
 
@@ -117,6 +119,20 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         None => config_source::ConfigSource::flags_only(base),
     };
     let nodes = nodes::watch(client.clone(), wake.clone());
+    let cluster_pods = crate::flows::ClusterPods::default();
+    let (flow_settings, flow_settings_rx) = tokio::sync::watch::channel(Default::default());
+    let exporter = crate::flows::Exporter {
+        device: device.clone(),
+        names: names.clone(),
+        nodes: nodes.clone(),
+        cluster_pods: cluster_pods.clone(),
+        client: client.clone(),
+        node: args.node_name.clone(),
+        sink: crate::flows::Sink::new(&args.flow_log, args.flow_log_max_bytes),
+        settings: flow_settings_rx,
+        metrics: flow_metrics,
+    };
+    tokio::spawn(exporter.run());
     let remotes = remotes::watch(client.clone(), wake.clone());
     // A pod wired (or unwired) here by the CNI wakes the loop: local delivery follows the kernel.
     let on_route = wake.clone();
@@ -142,7 +158,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         client,
         nodes,
         remotes,
-        pods: None,
+        pods: cluster_pods.clone(),
         wake: wake.clone(),
         config,
         kernel: netlink,
@@ -159,6 +175,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         handshakes,
         status_view: Arc::default(),
         log,
+        flow_settings,
     };
     let mut reconciler = reconcile::Reconciler {
         params,

@@ -91,7 +91,7 @@ impl Harness {
             client,
             nodes,
             remotes,
-            pods: None,
+            pods: Default::default(),
             wake,
             config,
             kernel: kernel.clone(),
@@ -108,6 +108,7 @@ impl Harness {
             handshakes: Default::default(),
             status_view: Default::default(),
             log: LogControl::detached("info"),
+            flow_settings: tokio::sync::watch::Sender::new(Default::default()),
         };
         let params = Params {
             node: NODE.into(),
@@ -334,7 +335,7 @@ async fn a_closed_pod_store_fails_the_pass_and_keeps_what_is_programmed() {
     let before = h.kernel();
     let (reader, writer) = kube::runtime::reflector::store::<Pod>();
     drop(writer);
-    h.agent.io.pods = Some(reader);
+    assert!(h.agent.io.pods.set(reader).is_ok());
     h.configure(&[("addressing", "pod-ip")]).await;
     assert!(!h.pass().await, "pod-IP mode without the Pods");
     assert!(!h.ready());

@@ -17,8 +17,14 @@ pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Pod> {
 }
 
 fn trim(pod: &mut Pod) {
-    pod.metadata.annotations = None;
     pod.metadata.labels = None;
+    trim_keeping_labels(pod);
+}
+
+/// Drops what neither the peer set nor a flow record reads: all but the Pod's name, namespace,
+/// labels, node, phase, host-network flag and addresses.
+pub(crate) fn trim_keeping_labels(pod: &mut Pod) {
+    pod.metadata.annotations = None;
     pod.metadata.managed_fields = None;
     pod.metadata.owner_references = None;
     if let Some(spec) = pod.spec.as_mut() {

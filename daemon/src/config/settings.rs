@@ -45,7 +45,26 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "per-peer",
         "Per-peer metric series: per-peer (4 series for each peer, so about 4 x N x N in a cluster of N nodes) or summary (the peers in aggregate: a few series per node at any size).",
     ),
+    (
+        "flow-records",
+        "false",
+        "Write flow records (docs/flows.md): each flow through the mesh, encrypted or dropped, with its pods, namespaces and nodes, as JSON lines every flow-interval.",
+    ),
+    ("flow-interval", "60s", "How often flow records are written: 10s to 1h."),
+    (
+        "flow-labels",
+        "",
+        "Comma-separated Pod label keys copied into flow records, e.g. app,app.kubernetes.io/name (at most 16).",
+    ),
+    (
+        "flow-max",
+        "65536",
+        "The most flows a node holds per interval (1024-1048576); packets of flows beyond it are counted as overflow.",
+    ),
 ];
+
+/// The most label keys `flow-labels` may name.
+const MAX_FLOW_LABELS: usize = 16;
 
 /// How peers' allowed IPs are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +118,32 @@ pub struct Settings {
     pub log_level: String,
     /// Series for every peer (true), or the peers in aggregate only.
     pub per_peer_metrics: bool,
+    /// Flow records: on or off, how often, which labels.
+    pub flows: FlowSettings,
+}
+
+/// The flow records' settings (`flow-*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSettings {
+    /// Write flow records.
+    pub enabled: bool,
+    /// How often (10 s to 1 h).
+    pub interval: Duration,
+    /// Pod label keys copied into records, in the order given.
+    pub labels: Vec<String>,
+    /// The most flows a node holds per interval.
+    pub max_flows: usize,
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: Duration::from_secs(60),
+            labels: Vec::new(),
+            max_flows: meshcrypt_dataplane::DEFAULT_MAX_FLOWS,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -114,6 +159,7 @@ impl Default for Settings {
             key_rotation_interval: None,
             log_level: "info".into(),
             per_peer_metrics: true,
+            flows: FlowSettings::default(),
         }
     }
 }
@@ -157,6 +203,10 @@ impl Settings {
             }
             "log-level" => self.log_level.clone(),
             "peer-metrics" => if self.per_peer_metrics { "per-peer" } else { "summary" }.to_owned(),
+            "flow-records" => self.flows.enabled.to_string(),
+            "flow-interval" => format!("{}s", self.flows.interval.as_secs()),
+            "flow-labels" => self.flows.labels.join(","),
+            "flow-max" => self.flows.max_flows.to_string(),
             _ => String::new(),
         }
     }
@@ -198,6 +248,16 @@ impl Settings {
                         Ok(())
                     }
                     _ => Err(format!("{value:?} is neither per-peer nor summary")),
+                },
+                "flow-records" => parse_bool(value).map(|v| out.flows.enabled = v),
+                "flow-interval" => parse_flow_interval(value).map(|v| out.flows.interval = v),
+                "flow-labels" => parse_label_keys(value).map(|v| out.flows.labels = v),
+                "flow-max" => match value.parse::<usize>() {
+                    Ok(max) if (1024..=1_048_576).contains(&max) => {
+                        out.flows.max_flows = max;
+                        Ok(())
+                    }
+                    _ => Err(format!("{value:?} is not a number of flows 1024-1048576")),
                 },
                 "log-level" => tracing_subscriber::EnvFilter::try_new(value)
                     .map(|_| out.log_level = value.to_owned())
@@ -287,6 +347,55 @@ fn parse_networks(value: &str) -> Result<Vec<IpNet>, String> {
     Ok(out)
 }
 
+fn parse_flow_interval(value: &str) -> Result<Duration, String> {
+    let span: jiff::SignedDuration =
+        value.parse().map_err(|_| format!("{value:?} is not a duration like 60s or 5m"))?;
+    match Duration::try_from(span) {
+        Ok(d) if (Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
+        _ => Err(format!("{value:?} is not between 10s and 1h")),
+    }
+}
+
+/// Parses a comma-separated list of Kubernetes label keys: an optional DNS-subdomain prefix and
+/// `/`, then a name of 1-63 characters, alphanumeric at both ends with `-`, `_` and `.` inside
+/// (the API's own rule, `IsQualifiedName`). Duplicates are an error.
+fn parse_label_keys(value: &str) -> Result<Vec<String>, String> {
+    let name_ok = |n: &str| {
+        let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        (1..=63).contains(&n.len())
+            && n.chars().all(inner)
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    let prefix_ok = |p: &str| {
+        (1..=253).contains(&p.len())
+            && p.split('.').all(|l| {
+                (1..=63).contains(&l.len())
+                    && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for key in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let ok = match key.split_once('/') {
+            Some((prefix, name)) => prefix_ok(prefix) && name_ok(name),
+            None => name_ok(key),
+        };
+        if !ok {
+            return Err(format!("{key:?} is not a label key"));
+        }
+        if keys.iter().any(|k| k == key) {
+            return Err(format!("{key:?} is named twice"));
+        }
+        keys.push(key.to_owned());
+    }
+    if keys.len() > MAX_FLOW_LABELS {
+        return Err(format!("{} label keys: at most {MAX_FLOW_LABELS}", keys.len()));
+    }
+    Ok(keys)
+}
+
 fn parse_interval(value: &str) -> Result<Option<Duration>, String> {
     if value == "0" {
         return Ok(None);
@@ -353,6 +462,14 @@ mod tests {
             (vec![("key-rotation-interval", "0")], Box::new(|s| s.key_rotation_interval.is_none())),
             (vec![("log-level", "meshcrypt=debug")], Box::new(|s| s.log_level == "meshcrypt=debug")),
             (vec![("host-encryption", "true")], Box::new(|s| s.host_encryption)),
+            (vec![("flow-records", "true")], Box::new(|s| s.flows.enabled)),
+            (vec![("flow-interval", "5m")], Box::new(|s| s.flows.interval == Duration::from_secs(300))),
+            (
+                vec![("flow-labels", "app, app.kubernetes.io/name,team_1")],
+                Box::new(|s| s.flows.labels == ["app", "app.kubernetes.io/name", "team_1"]),
+            ),
+            (vec![("flow-labels", "")], Box::new(|s| s.flows.labels.is_empty())),
+            (vec![("flow-max", "1024")], Box::new(|s| s.flows.max_flows == 1024)),
         ];
         for (input, check) in cases {
             let parsed =
@@ -378,6 +495,20 @@ mod tests {
             (vec![("key-rotation-interval", "soon")], vec!["key-rotation-interval"]),
             (vec![("key-rotation-interval", "10s")], vec!["key-rotation-interval"]),
             (vec![("log-level", "[[[")], vec!["log-level"]),
+            (vec![("flow-records", "yes")], vec!["flow-records"]),
+            (vec![("flow-interval", "5s")], vec!["flow-interval"]),
+            (vec![("flow-interval", "2h")], vec!["flow-interval"]),
+            (vec![("flow-interval", "-60s")], vec!["flow-interval"]),
+            (vec![("flow-labels", "app,app")], vec!["flow-labels"]),
+            (vec![("flow-labels", "-app")], vec!["flow-labels"]),
+            (vec![("flow-labels", "Example.com/app")], vec!["flow-labels"]),
+            (vec![("flow-labels", "a/b/c")], vec!["flow-labels"]),
+            (
+                vec![("flow-labels", "l0,l1,l2,l3,l4,l5,l6,l7,l8,l9,l10,l11,l12,l13,l14,l15,l16")],
+                vec!["flow-labels"],
+            ),
+            (vec![("flow-max", "1023")], vec!["flow-max"]),
+            (vec![("flow-max", "many")], vec!["flow-max"]),
             (
                 vec![("port", "abc"), ("mtu", "70000"), ("enabled", "maybe"), ("x", "y")],
                 vec!["enabled", "mtu", "port", "x"],
