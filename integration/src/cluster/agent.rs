@@ -72,6 +72,8 @@ pub(super) fn spawn(cluster: &Cluster, node: &str, extra: &[&str]) -> Result<Lab
         .arg(&kubeconfig)
         .arg("--state-dir")
         .arg(cluster.state_dir(node))
+        .arg("--flow-log")
+        .arg(cluster.flow_log(node))
         .args(["--uapi-dir", "/run/wireguard", "--metrics-addr"])
         .arg(format!("0.0.0.0:{METRICS_PORT}"))
         .args(["--resync-seconds", "2", "--log-level", &opts.log_level]);

@@ -269,8 +269,9 @@ impl Cluster {
         events
     }
 
-    /// Creates the Pod object for lab pod `pod` (in its node's cluster): scheduled to its node,
-    /// running, with its addresses (what the VPC CNI reports, and what pod-IP mode reads).
+    /// Creates the Pod object for lab pod `pod` (in its node's cluster, namespace `default`, label
+    /// `app: <pod name>`): scheduled to its node, running, with its addresses (what the VPC CNI
+    /// reports, and what pod-IP mode reads).
     pub fn register_pod(&self, pod: &Pod) -> Result<Value, ClusterError> {
         let ips: Vec<Value> = std::iter::once(pod.address.to_string())
             .chain(pod.address6.map(|a| a.to_string()))
@@ -279,7 +280,7 @@ impl Cluster {
         Ok(self.plane_of(&pod.node)?.0.create(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": pod.name, "namespace": "default"},
+            "metadata": {"name": pod.name, "namespace": "default", "labels": {"app": pod.name}},
             "spec": {"nodeName": pod.node, "containers": [{"name": "app", "image": "app"}]},
             "status": {"phase": "Running", "podIP": pod.address.to_string(), "podIPs": ips},
         }))?)
@@ -493,6 +494,11 @@ impl Cluster {
     /// The last `lines` lines of every agent's log, for failure messages.
     pub fn agent_logs_tail(&self, lines: usize) -> String {
         self.agents.iter().map(|(node, process)| log_tail(node, &process.log, lines)).collect()
+    }
+
+    /// Where the agent on `node` writes flow records (when the ConfigMap turns them on).
+    pub fn flow_log(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("flows.log")
     }
 
     /// The agent's state directory on `node` (its key files and its status socket).
