@@ -266,6 +266,11 @@ pub struct DeviceArgs {
     /// default); a path that carries less gets ICMP too-big back to the sender.
     #[arg(long, default_value_t = meshcrypt_dataplane::DEFAULT_MTU, value_parser = clap::value_parser!(u16).range(576..=65_535))]
     pub mtu: u16,
+    /// Count flows as the agent does with `flow-records` on, in a table of at most this many
+    /// flows (to measure what accounting costs: the throughput bench's `--flows`); the totals are
+    /// logged when the device stops.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub flow_accounting: Option<u64>,
     /// Accepted for compatibility with `wireguard-go -f`: the device always runs in the foreground.
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,

@@ -24,6 +24,7 @@ pub fn run(args: &DeviceArgs) -> Result<(), AgentError> {
     config.workers = usize::from(args.workers);
     config.mtu = Some(args.mtu);
     let device = Device::create(config)?;
+    device.set_flow_accounting(args.flow_accounting.and_then(|m| usize::try_from(m).ok()));
     tracing::info!(
         ifname = %args.ifname,
         port = device.listen_port(),
@@ -33,6 +34,16 @@ pub fn run(args: &DeviceArgs) -> Result<(), AgentError> {
     let signal =
         stop.wait().map_err(|e| AgentError::Io { what: "wait for a signal".into(), source: e.into() })?;
     tracing::info!(%signal, "stopping");
+    if args.flow_accounting.is_some() {
+        let flows = device.take_flows();
+        let packets: u64 = flows.flows.iter().map(|f| f.packets).sum();
+        tracing::info!(
+            flows = flows.flows.len(),
+            packets,
+            overflow_packets = flows.overflow_packets,
+            "flows counted"
+        );
+    }
     device.shutdown();
     Ok(())
 }

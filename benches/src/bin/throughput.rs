@@ -11,8 +11,10 @@
 //!
 //! ```text
 //! throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…]
-//!            [--compare NAME=PATH-TO-MESHCRYPT]…
+//!            [--compare NAME=PATH-TO-MESHCRYPT]… [--flows]
 //! ```
+//! `--flows` adds `meshcrypt+flows`: the same device with flow accounting on (the agent's
+//! `flow-records`), so the two rows of one run give its cost.
 //! Needs root, iproute2, iperf3, ping, wg (wireguard-tools), nsenter, and optionally wireguard-go
 //! and boringtun-cli (looked up in PATH and in `target/tools/bin`).
 
@@ -92,11 +94,19 @@ struct Args {
     baseline: bool,
     /// Other builds of `meshcrypt` to run side by side (name, path), e.g. the previous commit's.
     compare: Vec<(String, PathBuf)>,
+    flows: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a =
-        Args { rounds: 3, seconds: 5, ping_count: 100, only: None, baseline: false, compare: Vec::new() };
+    let mut a = Args {
+        rounds: 3,
+        seconds: 5,
+        ping_count: 100,
+        only: None,
+        baseline: false,
+        compare: Vec::new(),
+        flows: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -110,6 +120,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--baseline" => a.baseline = true,
             "--only" => a.only = Some(value("--only")?.split(',').map(str::to_owned).collect()),
+            "--flows" => a.flows = true,
             "--compare" => {
                 let v = value("--compare")?;
                 let (name, path) = v.split_once('=').context("--compare wants NAME=PATH")?;
@@ -117,7 +128,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…] [--compare NAME=PATH-TO-MESHCRYPT]…"
+                    "usage: throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…] [--compare NAME=PATH-TO-MESHCRYPT]… [--flows]"
                 );
                 std::process::exit(0);
             }
@@ -139,7 +150,11 @@ fn find_program(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn implementations(only: Option<&[String]>, compare: &[(String, PathBuf)]) -> anyhow::Result<Vec<Impl>> {
+fn implementations(
+    only: Option<&[String]>,
+    compare: &[(String, PathBuf)],
+    flows: bool,
+) -> anyhow::Result<Vec<Impl>> {
     let exe = std::env::current_exe().context("current_exe")?;
     let meshcrypt = exe.with_file_name("meshcrypt");
     if !meshcrypt.is_file() {
@@ -151,6 +166,19 @@ fn implementations(only: Option<&[String]>, compare: &[(String, PathBuf)]) -> an
         ifname_first: false,
         ours: true,
     }];
+    if flows {
+        list.push(Impl {
+            name: "meshcrypt+flows".into(),
+            argv: vec![
+                meshcrypt.display().to_string(),
+                "device".into(),
+                "--flow-accounting".into(),
+                "65536".into(),
+            ],
+            ifname_first: false,
+            ours: true,
+        });
+    }
     for (name, path) in compare {
         if !path.is_file() {
             bail!("--compare {name}: {} not found", path.display());
@@ -530,7 +558,7 @@ fn table(impls: &[Impl], samples: &Samples) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let impls = implementations(args.only.as_deref(), &args.compare)?;
+    let impls = implementations(args.only.as_deref(), &args.compare, args.flows)?;
     if impls.is_empty() {
         bail!("nothing to run");
     }
