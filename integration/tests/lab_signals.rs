@@ -154,7 +154,14 @@ fn a_handshake_from_a_key_that_is_no_peers_is_reported_by_the_node_it_reached() 
 /// source in a `SpoofedSource` Warning Event.
 #[test]
 fn a_pod_spoofing_its_source_is_dropped_and_reported_by_the_receiving_node() {
-    let cluster = Cluster::start(2, 1, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
+    // With flow records on, the signal is also a line in the flow log, next to the dropped flow.
+    let mut options = AgentOptions::new().expect("meshcrypt binary");
+    options.config_map = Some(
+        [("flow-records", "true"), ("flow-interval", "10s")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+    );
+    let cluster = Cluster::start(2, 1, options).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
     cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
     let spoofer = cluster.lab.pods_on("node-1")[0].clone();
@@ -180,6 +187,34 @@ fn a_pod_spoofing_its_source_is_dropped_and_reported_by_the_receiving_node() {
             && !l.ends_with(" 0")),
         "bad_source drops counted"
     );
+    let lines = |cluster: &Cluster| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(cluster.flow_log("node-0")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let (signal, flow) = poll(Duration::from_secs(30), || {
+        let lines = lines(&cluster);
+        let signal = lines.iter().find(|l| l["kind"] == "signal" && l["reason"] == "SpoofedSource").cloned();
+        let flow = lines
+            .iter()
+            .find(|l| l["kind"] == "flow" && l["source"]["ip"] == spoofed && l["dropReason"] == "bad_source")
+            .cloned();
+        signal
+            .zip(flow)
+            .ok_or_else(|| format!("no signal and dropped flow in node-0's flow log yet: {lines:?}"))
+    })
+    .expect("the flow log");
+    assert_eq!(
+        (signal["node"].as_str(), signal["subject"].as_str()),
+        (Some("node-0"), Some("node-0")),
+        "{signal}"
+    );
+    assert!(signal["message"].as_str().is_some_and(|m| m.contains(spoofed)), "{signal}");
+    assert_eq!(
+        (flow["direction"].as_str(), flow["peer"]["node"].as_str()),
+        (Some("inbound"), Some("node-1")),
+        "{flow}"
+    );
+    assert_eq!(flow["destination"]["ip"], target.as_str());
 }
 
 /// A Node with a key whose machine answers nothing on the mesh port (its agent down, or the port

@@ -14,6 +14,7 @@ use super::peer_ops::to_changes;
 use super::publish::{publish_key, withdraw_key};
 use super::state::LoopState;
 use crate::error::AgentError;
+use crate::flows::SignalRecord;
 
 /// How far a pass got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,6 +326,19 @@ async fn report<K: Kernel, B: WireGuardBackend>(
             (None, None) => continue,
         };
         io.events.publish(reference, type_, &event.reason, &event.note).await;
+        let subject = event.node.as_deref().unwrap_or_default();
+        if event.warning
+            && let Some(signal) = SignalRecord::from_event(
+                &params.node,
+                subject,
+                &event.reason,
+                &event.note,
+                jiff::Timestamp::now(),
+            )
+            && io.signals.try_send(signal).is_err()
+        {
+            tracing::debug!(reason = %event.reason, "signal queue full; the Event carries it");
+        }
     }
     if let Some(key) = key_rotated {
         let note = format!("epoch {}, key {}", key.epoch, key.public_key.fingerprint());

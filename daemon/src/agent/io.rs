@@ -18,7 +18,7 @@ use super::events::EventReporter;
 use super::http::Health;
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use crate::config::settings::FlowSettings;
-use crate::flows::ClusterPods;
+use crate::flows::{ClusterPods, SignalRecord};
 use crate::logging::LogControl;
 use crate::remote_cluster::RemoteCluster;
 use crate::status::PassView;
@@ -69,6 +69,8 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub log: LogControl,
     /// The flow records' settings in force, for the exporter.
     pub flow_settings: tokio::sync::watch::Sender<FlowSettings>,
+    /// Signals for the flow log (see [`crate::flows::SignalRecord`]).
+    pub signals: tokio::sync::mpsc::Sender<SignalRecord>,
 }
 
 impl<K: Kernel, B: WireGuardBackend> Io<K, B> {

@@ -121,6 +121,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     let nodes = nodes::watch(client.clone(), wake.clone());
     let cluster_pods = crate::flows::ClusterPods::default();
     let (flow_settings, flow_settings_rx) = tokio::sync::watch::channel(Default::default());
+    let (signals, signals_rx) = tokio::sync::mpsc::channel(crate::flows::SIGNAL_QUEUE);
     let exporter = crate::flows::Exporter {
         device: device.clone(),
         names: names.clone(),
@@ -130,6 +131,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         node: args.node_name.clone(),
         sink: crate::flows::Sink::new(&args.flow_log, args.flow_log_max_bytes),
         settings: flow_settings_rx,
+        signals: signals_rx,
         metrics: flow_metrics,
     };
     tokio::spawn(exporter.run());
@@ -176,6 +178,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         status_view: Arc::default(),
         log,
         flow_settings,
+        signals,
     };
     let mut reconciler = reconcile::Reconciler {
         params,

@@ -109,6 +109,7 @@ impl Harness {
             status_view: Default::default(),
             log: LogControl::detached("info"),
             flow_settings: tokio::sync::watch::Sender::new(Default::default()),
+            signals: tokio::sync::mpsc::channel(1).0,
         };
         let params = Params {
             node: NODE.into(),

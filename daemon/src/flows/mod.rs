@@ -15,7 +15,7 @@ mod record;
 mod sink;
 
 pub use directory::Directory;
-pub use record::{Window, records};
+pub use record::{SignalRecord, Window, records};
 pub use sink::Sink;
 
 use std::sync::{Arc, OnceLock};
@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::agent::metrics::{DeviceSlot, PeerNames};
 use crate::config::settings::FlowSettings;
@@ -42,6 +42,8 @@ pub struct FlowMetrics {
     pub overflow_packets: Counter,
     /// Drains whose records could not be written (the records are lost; the error is logged).
     pub write_errors: Counter,
+    /// Signal lines written.
+    pub signals: Counter,
 }
 
 impl FlowMetrics {
@@ -52,6 +54,11 @@ impl FlowMetrics {
             "meshcrypt_flow_overflow_packets",
             "Packets of flows the node's flow table had no room for (flow-max): counted, not recorded per flow",
             self.overflow_packets.clone(),
+        );
+        registry.register(
+            "meshcrypt_flow_signals",
+            "Suspicious-activity signals written to the flow log (each is also a Warning Event)",
+            self.signals.clone(),
         );
         registry.register(
             "meshcrypt_flow_write_errors",
@@ -79,9 +86,14 @@ pub struct Exporter {
     pub sink: Sink,
     /// The settings in force (from the reconcile pass).
     pub settings: watch::Receiver<FlowSettings>,
+    /// Signals raised by the reconcile pass, written as they come while records are on.
+    pub signals: mpsc::Receiver<SignalRecord>,
     /// Counters.
     pub metrics: Arc<FlowMetrics>,
 }
+
+/// How many signals may wait for the exporter; more are dropped (each is also an Event).
+pub const SIGNAL_QUEUE: usize = 256;
 
 impl Exporter {
     /// Runs until the settings' sender goes (the agent stops).
@@ -107,6 +119,24 @@ impl Exporter {
                 _ = tokio::time::sleep(wait) => {
                     since = self.export(&settings, local_pods.as_ref(), since);
                 }
+                Some(signal) = self.signals.recv() => {
+                    if settings.enabled {
+                        self.write_signal(&signal);
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_signal(&self, signal: &SignalRecord) {
+        let Ok(line) = serde_json::to_string(signal) else { return };
+        match self.sink.write(&[line]) {
+            Ok(()) => {
+                self.metrics.signals.inc();
+            }
+            Err(e) => {
+                self.metrics.write_errors.inc();
+                tracing::warn!(error = %e, errno = e.raw_os_error(), reason = %signal.reason, sink = ?self.sink, "cannot write a signal to the flow log");
             }
         }
     }

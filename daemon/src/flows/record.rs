@@ -115,6 +115,57 @@ pub struct OverflowRecord {
     pub bytes: u64,
 }
 
+/// The Event reasons that are suspicious-activity signals (docs/signals.md): each Warning Event
+/// with one of them is also a `kind: signal` line in the flow log.
+pub const SIGNAL_REASONS: &[&str] = &[
+    "DuplicateKey",
+    "KeyClaimedByOthers",
+    "ContestedPrefix",
+    "PrefixClaimedByOthers",
+    "SharedInternalIP",
+    "ForeignKeyWriter",
+    "PeerNoHandshake",
+    "UnknownKeyHandshake",
+    "SpoofedSource",
+];
+
+/// A suspicious-activity signal in the flow log (`kind: signal`): the same as its Warning Event,
+/// written by the one agent that raises it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalRecord {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// Always `signal`.
+    pub kind: &'static str,
+    /// The node whose agent raised it.
+    pub node: String,
+    /// When (RFC 3339).
+    pub time: String,
+    /// The reason code (one of [`SIGNAL_REASONS`]).
+    pub reason: String,
+    /// What it is about: the Node's name, `<cluster>/<node>` for a peer cluster's node.
+    pub subject: String,
+    /// The Event's note.
+    pub message: String,
+}
+
+impl SignalRecord {
+    /// The record of a Warning Event with `reason` about `subject`, raised at `now` by `node`'s
+    /// agent; `None` when the reason is no signal.
+    pub fn from_event(node: &str, subject: &str, reason: &str, note: &str, now: Timestamp) -> Option<Self> {
+        SIGNAL_REASONS.contains(&reason).then(|| SignalRecord {
+            schema: SCHEMA,
+            kind: "signal",
+            node: node.to_owned(),
+            time: now.to_string(),
+            reason: reason.to_owned(),
+            subject: subject.to_owned(),
+            message: note.to_owned(),
+        })
+    }
+}
+
 /// The interval a drain covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {

@@ -214,3 +214,30 @@ fn a_record_serializes_to_the_documented_shape_and_overflow_gets_its_own_line() 
     assert_eq!(overflow["kind"], "overflow");
     assert_eq!((overflow["packets"].as_u64(), overflow["bytes"].as_u64()), (Some(5), Some(500)));
 }
+
+/// Every signal reason is in the catalogue (docs/signals.md) and the JSON Schema, and only Warning
+/// reasons of the catalogue become signal lines.
+#[test]
+fn signal_reasons_are_catalogued_and_only_they_become_lines() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let catalogue = std::fs::read_to_string(root.join("docs/signals.md")).expect("docs/signals.md");
+    let schema = std::fs::read_to_string(root.join("docs/flow-record.schema.json")).expect("the schema");
+    for reason in SIGNAL_REASONS {
+        assert!(catalogue.contains(&format!("`{reason}`")), "{reason} not in docs/signals.md");
+        assert!(schema.contains(&format!("\"{reason}\"")), "{reason} not in the schema");
+    }
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    for (reason, signal) in
+        [("SpoofedSource", true), ("SharedInternalIP", true), ("ConfigApplied", false), ("NoKey", false)]
+    {
+        let got = SignalRecord::from_event("node-0", "node-1", reason, "note", now);
+        assert_eq!(got.is_some(), signal, "{reason}");
+    }
+    let line = serde_json::to_value(SignalRecord::from_event("node-0", "node-1", "SpoofedSource", "n", now))
+        .unwrap();
+    assert_eq!(
+        line,
+        json!({"schema": "meshcrypt.dev/flow/v1", "kind": "signal", "node": "node-0", "time": "2027-01-15T08:00:00Z",
+               "reason": "SpoofedSource", "subject": "node-1", "message": "n"})
+    );
+}
