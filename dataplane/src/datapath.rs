@@ -58,6 +58,7 @@ pub(crate) struct Net {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) no_route: AtomicU64,
+    last_no_route: Mutex<Option<crate::state::NoPeerDrop>>,
     pub(crate) no_endpoint: AtomicU64,
     pub(crate) bad_source: AtomicU64,
     last_bad_source: Mutex<Option<crate::state::BadSource>>,
@@ -75,6 +76,7 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> DeviceCounters {
         DeviceCounters {
             dropped_no_route: self.no_route.load(Ordering::Relaxed),
+            last_no_route: *self.last_no_route.lock().unwrap_or_else(|e| e.into_inner()),
             dropped_no_endpoint: self.no_endpoint.load(Ordering::Relaxed),
             dropped_bad_source: self.bad_source.load(Ordering::Relaxed),
             last_bad_source: *self.last_bad_source.lock().unwrap_or_else(|e| e.into_inner()),
@@ -94,6 +96,17 @@ impl Counters {
             *latest = Some(crate::state::BadSource { peer, source });
         }
         tracing::trace!(%peer, %source, "inner source not in the peer's allowed IPs");
+    }
+
+    /// Counts an outbound `packet` no peer covers, and remembers its addresses as the latest
+    /// unless another worker holds the record (never waits on the data path).
+    pub(crate) fn no_peer(&self, packet: &[u8]) {
+        bump(&self.no_route);
+        if let Some((key, _)) = crate::flows::parse(packet, crate::flows::FlowDirection::Outbound)
+            && let Ok(mut latest) = self.last_no_route.try_lock()
+        {
+            *latest = Some(crate::state::NoPeerDrop { source: key.src, destination: key.dst });
+        }
     }
 
     /// Counts a handshake initiation from `public_key`, which is no peer's, and remembers it as

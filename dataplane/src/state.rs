@@ -74,9 +74,20 @@ pub struct BadSource {
     pub source: std::net::IpAddr,
 }
 
+/// A packet dropped because no peer's allowed IPs cover its destination (fail closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoPeerDrop {
+    /// Its source address (a pod on this node, or the node).
+    pub source: std::net::IpAddr,
+    /// The destination it had no tunnel to.
+    pub destination: std::net::IpAddr,
+}
+
 /// Device-wide packet counters. Every dropped packet is counted exactly once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeviceCounters {
+    /// The latest of `dropped_no_route`, if any.
+    pub last_no_route: Option<NoPeerDrop>,
     /// Packets read from the TUN whose destination no peer's allowed IPs cover (fail closed).
     pub dropped_no_route: u64,
     /// Packets for a peer that has no endpoint yet.

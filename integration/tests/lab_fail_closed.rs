@@ -51,6 +51,18 @@ fn strict_mode_drops_traffic_to_a_node_without_a_key() {
     let dropped_after =
         metric(&cluster, "node-0", "meshcrypt_dropped_packets_total{reason=\"no_peer\"}").unwrap_or(0.0);
     assert!(dropped_after >= dropped_before + 3.0, "drops counted: {dropped_before} -> {dropped_after}");
+    // The signal: a Warning on node-0 naming the latest source and destination, and its node.
+    let keyless_node = keyless.node.clone();
+    let note = poll(Duration::from_secs(10), || {
+        let events = cluster.events("StrictModeDrop");
+        let on_node0 = events.iter().find(|e| e["regarding"]["name"] == "node-0");
+        on_node0.and_then(|e| e["note"].as_str().map(str::to_owned)).ok_or_else(|| format!("{events:?}"))
+    })
+    .expect("a StrictModeDrop Event on node-0");
+    let want = [meshed.address.to_string(), keyless.address.to_string(), format!("node {keyless_node}'s")];
+    assert!(want.iter().all(|w| note.contains(w.as_str())), "{note}");
+    let signals = metric(&cluster, "node-0", "meshcrypt_signals_total{reason=\"StrictModeDrop\"}");
+    assert!(signals >= Some(1.0), "{signals:?}");
     // Pods on meshed nodes still talk, encrypted.
     let other = cluster.lab.pods_on("node-1")[0].clone();
     assert!(cluster.lab.ping(&meshed, other.address.into()).expect("ping"));

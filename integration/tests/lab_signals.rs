@@ -187,6 +187,7 @@ fn a_pod_spoofing_its_source_is_dropped_and_reported_by_the_receiving_node() {
             && !l.ends_with(" 0")),
         "bad_source drops counted"
     );
+    assert!(metrics.lines().any(|l| l.starts_with("meshcrypt_signals_total{reason=\"SpoofedSource\"} ")));
     let lines = |cluster: &Cluster| -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(cluster.flow_log("node-0")).unwrap_or_default();
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
@@ -246,4 +247,43 @@ fn a_peer_that_never_answers_a_handshake_is_reported() {
     for answering in ["node node-0", "node node-1"] {
         assert!(notes.iter().all(|(_, note)| !note.contains(answering)), "{answering} answers: {notes:?}");
     }
+}
+
+/// node-1 sends to node-0 from a second address on its underlay interface, one that is no Node's:
+/// node-0's device roams to it on the first authenticated packet, and node-0's agent raises
+/// `EndpointNotANode` naming node-1 and the address, and sets the endpoint back. Traffic flows.
+#[test]
+fn a_peer_sending_from_an_address_that_is_no_nodes_is_reported() {
+    let cluster = Cluster::start(2, 1, AgentOptions::new().expect("meshcrypt binary")).expect("cluster");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
+    let (node0, node1) =
+        (cluster.lab.node("node-0").expect("node-0"), cluster.lab.node("node-1").expect("node-1"));
+    let other = "198.18.1.200";
+    let to_node0 = format!("{}/32", node0.underlay_addr);
+    for cmd in [
+        vec!["ip", "addr", "add", &format!("{other}/32"), "dev", &node1.underlay_iface],
+        vec!["ip", "route", "add", &to_node0, "dev", &node1.underlay_iface, "src", other],
+    ] {
+        cluster.lab.exec(&node1.namespace, &cmd).expect("node-1 sends to node-0 from another address");
+    }
+    let (from, to) = (cluster.lab.pods_on("node-1")[0].clone(), cluster.lab.pods_on("node-0")[0].clone());
+    let note = poll(Duration::from_secs(30), || {
+        let _ = cluster.lab.ping(&from, to.address.into());
+        let notes = notes(&cluster, "EndpointNotANode");
+        notes
+            .into_iter()
+            .find(|(node, _)| node == "node-0")
+            .map(|(_, n)| n)
+            .ok_or("no Event on node-0 yet".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.agent_logs_tail(20)));
+    assert!(note.contains("node node-1") && note.contains(other), "{note}");
+    let (_, metrics) = cluster.http("node-0", "/metrics").expect("metrics");
+    assert!(metrics.lines().any(|l| l.starts_with("meshcrypt_signals_total{reason=\"EndpointNotANode\"} ")));
+    assert!(
+        cluster.lab.ping(&from, to.address.into()).expect("ping"),
+        "the mesh still carries node-1's traffic"
+    );
+    assert!(cluster.lab.ping(&to, from.address.into()).expect("ping"), "and node-0's");
 }

@@ -248,6 +248,8 @@ pub struct PassPlan {
     pub unknown_handshakes: u64,
     /// The device's count of packets with a bad inner source, to remember.
     pub bad_sources: u64,
+    /// The device's no-peer drop count, as of this pass.
+    pub no_peer_drops: u64,
     /// When each peer on the device was first seen there, to remember.
     pub peers_since: Option<BTreeMap<PublicKey, jiff::Timestamp>>,
     /// The peers without a handshake long after they were configured, to remember.
@@ -284,6 +286,7 @@ impl PassPlan {
             preshared_keys: None,
             unknown_handshakes: state.unknown_handshakes,
             bad_sources: state.bad_sources,
+            no_peer_drops: state.no_peer_drops,
             peers_since: None,
             silent_peers: None,
         }
@@ -621,6 +624,7 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
     let new = |total: u64, seen: u64| total.checked_sub(seen).unwrap_or(total);
     plan.unknown_handshakes = counters.handshakes_unknown_key;
     plan.bad_sources = counters.dropped_bad_source;
+    plan.no_peer_drops = counters.dropped_no_route;
     let mut warn = |reason: &str, note: String| {
         plan.events.push(PlannedEvent {
             node: Some(params.node.clone()),
@@ -662,6 +666,48 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
                 "{spoofed} packet(s) from a peer with an inner source outside its allowed IPs{latest}: dropped"
             ),
         );
+    }
+    let refused = new(counters.dropped_no_route, state.no_peer_drops);
+    if refused > 0 {
+        let latest = counters
+            .last_no_route
+            .map(|d| {
+                let node = node_holding(inputs, d.destination)
+                    .map_or_else(|| "no node's".to_owned(), |n| format!("node {n}'s"));
+                format!(", the latest from {} to {} ({node})", d.source, d.destination)
+            })
+            .unwrap_or_default();
+        warn(
+            "StrictModeDrop",
+            format!(
+                "{refused} packet(s) to pod-network addresses no peer covers{latest}: dropped, not sent in plaintext (flow records name the pods)"
+            ),
+        );
+    }
+    // A peer's endpoint is what this agent configured (its Node's InternalIP, saved in the last
+    // known peer set) unless its authenticated packets came from elsewhere: WireGuard roams to
+    // their source, and the device diff sets it back. An address that is no Node's means the node
+    // sends from another address, or its key is in use elsewhere.
+    if let (Some(device), View::Complete { nodes, .. }) = (&inputs.device, &inputs.view) {
+        let configured = |key: &PublicKey| {
+            let saved = state.last_known.as_ref().map(|l| l.peers.as_slice()).unwrap_or_default();
+            saved.iter().find(|p| p.public_key == key.to_string()).map(|p| p.endpoint)
+        };
+        for peer in &device.peers {
+            let Some(endpoint) = peer.endpoint else { continue };
+            let Some(name) = node_publishing(inputs, &peer.public_key) else { continue };
+            if nodes.iter().any(|n| n.internal_ips.contains(&endpoint.ip()))
+                || configured(&peer.public_key) == Some(endpoint)
+            {
+                continue;
+            }
+            warn(
+                "EndpointNotANode",
+                format!(
+                    "authenticated packets with node {name}'s key came from {endpoint}, which is no node's address: the endpoint is set back to node {name}'s; if that node does not send from this address, its private key is in use elsewhere"
+                ),
+            );
+        }
     }
 }
 
@@ -718,6 +764,17 @@ fn holds_now(inputs: &Inputs, key: &PublicKey, source: std::net::IpAddr) -> bool
         .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
         .any(|c| c.contains(&source));
     by_cidr || pods.iter().any(|p| p.node == name && p.ips.contains(&source))
+}
+
+/// The Node whose pod CIDRs (or, in pod-IP mode, Pods) hold `ip`, when the view has the Nodes.
+fn node_holding(inputs: &Inputs, ip: std::net::IpAddr) -> Option<&str> {
+    let View::Complete { nodes, pods, .. } = &inputs.view else { return None };
+    let by_cidr = nodes
+        .iter()
+        .find(|n| n.pod_cidrs.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()).any(|c| c.contains(&ip)));
+    by_cidr
+        .map(|n| n.name.as_str())
+        .or_else(|| pods.iter().find(|p| p.ips.contains(&ip)).map(|p| p.node.as_str()))
 }
 
 /// The Node publishing `key`, when the view has the Nodes.

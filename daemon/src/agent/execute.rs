@@ -78,6 +78,7 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
     state.reported.clone_from(&plan.problems);
     state.unknown_handshakes = plan.unknown_handshakes;
     state.bad_sources = plan.bad_sources;
+    state.no_peer_drops = plan.no_peer_drops;
     if let Some(since) = &plan.peers_since {
         state.peers_since.clone_from(since);
     }
@@ -335,9 +336,11 @@ async fn report<K: Kernel, B: WireGuardBackend>(
                 &event.note,
                 jiff::Timestamp::now(),
             )
-            && io.signals.try_send(signal).is_err()
         {
-            tracing::debug!(reason = %event.reason, "signal queue full; the Event carries it");
+            io.metrics.signals.get_or_create(&vec![("reason", event.reason.clone())]).inc();
+            if io.signals.try_send(signal).is_err() {
+                tracing::debug!(reason = %event.reason, "signal queue full; the Event carries it");
+            }
         }
     }
     if let Some(key) = key_rotated {

@@ -38,6 +38,8 @@ pub struct LoopMetrics {
     pub key_created: Gauge,
     /// 1 while the ConfigMap is rejected (the last good settings stay in force).
     pub config_rejected: Gauge,
+    /// Suspicious-activity signals raised by this agent, by reason (docs/signals.md).
+    pub signals: Family<Vec<(&'static str, String)>, Counter>,
     /// The peers only in aggregate (the `peer-metrics: summary` setting), no per-peer series.
     pub peers_summarised: Arc<AtomicBool>,
 }
@@ -216,6 +218,11 @@ pub fn registry(
         "meshcrypt_key_created_timestamp_seconds",
         "When the key in use was made, Unix seconds (from its key record)",
         loop_metrics.key_created.clone(),
+    );
+    registry.register(
+        "meshcrypt_signals",
+        "Suspicious-activity signals (Warning Events of docs/signals.md's codes) this agent raised, by reason",
+        loop_metrics.signals.clone(),
     );
     registry.register(
         "meshcrypt_config_rejected",

@@ -38,6 +38,8 @@ pub struct LoopState {
     pub unknown_handshakes: u64,
     /// The device's count of packets with a bad inner source, as last reported.
     pub bad_sources: u64,
+    /// The device's count of packets no peer covered (strict mode), as last reported.
+    pub no_peer_drops: u64,
     /// When each peer on the device was first seen there.
     pub peers_since: BTreeMap<PublicKey, jiff::Timestamp>,
     /// The peers without a handshake long after they were configured, as reported.
@@ -61,6 +63,7 @@ impl LoopState {
             report_failure: None,
             unknown_handshakes: 0,
             bad_sources: 0,
+            no_peer_drops: 0,
             peers_since: BTreeMap::new(),
             silent_peers: BTreeSet::new(),
         }

@@ -127,6 +127,8 @@ pub const SIGNAL_REASONS: &[&str] = &[
     "PeerNoHandshake",
     "UnknownKeyHandshake",
     "SpoofedSource",
+    "EndpointNotANode",
+    "StrictModeDrop",
 ];
 
 /// A suspicious-activity signal in the flow log (`kind: signal`): the same as its Warning Event,

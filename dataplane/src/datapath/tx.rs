@@ -221,7 +221,7 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             *size = padded;
             let peer = Tunn::dst_address(&buf[..padded]).and_then(|dst| peers.route(dst));
             if peer.is_none() {
-                bump(&shared.counters.no_route);
+                shared.counters.no_peer(&buf[..padded]);
                 account(&buf[..padded], FlowOutcome::Dropped(DropReason::NoPeer), None);
             }
             targets.push(peer.cloned());

@@ -540,6 +540,45 @@ fn decide_table() {
             Got { events: events(&["SpoofedSource"]), ..nothing() },
         ),
         (
+            "packets no peer covers since the last pass (strict mode): a Warning naming the destination's node",
+            |w| {
+                let counters = &mut w.inputs.device.as_mut().expect("a device").counters;
+                counters.dropped_no_route = 4;
+                counters.last_no_route = Some(meshcrypt_dataplane::NoPeerDrop {
+                    source: "10.244.0.5".parse().unwrap(),
+                    destination: "10.244.200.9".parse().unwrap(),
+                });
+            },
+            Got { events: events(&["StrictModeDrop"]), ..nothing() },
+        ),
+        (
+            "... none new since: nothing",
+            |w| {
+                w.state.no_peer_drops = 4;
+                w.inputs.device.as_mut().expect("a device").counters.dropped_no_route = 4;
+            },
+            nothing(),
+        ),
+        (
+            "a peer's authenticated packets from an address that is no node's: a Warning, and the endpoint set back",
+            |w| {
+                let device = w.inputs.device.as_mut().expect("a device");
+                let peer = device.peers.iter_mut().find(|p| p.public_key == key(1)).expect("peer key(1)");
+                peer.endpoint = Some("198.18.0.99:51820".parse().unwrap());
+            },
+            Got { events: events(&["EndpointNotANode"]), peer_ops: vec!["endpoint"], ..nothing() },
+        ),
+        (
+            "... from another node's address: no Warning (a key copied there is DuplicateKey's), set back",
+            |w| {
+                let other = w.nodes()[2].internal_ips[0];
+                let device = w.inputs.device.as_mut().expect("a device");
+                let peer = device.peers.iter_mut().find(|p| p.public_key == key(1)).expect("peer key(1)");
+                peer.endpoint = Some((other, 51820).into());
+            },
+            Got { peer_ops: vec!["endpoint"], ..nothing() },
+        ),
+        (
             "... not for a source the peer holds by now (a new pod's first packets, before its address was known)",
             |w| {
                 let node_b = w.nodes()[1].clone();
