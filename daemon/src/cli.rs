@@ -57,6 +57,9 @@ pub enum Command {
     /// exceptions and configuration against a policy. Exits 0 when compliant, 2 when not, 1 when
     /// it could not audit.
     Audit(AuditArgs),
+    /// Check the cloud around the mesh (read-only).
+    #[command(subcommand)]
+    Check(CheckCommand),
     /// Print the CustomResourceDefinitions of meshcrypt's resources, RemoteCluster and MeshNode
     /// (YAML).
     Crd,
@@ -134,6 +137,57 @@ pub struct AuditArgs {
     /// Also write the report as JSON to this file (the same report, the same content hash).
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+}
+
+/// `meshcrypt check …`
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Prove that every pair of nodes' security groups allow the mesh's UDP port both ways (and
+    /// from peer clusters' nodes), name the pairs that do not, and list the Pods on branch ENIs.
+    /// Reads the Nodes and EC2 (DescribeInstances, DescribeSecurityGroups,
+    /// DescribeNetworkInterfaces; the IAM policy is in docs/eks.md). Exits 0 when every pair is
+    /// allowed, 2 when one is not or a node could not be checked, 1 when it could not check.
+    Aws(CheckAwsArgs),
+}
+
+/// `meshcrypt check aws`
+#[derive(Debug, Args)]
+pub struct CheckAwsArgs {
+    /// A kubeconfig file; without it, the in-cluster service account (or `$KUBECONFIG`) is used.
+    #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The AWS region (default: the SDK's, from `AWS_REGION` or the profile).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Another EC2 endpoint (tests); credentials then come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY only.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// The mesh's UDP port (default: the ConfigMap's `port`, else 51820).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// A peer cluster's node range that must reach every node (repeatable); peer clusters'
+    /// nodes in RemoteCluster objects are checked without it.
+    #[arg(long)]
+    pub peer_cidr: Vec<ipnet::IpNet>,
+    /// The cluster ConfigMap (for the port).
+    #[arg(long, default_value = "meshcrypt")]
+    pub config_map: String,
+    /// Its namespace.
+    #[arg(long, default_value = "meshcrypt-system")]
+    pub config_namespace: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = CheckFormat::Text)]
+    pub output: CheckFormat,
+}
+
+/// How `meshcrypt check aws` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CheckFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON document (schema `meshcrypt.dev/check-aws/v1`).
+    Json,
 }
 
 /// How `meshcrypt audit` prints.

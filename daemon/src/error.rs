@@ -124,6 +124,17 @@ pub enum AgentError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An EC2 call of `meshcrypt check aws` failed (credentials, permissions, the endpoint).
+    #[error("EC2 {call}: {detail}")]
+    Ec2 {
+        /// The API call.
+        call: &'static str,
+        /// The error's code and message, as EC2 gave them.
+        detail: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<aws_sdk_ec2::Error>,
+    },
     /// An environment variable the configuration needs is not set.
     #[error("environment variable {name} is not set")]
     MissingEnv {

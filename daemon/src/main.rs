@@ -8,6 +8,8 @@
 
 mod agent;
 mod audit;
+mod aws;
+mod check_aws;
 mod cli;
 mod config;
 mod device_cmd;
@@ -54,6 +56,13 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             if runtime.block_on(audit::run(args))? == audit::Verdict::NotCompliant {
                 // 1 is anyhow's (could not audit); 2 says the audit ran and found violations.
+                return Ok(std::process::ExitCode::from(2));
+            }
+        }
+        cli::Command::Check(cli::CheckCommand::Aws(args)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if !runtime.block_on(check_aws::run(args))? {
+                // 1 is anyhow's (could not check); 2 says the check ran and found blocked pairs.
                 return Ok(std::process::ExitCode::from(2));
             }
         }

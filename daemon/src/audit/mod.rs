@@ -12,7 +12,7 @@ mod markdown;
 mod policy;
 mod report;
 
-pub use judge::FOREIGN_KEY_WRITER;
+pub use judge::{BRANCH_ENI_ANNOTATION, FOREIGN_KEY_WRITER};
 pub use report::Verdict;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
@@ -65,7 +65,7 @@ pub async fn run(args: AuditArgs) -> Result<Verdict, AgentError> {
 
 /// The Pods on branch ENIs, found in pages of 500 metadata-only items (a cluster's Pods in full
 /// could take gigabytes), each then read whole (there are few).
-async fn branch_eni_pods(client: &kube::Client) -> Result<Vec<Pod>, AgentError> {
+pub async fn branch_eni_pods(client: &kube::Client) -> Result<Vec<Pod>, AgentError> {
     let all = Api::<Pod>::all(client.clone());
     let mut params = ListParams::default().limit(500);
     let mut found = Vec::new();

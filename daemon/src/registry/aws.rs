@@ -1,49 +1,15 @@
 //! The registry's Secrets Manager clients: one per region its secrets live in, every call bounded
 //! in time.
 
-use std::time::Duration;
-
-use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-
 use crate::error::AgentError;
 
-/// How long one Secrets Manager call may take, retries included, before the tick goes on (an
-/// unreachable endpoint must not stall the loop: the peers' last good nodes stay either way).
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one attempt of a call may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+pub use crate::aws::OPERATION_TIMEOUT;
 
-/// A Secrets Manager client for `region` (`None`: the SDK's default region): the SDK's default
-/// credential chain (IRSA, EKS Pod Identity), unless `endpoint` names another endpoint, which
-/// takes its credentials from the environment's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY only
-/// (and `us-east-1` when no region is named). Either way a call gives up after
-/// [`OPERATION_TIMEOUT`]: the SDK sets none by default, so an endpoint that accepts connections
-/// but never answers would stall the loop.
+/// A Secrets Manager client for `region` from [`crate::aws::sdk_config`] (the default credential
+/// chain, or with `endpoint` the environment's keys; every call bounded by [`OPERATION_TIMEOUT`]).
 pub async fn client(
     region: Option<&str>,
     endpoint: Option<&str>,
 ) -> Result<aws_sdk_secretsmanager::Client, AgentError> {
-    let timeouts = TimeoutConfig::builder()
-        .operation_timeout(OPERATION_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .build();
-    let Some(endpoint) = endpoint else {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
-        if let Some(region) = region {
-            loader = loader.region(Region::new(region.to_owned()));
-        }
-        return Ok(aws_sdk_secretsmanager::Client::new(&loader.load().await));
-    };
-    let var = |name: &'static str| std::env::var(name).map_err(|_| AgentError::MissingEnv { name });
-    let credentials =
-        Credentials::new(var("AWS_ACCESS_KEY_ID")?, var("AWS_SECRET_ACCESS_KEY")?, None, None, "environment");
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.unwrap_or("us-east-1").to_owned()))
-        .endpoint_url(endpoint)
-        .credentials_provider(credentials)
-        .timeout_config(timeouts)
-        .build();
-    Ok(aws_sdk_secretsmanager::Client::from_conf(config))
+    Ok(aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config(region, endpoint).await?))
 }
