@@ -19,7 +19,7 @@ fn meshcrypt(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn exit_status_table() {
     // (case, arguments, exit code, where the message goes and what it says)
-    let cases: [(&str, &[&str], i32, &str); 7] = [
+    let cases: [(&str, &[&str], i32, &str); 8] = [
         ("help", &["audit", "--help"], 0, "stdout: Usage"),
         ("version", &["--version"], 0, "stdout: meshcrypt"),
         ("a value clap refuses", &["audit", "--require-strict", "yes"], 1, "stderr: invalid value 'yes'"),
@@ -37,6 +37,12 @@ fn exit_status_table() {
             "stderr: --max-key-age \"soon\"",
         ),
         ("no subcommand", &[], 1, "stderr: Usage"),
+        (
+            "check aws: a peer range that is no CIDR",
+            &["check", "aws", "--peer-cidr", "10.0.0.1"],
+            1,
+            "stderr: invalid value '10.0.0.1'",
+        ),
     ];
     for (case, args, code, want) in cases {
         let (got, stdout, stderr) = meshcrypt(args);

@@ -42,10 +42,18 @@ pub async fn run(args: CheckAwsArgs) -> Result<bool, AgentError> {
     let config = crate::agent::kube_client::config(args.kubeconfig.as_deref()).await?;
     let client = kube::Client::try_from(config)?;
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let mut remotes_unchecked = None;
     let remotes = match Api::<RemoteCluster>::all(client.clone()).list(&ListParams::default()).await {
         Ok(list) => list.items,
         // No CRD: a single cluster.
         Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            remotes_unchecked = Some(format!(
+                "peer clusters: cannot list RemoteClusters ({}): their nodes were not checked",
+                e.message
+            ));
+            Vec::new()
+        }
         Err(e) => return Err(e.into()),
     };
     let port = match args.port {
@@ -57,6 +65,7 @@ pub async fn run(args: CheckAwsArgs) -> Result<bool, AgentError> {
     let sdk = crate::aws::sdk_config(args.region.as_deref(), args.endpoint_url.as_deref()).await?;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     let (instances, mut unchecked) = instances_of(&nodes);
+    unchecked.extend(remotes_unchecked);
     let described = describe_instances(&ec2, instances.keys().cloned().collect()).await?;
     let mut node_nets = Vec::new();
     for (instance, (node, ip)) in &instances {

@@ -92,6 +92,12 @@ pub struct Exporter {
     pub metrics: Arc<FlowMetrics>,
 }
 
+/// How long until the next drain: the interval while records are on; an hour while off (a drain
+/// then only empties what was counted before they were turned off).
+fn interval(settings: &FlowSettings) -> Duration {
+    if settings.enabled { settings.interval } else { Duration::from_secs(3600) }
+}
+
 /// How many signals may wait for the exporter; more are dropped (each is also an Event).
 pub const SIGNAL_QUEUE: usize = 256;
 
@@ -100,12 +106,14 @@ impl Exporter {
     pub async fn run(mut self) {
         let mut local_pods: Option<Store<Pod>> = None;
         let mut since = jiff::Timestamp::now();
+        let mut settings = self.settings.borrow_and_update().clone();
+        // A deadline, not a sleep per turn: signals arrive in between and must not put the next
+        // drain off.
+        let mut due = tokio::time::Instant::now() + interval(&settings);
         loop {
-            let settings = self.settings.borrow_and_update().clone();
             if settings.enabled && local_pods.is_none() {
                 local_pods = Some(self.watch_local_pods());
             }
-            let wait = if settings.enabled { settings.interval } else { Duration::from_secs(3600) };
             tokio::select! {
                 changed = self.settings.changed() => {
                     if changed.is_err() {
@@ -115,9 +123,12 @@ impl Exporter {
                     if settings.enabled {
                         since = self.export(&settings, local_pods.as_ref(), since);
                     }
+                    settings = self.settings.borrow_and_update().clone();
+                    due = tokio::time::Instant::now() + interval(&settings);
                 }
-                _ = tokio::time::sleep(wait) => {
+                _ = tokio::time::sleep_until(due) => {
                     since = self.export(&settings, local_pods.as_ref(), since);
+                    due = tokio::time::Instant::now() + interval(&settings);
                 }
                 Some(signal) = self.signals.recv() => {
                     if settings.enabled {
