@@ -418,13 +418,22 @@ pub struct AgentArgs {
     #[arg(long, default_value = meshcrypt_dataplane::DEFAULT_UAPI_DIR)]
     pub uapi_dir: PathBuf,
     /// Where flow records go when the ConfigMap's `flow-records` is true: a file (a hostPath the
-    /// node's log shipper tails; deploy/components/flow-logs) or `-` for stdout.
+    /// node's log shipper tails; deploy/components/flow-logs), `-` for stdout, or
+    /// `cloudwatch-logs:GROUP` for this node's stream (its name) in that CloudWatch Logs group,
+    /// written directly (the agent then needs AWS credentials: docs/flows.md).
     #[arg(long, default_value = "/var/log/meshcrypt/flows.log")]
     pub flow_log: PathBuf,
     /// The flow log's size, in bytes, at which it is replaced by a fresh file (the old one kept as
     /// `<file>.1`).
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     pub flow_log_max_bytes: u64,
+    /// The AWS region of a `cloudwatch-logs:` flow log (default: the SDK's).
+    #[arg(long)]
+    pub flow_log_region: Option<String>,
+    /// Another CloudWatch Logs endpoint (tests); credentials then come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY only.
+    #[arg(long)]
+    pub flow_log_endpoint_url: Option<String>,
     /// Pre-shared keys for peer clusters: one file per peer cluster id holding its key as
     /// `wg genpsk` prints it (a Secret mounted with `defaultMode: 0400`; the same value in both
     /// clusters). Read every pass; a missing directory means none.

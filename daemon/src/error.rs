@@ -135,6 +135,17 @@ pub enum AgentError {
         #[source]
         source: Box<aws_sdk_ec2::Error>,
     },
+    /// A CloudWatch Logs call writing flow records failed (permissions, a missing log group).
+    #[error("CloudWatch Logs {call}: {detail}")]
+    CloudWatchLogs {
+        /// The API call.
+        call: &'static str,
+        /// The error's code and message, as CloudWatch Logs gave them.
+        detail: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<aws_sdk_cloudwatchlogs::Error>,
+    },
     /// An environment variable the configuration needs is not set.
     #[error("environment variable {name} is not set")]
     MissingEnv {

@@ -129,7 +129,14 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         cluster_pods: cluster_pods.clone(),
         client: client.clone(),
         node: args.node_name.clone(),
-        sink: crate::flows::Sink::new(&args.flow_log, args.flow_log_max_bytes),
+        sink: crate::flows::Sink::open(
+            &args.flow_log,
+            args.flow_log_max_bytes,
+            &args.node_name,
+            args.flow_log_region.as_deref(),
+            args.flow_log_endpoint_url.as_deref(),
+        )
+        .await?,
         settings: flow_settings_rx,
         signals: signals_rx,
         metrics: flow_metrics,

@@ -10,6 +10,7 @@
 //! a peer's Pods are named only in pod-IP mode (where the agent watches every Pod, without labels),
 //! so a flow between two nodes is named in full by the two nodes' records together.
 
+mod cloudwatch;
 mod directory;
 mod record;
 mod sink;
@@ -121,33 +122,33 @@ impl Exporter {
                     }
                     // Turned on or off, or a new interval: drain what the old settings counted.
                     if settings.enabled {
-                        since = self.export(&settings, local_pods.as_ref(), since);
+                        since = self.export(&settings, local_pods.as_ref(), since).await;
                     }
                     settings = self.settings.borrow_and_update().clone();
                     due = tokio::time::Instant::now() + interval(&settings);
                 }
                 _ = tokio::time::sleep_until(due) => {
-                    since = self.export(&settings, local_pods.as_ref(), since);
+                    since = self.export(&settings, local_pods.as_ref(), since).await;
                     due = tokio::time::Instant::now() + interval(&settings);
                 }
                 Some(signal) = self.signals.recv() => {
                     if settings.enabled {
-                        self.write_signal(&signal);
+                        self.write_signal(&signal).await;
                     }
                 }
             }
         }
     }
 
-    fn write_signal(&self, signal: &SignalRecord) {
+    async fn write_signal(&self, signal: &SignalRecord) {
         let Ok(line) = serde_json::to_string(signal) else { return };
-        match self.sink.write(&[line]) {
+        match self.sink.write(&[line]).await {
             Ok(()) => {
                 self.metrics.signals.inc();
             }
             Err(e) => {
                 self.metrics.write_errors.inc();
-                tracing::warn!(error = %e, errno = e.raw_os_error(), reason = %signal.reason, sink = ?self.sink, "cannot write a signal to the flow log");
+                tracing::warn!(error = %e, reason = %signal.reason, sink = %self.sink, "cannot write a signal to the flow log");
             }
         }
     }
@@ -166,7 +167,7 @@ impl Exporter {
     }
 
     /// Drains the device and writes its records; returns the end of the interval written.
-    fn export(
+    async fn export(
         &self,
         settings: &FlowSettings,
         local_pods: Option<&Store<Pod>>,
@@ -191,7 +192,7 @@ impl Exporter {
         let (flows, overflow) = records(&harvest, &dir, &self.node, Window { start: since, end: now });
         let mut lines: Vec<String> = flows.iter().filter_map(|r| serde_json::to_string(r).ok()).collect();
         lines.extend(overflow.iter().filter_map(|r| serde_json::to_string(r).ok()));
-        match self.sink.write(&lines) {
+        match self.sink.write(&lines).await {
             Ok(()) => {
                 self.metrics.records.inc_by(flows.len() as u64);
                 self.metrics.overflow_packets.inc_by(harvest.overflow_packets);
@@ -203,7 +204,7 @@ impl Exporter {
             }
             Err(e) => {
                 self.metrics.write_errors.inc();
-                tracing::warn!(error = %e, errno = e.raw_os_error(), records = flows.len(), sink = ?self.sink, "cannot write flow records; this interval's are lost");
+                tracing::warn!(error = %e, records = flows.len(), sink = %self.sink, "cannot write flow records; this interval's are lost");
             }
         }
         now
