@@ -277,12 +277,6 @@ fn remote_ranges(remotes: &[RemoteCluster]) -> Vec<PeerRange> {
 /// The error of EC2 call `call`, with its code and message (an SDK error's Display is only
 /// "service error").
 fn ec2_error(call: &'static str, e: impl Into<aws_sdk_ec2::Error>) -> AgentError {
-    use aws_sdk_ec2::error::ProvideErrorMetadata as _;
     let source: aws_sdk_ec2::Error = e.into();
-    let detail = match (source.code(), source.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => source.to_string(),
-    };
-    AgentError::Ec2 { call, detail, source: Box::new(source) }
+    AgentError::Ec2 { call, detail: crate::aws::error_detail(&source), source: Box::new(source) }
 }

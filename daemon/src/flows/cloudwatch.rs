@@ -91,31 +91,24 @@ pub fn batches(lines: &[String]) -> Vec<Range<usize>> {
 
 /// The error of CloudWatch Logs call `call`, with its code and message.
 fn logs_error(call: &'static str, e: impl Into<aws_sdk_cloudwatchlogs::Error>) -> AgentError {
-    use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata as _;
     let source: aws_sdk_cloudwatchlogs::Error = e.into();
-    let detail = match (source.code(), source.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => source.to_string(),
-    };
-    AgentError::CloudWatchLogs { call, detail, source: Box::new(source) }
+    AgentError::CloudWatchLogs { call, detail: crate::aws::error_detail(&source), source: Box::new(source) }
 }
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_cloudwatchlogs::config::Credentials;
     use meshcrypt_registry::testing::{CREDENTIALS, MotoServer, REGION};
 
     use super::*;
 
     fn client(moto: &MotoServer) -> aws_sdk_cloudwatchlogs::Client {
-        let config = aws_sdk_cloudwatchlogs::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&moto.url)
-            .credentials_provider(Credentials::new(CREDENTIALS.0, CREDENTIALS.1, None, None, "test"))
-            .build();
-        aws_sdk_cloudwatchlogs::Client::from_conf(config)
+        let credentials = Credentials::new(CREDENTIALS.0, CREDENTIALS.1, None, None, "test");
+        aws_sdk_cloudwatchlogs::Client::new(&crate::aws::endpoint_config(
+            Some(REGION),
+            &moto.url,
+            credentials,
+        ))
     }
 
     /// Against moto's CloudWatch Logs: the node's stream is made on the first write, lines arrive
