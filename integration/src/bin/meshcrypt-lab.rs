@@ -251,6 +251,12 @@ fn print_stay(setup: &Setup) -> anyhow::Result<()> {
         );
         say!("  {k} -n meshcrypt-system edit configmap meshcrypt   # every key: deploy/base/configmap.yaml");
         say!();
+        say!("Flow records (docs/flows.md): turn them on, send some traffic, and read a node's flow log:");
+        say!(
+            "  {k} -n meshcrypt-system patch configmap meshcrypt --type merge -p '{{\"data\":{{\"flow-records\":\"true\",\"flow-interval\":\"10s\"}}}}'"
+        );
+        say!("  tail -f {}", cluster.flow_log("node-0").display());
+        say!();
         say!("The mesh as the agents see it:");
         say!("  {meshcrypt} status --state-dir {}", cluster.state_dir("node-0").display());
         say!("  {meshcrypt} status --cluster --kubeconfig {}", kubeconfig.display());
