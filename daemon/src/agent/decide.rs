@@ -3,7 +3,7 @@
 //! device and kernel changes, the Events, the metrics and readiness. No IO and no clock: time is
 //! [`Inputs::now`]. [`super::execute`] carries a plan out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use meshcrypt_dataplane::{DeviceState, PresharedKey, PublicKey};
@@ -689,18 +689,20 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
     // their source, and the device diff sets it back. An address that is no Node's means the node
     // sends from another address, or its key is in use elsewhere.
     if let (Some(device), View::Complete { nodes, .. }) = (&inputs.device, &inputs.view) {
-        let configured = |key: &PublicKey| {
-            let saved = state.last_known.as_ref().map(|l| l.peers.as_slice()).unwrap_or_default();
-            saved.iter().find(|p| p.public_key == key.to_string()).map(|p| p.endpoint)
-        };
+        // Sets built once: a pass looks at every peer, and nothing here may cost peers × nodes.
+        let node_ips: HashSet<std::net::IpAddr> =
+            nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect();
+        let saved = state.last_known.as_ref().map(|l| l.peers.as_slice()).unwrap_or_default();
+        let configured: HashMap<&str, std::net::SocketAddr> =
+            saved.iter().map(|p| (p.public_key.as_str(), p.endpoint)).collect();
         for peer in &device.peers {
             let Some(endpoint) = peer.endpoint else { continue };
-            let Some(name) = node_publishing(inputs, &peer.public_key) else { continue };
-            if nodes.iter().any(|n| n.internal_ips.contains(&endpoint.ip()))
-                || configured(&peer.public_key) == Some(endpoint)
+            if node_ips.contains(&endpoint.ip())
+                || configured.get(peer.public_key.to_string().as_str()) == Some(&endpoint)
             {
                 continue;
             }
+            let Some(name) = node_publishing(inputs, &peer.public_key) else { continue };
             warn(
                 "EndpointNotANode",
                 format!(
@@ -755,26 +757,27 @@ fn peer_name(inputs: &Inputs, key: &PublicKey) -> String {
 
 /// Whether the Node publishing `key`, by its pod CIDRs or its Pods (pod-IP mode), holds `source`.
 fn holds_now(inputs: &Inputs, key: &PublicKey, source: std::net::IpAddr) -> bool {
-    let View::Complete { nodes, pods, .. } = &inputs.view else { return false };
-    let Some(name) = node_publishing(inputs, key) else { return false };
-    let by_cidr = nodes
-        .iter()
-        .filter(|n| n.name == name)
-        .flat_map(|n| &n.pod_cidrs)
-        .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
-        .any(|c| c.contains(&source));
-    by_cidr || pods.iter().any(|p| p.node == name && p.ips.contains(&source))
+    node_publishing(inputs, key).is_some_and(|name| holders(inputs, source).any(|n| n == name))
 }
 
 /// The Node whose pod CIDRs (or, in pod-IP mode, Pods) hold `ip`, when the view has the Nodes.
 fn node_holding(inputs: &Inputs, ip: std::net::IpAddr) -> Option<&str> {
-    let View::Complete { nodes, pods, .. } = &inputs.view else { return None };
+    holders(inputs, ip).next()
+}
+
+/// The Nodes that hold `ip`: those whose pod CIDRs contain it, then those with a Pod that has it.
+fn holders(inputs: &Inputs, ip: std::net::IpAddr) -> impl Iterator<Item = &str> {
+    let (nodes, pods) = match &inputs.view {
+        View::Complete { nodes, pods, .. } => (nodes.as_slice(), pods.as_slice()),
+        _ => (&[][..], &[][..]),
+    };
     let by_cidr = nodes
         .iter()
-        .find(|n| n.pod_cidrs.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()).any(|c| c.contains(&ip)));
-    by_cidr
-        .map(|n| n.name.as_str())
-        .or_else(|| pods.iter().find(|p| p.ips.contains(&ip)).map(|p| p.node.as_str()))
+        .filter(move |n| {
+            n.pod_cidrs.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()).any(|c| c.contains(&ip))
+        })
+        .map(|n| n.name.as_str());
+    by_cidr.chain(pods.iter().filter(move |p| p.ips.contains(&ip)).map(|p| p.node.as_str()))
 }
 
 /// The Node publishing `key`, when the view has the Nodes.
