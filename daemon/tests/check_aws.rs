@@ -159,4 +159,27 @@ async fn a_group_without_the_rule_is_named_and_branch_eni_pods_are_listed() {
     );
     assert_eq!(doc["blocked"], json!([]));
     assert_eq!(doc["branchEniPods"][0]["groups"], json!([pods_group]));
+
+    // The port is the ConfigMap's, read by the agents' own parser: another port is blocked
+    // everywhere; a value the agents reject stops the check (they keep a port it cannot know).
+    server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "meshcrypt-system"}}))
+        .unwrap();
+    server
+        .create(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "meshcrypt", "namespace": "meshcrypt-system"},
+            "data": {"port": "51821"},
+        }))
+        .unwrap();
+    let out = check(&kubeconfig, &moto, "text");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.starts_with("BLOCKED: UDP 51821 between 3 node(s)"), "{text}");
+    let patch = json!({"data": {"port": "abc"}});
+    server.merge_patch("v1", "ConfigMap", Some("meshcrypt-system"), "meshcrypt", &patch, false).unwrap();
+    let out = check(&kubeconfig, &moto, "text");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rejected") && stderr.contains("port"), "{stderr}");
 }

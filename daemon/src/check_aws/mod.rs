@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Api, ListParams};
 
 use crate::cli::{CheckAwsArgs, CheckFormat};
+use crate::config::settings::Settings;
 use crate::error::AgentError;
 use crate::remote_cluster::RemoteCluster;
 use judge::{Group, NodeNet, PeerRange, Rule};
@@ -99,10 +100,19 @@ pub async fn run(args: CheckAwsArgs) -> Result<bool, AgentError> {
     Ok(clean)
 }
 
+/// The ConfigMap's `port` as the agents' parser reads it (51820 when absent); a value it rejects is
+/// an error, since the agents then keep a port this cannot know (pass `--port`).
 async fn config_map_port(client: &kube::Client, namespace: &str, name: &str) -> Result<u16, AgentError> {
     let map = Api::<ConfigMap>::namespaced(client.clone(), namespace).get_opt(name).await?;
-    let value = map.and_then(|m| m.data).and_then(|d| d.get("port").cloned());
-    Ok(value.and_then(|v| v.trim().parse().ok()).unwrap_or(51820))
+    let Some(value) = map.and_then(|m| m.data).and_then(|d| d.get("port").cloned()) else {
+        return Ok(Settings::default().port);
+    };
+    // The port alone, over settings that ask nothing else of the map.
+    let base = Settings { enabled: false, ..Settings::default() };
+    let data = [("port".to_owned(), value)].into();
+    Settings::parse(&base, &data)
+        .map(|s| s.port)
+        .map_err(|errors| AgentError::ConfigRejected { name: format!("{namespace}/{name}"), errors })
 }
 
 /// Each Node's instance (from `aws:///<zone>/<instance-id>`) and InternalIP; the Nodes without
