@@ -367,15 +367,9 @@ fn parse_label_keys(value: &str) -> Result<Vec<String>, String> {
             && n.starts_with(|c: char| c.is_ascii_alphanumeric())
             && n.ends_with(|c: char| c.is_ascii_alphanumeric())
     };
-    let prefix_ok = |p: &str| {
-        (1..=253).contains(&p.len())
-            && p.split('.').all(|l| {
-                (1..=63).contains(&l.len())
-                    && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            })
-    };
+    // The prefix is a DNS subdomain: DNS labels joined by dots, 253 characters at most.
+    let prefix_ok =
+        |p: &str| (1..=253).contains(&p.len()) && p.split('.').all(crate::registry::plan::is_dns_label);
     let mut keys: Vec<String> = Vec::new();
     for key in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let ok = match key.split_once('/') {

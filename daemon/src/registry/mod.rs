@@ -14,7 +14,7 @@
 mod aws;
 mod metrics;
 mod pace;
-mod plan;
+pub(crate) mod plan;
 mod poller;
 mod publisher;
 pub mod signing_key;
