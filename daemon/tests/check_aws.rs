@@ -24,13 +24,15 @@ fn ec2(moto: &MotoServer) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(config)
 }
 
-fn udp_from(group: &str) -> IpPermission {
-    IpPermission::builder()
+/// Lets members of group `from` into group `to` on UDP 51820.
+async fn allow_udp(ec2: &aws_sdk_ec2::Client, to: &str, from: &str) {
+    let rule = IpPermission::builder()
         .ip_protocol("udp")
         .from_port(51820)
         .to_port(51820)
-        .user_id_group_pairs(UserIdGroupPair::builder().group_id(group).build())
-        .build()
+        .user_id_group_pairs(UserIdGroupPair::builder().group_id(from).build())
+        .build();
+    ec2.authorize_security_group_ingress().group_id(to).ip_permissions(rule).send().await.unwrap();
 }
 
 fn check(kubeconfig: &std::path::Path, moto: &MotoServer, output: &str) -> Output {
@@ -68,12 +70,7 @@ async fn a_group_without_the_rule_is_named_and_branch_eni_pods_are_listed() {
         }
     };
     let (mesh, plain, pods_group) = (group("mesh").await, group("plain").await, group("pods").await);
-    ec2.authorize_security_group_ingress()
-        .group_id(&mesh)
-        .ip_permissions(udp_from(&mesh))
-        .send()
-        .await
-        .unwrap();
+    allow_udp(&ec2, &mesh, &mesh).await;
 
     let server = TestApiServer::start(ApiServerConfig::default()).await.expect("API server");
     for (i, sg) in [&mesh, &mesh, &plain].into_iter().enumerate() {
@@ -136,18 +133,8 @@ async fn a_group_without_the_rule_is_named_and_branch_eni_pods_are_listed() {
     );
 
     // The rules each way: every pair allowed; the Fargate node is deleted (it runs no agent).
-    ec2.authorize_security_group_ingress()
-        .group_id(&mesh)
-        .ip_permissions(udp_from(&plain))
-        .send()
-        .await
-        .unwrap();
-    ec2.authorize_security_group_ingress()
-        .group_id(&plain)
-        .ip_permissions(udp_from(&mesh))
-        .send()
-        .await
-        .unwrap();
+    allow_udp(&ec2, &mesh, &plain).await;
+    allow_udp(&ec2, &plain, &mesh).await;
     server.delete("v1", "Node", None, "fargate-ip-10-0-1-99").unwrap();
     let out = check(&kubeconfig, &moto, "json");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
