@@ -91,8 +91,12 @@ async fn a_group_without_the_rule_is_named_and_branch_eni_pods_are_listed() {
         let patch = json!({"spec": {"providerID": format!("aws:///{REGION}a/{id}")}});
         server.merge_patch("v1", "Node", None, &name, &patch, false).unwrap();
     }
-    // A Node that is no EC2 instance (Fargate) cannot be checked: named, never skipped silently.
-    server.create(TestApiServer::node_object("fargate-ip-10-0-1-99", "10.244.99.0/24", "10.0.1.99")).unwrap();
+    // A Node that is no EC2 instance and runs an agent cannot be checked: named, never skipped.
+    server.create(TestApiServer::node_object("on-prem-1", "10.244.98.0/24", "10.0.1.98")).unwrap();
+    // A Fargate node runs no agent: left out, named, and no finding.
+    let mut fargate = TestApiServer::node_object("fargate-ip-10-0-1-99", "10.244.99.0/24", "10.0.1.99");
+    fargate["metadata"]["labels"] = json!({"eks.amazonaws.com/compute-type": "fargate"});
+    server.create(fargate).unwrap();
     let eni = ec2.create_network_interface().subnet_id(&subnet).groups(&pods_group).send().await.unwrap();
     let eni = eni.network_interface().unwrap();
     let (eni_id, eni_ip) = (eni.network_interface_id().unwrap(), eni.private_ip_address().unwrap());
@@ -121,7 +125,8 @@ async fn a_group_without_the_rule_is_named_and_branch_eni_pods_are_listed() {
         format!(
             "BLOCKED [{mesh} (mesh)] → [{plain} (plain)]: 2 pair(s); inbound rules of [{plain} (plain)] allow no UDP 51820 from it"
         ),
-        "NOT CHECKED fargate-ip-10-0-1-99: no aws:///<zone>/<instance> providerID".to_owned(),
+        "NOT CHECKED on-prem-1: no aws:///<zone>/<instance> providerID".to_owned(),
+        "NO AGENT fargate-ip-10-0-1-99: an EKS Fargate node".to_owned(),
         format!("  shop/payments {eni_ip} {eni_id} [{pods_group} (pods)]"),
     ] {
         assert!(text.contains(&want), "missing {want:?} in:\n{text}");
@@ -132,10 +137,10 @@ async fn a_group_without_the_rule_is_named_and_branch_eni_pods_are_listed() {
         "the mesh group lets itself in:\n{text}"
     );
 
-    // The rules each way: every pair allowed; the Fargate node is deleted (it runs no agent).
+    // The rules each way and the unknown node gone: every pair allowed, the Fargate node left out.
     allow_udp(&ec2, &mesh, &plain).await;
     allow_udp(&ec2, &plain, &mesh).await;
-    server.delete("v1", "Node", None, "fargate-ip-10-0-1-99").unwrap();
+    server.delete("v1", "Node", None, "on-prem-1").unwrap();
     let out = check(&kubeconfig, &moto, "json");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");

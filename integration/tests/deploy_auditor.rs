@@ -29,7 +29,7 @@ fn the_auditor_role_grants_what_the_audit_reads_and_nothing_else() {
                 {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
                 {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
-                {"apiGroups": ["meshcrypt.dev"], "resources": ["meshnodes"], "verbs": ["list"]},
+                {"apiGroups": ["meshcrypt.dev"], "resources": ["meshnodes", "remoteclusters"], "verbs": ["list"]},
             ]),
             "{overlay}"
         );

@@ -58,6 +58,8 @@ fn fluent_bit_tails_the_file_the_agent_writes() {
             ("/var/log/meshcrypt".into(), "/var/log/meshcrypt".into(), false)
         );
         let shipper = daemonset(&docs, "meshcrypt-flow-logs");
+        let affinity = |ds: &Json| ds["spec"]["template"]["spec"]["affinity"].clone();
+        assert_eq!(affinity(shipper), affinity(agent), "{overlay}: Fluent Bit runs where the agent does");
         assert_eq!(
             host_mount(shipper, "/var/log/meshcrypt"),
             ("/var/log/meshcrypt".into(), "/var/log/meshcrypt".into(), true)

@@ -164,6 +164,9 @@ fn a_pod_spoofing_its_source_is_dropped_and_reported_by_the_receiving_node() {
     let cluster = Cluster::start(2, 1, options).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
     cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
+    // Every signal's counter is there from the start, at 0, so that a first one shows as an increase.
+    let (_, metrics) = cluster.http("node-0", "/metrics").expect("metrics");
+    assert!(metrics.lines().any(|l| l == "meshcrypt_signals_total{reason=\"SpoofedSource\"} 0"), "{metrics}");
     let spoofer = cluster.lab.pods_on("node-1")[0].clone();
     let target = cluster.lab.pods_on("node-0")[0].address.to_string();
     // An address in the pod network that node-1 does not hold (node-5's range).

@@ -101,6 +101,11 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     let device = metrics::DeviceSlot::default();
     let handshakes = device_view::Handshakes::default();
     let mut registry = metrics::registry(&loop_metrics, device.clone(), names.clone(), handshakes.clone());
+    // Every signal's series exists from the start at 0: `increase()` sees a first signal (a series
+    // born at 1 shows no increase), and a one-off such as DuplicateKey still alerts.
+    for reason in crate::flows::SIGNAL_REASONS {
+        let _created = loop_metrics.signals.get_or_create(&vec![("reason", (*reason).to_owned())]);
+    }
     let flow_metrics = Arc::new(crate::flows::FlowMetrics::default());
     flow_metrics.register(&mut registry);
     let resync = Duration::from_secs(args.resync_seconds.max(1));

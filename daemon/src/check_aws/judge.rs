@@ -130,6 +130,9 @@ pub struct Findings {
     pub missing_groups: Vec<String>,
     /// Each group's name, by id.
     pub group_names: BTreeMap<String, String>,
+    /// Nodes that run no agent (Fargate, hybrid, Auto Mode, Windows), left out with why: not
+    /// findings, exceptions.
+    pub no_agent: Vec<String>,
 }
 
 impl Findings {
@@ -233,6 +236,7 @@ pub fn judge(
         unchecked,
         missing_groups: missing_groups.into_iter().collect(),
         group_names: groups.iter().map(|g| (g.id.clone(), g.name.clone())).collect(),
+        no_agent: Vec::new(),
     }
 }
 

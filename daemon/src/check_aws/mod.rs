@@ -23,6 +23,7 @@ use crate::config::settings::Settings;
 use crate::error::AgentError;
 use crate::remote_cluster::RemoteCluster;
 use judge::{Group, NodeNet, PeerRange, Rule};
+use meshcrypt_keyexchange::mesh::NoAgentExpected;
 
 /// A Pod on a branch ENI, with the ENI's security groups.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -65,7 +66,7 @@ pub async fn run(args: CheckAwsArgs) -> Result<bool, AgentError> {
 
     let sdk = crate::aws::sdk_config(args.region.as_deref(), args.endpoint_url.as_deref()).await?;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let (instances, mut unchecked) = instances_of(&nodes);
+    let Sorted { instances, mut unchecked, no_agent } = instances_of(&nodes);
     unchecked.extend(remotes_unchecked);
     let described = describe_instances(&ec2, instances.keys().cloned().collect()).await?;
     let mut node_nets = Vec::new();
@@ -91,7 +92,8 @@ pub async fn run(args: CheckAwsArgs) -> Result<bool, AgentError> {
     let mut ranges = remote_ranges(&remotes);
     ranges.extend(args.peer_cidr.iter().map(|c| PeerRange { name: format!("--peer-cidr {c}"), range: *c }));
     node_nets.sort_by(|a, b| a.node.cmp(&b.node));
-    let findings = judge::judge(&node_nets, &groups, &ranges, port, unchecked);
+    let mut findings = judge::judge(&node_nets, &groups, &ranges, port, unchecked);
+    findings.no_agent = no_agent;
     let clean = findings.clean();
     match args.output {
         CheckFormat::Text => print!("{}", render::text(&findings, &branch)),
@@ -116,12 +118,18 @@ async fn config_map_port(client: &kube::Client, namespace: &str, name: &str) -> 
 }
 
 /// Each Node's instance (from `aws:///<zone>/<instance-id>`) and InternalIP; the Nodes without
-/// either, with why.
-fn instances_of(nodes: &[Node]) -> (BTreeMap<String, (String, IpAddr)>, Vec<String>) {
+/// either, with why; and the Nodes that run no agent (Fargate, hybrid, Auto Mode, Windows: the
+/// audit's exceptions), which are not part of the mesh and are left out.
+fn instances_of(nodes: &[Node]) -> Sorted {
     let mut found = BTreeMap::new();
     let mut unchecked = Vec::new();
+    let mut no_agent = Vec::new();
     for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
+        if let Some(why) = node.metadata.labels.as_ref().and_then(NoAgentExpected::from_labels) {
+            no_agent.push(format!("{name}: {why}"));
+            continue;
+        }
         let provider = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()).unwrap_or_default();
         let instance = provider
             .strip_prefix("aws:///")
@@ -137,11 +145,19 @@ fn instances_of(nodes: &[Node]) -> (BTreeMap<String, (String, IpAddr)>, Vec<Stri
             (Some(instance), Some(ip)) => {
                 found.insert(instance.to_owned(), (name, ip));
             }
-            (None, _) => unchecked.push(format!("{name}: no aws:///<zone>/<instance> providerID ({provider:?}): not an EC2 instance (Fargate, hybrid), or not EKS")),
+            (None, _) => unchecked.push(format!("{name}: no aws:///<zone>/<instance> providerID ({provider:?}): not an EC2 instance, or not EKS")),
             (_, None) => unchecked.push(format!("{name}: no InternalIP")),
         }
     }
-    (found, unchecked)
+    Sorted { instances: found, unchecked, no_agent }
+}
+
+/// The Nodes sorted for the check: instance → (Node, InternalIP); Nodes not checked, with why;
+/// Nodes that run no agent, with why.
+struct Sorted {
+    instances: BTreeMap<String, (String, IpAddr)>,
+    unchecked: Vec<String>,
+    no_agent: Vec<String>,
 }
 
 /// Each instance's network interfaces: (private addresses, device index, security groups).

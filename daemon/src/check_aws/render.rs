@@ -51,6 +51,9 @@ pub fn text(f: &Findings, branch: &[BranchPod]) -> String {
     for node in &f.unchecked {
         let _ = writeln!(out, "NOT CHECKED {node}");
     }
+    for node in &f.no_agent {
+        let _ = writeln!(out, "NO AGENT {node} (left out: not in the mesh)");
+    }
     for group in &f.missing_groups {
         let _ = writeln!(out, "MISSING GROUP {group}: a node uses it, EC2 did not return it");
     }

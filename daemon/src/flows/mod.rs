@@ -16,7 +16,7 @@ mod record;
 mod sink;
 
 pub use directory::Directory;
-pub use record::{SignalRecord, Window, records};
+pub use record::{SIGNAL_REASONS, SignalRecord, Window, records};
 pub use sink::Sink;
 
 use std::sync::{Arc, OnceLock};
