@@ -85,8 +85,8 @@ pub struct StatusArgs {
     /// The agent's state directory, where its status socket is (this node's view).
     #[command(flatten)]
     pub state: StateDir,
-    /// A kubeconfig file for `--cluster`; without it, the in-cluster service account (or
-    /// `$KUBECONFIG`) is used.
+    /// A kubeconfig file for `--cluster`; without it, `$KUBECONFIG`, then `~/.kube/config`, then
+    /// the in-cluster service account (kube-rs's order).
     #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Output format.
@@ -107,7 +107,8 @@ pub enum OutputFormat {
 /// `meshcrypt audit`
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// A kubeconfig file; without it, the in-cluster service account (or `$KUBECONFIG`) is used.
+    /// A kubeconfig file; without it, `$KUBECONFIG`, then `~/.kube/config`, then the in-cluster
+    /// service account (kube-rs's order).
     #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// The policy (YAML or JSON: `maxKeyAge`, `requireStrict`, `maxHandshakeAge`); the flags
@@ -145,7 +146,8 @@ pub enum CheckCommand {
     /// Prove that every pair of nodes' security groups allow the mesh's UDP port both ways (and
     /// from peer clusters' nodes), name the pairs that do not, and list the Pods on branch ENIs.
     /// Reads the Nodes and EC2 (DescribeInstances, DescribeSecurityGroups,
-    /// DescribeNetworkInterfaces; the IAM policy is in docs/eks.md). Exits 0 when every pair is
+    /// DescribeNetworkInterfaces; the IAM policy is in docs/eks.md) and, in Kubernetes, lists Nodes,
+    /// Pods and RemoteClusters and gets the ConfigMap (the auditor role grants it). Exits 0 when every pair is
     /// allowed, 2 when one is not or a node could not be checked, 1 when it could not check.
     Aws(CheckAwsArgs),
 }
@@ -153,7 +155,8 @@ pub enum CheckCommand {
 /// `meshcrypt check aws`
 #[derive(Debug, Args)]
 pub struct CheckAwsArgs {
-    /// A kubeconfig file; without it, the in-cluster service account (or `$KUBECONFIG`) is used.
+    /// A kubeconfig file; without it, `$KUBECONFIG`, then `~/.kube/config`, then the in-cluster
+    /// service account (kube-rs's order).
     #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// The AWS region (default: the SDK's, from `AWS_REGION` or the profile).
@@ -296,7 +299,8 @@ pub struct RegistryArgs {
     /// replica stops renewing.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub lease_seconds: u64,
-    /// A kubeconfig file; without it, the in-cluster service account (or `$KUBECONFIG`) is used.
+    /// A kubeconfig file; without it, `$KUBECONFIG`, then `~/.kube/config`, then the in-cluster
+    /// service account (kube-rs's order).
     #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 }
@@ -375,7 +379,8 @@ pub struct AgentArgs {
     /// `spec.nodeName`).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
-    /// A kubeconfig file; without it, the in-cluster service account (or `$KUBECONFIG`) is used.
+    /// A kubeconfig file; without it, `$KUBECONFIG`, then `~/.kube/config`, then the in-cluster
+    /// service account (kube-rs's order).
     #[arg(long, env = "MESHCRYPT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Where the private key lives.
