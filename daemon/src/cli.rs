@@ -146,9 +146,10 @@ pub enum CheckCommand {
     /// Prove that every pair of nodes' security groups allow the mesh's UDP port both ways (and
     /// from peer clusters' nodes), name the pairs that do not, and list the Pods on branch ENIs.
     /// Reads the Nodes and EC2 (DescribeInstances, DescribeSecurityGroups,
-    /// DescribeNetworkInterfaces; the IAM policy is in docs/eks.md) and, in Kubernetes, lists Nodes,
-    /// Pods and RemoteClusters and gets the ConfigMap (the auditor role grants it). Exits 0 when every pair is
-    /// allowed, 2 when one is not or a node could not be checked, 1 when it could not check.
+    /// DescribeNetworkInterfaces; the IAM policy is in docs/eks.md) and, in Kubernetes, lists
+    /// Nodes, Pods and RemoteClusters and gets the ConfigMap (the auditor role grants it). Exits 0
+    /// when every pair is allowed, 2 when one is not or a node could not be checked, 1 when it
+    /// could not check.
     Aws(CheckAwsArgs),
 }
 
