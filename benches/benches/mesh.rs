@@ -30,12 +30,10 @@ fn nodes(n: usize) -> Vec<NodeView> {
     (0..n)
         .map(|i| NodeView {
             name: format!("node-{i}"),
-            annotations: NodeKeyAnnotations {
-                public_key: PrivateKey::generate().public_key(),
-                epoch: 1,
-                created,
-            }
-            .to_annotations(),
+            key: NodeView::parse_key(
+                &NodeKeyAnnotations { public_key: PrivateKey::generate().public_key(), epoch: 1, created }
+                    .to_annotations(),
+            ),
             internal_ips: vec![IpAddr::V4(node_addr(i))],
             pod_cidrs: vec![pod_cidr(i).to_string()],
             created: Some(created),

@@ -25,8 +25,10 @@ pub use remote::{RemoteNodeView, RemoteView, add_remote_peers};
 pub struct NodeView {
     /// `metadata.name`.
     pub name: String,
-    /// `metadata.annotations`: only the key annotations are read.
-    pub annotations: BTreeMap<String, String>,
+    /// Its published key, parsed from `metadata.annotations` ([`NodeView::parse_key`]): `Ok(None)`
+    /// when it publishes none, `Err(why)` when its key annotations are malformed. Parsed once, when
+    /// the view is made: checking a public key costs about 5 µs, 25 ms a pass at 5,000 nodes.
+    pub key: Result<Option<NodeKeyAnnotations>, String>,
     /// The `InternalIP` entries of `status.addresses`, in order; unparsable entries are dropped.
     pub internal_ips: Vec<IpAddr>,
     /// `spec.podCIDRs` (or the older `spec.podCIDR`), as written.
@@ -64,7 +66,7 @@ impl NodeView {
             .collect();
         Self {
             name: node.metadata.name.clone().unwrap_or_default(),
-            annotations: node.metadata.annotations.clone().unwrap_or_default(),
+            key: node.metadata.annotations.as_ref().map_or(Ok(None), Self::parse_key),
             internal_ips,
             pod_cidrs,
             created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -76,6 +78,16 @@ impl NodeView {
 }
 
 impl NodeView {
+    /// The key a Node's annotations publish ([`NodeKeyAnnotations::parse`]), the error as text.
+    pub fn parse_key(annotations: &BTreeMap<String, String>) -> Result<Option<NodeKeyAnnotations>, String> {
+        NodeKeyAnnotations::parse(annotations).map_err(|e| e.to_string())
+    }
+
+    /// The valid key it publishes, if any.
+    pub fn published_key(&self) -> Option<&NodeKeyAnnotations> {
+        self.key.as_ref().ok().and_then(Option::as_ref)
+    }
+
     /// The problem of a node whose `meshcrypt.dev/` annotations other field managers than the
     /// agent's own ([`AGENT_FIELD_MANAGER`]) own, if they do.
     pub fn foreign_writers(&self) -> Option<Problem> {
@@ -427,13 +439,13 @@ fn peers_seen_by(
     };
     let local_prefixes = finish(&mut prefixes.get(local_name).into_iter().flat_map(|p| p.keys()).copied());
 
-    let mut keyed: Vec<(&NodeView, NodeKeyAnnotations)> = Vec::new();
+    let mut keyed: Vec<(&NodeView, &NodeKeyAnnotations)> = Vec::new();
     for node in nodes.iter().filter(|n| n.name != local_name) {
-        match NodeKeyAnnotations::parse(&node.annotations) {
+        match &node.key {
             Ok(Some(key)) => keyed.push((node, key)),
             Ok(None) if node.no_agent.is_some() => {}
             Ok(None) => report(&node.name, Problem::NoKey),
-            Err(e) => report(&node.name, Problem::InvalidAnnotation(e.to_string())),
+            Err(why) => report(&node.name, Problem::InvalidAnnotation(why.clone())),
         }
     }
     let mut claimants: BTreeMap<PublicKey, Vec<&NodeView>> = BTreeMap::new();

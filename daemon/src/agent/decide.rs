@@ -332,7 +332,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             }
         }
     };
-    let published = local.and_then(|l| NodeKeyAnnotations::parse(&l.annotations).ok().flatten());
+    let published = local.and_then(|l| l.published_key().cloned());
     if !settings.enabled {
         return switched_off(params, inputs, published, plan);
     }
@@ -367,11 +367,8 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             if let View::Complete { remotes, .. } = view
                 && !remotes.is_empty()
             {
-                let local_keys = nodes
-                    .iter()
-                    .filter_map(|n| NodeKeyAnnotations::parse(&n.annotations).ok().flatten())
-                    .map(|k| k.public_key)
-                    .collect();
+                let local_keys =
+                    nodes.iter().filter_map(|n| n.published_key()).map(|k| k.public_key).collect();
                 add_remote_peers(&mut peers, remotes, &local_node, &local_keys);
             }
             peers.peers.retain(|id, _| !refused(id));
@@ -381,14 +378,14 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             if let Some(problem) = local.foreign_writers() {
                 peers.problems.push(NodeProblem { node: params.node.clone(), problem });
             }
-            // A new node whose agent may still be starting is counted, not yet reported.
-            let starting = |p: &NodeProblem| {
-                p.problem == Problem::NoKey
-                    && nodes.iter().any(|n| {
-                        n.name == p.node
-                            && n.created.is_some_and(|c| inputs.now.duration_since(c) < KEY_GRACE)
-                    })
-            };
+            // A new node whose agent may still be starting is counted, not yet reported (a set:
+            // thousands of new keyless nodes must not cost problems × nodes).
+            let young: HashSet<&str> = nodes
+                .iter()
+                .filter(|n| n.created.is_some_and(|c| inputs.now.duration_since(c) < KEY_GRACE))
+                .map(|n| n.name.as_str())
+                .collect();
+            let starting = |p: &NodeProblem| p.problem == Problem::NoKey && young.contains(p.node.as_str());
             report_problems(&params.node, state, &peers, &starting, &mut plan);
             if settings.addressing == Addressing::PodIp {
                 // Pods the CNI wired here that the API has not shown yet are delivered locally too.
@@ -783,19 +780,14 @@ fn holders(inputs: &Inputs, ip: std::net::IpAddr) -> impl Iterator<Item = &str> 
 /// The Node publishing `key`, when the view has the Nodes.
 fn node_publishing<'a>(inputs: &'a Inputs, key: &PublicKey) -> Option<&'a str> {
     let View::Complete { nodes, .. } = &inputs.view else { return None };
-    nodes
-        .iter()
-        .find(|n| {
-            NodeKeyAnnotations::parse(&n.annotations).ok().flatten().is_some_and(|k| k.public_key == *key)
-        })
-        .map(|n| n.name.as_str())
+    nodes.iter().find(|n| n.published_key().is_some_and(|k| k.public_key == *key)).map(|n| n.name.as_str())
 }
 
 /// Whether the agent on `local` is the first agent of the cluster: its node's name comes first
 /// among the Nodes that publish a valid key (its own included). Every agent works it out the same
 /// way from the same Nodes.
 fn first_agent(nodes: &[NodeView], local: &str) -> bool {
-    let keyed = nodes.iter().filter(|n| matches!(NodeKeyAnnotations::parse(&n.annotations), Ok(Some(_))));
+    let keyed = nodes.iter().filter(|n| n.published_key().is_some());
     reports_first(keyed.map(|n| n.name.as_str()), local, "")
 }
 

@@ -17,6 +17,7 @@ use super::device_view::Handshakes;
 use super::events::EventReporter;
 use super::http::Health;
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
+use super::node_views::NodeViews;
 use crate::config::settings::FlowSettings;
 use crate::flows::{ClusterPods, SignalRecord};
 use crate::logging::LogControl;
@@ -29,6 +30,8 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub client: kube::Client,
     /// Every Node, after the first complete list.
     pub nodes: Store<Node>,
+    /// The Nodes' views, made once per change.
+    pub node_views: NodeViews,
     /// Every peer cluster's nodes (RemoteCluster objects).
     pub remotes: Store<RemoteCluster>,
     /// Every Pod, once pod-IP mode has been asked for (shared with the flow records).

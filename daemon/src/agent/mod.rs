@@ -19,6 +19,7 @@ mod io;
 pub(crate) mod kube_client;
 mod last_known;
 pub(crate) mod metrics;
+pub(crate) mod node_views;
 pub(crate) mod nodes;
 #[cfg(test)]
 mod pass_tests;
@@ -171,6 +172,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         events: events::EventReporter::new(client.clone(), &args.node_name, nodes.clone()),
         client,
         nodes,
+        node_views: Default::default(),
         remotes,
         pods: cluster_pods.clone(),
         wake: wake.clone(),

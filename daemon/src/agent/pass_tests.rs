@@ -90,6 +90,7 @@ impl Harness {
             events: EventReporter::new(client.clone(), NODE, nodes.clone()),
             client,
             nodes,
+            node_views: Default::default(),
             remotes,
             pods: Default::default(),
             wake,

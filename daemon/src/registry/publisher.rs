@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ed25519_dalek::SigningKey;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::Store;
-use meshcrypt_keyexchange::mesh::{MeshConfig, NodeView, PeerSet, PodView, cluster_members};
+use meshcrypt_keyexchange::mesh::{MeshConfig, PeerSet, PodView, cluster_members};
 use meshcrypt_registry::{
     Bundle, Fetched, Manifest, Names, Sealed, SecretStore, SecretsManager, Trust, fetch, publish, seal,
 };
@@ -15,6 +15,7 @@ use meshcrypt_registry::{
 use super::metrics::RegistryMetrics;
 use super::pace::{PublishBudget, PublishPace};
 use super::plan;
+use crate::agent::node_views::NodeViews;
 use crate::error::AgentError;
 
 /// The cluster's Nodes, and its Pods when its agents run in pod-IP mode.
@@ -34,6 +35,8 @@ pub struct Publisher<S: SecretStore = SecretsManager> {
     config: MeshConfig,
     /// What was written last (by this replica, or read back at takeover).
     bundle: Option<Bundle>,
+    /// The Nodes' views, made once per change.
+    views: NodeViews,
     manifest: Option<Manifest>,
     /// A sealed bundle whose write failed, retried as it is while the members stay the same.
     pending: Option<(Bundle, Sealed)>,
@@ -57,6 +60,7 @@ impl<S: SecretStore> Publisher<S> {
             pace,
             config,
             bundle: None,
+            views: NodeViews::default(),
             manifest: None,
             pending: None,
             budget: None,
@@ -140,7 +144,7 @@ impl<S: SecretStore> Publisher<S> {
         wall: jiff::Timestamp,
     ) {
         if changed || self.set.is_none() {
-            let views: Vec<NodeView> = members.nodes.state().iter().map(|n| NodeView::from_node(n)).collect();
+            let views = self.views.refresh(&members.nodes.state());
             let pods: Vec<PodView> = members
                 .pods
                 .as_ref()

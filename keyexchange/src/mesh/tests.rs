@@ -28,7 +28,7 @@ fn annotated(k: Option<&str>) -> BTreeMap<String, String> {
 fn node(name: &str, key: Option<&str>, ips: &[&str], cidrs: &[&str]) -> NodeView {
     NodeView {
         name: name.to_owned(),
-        annotations: annotated(key),
+        key: NodeView::parse_key(&annotated(key)),
         internal_ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
         pod_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
         created: None,
@@ -482,7 +482,7 @@ fn reads_the_fields_it_trusts_from_a_node_object() {
     let node: Node = serde_json::from_value(serde_json::json!({
         "metadata": {
             "name": "n1",
-            "annotations": {"x": "y"},
+            "annotations": {"x": "y", "meshcrypt.dev/public-key": "not-a-key"},
             "creationTimestamp": "2026-11-01T10:00:00Z",
             "managedFields": [
                 {"manager": "meshcrypt", "operation": "Apply", "time": "2026-11-02T10:00:00Z",
@@ -506,7 +506,7 @@ fn reads_the_fields_it_trusts_from_a_node_object() {
     assert_eq!(view.name, "n1");
     assert_eq!(view.internal_ips, vec!["198.18.0.11".parse::<IpAddr>().unwrap()]);
     assert_eq!(view.pod_cidrs, vec!["10.244.1.0/24"]);
-    assert_eq!(view.annotations.get("x").map(String::as_str), Some("y"));
+    assert!(view.key.as_ref().is_err_and(|why| why.contains("meshcrypt.dev/public-key")), "{:?}", view.key);
     assert_eq!(view.created, Some("2026-11-01T10:00:00Z".parse().unwrap()));
     assert_eq!(
         view.key_claimed,

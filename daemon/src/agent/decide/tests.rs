@@ -38,10 +38,16 @@ fn annotations(n: usize, epoch: u64, created: i64) -> NodeKeyAnnotations {
 
 /// Node `name` with key `k` (none: no key published), pod CIDR 10.244.`i`.0/24, InternalIP
 /// 198.18.0.`i+1`.
+/// What the parser makes of a key annotation that is no key.
+fn malformed_key() -> Result<Option<NodeKeyAnnotations>, String> {
+    let annotations = [(meshcrypt_keyexchange::annotations::PUBLIC_KEY.to_owned(), "not-a-key".to_owned())];
+    NodeView::parse_key(&annotations.into_iter().collect())
+}
+
 fn node(name: &str, i: u8, k: Option<usize>) -> NodeView {
     NodeView {
         name: name.into(),
-        annotations: k.map(|k| annotations(k, 0, NOW - 3600).to_annotations()).unwrap_or_default(),
+        key: Ok(k.map(|k| annotations(k, 0, NOW - 3600))),
         internal_ips: vec![IpAddr::from([198, 18, 0, i + 1])],
         pod_cidrs: vec![format!("10.244.{i}.0/24")],
         created: Some(jiff::Timestamp::from_second(NOW - 86_400 + i64::from(i)).unwrap()),
@@ -173,7 +179,7 @@ fn peer_state(
 fn in_sync() -> World {
     let own = annotations(0, 0, NOW - 3600);
     let mut local = node("node-a", 0, Some(0));
-    local.annotations = own.to_annotations();
+    local.key = Ok(Some(own.clone()));
     let mut world = World {
         params: Params {
             node: "node-a".into(),
@@ -447,9 +453,7 @@ fn decide_table() {
         (
             "a malformed key annotation: the peer is removed and the node reported",
             |w| {
-                w.nodes()[1]
-                    .annotations
-                    .insert(meshcrypt_keyexchange::annotations::PUBLIC_KEY.into(), "not-a-key".into());
+                w.nodes()[1].key = malformed_key();
             },
             Got {
                 peer_ops: vec!["remove"],
@@ -472,9 +476,7 @@ fn decide_table() {
             "a malformed key is raised by the cluster's reporter only: an earlier-named peer here",
             |w| {
                 w.nodes().push(node("node-0", 9, Some(4)));
-                w.nodes()[2]
-                    .annotations
-                    .insert(meshcrypt_keyexchange::annotations::PUBLIC_KEY.into(), "not-a-key".into());
+                w.nodes()[2].key = malformed_key();
             },
             Got {
                 peer_ops: vec!["remove", "add"],
@@ -583,7 +585,7 @@ fn decide_table() {
             |w| {
                 let node_b = w.nodes()[1].clone();
                 let cidr = node_b.pod_cidrs[0].parse::<ipnet::IpNet>().unwrap();
-                let peer = NodeKeyAnnotations::parse(&node_b.annotations).unwrap().unwrap().public_key;
+                let peer = node_b.published_key().unwrap().public_key;
                 let counters = &mut w.inputs.device.as_mut().expect("a device").counters;
                 counters.dropped_bad_source = 2;
                 counters.last_bad_source = Some(meshcrypt_dataplane::BadSource { peer, source: cidr.addr() });
@@ -653,7 +655,7 @@ fn decide_table() {
         (
             "a problem already reported is not reported again",
             |w| {
-                w.nodes()[2].annotations.clear();
+                w.nodes()[2].key = Ok(None);
                 w.state.reported.insert(("node-c".into(), "NoKey", "no meshcrypt key published".into()));
             },
             Got { peer_ops: vec!["remove"], kernel: Kernel::Device, save: true, ..nothing() },
@@ -760,7 +762,7 @@ fn decide_table() {
                 w.state.settings = Some(off);
                 w.inputs.device = None;
                 w.inputs.kernel = ObservedState::default();
-                w.nodes()[0].annotations.clear();
+                w.nodes()[0].key = Ok(None);
             },
             nothing(),
         ),
@@ -800,8 +802,7 @@ fn decide_table() {
             |w| {
                 w.state.key.created = jiff::Timestamp::from_second(NOW + 3600).unwrap();
                 w.inputs.key_files.current = Some(w.state.key.clone());
-                let published = w.state.key.to_annotations();
-                w.nodes()[0].annotations = published;
+                w.nodes()[0].key = Ok(Some(w.state.key.clone()));
                 w.inputs.reading = Reading::Valid(Settings {
                     key_rotation_interval: Some(std::time::Duration::from_secs(600)),
                     ..settings()
@@ -822,7 +823,7 @@ fn decide_table() {
             "a staged key already published (a pass failed after the publish): switched",
             |w| {
                 w.inputs.key_files.pending = Some(annotations(5, 1, NOW));
-                w.nodes()[0].annotations = annotations(5, 1, NOW).to_annotations();
+                w.nodes()[0].key = Ok(Some(annotations(5, 1, NOW)));
             },
             Got { key: KeyStep::Rotate { stage: false, publish_first: false }, publish: true, ..nothing() },
         ),
@@ -834,7 +835,7 @@ fn decide_table() {
         ("the key file vanished", |w| w.inputs.key_files.current = None, blocked(Blocked::KeyFileMissing)),
         (
             "the key annotation was removed from this node's Node: published again",
-            |w| w.nodes()[0].annotations.clear(),
+            |w| w.nodes()[0].key = Ok(None),
             Got { publish: true, ..nothing() },
         ),
         (
