@@ -4,7 +4,7 @@
 //! handles ([`Io`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::ObjectRef;
@@ -219,14 +219,33 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
     /// Gather, decide, execute; again once if the device was created.
     async fn run(&mut self, source: &Source, now: jiff::Timestamp) -> Result<PassPlan, AgentError> {
         for _ in 0..2 {
+            let started = Instant::now();
             let inputs = gather(&mut self.io, &self.params, &self.state, source, now).await?;
+            let gathered = self.observe_phase("gather", started);
             let plan = decide(&self.params, &self.state, &inputs);
-            if execute(&mut self.io, &self.params, &mut self.state, &plan).await? == Outcome::Done {
+            let decided = self.observe_phase("decide", gathered);
+            let outcome = execute(&mut self.io, &self.params, &mut self.state, &plan).await;
+            self.observe_phase("execute", decided);
+            if outcome? == Outcome::Done {
+                self.io.metrics.peer_ops.inc_by(plan.peer_ops.len() as u64);
+                self.io.metrics.kernel_ops.inc_by(plan.kernel.ops.len() as u64);
                 return Ok(plan);
             }
         }
         // A device created in this pass is gone again already; the next pass starts over.
         Err(AgentError::DeviceGone { ifname: self.params.ifname.clone() })
+    }
+
+    /// Records how long `phase` took since `started` (the monotonic clock: a measurement, never
+    /// an input to a decision); returns now.
+    fn observe_phase(&self, phase: &'static str, started: Instant) -> Instant {
+        let now = Instant::now();
+        self.io
+            .metrics
+            .phase_seconds
+            .get_or_create(&vec![("phase", phase)])
+            .observe((now - started).as_secs_f64());
+        now
     }
 
     /// Removes this node's startup taint once the mesh is in place (a failure is a WARN; the next
