@@ -21,6 +21,7 @@ use super::review;
 use super::selectors::Selectors;
 use super::store::{Store, WatchStart, WriteContext, parse_rv};
 use super::table;
+use super::traffic::TrafficLog;
 use super::watch::{self, WatchRequest};
 
 /// Everything a request handler needs.
@@ -33,6 +34,8 @@ pub struct AppState {
     pub bookmark_interval: Duration,
     /// Flips to true on shutdown so open watches end.
     pub shutdown: watch_channel::Receiver<bool>,
+    /// Requests and bytes per client.
+    pub traffic: TrafficLog,
 }
 
 /// A parsed resource request path.
@@ -115,13 +118,19 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, req: Request) -> Respons
     };
     let path = uri.path().to_string();
     tracing::debug!(%method, %uri, "request");
-    match handle(&app, &method, &path, &query, &headers, &body).await {
+    let identity = app.tokens.authenticate(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let client = TrafficLog::client(identity.ok().as_ref());
+    app.traffic.request(&client);
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let response = match handle(&app, &method, &path, &query, &headers, &body).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(%method, %uri, error = %e, "request failed");
             e.into_response()
         }
-    }
+    };
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, app.traffic.count_body(client, body, watching))
 }
 
 async fn handle(

@@ -17,6 +17,7 @@ use super::patch::PatchKind;
 use super::resources::{self, ResourceDef};
 use super::store::{Store, WriteContext};
 use super::tls::TlsListener;
+use super::traffic::{Traffic, TrafficLog};
 
 /// How to run a [`TestApiServer`].
 #[derive(Debug, Clone)]
@@ -172,6 +173,7 @@ impl TestApiServer {
             tokens,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown_rx,
+            traffic: TrafficLog::default(),
         });
         let server = Self {
             state: state.clone(),
@@ -187,6 +189,17 @@ impl TestApiServer {
         let mut server = server;
         server.spawn_listeners(listeners)?;
         Ok(server)
+    }
+
+    /// Each client's requests and response bytes since the start or the last
+    /// [`TestApiServer::reset_traffic`], by `admin`, `reader`, `node:NAME` or `anonymous`.
+    pub fn traffic(&self) -> std::collections::BTreeMap<String, Traffic> {
+        self.state.traffic.snapshot()
+    }
+
+    /// Starts counting traffic afresh.
+    pub fn reset_traffic(&self) {
+        self.state.traffic.reset();
     }
 
     /// The base URL of the first listener, e.g. `http://127.0.0.1:41234` (`https` with TLS).
@@ -385,6 +398,7 @@ impl TestApiServer {
             tokens: self.state.tokens.clone(),
             bookmark_interval: self.state.bookmark_interval,
             shutdown: shutdown_rx,
+            traffic: self.state.traffic.clone(),
         });
         self.state.store.compact();
         self.spawn_listeners(listeners)

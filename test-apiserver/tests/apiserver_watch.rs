@@ -7,7 +7,7 @@ mod apiserver_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use apiserver_support::{DEADLINE, annotate, client, node};
+use apiserver_support::{DEADLINE, annotate, client, eventually, node};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -342,4 +342,45 @@ async fn events_are_one_resource_watched_and_selected_through_either_version() {
     // A delete through either version is seen through the other.
     new.delete("node-b.1", &Default::default()).await.unwrap();
     assert!(core.get_opt("node-b.1").await.unwrap().is_none());
+}
+
+/// The server counts each client's requests, response bytes and watch events as they are sent,
+/// so a bench can state what an agent receives per change: a node's watch sees each change of a
+/// Node once, the admin's list counts against the admin only.
+#[tokio::test]
+async fn traffic_is_counted_per_client_as_it_is_sent() {
+    // No bookmark while the test runs: every watch event counted is a change.
+    let config =
+        ApiServerConfig { bookmark_interval: Duration::from_secs(600), ..ApiServerConfig::default() };
+    let server = TestApiServer::start(config).await.unwrap();
+    server.create(node("node-a", 1)).unwrap();
+    let token = server.add_node_token("node-a");
+    let api: Api<Node> = Api::all(client(&server, &token).await);
+    let mut watch = Watch::start(api, watcher::Config::default());
+    watch.until("the first list", |s| *s == Seen::InitDone).await;
+    // The list, then the watch: two requests, whatever the watch brings later.
+    let listed = eventually("the list and the watch", || {
+        let now = server.traffic()["node:node-a"];
+        async move { (now.requests == 2).then_some(now) }
+    })
+    .await;
+    assert!(listed.bytes > 0, "{listed:?}");
+
+    let admin: Api<Node> = Api::all(client(&server, server.admin_token()).await);
+    admin
+        .patch("node-a", &PatchParams::default(), &Patch::Merge(annotate("meshcrypt.dev/x", "1")))
+        .await
+        .unwrap();
+    watch.until("the change", |s| *s == Seen::Apply("node-a".into(), Some("1".into()))).await;
+    let after = eventually("the event counted", || {
+        let now = server.traffic()["node:node-a"];
+        async move { (now.watch_events > listed.watch_events).then_some(now) }
+    })
+    .await;
+    assert_eq!(after.requests, listed.requests, "a watch event is no request");
+    assert!(after.bytes > listed.bytes + 200, "the Node went out whole: {listed:?} → {after:?}");
+    assert!(server.traffic()["admin"].requests >= 1);
+
+    server.reset_traffic();
+    assert!(server.traffic().is_empty());
 }
