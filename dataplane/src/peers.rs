@@ -389,6 +389,31 @@ mod tests {
         peers.route(ip.parse().unwrap()).map(|p| p.public_key)
     }
 
+    /// `DeviceState::peer` searches the snapshot by halves: the real table must report its
+    /// peers sorted by key, however they were added.
+    #[test]
+    fn the_snapshot_is_sorted_by_key_and_every_peer_is_found() {
+        let mut peers = table();
+        let keys: Vec<PublicKey> = (0..64).map(|_| key()).collect();
+        for k in &keys {
+            upsert(&mut peers, *k, &[]);
+        }
+        let state = crate::DeviceState {
+            ifname: "meshcrypt0".into(),
+            ifindex: 1,
+            public_key: key(),
+            listen_port: 51820,
+            fwmark: None,
+            peers: peers.snapshot(SystemTime::now()).into_iter().map(|(s, _)| s).collect(),
+            counters: Default::default(),
+        };
+        assert!(state.peers.windows(2).all(|w| w[0].public_key < w[1].public_key));
+        for k in &keys {
+            assert_eq!(state.peer(k).map(|p| p.public_key), Some(*k));
+        }
+        assert!(state.peer(&key()).is_none());
+    }
+
     #[test]
     fn longest_prefix_wins_and_unknown_is_unrouted() {
         let (a, b) = (key(), key());

@@ -26,9 +26,11 @@ pub struct DeviceState {
 }
 
 impl DeviceState {
-    /// The peer with this key, if configured.
+    /// The peer with this key, if configured: a binary search of [`DeviceState::peers`], which
+    /// every backend reports sorted (a pass looks up every peer: a linear search cost 5,000 × 5,000
+    /// key comparisons a pass at 5,000 nodes).
     pub fn peer(&self, key: &PublicKey) -> Option<&PeerState> {
-        self.peers.iter().find(|p| &p.public_key == key)
+        self.peers.binary_search_by(|p| p.public_key.cmp(key)).ok().map(|i| &self.peers[i])
     }
 }
 
