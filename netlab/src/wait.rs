@@ -7,13 +7,23 @@ use std::time::{Duration, Instant};
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Calls `check` until it returns `Ok`, or returns its last error once `deadline` has passed.
-pub fn poll<T>(deadline: Duration, mut check: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+pub fn poll<T>(deadline: Duration, check: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    poll_every(POLL_INTERVAL, deadline, check)
+}
+
+/// Like [`poll`], re-checking every `interval` (for checks that cost something themselves, such
+/// as reading a table of 150,000 routes).
+pub fn poll_every<T>(
+    interval: Duration,
+    deadline: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
     let start = Instant::now();
     loop {
         match check() {
             Ok(v) => return Ok(v),
             Err(why) if start.elapsed() >= deadline => return Err(format!("after {deadline:?}: {why}")),
-            Err(_) => std::thread::sleep(POLL_INTERVAL),
+            Err(_) => std::thread::sleep(interval),
         }
     }
 }

@@ -311,9 +311,25 @@ impl TestApiServer {
         patch: &Value,
         status: bool,
     ) -> Result<Value, ApiServerError> {
+        self.merge_patch_as(HELPER_MANAGER, api_version, kind, namespace, name, patch, status)
+    }
+
+    /// [`TestApiServer::merge_patch`] recorded under field manager `manager` (e.g. `kubelet` for
+    /// a Node's status heartbeat: its `managedFields` entry is then kubelet's, as on a cluster).
+    #[allow(clippy::too_many_arguments)]
+    pub fn merge_patch_as(
+        &self,
+        manager: &str,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Value,
+        status: bool,
+    ) -> Result<Value, ApiServerError> {
         let res = resource_of(api_version, kind)?;
         let ctx = WriteContext {
-            manager: HELPER_MANAGER.to_string(),
+            manager: manager.to_string(),
             subresource: status.then(|| "status".to_string()),
             dry_run: false,
         };

@@ -19,16 +19,21 @@ pub struct AgentOptions {
     /// Run agents from a ConfigMap (`meshcrypt-system/meshcrypt`) with this data instead of flags;
     /// a missing `pod-networks` key is filled in with the lab's pod networks.
     pub config_map: Option<std::collections::BTreeMap<String, String>>,
+    /// `--resync-seconds`: 2 in the lab (faults are found fast), the agent's default (10) in a
+    /// scale run.
+    pub resync_seconds: u64,
 }
 
 impl AgentOptions {
-    /// Defaults: the workspace's built binary, no extra flags, debug logs for meshcrypt.
+    /// Defaults: the workspace's built binary, no extra flags, debug logs for meshcrypt, a resync
+    /// every 2 s.
     pub fn new() -> Result<Self, ClusterError> {
         Ok(Self {
             binary: meshcrypt_bin()?,
             extra_args: Vec::new(),
             log_level: "info,meshcrypt=debug".into(),
             config_map: None,
+            resync_seconds: 2,
         })
     }
 }
@@ -76,7 +81,9 @@ pub(super) fn spawn(cluster: &Cluster, node: &str, extra: &[&str]) -> Result<Lab
         .arg(cluster.flow_log(node))
         .args(["--uapi-dir", "/run/wireguard", "--metrics-addr"])
         .arg(format!("0.0.0.0:{METRICS_PORT}"))
-        .args(["--resync-seconds", "2", "--log-level", &opts.log_level]);
+        .arg("--resync-seconds")
+        .arg(opts.resync_seconds.to_string())
+        .args(["--log-level", &opts.log_level]);
     if opts.config_map.is_some() {
         cmd.args(["--config-map", super::CONFIG_MAP, "--config-namespace", super::CONFIG_NAMESPACE]);
     } else {
