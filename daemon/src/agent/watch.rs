@@ -76,7 +76,8 @@ fn fingerprint<K: Resource + Serialize>(mut object: K) -> Fingerprint {
     meta.resource_version = None;
     let key = (meta.namespace.clone(), meta.name.clone());
     let mut hasher = std::hash::DefaultHasher::new();
-    // Serializing a typed object cannot fail; an empty hash would only cost a wake-up.
+    // Serializing a typed object cannot fail. A missed change (a failure, or a 2⁻⁶⁴ collision)
+    // would only wait for the next resync pass.
     hasher.write(&serde_json::to_vec(&object).unwrap_or_default());
     Fingerprint { key, hash: hasher.finish() }
 }
