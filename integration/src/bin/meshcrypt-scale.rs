@@ -11,6 +11,11 @@ use meshcrypt_integration::scale::churn::Rates;
 use meshcrypt_integration::scale::{ScaleOptions, run};
 
 /// Measure the mesh at scale: a few real agents, a large simulated cluster, churn.
+///
+/// Needs root, iproute2 and wireguard-tools, and the meshcrypt binary ($MESHCRYPT_BIN, or beside
+/// this one). Progress goes to stderr, the report to stdout (BENCHMARKS.md, "Scale and churn",
+/// explains its columns). The address plan holds 8,192 simulated nodes: --nodes less --agents,
+/// plus the bursts' joins and the churn's, must stay below it.
 #[derive(Debug, Parser)]
 #[command(name = "meshcrypt-scale", version)]
 struct Args {

@@ -158,9 +158,10 @@ impl Rng {
 }
 
 /// `count` events from `state` at `rates`, each with its offset from the start, in time order.
-/// Every kind arrives as a Poisson process at its rate; a burst's pod events all come at once. Pods are added to and deleted from random live nodes, so the pod count stays
-/// about level; leaving nodes are picked at random among the live ones. Pure: the same inputs
-/// give the same schedule.
+/// Every kind arrives as a Poisson process at its rate; a burst's pod events all come at once.
+/// Pods are added to and deleted from random live nodes, so the pod count stays about level;
+/// leaving nodes are picked at random among the live ones. Pure: the same inputs give the same
+/// schedule.
 pub fn schedule(state: &SimState, rates: &Rates, count: usize, seed: u64) -> Vec<(Duration, Event)> {
     let mut state = state.clone();
     let mut rng = Rng(seed);

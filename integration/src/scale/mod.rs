@@ -208,7 +208,7 @@ pub fn run(options: &ScaleOptions, say: &mut dyn FnMut(&str)) -> Result<ScaleRep
         });
     }
     Ok(ScaleReport {
-        nodes: options.nodes,
+        nodes: options.nodes + joins,
         pods: sims * options.pods_per_node,
         pod_ip,
         first_sync_seconds: first_sync.as_secs_f64(),

@@ -56,7 +56,7 @@ pub struct AgentFigures {
 /// A scale run's figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScaleReport {
-    /// Nodes, the real ones included.
+    /// Nodes at the start of the churn, the real ones and the bursts' joins included.
     pub nodes: usize,
     /// Simulated pods at the start.
     pub pods: usize,
@@ -83,7 +83,11 @@ fn mib(bytes: u64) -> f64 {
 impl fmt::Display for ScaleReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mode = if self.pod_ip { "pod-IP" } else { "podCIDR" };
-        writeln!(f, "{} nodes, {} simulated pods, {mode} mode", self.nodes, self.pods)?;
+        writeln!(
+            f,
+            "{} nodes at the start of the churn, {} simulated pods, {mode} mode",
+            self.nodes, self.pods
+        )?;
         writeln!(f, "first sync: {:.1} s", self.first_sync_seconds)?;
         writeln!(
             f,
@@ -103,14 +107,14 @@ impl fmt::Display for ScaleReport {
         }
         writeln!(
             f,
-            "\nagent | event→route p50 / p99 / max ms | unobserved | CPU ms/event | API req/event | bytes/event | watch events/event | passes | gather / decide / execute ms per pass | RSS after sync / end / peak MiB | drift"
+            "\nagent | event→route p50 / p99 / max ms | unobserved | CPU ms/event | API req/event | bytes/event | watch events/event | passes/event | gather / decide / execute ms per pass | RSS after sync / end / peak MiB | drift"
         )?;
         for a in &self.agents {
             let q = |p| quantile(&a.latencies_ms, p).unwrap_or(f64::NAN);
             let per_pass = |s: f64| s * 1_000.0 / a.passes.max(1.0);
             writeln!(
                 f,
-                "{} | {:.0} / {:.0} / {:.0} | {} | {:.2} | {:.3} | {:.0} | {:.2} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {}",
+                "{} | {:.0} / {:.0} / {:.0} | {} | {:.2} | {:.3} | {:.0} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {}",
                 a.node,
                 q(0.5),
                 q(0.99),
@@ -120,7 +124,7 @@ impl fmt::Display for ScaleReport {
                 a.requests_per_event,
                 a.bytes_per_event,
                 a.watch_events_per_event,
-                a.passes,
+                a.passes / (self.events.max(1) as f64),
                 per_pass(a.gather_seconds),
                 per_pass(a.decide_seconds),
                 per_pass(a.execute_seconds),
