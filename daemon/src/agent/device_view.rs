@@ -86,7 +86,7 @@ mod tests {
     use super::*;
 
     fn device(peers: &[(PublicKey, u64, u64)]) -> DeviceState {
-        DeviceState {
+        let mut state = DeviceState {
             ifname: "meshcrypt0".into(),
             ifindex: 7,
             public_key: PrivateKey::generate().public_key(),
@@ -106,7 +106,10 @@ mod tests {
                 })
                 .collect(),
             counters: DeviceCounters::default(),
-        }
+        };
+        // Sorted by key, as every backend reports them.
+        state.peers.sort_by_key(|p| p.public_key);
+        state
     }
 
     #[test]

@@ -166,7 +166,7 @@ mod tests {
     }
 
     fn device(peers: &[(u8, &str, &[&str])]) -> DeviceState {
-        DeviceState {
+        let mut state = DeviceState {
             ifname: "meshcrypt0".into(),
             ifindex: 3,
             public_key: key(7),
@@ -186,7 +186,10 @@ mod tests {
                 })
                 .collect(),
             counters: DeviceCounters::default(),
-        }
+        };
+        // Sorted by key, as every backend reports them.
+        state.peers.sort_by_key(|p| p.public_key);
+        state
     }
 
     #[test]

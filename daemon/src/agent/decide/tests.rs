@@ -148,6 +148,9 @@ impl World {
                     }
                 }
             }
+            // Every backend reports its peers sorted by key (`DeviceState::peer` searches by
+            // halves); so does this one.
+            device.peers.sort_by_key(|p| p.public_key);
             self.state.settings.clone_from(&plan.settings);
             self.state.reported.clone_from(&plan.problems);
             if let Some(saved) = plan.save {
