@@ -38,6 +38,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where an agent learns the other nodes' keys, addresses and pod CIDRs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PeerSource {
+    /// Watch every Node: simple, but every kubelet status write (one per node every 5 minutes)
+    /// reaches every agent whole.
+    Nodes,
+    /// Watch every node's MeshPeer (written by its agent, about 1 kB, changed only with the key,
+    /// the addresses or the pod CIDRs), and read a Node only when its MeshPeer's addresses or pod
+    /// CIDRs change, to take them from the Node. Needs the MeshPeer CRD (`deploy/base/crds.yaml`).
+    MeshPeers,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -455,6 +467,10 @@ pub struct AgentArgs {
     /// How often the agent re-checks the kernel and device even without a change, in seconds.
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
+    /// Where the agent learns the other nodes (every agent writes its MeshPeer either way, so
+    /// nodes of a cluster may use different sources, e.g. during a rollout).
+    #[arg(long, value_enum, env = "MESHCRYPT_PEER_SOURCE", default_value_t = PeerSource::Nodes)]
+    pub peer_source: PeerSource,
     /// How long a peer may be configured without ever completing a handshake before the agent
     /// raises a `PeerNoHandshake` Warning (a blocked mesh port, or the peer's agent down), in
     /// seconds. The handshake starts when the peer is added and WireGuard retries it for 90 s

@@ -19,6 +19,7 @@ mod flows;
 mod keys_cmd;
 mod logging;
 mod mesh_node;
+mod mesh_peer;
 mod process_metrics;
 mod registry;
 mod remote_cluster;

@@ -87,12 +87,13 @@ impl RemoteCluster {
     }
 }
 
-/// meshcrypt's CustomResourceDefinitions (RemoteCluster, MeshNode), as one YAML stream.
+/// meshcrypt's CustomResourceDefinitions (RemoteCluster, MeshNode, MeshPeer), as one YAML stream.
 pub fn crd_yaml() -> Result<String, yaml_serde::Error> {
     use kube::CustomResourceExt as _;
     Ok(format!(
-        "{}---\n{}",
+        "{}---\n{}---\n{}",
         yaml_serde::to_string(&RemoteCluster::crd())?,
-        yaml_serde::to_string(&crate::mesh_node::MeshNode::crd())?
+        yaml_serde::to_string(&crate::mesh_node::MeshNode::crd())?,
+        yaml_serde::to_string(&crate::mesh_peer::MeshPeer::crd())?
     ))
 }

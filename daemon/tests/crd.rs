@@ -12,7 +12,7 @@ fn the_deployed_crd_is_the_generated_one() {
     let deployed = documents(&std::fs::read_to_string(path).expect("read the manifest"));
     assert_eq!(deployed, generated, "regenerate it: (header; meshcrypt crd) > deploy/base/crds.yaml");
     let names: Vec<&yaml_serde::Value> = generated.iter().map(|d| &d["metadata"]["name"]).collect();
-    assert_eq!(names, ["remoteclusters.meshcrypt.dev", "meshnodes.meshcrypt.dev"]);
+    assert_eq!(names, ["remoteclusters.meshcrypt.dev", "meshnodes.meshcrypt.dev", "meshpeers.meshcrypt.dev"]);
     assert!(generated.iter().all(|d| d["spec"]["scope"] == "Cluster"));
 }
 

@@ -594,13 +594,15 @@ fn the_agent_may_remove_its_startup_taint_and_nothing_else() {
     }
 }
 
-/// The AdmissionRequest for a server-side apply of MeshNode `object` (CREATE or UPDATE, on the
-/// object or its status) by `user`.
-fn mesh_node_write(user: Json, operation: &str, object: &Json, status: bool) -> Json {
+/// The AdmissionRequest for a server-side apply of `object` (a MeshNode or a MeshPeer: CREATE or
+/// UPDATE, on the object or its status) by `user`.
+fn mesh_object_write(user: Json, operation: &str, object: &Json, status: bool) -> Json {
+    let kind = object["kind"].as_str().expect("kind");
+    let resource = format!("{}s", kind.to_lowercase());
     let mut request = json!({
         "uid": "705ab4f5-6393-11e8-b7cc-42010a800003",
-        "kind": {"group": "meshcrypt.dev", "version": "v1alpha1", "kind": "MeshNode"},
-        "resource": {"group": "meshcrypt.dev", "version": "v1alpha1", "resource": "meshnodes"},
+        "kind": {"group": "meshcrypt.dev", "version": "v1alpha1", "kind": kind},
+        "resource": {"group": "meshcrypt.dev", "version": "v1alpha1", "resource": resource},
         "name": object["metadata"]["name"],
         "operation": operation,
         "userInfo": user,
@@ -614,10 +616,10 @@ fn mesh_node_write(user: Json, operation: &str, object: &Json, status: bool) -> 
     request
 }
 
-fn mesh_node(name: &str, owner: &str) -> Json {
+fn mesh_object(kind: &str, name: &str, owner: &str) -> Json {
     json!({
         "apiVersion": "meshcrypt.dev/v1alpha1",
-        "kind": "MeshNode",
+        "kind": kind,
         "metadata": {
             "name": name,
             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": owner, "uid": format!("uid-{owner}")}],
@@ -628,42 +630,55 @@ fn mesh_node(name: &str, owner: &str) -> Json {
 }
 
 #[test]
-fn an_agent_writes_only_its_own_nodes_mesh_node() {
-    let policy = Policy::named("meshcrypt-own-meshnode");
-    for (operation, status) in [("CREATE", false), ("UPDATE", false), ("UPDATE", true)] {
-        let case = format!("{operation} status={status}");
-        let own = mesh_node("node-a", "node-a");
+fn an_agent_writes_only_its_own_nodes_mesh_objects() {
+    let policy = Policy::named("meshcrypt-own-mesh-objects");
+    let writes = [
+        ("MeshNode", "CREATE", false),
+        ("MeshNode", "UPDATE", false),
+        ("MeshNode", "UPDATE", true),
+        ("MeshPeer", "CREATE", false),
+        ("MeshPeer", "UPDATE", false),
+    ];
+    for (kind, operation, status) in writes {
+        let case = format!("{kind} {operation} status={status}");
+        let own = mesh_object(kind, "node-a", "node-a");
         assert_eq!(
-            policy.admit(&mesh_node_write(agent_on("node-a"), operation, &own, status)),
+            policy.admit(&mesh_object_write(agent_on("node-a"), operation, &own, status)),
             Decision::Allowed,
             "{case}"
         );
-        let other = mesh_node("node-b", "node-b");
+        let other = mesh_object(kind, "node-b", "node-b");
         assert_denied_by(
-            &policy.admit(&mesh_node_write(agent_on("node-a"), operation, &other, status)),
-            "only the MeshNode of its own node, not node-b",
+            &policy.admit(&mesh_object_write(agent_on("node-a"), operation, &other, status)),
+            &format!("only the {kind} of its own node, not node-b"),
             &case,
         );
         let mut no_node = agent_on("node-a");
         no_node.as_object_mut().expect("user").remove("extra");
         assert_denied_by(
-            &policy.admit(&mesh_node_write(no_node, operation, &own, status)),
+            &policy.admit(&mesh_object_write(no_node, operation, &own, status)),
             "not node-a",
             &case,
         );
+        let stolen = mesh_object(kind, "node-a", "node-b");
+        assert_denied_by(
+            &policy.admit(&mesh_object_write(agent_on("node-a"), operation, &stolen, status)),
+            &format!("a {kind} may be owned only by its own Node"),
+            &case,
+        );
+        // Someone else (an admin) is not this policy's business; RBAC decides.
+        let admin = json!({"username": "kubernetes-admin", "groups": ["system:masters"]});
+        assert_eq!(
+            policy.admit(&mesh_object_write(
+                admin,
+                operation,
+                &mesh_object(kind, "node-b", "node-b"),
+                status
+            )),
+            Decision::NotMatched,
+            "{case}"
+        );
     }
-    let stolen = mesh_node("node-a", "node-b");
-    assert_denied_by(
-        &policy.admit(&mesh_node_write(agent_on("node-a"), "CREATE", &stolen, false)),
-        "owned only by its own Node",
-        "owner another Node",
-    );
-    // Someone else (an admin) is not this policy's business; RBAC decides.
-    let admin = json!({"username": "kubernetes-admin", "groups": ["system:masters"]});
-    assert_eq!(
-        policy.admit(&mesh_node_write(admin, "CREATE", &mesh_node("node-b", "node-b"), false)),
-        Decision::NotMatched
-    );
 }
 
 /// The AdmissionRequest the API server builds for a CREATE of Node `new` by `user`.

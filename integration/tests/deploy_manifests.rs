@@ -285,6 +285,7 @@ fn rbac_grants_the_fewest_verbs() {
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
             {"apiGroups": ["meshcrypt.dev"], "resources": ["remoteclusters"], "verbs": ["list", "watch"]},
             {"apiGroups": ["meshcrypt.dev"], "resources": ["meshnodes", "meshnodes/status"], "verbs": ["create", "patch"]},
+            {"apiGroups": ["meshcrypt.dev"], "resources": ["meshpeers"], "verbs": ["list", "watch", "create", "patch"]},
         ])
     );
     assert_eq!(
@@ -311,14 +312,16 @@ fn rbac_grants_the_fewest_verbs() {
             find(&docs, role["kind"].as_str().expect("role kind"), role["name"].as_str().expect("role name"));
         assert_eq!(target["metadata"]["namespace"], binding["metadata"]["namespace"]);
     }
-    // Nothing grants Secrets or a write other than the node patch, events and its MeshNode.
+    // Nothing grants Secrets or a write other than the node patch, events, its MeshNode and its
+    // MeshPeer.
     for doc in docs.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
         for rule in doc["rules"].as_array().expect("rules") {
             assert!(!rule["resources"].as_array().expect("resources").contains(&json!("secrets")));
             for verb in ["create", "update", "delete", "deletecollection", "*"] {
                 let grants = rule["verbs"].as_array().expect("verbs").contains(&json!(verb));
                 let allowed = rule["resources"] == json!(["events"])
-                    || rule["resources"] == json!(["meshnodes", "meshnodes/status"]);
+                    || rule["resources"] == json!(["meshnodes", "meshnodes/status"])
+                    || rule["resources"] == json!(["meshpeers"]);
                 assert!(!grants || (verb == "create" && allowed), "{rule}");
             }
         }
@@ -409,5 +412,5 @@ fn the_registry_holds_the_aws_role_and_the_fewest_verbs() {
     assert_eq!(volume["secret"]["secretName"], "meshcrypt-registry-signing-key");
     assert_eq!(volume["secret"]["defaultMode"], 0o440, "group-readable (fsGroup), no one else");
     // The agents' ClusterRole is what the eks overlay grants: no AWS, no writes beyond their own.
-    assert_eq!(find(&docs, "ClusterRole", "meshcrypt")["rules"].as_array().map(Vec::len), Some(4));
+    assert_eq!(find(&docs, "ClusterRole", "meshcrypt")["rules"].as_array().map(Vec::len), Some(5));
 }

@@ -1,7 +1,7 @@
 //! Bearer-token authentication and the small authorization policy the tests need: an admin may
 //! do anything; a reader (an auditor) may only read; a node may read anything, create (and patch,
 //! as kube-runtime's event Recorder does) Events, and otherwise modify only its own Node and its
-//! own MeshNode.
+//! own MeshNode and MeshPeer.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -119,7 +119,9 @@ pub fn authorize(
         Identity::Reader if verb == Verb::Read => return Ok(()),
         Identity::Reader => "a reader may only get, list and watch".to_owned(),
         Identity::Node(node) if node_may(node, verb, res.plural, name) => return Ok(()),
-        Identity::Node(node) => format!("node {node} may modify only its own Node (and MeshNode)"),
+        Identity::Node(node) => {
+            format!("node {node} may modify only its own Node (and MeshNode and MeshPeer)")
+        }
     };
     let resource = match subresource {
         Some(s) => format!("{}/{s}", res.plural),
@@ -160,8 +162,11 @@ fn node_may(node: &str, verb: Verb, plural: &str, name: &str) -> bool {
         Verb::Read => true,
         // kube-runtime's event Recorder creates Events and patches them when they repeat.
         Verb::Create | Verb::Patch | Verb::Update if plural == "events" => true,
-        // Its own node's MeshNode, as RBAC and meshcrypt's admission policy allow an agent.
-        Verb::Create | Verb::Patch | Verb::Update if plural == "meshnodes" => name == node,
+        // Its own node's MeshNode and MeshPeer, as RBAC and meshcrypt's admission policy allow an
+        // agent.
+        Verb::Create | Verb::Patch | Verb::Update if plural == "meshnodes" || plural == "meshpeers" => {
+            name == node
+        }
         Verb::Create => false,
         Verb::Update | Verb::Patch | Verb::Delete => plural == "nodes" && name == node,
     }

@@ -2,11 +2,13 @@
 //!
 //! Objects are stored as generic JSON with one global, monotonically increasing resourceVersion and
 //! a bounded event history. Served: Nodes (with `/status`), Pods, ConfigMaps, Secrets,
-//! ServiceAccounts, Events, Leases, Namespaces and meshcrypt's RemoteClusters and MeshNodes; get,
+//! ServiceAccounts, Events, Leases, Namespaces and meshcrypt's RemoteClusters, MeshNodes and MeshPeers; get,
 //! list (paged with `limit`/`continue`, label and field selectors), watch (history replay,
 //! synthetic initial events, streaming lists, bookmarks, `timeoutSeconds`, 410 Expired in-stream),
 //! create, update (409 on a stale resourceVersion), delete, and all four patch types including
-//! server-side apply with per-manager field ownership. Every write takes a server-side dry run
+//! server-side apply with per-manager field ownership. Deleting an object deletes, at once, every
+//! object all of whose owners (`ownerReferences`) are then gone, as the garbage collector's
+//! background cascade does shortly after. Every write takes a server-side dry run
 //! (`dryRun=All`, or `dryRun: [All]` in a delete's options), answered as if done with nothing
 //! stored, no resourceVersion taken and no watch event (`kubectl diff`, `--dry-run=server`). A
 //! write that would leave `metadata.annotations` over 256 KiB (keys and values) is refused with 422
@@ -31,7 +33,8 @@
 //!
 //! Authentication is by bearer token: the admin token may do anything; a node token (see
 //! [`TestApiServer::add_node_token`]) authenticates as [`NODE_USER`] with [`NODE_NAME_EXTRA`] set
-//! to its node, may read anything, create and patch Events, and modify only its own Node and MeshNode.
+//! to its node, may read anything, create and patch Events, and modify only its own Node, MeshNode and
+//! MeshPeer.
 //! SelfSubjectAccessReviews (`kubectl auth can-i`) are answered by this same authorizer.
 //!
 //! kube-rs sends bearer tokens over plain http, kubectl only over https: set

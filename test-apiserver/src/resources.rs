@@ -187,6 +187,19 @@ pub const MESH_NODES: ResourceDef = ResourceDef {
     has_status: true,
 };
 
+/// meshcrypt.dev/v1alpha1 MeshPeers (meshcrypt's own resource: one per node, named after it and
+/// owned by it, what its agent offers the mesh; the agents watch them instead of the Nodes).
+pub const MESH_PEERS: ResourceDef = ResourceDef {
+    group: "meshcrypt.dev",
+    version: "v1alpha1",
+    kind: "MeshPeer",
+    plural: "meshpeers",
+    singular: "meshpeer",
+    namespaced: false,
+    short_names: &[],
+    has_status: false,
+};
+
 /// Every served resource.
 pub const ALL: &[ResourceDef] = &[
     NODES,
@@ -200,6 +213,7 @@ pub const ALL: &[ResourceDef] = &[
     LEASES,
     REMOTE_CLUSTERS,
     MESH_NODES,
+    MESH_PEERS,
 ];
 
 /// authorization.k8s.io/v1 SelfSubjectAccessReviews (`kubectl auth can-i`).

@@ -600,3 +600,34 @@ async fn a_server_side_dry_run_answers_as_if_done_and_stores_nothing() {
         other => panic!("expected the real change, got {other:?}"),
     }
 }
+
+/// Deleting a Node takes the objects it alone owns with it (the garbage collector's background
+/// cascade), and their dependents in turn; an object with another owner still there stays.
+#[tokio::test]
+async fn deleting_an_owner_collects_what_it_alone_owned() {
+    let server = TestApiServer::start(ApiServerConfig::default()).await.unwrap();
+    let uid = |v: &serde_json::Value| v.pointer("/metadata/uid").unwrap().as_str().unwrap().to_owned();
+    let a = uid(&server.create(node("node-a", 1)).unwrap());
+    let b = uid(&server.create(node("node-b", 2)).unwrap());
+    let owned = |name: &str, owners: &[(&str, &str)]| {
+        let refs: Vec<_> = owners
+            .iter()
+            .map(|(n, u)| json!({"apiVersion": "v1", "kind": "Node", "name": n, "uid": u}))
+            .collect();
+        json!({"apiVersion": "meshcrypt.dev/v1alpha1", "kind": "MeshPeer",
+               "metadata": {"name": name, "ownerReferences": refs}, "spec": {}})
+    };
+    let peer_a = uid(&server.create(owned("node-a", &[("node-a", &a)])).unwrap());
+    server.create(owned("shared", &[("node-a", &a), ("node-b", &b)])).unwrap();
+    server.create(owned("of-peer-a", &[("x", &peer_a)])).unwrap();
+    server.create(owned("node-b", &[("node-b", &b)])).unwrap();
+
+    server.delete("v1", "Node", None, "node-a").unwrap();
+    let left = |name: &str| server.get("meshcrypt.dev/v1alpha1", "MeshPeer", None, name).is_ok();
+    let cases = [("node-a", false), ("of-peer-a", false), ("shared", true), ("node-b", true)];
+    for (name, stays) in cases {
+        assert_eq!(left(name), stays, "{name}");
+    }
+    server.delete("v1", "Node", None, "node-b").unwrap();
+    assert!(!left("shared") && !left("node-b"), "the last owner went");
+}

@@ -15,6 +15,7 @@ use super::publish::{publish_key, withdraw_key};
 use super::state::LoopState;
 use crate::error::AgentError;
 use crate::flows::SignalRecord;
+use crate::mesh_peer::{self, Offer};
 
 /// How far a pass got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +37,15 @@ pub enum Outcome {
 /// 4. The device moves to a new port; its flow accounting follows the settings.
 /// 5. The key: a staged (or newly staged) key is published, and only once that succeeded does the
 ///    device switch to it; or the device follows a key file that changed.
-/// 6. The key in use is published if the Node does not carry it.
+/// 6. The key in use is published if the Node does not carry it; then this node's MeshPeer offers
+///    the key and the Node's addresses and pod CIDRs if it does not already (a key is always on
+///    the Node first, and on both before the device runs with it).
 /// 7. The device's peers change (removals first), then handshakes start with the new peers (with
 ///    every peer after a key switch).
 /// 8. With a device in use, the kernel changes (make-before-break: routes, then rules, then
 ///    removals).
 /// 9. The last known peer set is saved (or, switched off, removed).
-/// 10. Switched off, the published key is withdrawn.
+/// 10. Switched off, the published key is withdrawn, from the Node and then from the MeshPeer.
 ///
 /// Whatever happened, the metrics and the Events of the pass are reported at the end.
 pub async fn execute<K: Kernel, B: WireGuardBackend>(
@@ -141,6 +144,8 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
     if plan.publish && key_rotated.is_none() {
         publish_key(&io.client, &params.node, &state.key).await?;
     }
+    let key = state.key.clone();
+    offer(io, params, &mut state.offered, Some(&key)).await?;
     // 7.
     if !plan.peer_ops.is_empty() {
         tracing::info!(ops = ?plan.peer_ops, "updating wireguard peers");
@@ -190,7 +195,32 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
     // 10.
     if plan.withdraw {
         withdraw_key(&io.client, &params.node).await?;
+        offer(io, params, &mut state.offered, None).await?;
     }
+    Ok(())
+}
+
+/// Writes this node's MeshPeer with `key` and its Node's addresses and pod CIDRs, unless that is
+/// what it was last written with (or this node's Node is not listed yet). An API server that does
+/// not serve MeshPeers is remembered as written: the CRD comes with a new rollout, which restarts
+/// the agents.
+async fn offer<K: Kernel, B: WireGuardBackend>(
+    io: &Io<K, B>,
+    params: &Params,
+    offered: &mut Option<Offer>,
+    key: Option<&NodeKeyAnnotations>,
+) -> Result<(), AgentError> {
+    let Some(own) = io.local_node(&params.node) else { return Ok(()) };
+    let next = Offer::of(&own, key);
+    if offered.as_ref() == Some(&next) {
+        return Ok(());
+    }
+    if mesh_peer::write(&io.client, &params.node, &next).await? {
+        tracing::info!(node = %params.node, key = key.is_some(), spec = ?next.spec, "wrote this node's MeshPeer");
+    } else if offered.is_none() {
+        tracing::info!("the API server serves no MeshPeers (is the CRD installed?); this node offers none");
+    }
+    *offered = Some(next);
     Ok(())
 }
 
@@ -237,6 +267,17 @@ fn create_device<K: Kernel, B: WireGuardBackend>(
 }
 
 /// Step 5; true when the device's key changed (every session restarts).
+/// Publishes `key` on this node's Node, then on its MeshPeer.
+async fn publish_both<K: Kernel, B: WireGuardBackend>(
+    io: &Io<K, B>,
+    params: &Params,
+    offered: &mut Option<Offer>,
+    key: &NodeKeyAnnotations,
+) -> Result<(), AgentError> {
+    publish_key(&io.client, &params.node, key).await?;
+    offer(io, params, offered, Some(key)).await
+}
+
 async fn switch_key<K: Kernel, B: WireGuardBackend>(
     io: &mut Io<K, B>,
     params: &Params,
@@ -257,7 +298,7 @@ async fn switch_key<K: Kernel, B: WireGuardBackend>(
                 .pending()?
                 .ok_or_else(|| AgentError::KeyFileMissing { path: io.keys.pending_path() })?;
             let next = pending.annotations();
-            if publish_first && let Err(e) = publish_key(&io.client, &params.node, &next).await {
+            if publish_first && let Err(e) = publish_both(io, params, &mut state.offered, &next).await {
                 if !state.rotation_pending {
                     tracing::warn!(error = %e, fingerprint = %next.public_key.fingerprint(), epoch = next.epoch, "key rotation pending: the new key cannot be published yet; the current key stays in use");
                     let note = format!(

@@ -45,7 +45,7 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
         && in_force.is_some_and(|s| s.enabled && s.addressing == Addressing::PodIp);
     let view = match source {
         Source::Api => {
-            let nodes = io.node_views.refresh(&io.nodes.state());
+            let nodes = io.node_views.refresh(&io.node_list(&params.node));
             let pods = if pod_ip { pod_views(io).await? } else { Vec::new() };
             let remotes = io.remotes.state().iter().map(|r| r.view()).collect();
             View::Complete { nodes, pods, remotes }

@@ -18,6 +18,7 @@ use super::events::EventReporter;
 use super::http::Health;
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use super::node_views::NodeViews;
+use crate::cli::PeerSource;
 use crate::config::settings::FlowSettings;
 use crate::flows::{ClusterPods, SignalRecord};
 use crate::logging::LogControl;
@@ -28,8 +29,13 @@ use crate::status::PassView;
 pub struct Io<K: Kernel, B: WireGuardBackend> {
     /// The Kubernetes client (publish and withdraw the key, remove the startup taint, watch Pods).
     pub client: kube::Client,
-    /// Every Node, after the first complete list.
+    /// Every Node, after the first complete list: the Nodes themselves, or with `--peer-source
+    /// mesh-peers` every MeshPeer joined with its Node ([`super::mesh_peers`]).
     pub nodes: Store<Node>,
+    /// This node's own Node (also in `nodes` when that holds the Nodes themselves).
+    pub own_node: Store<Node>,
+    /// Where `nodes` comes from.
+    pub peer_source: PeerSource,
     /// The Nodes' views, made once per change.
     pub node_views: NodeViews,
     /// Every peer cluster's nodes (RemoteCluster objects).
@@ -77,6 +83,23 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
 }
 
 impl<K: Kernel, B: WireGuardBackend> Io<K, B> {
+    /// The Nodes a pass reads: the store's, this node's own Node from its own watch (with
+    /// MeshPeers, the store has this node only once it has written its MeshPeer, and then
+    /// without the key its Node publishes, which is the one this agent checks).
+    pub fn node_list(&self, node: &str) -> Vec<Arc<Node>> {
+        let mut nodes = self.nodes.state();
+        if self.peer_source == PeerSource::MeshPeers {
+            nodes.retain(|n| n.metadata.name.as_deref() != Some(node));
+            nodes.extend(self.local_node(node));
+        }
+        nodes
+    }
+
+    /// This node's own Node, once listed.
+    pub fn local_node(&self, node: &str) -> Option<Arc<Node>> {
+        self.own_node.get(&kube::runtime::reflector::ObjectRef::new(node))
+    }
+
     /// The device held, if any.
     pub fn device(&self) -> Option<Arc<dyn WireGuardDevice>> {
         self.device.read().ok().and_then(|d| d.clone())

@@ -3,8 +3,8 @@
 //!
 //! A pass (`reconcile`): `gather` reads, `decide` plans (pure; with `peer_ops`, `routing_input`
 //! and `last_known`'s rules), `execute` applies; `state` is the loop's memory, `io` its handles.
-//! Sources: `config_source` (the ConfigMap), `nodes`, `pods`, `remotes` (peer clusters' nodes),
-//! `watch` (the reflector they share).
+//! Sources: `config_source` (the ConfigMap), `nodes` (or `mesh_peers`), `pods`, `remotes` (peer
+//! clusters' nodes), `watch` (the reflector they share).
 //! Edges: `publish` (the key and the startup taint on the Node), `events`, `http` (probes and
 //! `/metrics`), `metrics`, `kube_client`.
 
@@ -18,6 +18,7 @@ pub(crate) mod http;
 mod io;
 pub(crate) mod kube_client;
 mod last_known;
+mod mesh_peers;
 pub(crate) mod metrics;
 pub(crate) mod node_views;
 pub(crate) mod nodes;
@@ -46,7 +47,7 @@ use meshcrypt_routing::Netlink;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
-use crate::cli::AgentArgs;
+use crate::cli::{AgentArgs, PeerSource};
 use crate::config::settings::{Mtu, Settings};
 use crate::error::AgentError;
 use crate::logging::LogControl;
@@ -124,7 +125,12 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         ),
         None => config_source::ConfigSource::flags_only(base),
     };
-    let nodes = nodes::watch(client.clone(), wake.clone());
+    let own_node = nodes::watch_own(client.clone(), wake.clone(), &args.node_name);
+    let nodes = match args.peer_source {
+        PeerSource::Nodes => nodes::watch(client.clone(), wake.clone()),
+        PeerSource::MeshPeers => mesh_peers::watch(client.clone(), wake.clone()),
+    };
+    tracing::info!(source = ?args.peer_source, "learning the other nodes");
     let cluster_pods = crate::flows::ClusterPods::default();
     let (flow_settings, flow_settings_rx) = tokio::sync::watch::channel(Default::default());
     let (signals, signals_rx) = tokio::sync::mpsc::channel(crate::flows::SIGNAL_QUEUE);
@@ -172,6 +178,8 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         events: events::EventReporter::new(client.clone(), &args.node_name, nodes.clone()),
         client,
         nodes,
+        own_node,
+        peer_source: args.peer_source,
         node_views: Default::default(),
         remotes,
         pods: cluster_pods.clone(),
@@ -248,6 +256,12 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
             .wait_until_ready()
             .await
             .map_err(|source| AgentError::StoreClosed { what: "nodes", source })?;
+        reconciler
+            .io
+            .own_node
+            .wait_until_ready()
+            .await
+            .map_err(|source| AgentError::StoreClosed { what: "own node", source })?;
         // Peer clusters' nodes: their first list, unless the CRD is not installed (a single
         // cluster), which must not keep the mesh from starting.
         if tokio::time::timeout(REMOTES_FIRST_LIST, reconciler.io.remotes.wait_until_ready()).await.is_err() {

@@ -1,5 +1,6 @@
-//! The Node watcher: a reflector store of every Node. The store is only read after its first
-//! complete list, so nothing is pruned early.
+//! The Node watchers: a reflector store of every Node (`--peer-source nodes`), and one of this
+//! node's own Node alone (its addresses, pod CIDRs, taints and published key, in either mode).
+//! A store is only read after its first complete list, so nothing is pruned early.
 
 use std::sync::Arc;
 
@@ -21,9 +22,16 @@ pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Node> {
     super::watch::reflect(Api::all(client), watcher::Config::default(), "nodes".into(), wake, trim)
 }
 
+/// Starts watching this node's own Node (`metadata.name=<node>`: one object, whatever the
+/// cluster's size), waking the loop on each change of what it keeps.
+pub fn watch_own(client: kube::Client, wake: Arc<Notify>, node: &str) -> Store<Node> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    super::watch::reflect(Api::all(client), config, "own node".into(), wake, trim)
+}
+
 /// Drops what the mesh never reads from a Node, keeping the owners of its `meshcrypt.dev/`
 /// annotations.
-fn trim(node: &mut Node) {
+pub(crate) fn trim(node: &mut Node) {
     let field_prefix = format!("f:{ANNOTATION_PREFIX}");
     if let Some(entries) = node.metadata.managed_fields.as_mut() {
         entries.retain_mut(|entry| {

@@ -27,6 +27,7 @@ use super::io::Io;
 use super::reconcile::Reconciler;
 use super::state::LoopState;
 use super::{http, metrics, nodes, remotes};
+use crate::cli::PeerSource;
 use crate::config::settings::Settings;
 use crate::logging::LogControl;
 
@@ -52,6 +53,10 @@ struct Harness {
 
 impl Harness {
     async fn new(config: &[(&str, &str)]) -> Self {
+        Self::with_source(config, PeerSource::Nodes).await
+    }
+
+    async fn with_source(config: &[(&str, &str)], peer_source: PeerSource) -> Self {
         let server = TestApiServer::start(ApiServerConfig::default()).await.expect("test API server");
         for (i, name) in [NODE, "node-b", "node-c"].iter().enumerate() {
             let node =
@@ -82,14 +87,21 @@ impl Harness {
         let base = Settings { pod_networks: vec!["10.244.0.0/16".parse().unwrap()], ..Settings::default() };
         let config = ConfigSource::watch(client.clone(), NAMESPACE, CONFIG_MAP, base, wake.clone());
         config.ready().await.expect("configmap store");
-        let nodes = nodes::watch(client.clone(), wake.clone());
+        let nodes = match peer_source {
+            PeerSource::Nodes => nodes::watch(client.clone(), wake.clone()),
+            PeerSource::MeshPeers => super::mesh_peers::watch(client.clone(), wake.clone()),
+        };
         nodes.wait_until_ready().await.expect("node store");
+        let own_node = nodes::watch_own(client.clone(), wake.clone(), NODE);
+        own_node.wait_until_ready().await.expect("own node store");
         let remotes = remotes::watch(client.clone(), wake.clone());
         remotes.wait_until_ready().await.expect("remotecluster store");
         let io = Io {
             events: EventReporter::new(client.clone(), NODE, nodes.clone()),
             client,
             nodes,
+            own_node,
+            peer_source,
             node_views: Default::default(),
             remotes,
             pods: Default::default(),
@@ -493,4 +505,74 @@ async fn a_pass_leaves_the_node_status_and_reports_it_on_the_mesh_node() {
         (stopped["status"]["stopped"].clone(), stopped["status"]["ready"].clone()),
         (json!(true), json!(false))
     );
+}
+
+/// Writes MeshPeer `name` as its agent would, with a fresh key and the claim `(address, pod CIDR)`.
+fn offer_peer(server: &TestApiServer, name: &str, claim: (&str, &str)) -> NodeKeyAnnotations {
+    let key = NodeKeyAnnotations {
+        public_key: meshcrypt_keyexchange::PrivateKey::generate().public_key(),
+        epoch: 0,
+        created: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+    };
+    let uid = server.get("v1", "Node", None, name).expect("node")["metadata"]["uid"].clone();
+    server
+        .create(json!({
+            "apiVersion": "meshcrypt.dev/v1alpha1", "kind": "MeshPeer",
+            "metadata": {"name": name, "annotations": key.to_annotations(),
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]},
+            "spec": {"internalIPs": [claim.0], "podCIDRs": [claim.1]},
+        }))
+        .expect("create the MeshPeer");
+    key
+}
+
+/// With `--peer-source mesh-peers` the agent offers its own key and addresses on its MeshPeer,
+/// learns the other nodes from theirs alone (a key on a Node only is not seen), takes their
+/// addresses and pod CIDRs from their Nodes whatever a MeshPeer claims, and loses a node with its
+/// Node (the garbage collector takes the MeshPeer); switched off, it withdraws the key from both.
+#[tokio::test]
+async fn with_mesh_peers_the_agent_offers_its_own_and_takes_addresses_only_from_the_nodes() {
+    let mut h = Harness::with_source(&[], PeerSource::MeshPeers).await;
+    assert!(h.pass().await, "first pass");
+    let device = h.backend.device().expect("a device");
+    assert_eq!(device.observe().unwrap().peers.len(), 0, "keys on Nodes alone are not read");
+    let own = h.server.get("meshcrypt.dev/v1alpha1", "MeshPeer", None, NODE).expect("its MeshPeer");
+    let node_uid = h.server.get("v1", "Node", None, NODE).unwrap()["metadata"]["uid"].clone();
+    assert_eq!(own["metadata"]["ownerReferences"][0]["uid"], node_uid);
+    assert_eq!(own["spec"], json!({"internalIPs": ["198.18.0.1"], "podCIDRs": ["10.244.0.0/24"]}));
+    assert_eq!(
+        own["metadata"]["annotations"][PUBLIC_KEY],
+        json!(h.agent.state.key.public_key.to_string()),
+        "the key the device runs"
+    );
+
+    let b = offer_peer(&h.server, "node-b", ("198.18.0.2", "10.244.1.0/24"));
+    // node-c claims node-b's address and pod CIDR.
+    let c = offer_peer(&h.server, "node-c", ("198.18.0.2", "10.244.1.0/24"));
+    poll("both MeshPeers in the store", || (h.agent.io.nodes.state().len() == 3).then_some(())).await;
+    assert!(h.pass().await);
+    let peers = device.observe().unwrap().peers;
+    let allowed = |key| {
+        let peer = peers.iter().find(|p| p.public_key == key).expect("a peer");
+        (
+            peer.endpoint.map(|e| e.ip().to_string()),
+            peer.allowed_ips.iter().map(ToString::to_string).collect(),
+        )
+    };
+    // The pod CIDR, and the node's own address (host encryption).
+    let want = |ip: &str, cidr: &str| (Some(ip.to_owned()), vec![cidr.to_owned(), format!("{ip}/32")]);
+    assert_eq!(allowed(b.public_key), want("198.18.0.2", "10.244.1.0/24"));
+    assert_eq!(allowed(c.public_key), want("198.18.0.3", "10.244.2.0/24"), "its Node's, not its claim");
+
+    h.server.delete("v1", "Node", None, "node-c").unwrap();
+    poll("node-c gone from the store", || (h.agent.io.nodes.state().len() == 2).then_some(())).await;
+    assert!(h.pass().await);
+    let keys: Vec<_> = device.observe().unwrap().peers.iter().map(|p| p.public_key).collect();
+    assert_eq!(keys, [b.public_key], "node-c left with its Node");
+
+    drop(device);
+    h.configure(&[("enabled", "false")]).await;
+    assert!(h.pass().await, "switching off");
+    let own = h.server.get("meshcrypt.dev/v1alpha1", "MeshPeer", None, NODE).unwrap();
+    assert!(own["metadata"].get("annotations").is_none_or(|a| a.get(PUBLIC_KEY).is_none()), "{own}");
 }

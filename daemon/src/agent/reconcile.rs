@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::ObjectRef;
 use meshcrypt_dataplane::WireGuardBackend;
 use meshcrypt_routing::Kernel;
 use tracing::Instrument as _;
@@ -140,7 +139,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
         if !report_due(self.state.reported_status.as_ref(), &next, now, self.report_interval) {
             return;
         }
-        let Some(node) = self.io.nodes.get(&ObjectRef::new(&self.params.node)) else { return };
+        let Some(node) = self.io.local_node(&self.params.node) else { return };
         match report::write(&self.io.client, &node, &next, now).await {
             Ok(()) => {
                 self.state.reported_status = Some(Reported { status: next, at: now });
@@ -251,7 +250,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
     /// Removes this node's startup taint once the mesh is in place (a failure is a WARN; the next
     /// pass tries again).
     async fn untaint(&self) {
-        let Some(local) = self.io.nodes.get(&ObjectRef::new(&self.params.node)) else { return };
+        let Some(local) = self.io.local_node(&self.params.node) else { return };
         if let Err(e) = remove_startup_taint(&self.io.client, &local).await {
             tracing::warn!(error = %e, taint = STARTUP_TAINT, "cannot remove the startup taint yet");
         }

@@ -8,6 +8,7 @@ use meshcrypt_keyexchange::{NodeKeyAnnotations, PresharedKey, PublicKey};
 use super::last_known::LastKnown;
 use super::report::Reported;
 use crate::config::settings::{KeyError, Settings};
+use crate::mesh_peer::Offer;
 
 /// The loop's memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct LoopState {
     pub preshared_keys: BTreeMap<String, PresharedKey>,
     /// The failure of the passes failing in a row, as reported (each distinct one once).
     pub failure: Option<String>,
+    /// What this node's MeshPeer was last written with (or found not served with).
+    pub offered: Option<Offer>,
     /// The last report written to this node's MeshNode.
     pub reported_status: Option<Reported>,
     /// The failure of the MeshNode reports failing in a row, as logged (each distinct one once).
@@ -59,6 +62,7 @@ impl LoopState {
             passes: 0,
             preshared_keys: BTreeMap::new(),
             failure: None,
+            offered: None,
             reported_status: None,
             report_failure: None,
             unknown_handshakes: 0,

@@ -48,19 +48,49 @@ where
     let stream = reflector::reflector(writer, watcher(api, config).modify(trim)).backoff(backoff());
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
-        let mut changes = Changes::default();
+        let mut wakes = Wakes::new(wake);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(event) => {
-                    if changes.wakes(&fingerprinted(event)) {
-                        wake.notify_one();
-                    }
-                }
+                Ok(event) => wakes.seen(event),
                 Err(e) => tracing::warn!(watch = %label, error = %e, "watch failed; retrying with backoff"),
             }
         }
     });
     reader
+}
+
+/// Watches `api` with `config` (objects trimmed by `trim`), retried with the same backoff as
+/// [`reflect`], without a store: for a watcher that turns each event into something else.
+pub fn events<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher(api, config).modify(trim).backoff(backoff())
+}
+
+/// Wakes the loop for the events that change what a store keeps (see [`Changes`]).
+pub struct Wakes {
+    changes: Changes,
+    wake: Arc<Notify>,
+}
+
+impl Wakes {
+    /// Wakes `wake`.
+    pub fn new(wake: Arc<Notify>) -> Self {
+        Self { changes: Changes::default(), wake }
+    }
+
+    /// Takes an event the store has applied; wakes the loop if it changed what the store keeps.
+    pub fn seen<K: Resource + Serialize>(&mut self, event: watcher::Event<K>) {
+        if self.changes.wakes(&fingerprinted(event)) {
+            self.wake.notify_one();
+        }
+    }
 }
 
 /// An object's identity and a hash of what the agent keeps of it, its resourceVersion left out

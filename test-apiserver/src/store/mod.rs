@@ -152,6 +152,20 @@ fn not_found(res: &ResourceDef, ns: &str, name: &str) -> ApiServerError {
     ApiServerError::NotFound(format!("{} not found", object_name(res, ns, name)))
 }
 
+/// The uids of an object's owners.
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("uid")?.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn has_uid(stored: &Stored, uid: &str) -> bool {
+    meta_str(&stored.object, "uid") == Some(uid)
+}
+
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
@@ -446,7 +460,49 @@ impl Store {
             k,
             Change { kind: EventType::Deleted, object: old.clone(), managed, previous: Some(old), dry_run },
         )?;
+        if !dry_run && let Some(uid) = meta_str(&deleted, "uid") {
+            self.collect_dependents(&mut inner, uid);
+        }
         Ok(to_view(res, deleted))
+    }
+
+    /// The garbage collector's background cascade, done at once: every object whose owners
+    /// (`metadata.ownerReferences`, by uid) are all gone after `uid`'s object went, and then
+    /// their dependents in turn. Kubernetes' collector does this shortly after the owner's
+    /// deletion, with the same Deleted watch events.
+    fn collect_dependents(&self, inner: &mut Inner, uid: &str) {
+        let mut gone = vec![uid.to_owned()];
+        while let Some(owner) = gone.pop() {
+            let orphans: Vec<Key> = inner
+                .objects
+                .iter()
+                .filter(|(_, s)| {
+                    let owners = owner_uids(&s.object);
+                    owners.contains(&owner)
+                        && owners
+                            .iter()
+                            .all(|o| *o == owner || !inner.objects.values().any(|x| has_uid(x, o)))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in orphans {
+                let Some(res) = resources::ALL.iter().find(|r| r.group == k.0 && r.plural == k.1) else {
+                    continue;
+                };
+                let Some(stored) = inner.objects.get(&k) else { continue };
+                let (object, managed) = (stored.object.clone(), stored.managed.clone());
+                gone.extend(meta_str(&object, "uid").map(str::to_owned));
+                let change = Change {
+                    kind: EventType::Deleted,
+                    object: object.clone(),
+                    managed,
+                    previous: Some(object),
+                    dry_run: false,
+                };
+                // A deletion stores nothing that could be invalid.
+                let _ = self.commit(inner, res, k, change);
+            }
+        }
     }
 
     /// Every stored object of a resource (all namespaces).

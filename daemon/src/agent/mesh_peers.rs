@@ -1,0 +1,297 @@
+//! The MeshPeer watcher (`--peer-source mesh-peers`): a store of every other node as the mesh
+//! reads it, made by joining each node's MeshPeer (its key annotations and who wrote them) with
+//! its Node (uid, creation time, labels, addresses, pod CIDRs: what a node must not be able to
+//! claim for itself). The rest of the agent reads the joined objects as it reads Nodes.
+//!
+//! What it costs the API server: one watch of MeshPeers, which change only with a node's key,
+//! addresses or pod CIDRs; one paged list of Nodes per (re)list of MeshPeers; and one read of a
+//! Node when its MeshPeer claims addresses or pod CIDRs other than those last read from the Node
+//! (a node joining, or its addresses changing). A kubelet's status writes reach no agent.
+//!
+//! A MeshPeer whose claim still differs from its Node after the read is logged once per claim,
+//! and the Node's values are the ones used. A MeshPeer without a Node (the garbage collector has
+//! not yet removed it) is left out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use meshcrypt_keyexchange::mesh::NodeView;
+use tokio::sync::Notify;
+
+use super::nodes::trim;
+use super::watch::{Wakes, events};
+use crate::mesh_peer::{MeshPeer, MeshPeerSpec};
+
+/// Nodes per page of the list that refreshes what is known of every Node.
+const PAGE: u32 = 500;
+
+/// The longest wait between two tries to read a Node.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Starts watching MeshPeers into a store of joined Nodes, waking the loop on each change of what
+/// it keeps. The store is complete once it is ready, like the Node store.
+pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Node> {
+    let (reader, mut writer) = reflector::store();
+    let peers = events(Api::<MeshPeer>::all(client.clone()), watcher::Config::default(), trim_peer);
+    let mut nodes = KnownNodes { api: Api::all(client), known: HashMap::new() };
+    tokio::spawn(async move {
+        let mut peers = std::pin::pin!(peers);
+        let mut wakes = Wakes::new(wake);
+        while let Some(event) = peers.next().await {
+            match event {
+                Ok(event) => {
+                    if let Some(joined) = nodes.join(event).await {
+                        writer.apply_watcher_event(&joined);
+                        wakes.seen(joined);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(watch = "meshpeers", error = %e, "watch failed; retrying with backoff")
+                }
+            }
+        }
+    });
+    reader
+}
+
+/// Drops what the join never reads from a MeshPeer.
+fn trim_peer(peer: &mut MeshPeer) {
+    peer.metadata.owner_references = None;
+    peer.metadata.labels = None;
+}
+
+/// The Node as the mesh reads it for `peer`, from `node` (its Node as last read, trimmed): the
+/// key annotations and their writers from the MeshPeer, everything else from the Node. Its
+/// resourceVersion is both objects', so it changes when either does.
+pub fn joined(peer: &MeshPeer, node: &Node) -> Node {
+    let version = |m: &ObjectMeta| m.resource_version.clone().unwrap_or_default();
+    let mut joined = Node {
+        metadata: ObjectMeta {
+            name: node.metadata.name.clone(),
+            uid: node.metadata.uid.clone(),
+            creation_timestamp: node.metadata.creation_timestamp.clone(),
+            labels: node.metadata.labels.clone(),
+            annotations: peer.metadata.annotations.clone(),
+            managed_fields: peer.metadata.managed_fields.clone(),
+            resource_version: Some(format!("{}/{}", version(&peer.metadata), version(&node.metadata))),
+            ..ObjectMeta::default()
+        },
+        spec: node.spec.as_ref().map(|s| NodeSpec {
+            pod_cidr: s.pod_cidr.clone(),
+            pod_cidrs: s.pod_cidrs.clone(),
+            ..NodeSpec::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: node.status.as_ref().and_then(|s| s.addresses.clone()),
+            ..NodeStatus::default()
+        }),
+    };
+    trim(&mut joined);
+    joined
+}
+
+/// What is known of the Nodes, by name: each as last read (trimmed), with the claim it was read
+/// for (so a claim the Node contradicts is read once, not at every change of its MeshPeer).
+struct KnownNodes {
+    api: Api<Node>,
+    known: HashMap<String, Known>,
+}
+
+struct Known {
+    node: Node,
+    read_for: Option<MeshPeerSpec>,
+}
+
+/// Whether `known` (a Node as last read) answers `claim` without reading the Node again: it says
+/// the same, or it was read for this very claim.
+fn answers(known: &Known, claim: &MeshPeerSpec) -> bool {
+    known.read_for.as_ref() == Some(claim) || MeshPeerSpec::of(&NodeView::from_node(&known.node)) == *claim
+}
+
+impl KnownNodes {
+    /// The joined event for a MeshPeer event (`None`: left out, the MeshPeer has no Node).
+    async fn join(&mut self, event: Event<MeshPeer>) -> Option<Event<Node>> {
+        match event {
+            Event::Init => {
+                self.relist().await;
+                Some(Event::Init)
+            }
+            Event::InitApply(peer) => Some(Event::InitApply(joined(&peer, &self.node_of(&peer).await?))),
+            Event::Apply(peer) => Some(match self.node_of(&peer).await {
+                Some(node) => Event::Apply(joined(&peer, &node)),
+                None => Event::Delete(named(&peer)),
+            }),
+            Event::Delete(peer) => {
+                let name = peer.metadata.name.clone().unwrap_or_default();
+                self.known.remove(&name);
+                Some(Event::Delete(named(&peer)))
+            }
+            Event::InitDone => Some(Event::InitDone),
+        }
+    }
+
+    /// The Node of `peer`, read again unless what is known answers its claim.
+    async fn node_of(&mut self, peer: &MeshPeer) -> Option<Node> {
+        let name = peer.metadata.name.clone().unwrap_or_default();
+        if let Some(known) = self.known.get(&name)
+            && answers(known, &peer.spec)
+        {
+            return Some(known.node.clone());
+        }
+        let Some(mut node) = self.read(&name).await else {
+            self.known.remove(&name);
+            return None;
+        };
+        trim(&mut node);
+        let says = MeshPeerSpec::of(&NodeView::from_node(&node));
+        if says != peer.spec {
+            tracing::warn!(node = %name, claims = ?peer.spec, node_says = ?says,
+                "a MeshPeer claims addresses or pod CIDRs its Node does not list; the Node's are used");
+        }
+        self.known.insert(name, Known { node: node.clone(), read_for: Some(peer.spec.clone()) });
+        Some(node)
+    }
+
+    /// Reads Node `name`, trying again (200 ms, doubling up to 5 s) until the API server answers:
+    /// a MeshPeer is never used with addresses its Node has not confirmed. `None`: no such Node.
+    async fn read(&self, name: &str) -> Option<Node> {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.api.get_opt(name).await {
+                Ok(node) => return node,
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "cannot read the Node of a MeshPeer; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    /// Reads every Node afresh, a page at a time (at a relist of MeshPeers: after a gap, Nodes
+    /// may have changed unseen). On a failure what is known stays, and each MeshPeer whose claim
+    /// it does not answer is read on its own.
+    async fn relist(&mut self) {
+        let mut fresh = HashMap::new();
+        let mut params = ListParams::default().limit(PAGE);
+        loop {
+            match self.api.list(&params).await {
+                Ok(page) => {
+                    for mut node in page.items {
+                        trim(&mut node);
+                        let name = node.metadata.name.clone().unwrap_or_default();
+                        fresh.insert(name, Known { node, read_for: None });
+                    }
+                    match page.metadata.continue_ {
+                        Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                        _ => break,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the Nodes; MeshPeers are checked one by one");
+                    return;
+                }
+            }
+        }
+        self.known = fresh;
+    }
+}
+
+/// A Node carrying only `peer`'s name: what a deletion from the store needs.
+fn named(peer: &MeshPeer) -> Node {
+    Node {
+        metadata: ObjectMeta { name: peer.metadata.name.clone(), ..ObjectMeta::default() },
+        ..Node::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshcrypt_keyexchange::mesh::NodeView;
+
+    fn node(ip: &str, cidr: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "uid": "u-1", "resourceVersion": "7",
+                         "creationTimestamp": "2026-11-01T00:00:00Z", "labels": {"zone": "a"},
+                         "annotations": {"meshcrypt.dev/public-key": "from-the-node"}},
+            "spec": {"podCIDRs": [cidr], "providerID": "aws:///x", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap()
+    }
+
+    fn peer(ip: &str, cidr: &str) -> MeshPeer {
+        let key = "hAAcTTy5xmB09LRHZQ4vyDn3KHKfHLBNoDzS8DOJnxU=";
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "meshcrypt.dev/v1alpha1", "kind": "MeshPeer",
+            "metadata": {"name": "n1", "resourceVersion": "9",
+                         "annotations": {"meshcrypt.dev/public-key": key, "meshcrypt.dev/key-epoch": "3",
+                                         "meshcrypt.dev/key-created": "2026-11-02T00:00:00Z"},
+                         "managedFields": [{"manager": "meshcrypt", "operation": "Apply",
+                             "time": "2026-11-02T00:00:01Z", "fieldsType": "FieldsV1",
+                             "fieldsV1": {"f:metadata": {"f:annotations": {"f:meshcrypt.dev/public-key": {}}},
+                                          "f:spec": {"f:podCIDRs": {}}}}]},
+            "spec": {"internalIPs": [ip], "podCIDRs": [cidr]},
+        }))
+        .unwrap()
+    }
+
+    /// The key and its writer come from the MeshPeer; the uid, creation time, labels, addresses
+    /// and pod CIDRs from the Node, whatever the MeshPeer claims; nothing else of either.
+    #[test]
+    fn a_joined_node_takes_the_key_from_the_meshpeer_and_the_rest_from_the_node() {
+        let n = node("198.18.0.11", "10.244.1.0/24");
+        let cases = [
+            ("an honest claim", peer("198.18.0.11", "10.244.1.0/24")),
+            ("a claim of another node's pod CIDR and address", peer("198.18.0.12", "10.244.2.0/24")),
+        ];
+        for (what, p) in cases {
+            let j = joined(&p, &n);
+            let view = NodeView::from_node(&j);
+            let key = view.published_key().unwrap_or_else(|| panic!("{what}: {view:?}"));
+            assert_eq!(key.epoch, 3, "{what}");
+            assert!(view.key_claimed.is_some() && view.annotation_writers.contains("meshcrypt"), "{what}");
+            assert_eq!(view.pod_cidrs, ["10.244.1.0/24"], "{what}");
+            assert_eq!(view.internal_ips, ["198.18.0.11".parse::<std::net::IpAddr>().unwrap()], "{what}");
+            assert_eq!(j.metadata.uid.as_deref(), Some("u-1"), "{what}");
+            assert_eq!(j.metadata.labels.as_ref().unwrap()["zone"], "a", "{what}");
+            assert!(view.created.is_some(), "{what}");
+            assert_eq!(j.metadata.resource_version.as_deref(), Some("9/7"), "{what}");
+            let spec = j.spec.as_ref().unwrap();
+            assert!(spec.taints.is_none() && spec.provider_id.is_none(), "{what}");
+            assert!(j.status.as_ref().unwrap().conditions.is_none(), "{what}");
+        }
+    }
+
+    /// A Node as last read answers a claim it agrees with, or the claim it was read for; any
+    /// other claim reads it again.
+    #[test]
+    fn which_claims_read_the_node_again() {
+        let honest = peer("198.18.0.11", "10.244.1.0/24").spec;
+        let lying = peer("198.18.0.11", "10.244.2.0/24").spec;
+        let moved = peer("198.18.0.99", "10.244.1.0/24").spec;
+        let listed = Known { node: node("198.18.0.11", "10.244.1.0/24"), read_for: None };
+        let read_for_lie =
+            Known { node: node("198.18.0.11", "10.244.1.0/24"), read_for: Some(lying.clone()) };
+        let cases = [
+            ("listed, honest claim", &listed, &honest, true),
+            ("listed, a claim it contradicts", &listed, &lying, false),
+            ("listed, the node moved", &listed, &moved, false),
+            ("read for this lie: not again", &read_for_lie, &lying, true),
+            ("read for a lie, another claim", &read_for_lie, &moved, false),
+            ("read for a lie, honest again", &read_for_lie, &honest, true),
+        ];
+        for (what, known, claim, answered) in cases {
+            assert_eq!(answers(known, claim), answered, "{what}");
+        }
+    }
+}
