@@ -47,6 +47,10 @@ struct Args {
     /// How long the mesh may take to converge, in seconds.
     #[arg(long, default_value_t = 900)]
     deadline: u64,
+    /// Each agent's `--peer-source` in turn, comma-separated (`nodes`, `mesh-peers`): the default
+    /// runs both under the same churn (agents 1 and 3 watch Nodes, agent 2 MeshPeers).
+    #[arg(long, value_delimiter = ',', default_value = "nodes,mesh-peers")]
+    peer_sources: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         seed: args.seed,
         bursts: args.bursts,
         deadline: Duration::from_secs(args.deadline),
+        peer_sources: args.peer_sources,
     };
     let mut say = |line: &str| eprintln!("meshcrypt-scale: {line}");
     match run(&options, &mut say) {

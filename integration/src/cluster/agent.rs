@@ -14,6 +14,8 @@ pub struct AgentOptions {
     pub binary: PathBuf,
     /// Extra flags for `meshcrypt agent`.
     pub extra_args: Vec<String>,
+    /// Extra flags for one node's agent only, by node name (after `extra_args`).
+    pub node_args: std::collections::BTreeMap<String, Vec<String>>,
     /// The agent's log filter.
     pub log_level: String,
     /// Run agents from a ConfigMap (`meshcrypt-system/meshcrypt`) with this data instead of flags;
@@ -31,6 +33,7 @@ impl AgentOptions {
         Ok(Self {
             binary: meshcrypt_bin()?,
             extra_args: Vec::new(),
+            node_args: std::collections::BTreeMap::new(),
             log_level: "info,meshcrypt=debug".into(),
             config_map: None,
             resync_seconds: 2,
@@ -91,7 +94,7 @@ pub(super) fn spawn(cluster: &Cluster, node: &str, extra: &[&str]) -> Result<Lab
             cmd.arg("--pod-network").arg(network);
         }
     }
-    cmd.args(&opts.extra_args).args(extra);
+    cmd.args(&opts.extra_args).args(opts.node_args.get(node).into_iter().flatten()).args(extra);
     let options = SpawnOptions { private_dirs: vec![PathBuf::from("/run/wireguard")] };
     Ok(cluster.lab.spawn_with(&lab_node.namespace, &cmd, &options)?)
 }

@@ -59,11 +59,15 @@ pub struct ScaleOptions {
     pub bursts: Vec<usize>,
     /// How long the mesh may take to converge (first sync, each burst, after the churn).
     pub deadline: Duration,
+    /// Each real agent's `--peer-source`, in turn (`nodes`, `mesh-peers`): with both, one run
+    /// compares them under the same churn.
+    pub peer_sources: Vec<String>,
 }
 
 /// One real node of the run.
 struct RealNode {
     name: String,
+    peer_source: String,
     namespace: String,
     pid: u32,
     monitor_log: PathBuf,
@@ -122,6 +126,9 @@ pub fn run(options: &ScaleOptions, say: &mut dyn FnMut(&str)) -> Result<ScaleRep
     let pod_ip = options.pods_per_node > 0;
     let lab = Lab::builder().nodes(options.agents).pods_per_node(1).vpc_cni(pod_ip).build()?;
     let mut agent_options = AgentOptions::new()?;
+    for (node, source) in lab.nodes().iter().zip(options.peer_sources.iter().cycle()) {
+        agent_options.node_args.insert(node.name.clone(), vec!["--peer-source".into(), source.clone()]);
+    }
     agent_options.resync_seconds = 10;
     agent_options.log_level = "info".into();
     agent_options.extra_args = vec!["--no-handshake-after".into(), "86400".into()];
@@ -133,7 +140,7 @@ pub fn run(options: &ScaleOptions, say: &mut dyn FnMut(&str)) -> Result<ScaleRep
     ]));
     let cluster = Cluster::start_in(lab, agent_options)?;
     cluster.wait_converged(options.deadline)?;
-    let real = real_nodes(&cluster)?;
+    let real = real_nodes(&cluster, &options.peer_sources)?;
     say(&format!("{} agents up; seeding {sims} simulated nodes", real.len()));
 
     let started = Instant::now();
@@ -141,7 +148,7 @@ pub fn run(options: &ScaleOptions, say: &mut dyn FnMut(&str)) -> Result<ScaleRep
     let mut sim = Sim { state: SimState::new(sims, options.pods_per_node), keys: BTreeMap::new(), pod_ip };
     for i in 0..sims {
         let key = sim::key_annotations(1, now);
-        cluster.api().create(sim::node_object(i, &key, now))?;
+        create_node(&cluster, i, &key, now)?;
         sim.keys.insert(i, key);
         for j in 0..options.pods_per_node {
             cluster.api().create(sim::pod_object(i, j))?;
@@ -191,6 +198,7 @@ pub fn run(options: &ScaleOptions, say: &mut dyn FnMut(&str)) -> Result<ScaleRep
         let (rss, peak) = observe::memory(node.pid).unwrap_or_default();
         agents.push(AgentFigures {
             node: node.name.clone(),
+            peer_source: node.peer_source.clone(),
             latencies_ms: latencies,
             unobserved,
             cpu_ms_per_event: (after.cpu[k] - before.cpu[k]) * 1_000.0 / events,
@@ -222,20 +230,34 @@ pub fn run(options: &ScaleOptions, say: &mut dyn FnMut(&str)) -> Result<ScaleRep
 
 /// The real nodes and their agents, each with an `unreachable` route for the simulated nodes'
 /// addresses and an `ip -ts monitor route` recording its route changes.
-fn real_nodes(cluster: &Cluster) -> Result<Vec<RealNode>, ClusterError> {
+fn real_nodes(cluster: &Cluster, sources: &[String]) -> Result<Vec<RealNode>, ClusterError> {
     let mut out = Vec::new();
-    for node in cluster.lab.nodes() {
+    for (node, source) in cluster.lab.nodes().iter().zip(sources.iter().cycle()) {
         let pid = cluster.agent(&node.name).ok_or_else(|| ClusterError::NoSuchNode(node.name.clone()))?.pid;
         cluster.lab.exec(&node.namespace, &["ip", "route", "add", "unreachable", sim::SIM_UNDERLAY])?;
         let monitor = cluster.lab.spawn(&node.namespace, &["ip", "-ts", "monitor", "route"])?;
         out.push(RealNode {
             name: node.name.clone(),
+            peer_source: source.clone(),
             namespace: node.namespace.clone(),
             pid,
             monitor_log: monitor.log,
         });
     }
     Ok(out)
+}
+
+/// Creates simulated node `i` with `key`, and its MeshPeer as its agent would.
+fn create_node(
+    cluster: &Cluster,
+    i: usize,
+    key: &NodeKeyAnnotations,
+    now: Timestamp,
+) -> Result<(), ClusterError> {
+    let node = cluster.api().create(sim::node_object(i, key, now))?;
+    let uid = node.pointer("/metadata/uid").and_then(serde_json::Value::as_str).unwrap_or_default();
+    cluster.api().create(sim::mesh_peer_object(i, key, uid))?;
+    Ok(())
 }
 
 /// Applies one churn event to the API (and to `sim`), noting the route change it should cause.
@@ -256,13 +278,14 @@ fn apply(
         }
         Event::NodeJoin { node } => {
             let key = sim::key_annotations(1, now);
-            api.create(sim::node_object(node, &key, now))?;
+            create_node(cluster, node, &key, now)?;
             sim.keys.insert(node, key);
             if !sim.pod_ip {
                 expected.push((sim::pod_cidr(node), false, now));
             }
         }
         Event::NodeLeave { node } => {
+            // Its MeshPeer goes with it (the garbage collector).
             api.delete("v1", "Node", None, &sim::node_name(node))?;
             sim.keys.remove(&node);
             if sim.pod_ip {
@@ -279,6 +302,14 @@ fn apply(
             let key = sim::key_annotations(epoch, now);
             let patch = json!({"metadata": {"annotations": key.to_annotations()}});
             api.merge_patch("v1", "Node", None, &sim::node_name(node), &patch, false)?;
+            api.merge_patch(
+                "meshcrypt.dev/v1alpha1",
+                "MeshPeer",
+                None,
+                &sim::node_name(node),
+                &patch,
+                false,
+            )?;
             sim.keys.insert(node, key);
         }
         Event::Heartbeat { node } => {

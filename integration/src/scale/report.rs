@@ -23,6 +23,8 @@ pub struct BurstOps {
 pub struct AgentFigures {
     /// Its node.
     pub node: String,
+    /// Where it learns the other nodes (`--peer-source`).
+    pub peer_source: String,
     /// Each observed change's latency, API write to route notification, in milliseconds.
     pub latencies_ms: Vec<f64>,
     /// Expected changes never observed.
@@ -107,15 +109,16 @@ impl fmt::Display for ScaleReport {
         }
         writeln!(
             f,
-            "\nagent | event→route p50 / p99 / max ms | unobserved | CPU ms/event | API req/event | bytes/event | watch events/event | passes/event | gather / decide / execute ms per pass | RSS after sync / end / peak MiB | drift"
+            "\nagent | peer source | event→route p50 / p99 / max ms | unobserved | CPU ms/event | API req/event | bytes/event | watch events/event | passes/event | gather / decide / execute ms per pass | RSS after sync / end / peak MiB | drift"
         )?;
         for a in &self.agents {
             let q = |p| quantile(&a.latencies_ms, p).unwrap_or(f64::NAN);
             let per_pass = |s: f64| s * 1_000.0 / a.passes.max(1.0);
             writeln!(
                 f,
-                "{} | {:.0} / {:.0} / {:.0} | {} | {:.2} | {:.3} | {:.0} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {}",
+                "{} | {} | {:.0} / {:.0} / {:.0} | {} | {:.2} | {:.3} | {:.0} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {}",
                 a.node,
+                a.peer_source,
                 q(0.5),
                 q(0.99),
                 q(1.0),

@@ -114,6 +114,22 @@ pub fn node_object(i: usize, key: &NodeKeyAnnotations, heartbeat: Timestamp) -> 
     })
 }
 
+/// Simulated node `i`'s MeshPeer, as its agent would write it: `key`, its address and pod CIDR,
+/// owned by its Node (`owner_uid`), so it goes with the Node.
+pub fn mesh_peer_object(i: usize, key: &NodeKeyAnnotations, owner_uid: &str) -> Value {
+    let name = node_name(i);
+    json!({
+        "apiVersion": "meshcrypt.dev/v1alpha1",
+        "kind": "MeshPeer",
+        "metadata": {
+            "name": name,
+            "annotations": key.to_annotations(),
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": owner_uid}],
+        },
+        "spec": {"internalIPs": [node_ip(i).to_string()], "podCIDRs": [pod_cidr(i).to_string()]},
+    })
+}
+
 /// The status patch kubelet sends every `nodeStatusReportFrequency` (5 min) with nothing else
 /// changed: every condition's heartbeat moves.
 pub fn heartbeat_patch(heartbeat: Timestamp) -> Value {
