@@ -15,6 +15,9 @@
 //! pod CIDRs are not trusted: a reader takes them from the Node itself (read when the claim
 //! changes, `agent/mesh_peers.rs`), so no node can claim another's addresses through it.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
 use k8s_openapi::api::core::v1::Node;
 use kube::CustomResource;
 use kube::api::{Api, Patch, PatchParams};
@@ -43,6 +46,12 @@ pub struct MeshPeerSpec {
     /// The Node's `spec.podCIDRs`, as written (readers check them against the Node).
     #[serde(default, rename = "podCIDRs")]
     pub pod_cidrs: Vec<String>,
+    /// In pod-IP mode, the pod-network addresses of the Pods running on this node (as their
+    /// `status.podIPs` say; host-network and finished Pods left out), sorted; empty otherwise. The
+    /// node's own claim, as trustworthy as its kubelet, which writes those statuses: an address
+    /// claimed by two nodes stays with the older Node.
+    #[serde(default, rename = "podIPs", skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<String>,
 }
 
 impl MeshPeerSpec {
@@ -51,7 +60,13 @@ impl MeshPeerSpec {
         Self {
             internal_ips: view.internal_ips.iter().map(ToString::to_string).collect(),
             pod_cidrs: view.pod_cidrs.clone(),
+            pod_ips: Vec::new(),
         }
+    }
+
+    /// The claim a reader checks against the Node: the addresses and pod CIDRs (not the pod IPs).
+    pub fn node_claim(&self) -> (&[String], &[String]) {
+        (&self.internal_ips, &self.pod_cidrs)
     }
 }
 
@@ -68,13 +83,17 @@ pub struct Offer {
 }
 
 impl Offer {
-    /// The offer of `node` (this node's own Node) publishing `key`.
-    pub fn of(node: &Node, key: Option<&NodeKeyAnnotations>) -> Self {
-        Self {
-            key: key.cloned(),
-            spec: MeshPeerSpec::of(&NodeView::from_node(node)),
-            owner_uid: node.metadata.uid.clone().unwrap_or_default(),
-        }
+    /// The offer of `node` (this node's own Node) publishing `key`, with `pod_ips` (pod-IP mode:
+    /// the addresses of its Pods, in any order and possibly repeated; empty otherwise).
+    pub fn of(
+        node: &Node,
+        key: Option<&NodeKeyAnnotations>,
+        pod_ips: impl IntoIterator<Item = IpAddr>,
+    ) -> Self {
+        let pod_ips: BTreeSet<IpAddr> = pod_ips.into_iter().collect();
+        let mut spec = MeshPeerSpec::of(&NodeView::from_node(node));
+        spec.pod_ips = pod_ips.iter().map(ToString::to_string).collect();
+        Self { key: key.cloned(), spec, owner_uid: node.metadata.uid.clone().unwrap_or_default() }
     }
 }
 
@@ -122,7 +141,7 @@ mod tests {
             ]},
         }))
         .unwrap();
-        let offer = Offer::of(&node, None);
+        let offer = Offer::of(&node, None, []);
         assert_eq!(offer.owner_uid, "u-1");
         assert_eq!(offer.spec.internal_ips, ["198.18.0.11", "fd00::11"]);
         assert_eq!(offer.spec.pod_cidrs, ["10.244.1.0/24", "fd00:10:244:1::/64"]);
@@ -132,5 +151,9 @@ mod tests {
             serde_json::json!({"internalIPs": ["198.18.0.11", "fd00::11"],
                                             "podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]})
         );
+        // Pod-IP mode: its Pods' addresses, sorted and once each.
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let offer = Offer::of(&node, None, [ip("10.244.1.9"), ip("10.244.1.3"), ip("10.244.1.9")]);
+        assert_eq!(offer.spec.pod_ips, ["10.244.1.3", "10.244.1.9"]);
     }
 }

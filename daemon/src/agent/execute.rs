@@ -3,6 +3,7 @@
 //! every peer able to learn a key before the device runs with it.
 
 use meshcrypt_dataplane::{Change, DeviceConfig, WireGuardBackend, WireGuardDevice};
+use meshcrypt_keyexchange::mesh::PodView;
 use meshcrypt_keyexchange::{NodeKeyAnnotations, write_private};
 use meshcrypt_routing::Kernel;
 
@@ -13,6 +14,7 @@ use super::last_known;
 use super::peer_ops::to_changes;
 use super::publish::{publish_key, withdraw_key};
 use super::state::LoopState;
+use crate::config::settings::Addressing;
 use crate::error::AgentError;
 use crate::flows::SignalRecord;
 use crate::mesh_peer::{self, Offer};
@@ -145,7 +147,7 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
         publish_key(&io.client, &params.node, &state.key).await?;
     }
     let key = state.key.clone();
-    offer(io, params, &mut state.offered, Some(&key)).await?;
+    offer(io, params, plan, &mut state.offered, Some(&key)).await?;
     // 7.
     if !plan.peer_ops.is_empty() {
         tracing::info!(ops = ?plan.peer_ops, "updating wireguard peers");
@@ -195,23 +197,33 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
     // 10.
     if plan.withdraw {
         withdraw_key(&io.client, &params.node).await?;
-        offer(io, params, &mut state.offered, None).await?;
+        offer(io, params, plan, &mut state.offered, None).await?;
     }
     Ok(())
 }
 
-/// Writes this node's MeshPeer with `key` and its Node's addresses and pod CIDRs, unless that is
+/// Writes this node's MeshPeer with `key`, its Node's addresses and pod CIDRs and (pod-IP mode)
+/// its Pods' addresses, unless that is
 /// what it was last written with (or this node's Node is not listed yet). An API server that does
 /// not serve MeshPeers is remembered as written: the CRD comes with a new rollout, which restarts
 /// the agents.
 async fn offer<K: Kernel, B: WireGuardBackend>(
     io: &Io<K, B>,
     params: &Params,
+    plan: &PassPlan,
     offered: &mut Option<Offer>,
     key: Option<&NodeKeyAnnotations>,
 ) -> Result<(), AgentError> {
     let Some(own) = io.local_node(&params.node) else { return Ok(()) };
-    let next = Offer::of(&own, key);
+    // Pod-IP mode, with a key: the addresses of this node's Pods.
+    let pod_ip = key.is_some() && plan.settings.as_ref().is_some_and(|s| s.addressing == Addressing::PodIp);
+    let pods = io.pods.get().filter(|_| pod_ip).map(|store| store.state()).unwrap_or_default();
+    let pod_ips = pods
+        .iter()
+        .filter_map(|p| PodView::from_pod(p))
+        .filter(|p| p.node == params.node)
+        .flat_map(|p| p.ips);
+    let next = Offer::of(&own, key, pod_ips);
     if offered.as_ref() == Some(&next) {
         return Ok(());
     }
@@ -271,11 +283,12 @@ fn create_device<K: Kernel, B: WireGuardBackend>(
 async fn publish_both<K: Kernel, B: WireGuardBackend>(
     io: &Io<K, B>,
     params: &Params,
+    plan: &PassPlan,
     offered: &mut Option<Offer>,
     key: &NodeKeyAnnotations,
 ) -> Result<(), AgentError> {
     publish_key(&io.client, &params.node, key).await?;
-    offer(io, params, offered, Some(key)).await
+    offer(io, params, plan, offered, Some(key)).await
 }
 
 async fn switch_key<K: Kernel, B: WireGuardBackend>(
@@ -298,7 +311,7 @@ async fn switch_key<K: Kernel, B: WireGuardBackend>(
                 .pending()?
                 .ok_or_else(|| AgentError::KeyFileMissing { path: io.keys.pending_path() })?;
             let next = pending.annotations();
-            if publish_first && let Err(e) = publish_both(io, params, &mut state.offered, &next).await {
+            if publish_first && let Err(e) = publish_both(io, params, plan, &mut state.offered, &next).await {
                 if !state.rotation_pending {
                     tracing::warn!(error = %e, fingerprint = %next.public_key.fingerprint(), epoch = next.epoch, "key rotation pending: the new key cannot be published yet; the current key stays in use");
                     let note = format!(

@@ -13,6 +13,7 @@ use super::io::Io;
 use super::last_known::LastKnown;
 use super::routing_input::MAIN_TABLE;
 use super::state::LoopState;
+use crate::cli::PeerSource;
 use crate::config::settings::Addressing;
 use crate::error::AgentError;
 
@@ -45,8 +46,12 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
         && in_force.is_some_and(|s| s.enabled && s.addressing == Addressing::PodIp);
     let view = match source {
         Source::Api => {
-            let nodes = io.node_views.refresh(&io.node_list(&params.node));
-            let pods = if pod_ip { pod_views(io).await? } else { Vec::new() };
+            let listed = io.node_list(&params.node);
+            let nodes = io.node_views.refresh(&listed);
+            let mut pods = if pod_ip { pod_views(io, &params.node).await? } else { Vec::new() };
+            if pod_ip && io.peer_source == PeerSource::MeshPeers {
+                pods.extend(listed.iter().filter_map(|n| offered_pods(n)));
+            }
             let remotes = io.remotes.state().iter().map(|r| r.view()).collect();
             View::Complete { nodes, pods, remotes }
         }
@@ -94,16 +99,39 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
     })
 }
 
-/// Every Pod holding pod-network addresses; starts the Pod watcher the first time and waits for
-/// its first complete list (so no address is pruned before it is known).
-async fn pod_views<K: Kernel, B: WireGuardBackend>(io: &mut Io<K, B>) -> Result<Vec<PodView>, AgentError> {
+/// Every Pod holding pod-network addresses (with MeshPeers: this node's); starts the Pod watcher
+/// the first time and waits for its first complete list (so no address is pruned before it is
+/// known).
+async fn pod_views<K: Kernel, B: WireGuardBackend>(
+    io: &mut Io<K, B>,
+    node: &str,
+) -> Result<Vec<PodView>, AgentError> {
     let store = io
         .pods
-        .get_or_init(|| {
-            tracing::info!("pod-IP mode: watching Pods");
-            super::pods::watch(io.client.clone(), io.wake.clone())
+        .get_or_init(|| match io.peer_source {
+            PeerSource::Nodes => {
+                tracing::info!("pod-IP mode: watching Pods");
+                super::pods::watch(io.client.clone(), io.wake.clone())
+            }
+            PeerSource::MeshPeers => {
+                tracing::info!("pod-IP mode: watching this node's Pods; the others' come on MeshPeers");
+                super::pods::watch_own(io.client.clone(), io.wake.clone(), node)
+            }
         })
         .clone();
     store.wait_until_ready().await.map_err(|source| AgentError::StoreClosed { what: "pods", source })?;
     Ok(store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
+}
+
+/// The pod addresses another node offers on its MeshPeer, as one Pod of that node (its name says
+/// where it came from; an address claimed by two nodes stays with the older Node).
+fn offered_pods(node: &Node) -> Option<PodView> {
+    let ips = super::mesh_peers::joined_pod_ips(node);
+    let name = node.metadata.name.clone()?;
+    (!ips.is_empty()).then(|| PodView {
+        name: format!("MeshPeer {name}"),
+        node: name,
+        ips,
+        created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    })
 }

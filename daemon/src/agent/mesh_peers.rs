@@ -35,6 +35,17 @@ const PAGE: u32 = 500;
 /// The longest wait between two tries to read a Node.
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
+/// The annotation a joined Node carries its MeshPeer's pod IPs in (pod-IP mode), comma-separated.
+/// Only ever set inside the agent, on the joined objects of this store: never written to the API.
+pub const JOINED_POD_IPS: &str = "meshcrypt.dev/joined-pod-ips";
+
+/// The pod IPs a joined Node carries ([`JOINED_POD_IPS`]); unparsable entries are dropped (a
+/// MeshPeer's addresses are strings the API server does not check).
+pub fn joined_pod_ips(node: &Node) -> Vec<std::net::IpAddr> {
+    let joined = node.metadata.annotations.as_ref().and_then(|a| a.get(JOINED_POD_IPS));
+    joined.into_iter().flat_map(|ips| ips.split(',')).filter_map(|ip| ip.parse().ok()).collect()
+}
+
 /// Starts watching MeshPeers into a store of joined Nodes, waking the loop on each change of what
 /// it keeps. The store is complete once it is ready, like the Node store.
 pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Node> {
@@ -68,17 +79,23 @@ fn trim_peer(peer: &mut MeshPeer) {
 }
 
 /// The Node as the mesh reads it for `peer`, from `node` (its Node as last read, trimmed): the
-/// key annotations and their writers from the MeshPeer, everything else from the Node. Its
-/// resourceVersion is both objects', so it changes when either does.
+/// key annotations and their writers from the MeshPeer (and its pod IPs, under
+/// [`JOINED_POD_IPS`]), everything else from the Node. Its resourceVersion is both objects', so
+/// it changes when either does.
 pub fn joined(peer: &MeshPeer, node: &Node) -> Node {
     let version = |m: &ObjectMeta| m.resource_version.clone().unwrap_or_default();
+    let mut annotations = peer.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove(JOINED_POD_IPS);
+    if !peer.spec.pod_ips.is_empty() {
+        annotations.insert(JOINED_POD_IPS.to_owned(), peer.spec.pod_ips.join(","));
+    }
     let mut joined = Node {
         metadata: ObjectMeta {
             name: node.metadata.name.clone(),
             uid: node.metadata.uid.clone(),
             creation_timestamp: node.metadata.creation_timestamp.clone(),
             labels: node.metadata.labels.clone(),
-            annotations: peer.metadata.annotations.clone(),
+            annotations: Some(annotations),
             managed_fields: peer.metadata.managed_fields.clone(),
             resource_version: Some(format!("{}/{}", version(&peer.metadata), version(&node.metadata))),
             ..ObjectMeta::default()
@@ -106,13 +123,16 @@ struct KnownNodes {
 
 struct Known {
     node: Node,
-    read_for: Option<MeshPeerSpec>,
+    /// The claim (addresses, pod CIDRs) it was read for.
+    read_for: Option<(Vec<String>, Vec<String>)>,
 }
 
-/// Whether `known` (a Node as last read) answers `claim` without reading the Node again: it says
-/// the same, or it was read for this very claim.
+/// Whether `known` (a Node as last read) answers `claim`'s addresses and pod CIDRs without
+/// reading the Node again: it says the same, or it was read for this very claim.
 fn answers(known: &Known, claim: &MeshPeerSpec) -> bool {
-    known.read_for.as_ref() == Some(claim) || MeshPeerSpec::of(&NodeView::from_node(&known.node)) == *claim
+    let (ips, cidrs) = claim.node_claim();
+    known.read_for.as_ref().is_some_and(|(i, c)| i == ips && c == cidrs)
+        || MeshPeerSpec::of(&NodeView::from_node(&known.node)).node_claim() == (ips, cidrs)
 }
 
 impl KnownNodes {
@@ -151,11 +171,12 @@ impl KnownNodes {
         };
         trim(&mut node);
         let says = MeshPeerSpec::of(&NodeView::from_node(&node));
-        if says != peer.spec {
-            tracing::warn!(node = %name, claims = ?peer.spec, node_says = ?says,
+        if says.node_claim() != peer.spec.node_claim() {
+            tracing::warn!(node = %name, claims = ?peer.spec.node_claim(), node_says = ?says.node_claim(),
                 "a MeshPeer claims addresses or pod CIDRs its Node does not list; the Node's are used");
         }
-        self.known.insert(name, Known { node: node.clone(), read_for: Some(peer.spec.clone()) });
+        let (ips, cidrs) = peer.spec.node_claim();
+        self.known.insert(name, Known { node: node.clone(), read_for: Some((ips.to_vec(), cidrs.to_vec())) });
         Some(node)
     }
 
@@ -240,7 +261,7 @@ mod tests {
                              "time": "2026-11-02T00:00:01Z", "fieldsType": "FieldsV1",
                              "fieldsV1": {"f:metadata": {"f:annotations": {"f:meshcrypt.dev/public-key": {}}},
                                           "f:spec": {"f:podCIDRs": {}}}}]},
-            "spec": {"internalIPs": [ip], "podCIDRs": [cidr]},
+            "spec": {"internalIPs": [ip], "podCIDRs": [cidr], "podIPs": ["10.244.1.7", "bad", "10.244.1.8"]},
         }))
         .unwrap()
     }
@@ -266,6 +287,8 @@ mod tests {
             assert_eq!(j.metadata.labels.as_ref().unwrap()["zone"], "a", "{what}");
             assert!(view.created.is_some(), "{what}");
             assert_eq!(j.metadata.resource_version.as_deref(), Some("9/7"), "{what}");
+            let pod_ips: Vec<String> = joined_pod_ips(&j).iter().map(ToString::to_string).collect();
+            assert_eq!(pod_ips, ["10.244.1.7", "10.244.1.8"], "{what}: the node's own claim");
             let spec = j.spec.as_ref().unwrap();
             assert!(spec.taints.is_none() && spec.provider_id.is_none(), "{what}");
             assert!(j.status.as_ref().unwrap().conditions.is_none(), "{what}");
@@ -280,10 +303,16 @@ mod tests {
         let lying = peer("198.18.0.11", "10.244.2.0/24").spec;
         let moved = peer("198.18.0.99", "10.244.1.0/24").spec;
         let listed = Known { node: node("198.18.0.11", "10.244.1.0/24"), read_for: None };
-        let read_for_lie =
-            Known { node: node("198.18.0.11", "10.244.1.0/24"), read_for: Some(lying.clone()) };
+        let (ips, cidrs) = lying.node_claim();
+        let read_for_lie = Known {
+            node: node("198.18.0.11", "10.244.1.0/24"),
+            read_for: Some((ips.to_vec(), cidrs.to_vec())),
+        };
+        let mut honest_new_pods = honest.clone();
+        honest_new_pods.pod_ips = vec!["10.244.1.99".into()];
         let cases = [
             ("listed, honest claim", &listed, &honest, true),
+            ("listed, honest claim, other pod IPs", &listed, &honest_new_pods, true),
             ("listed, a claim it contradicts", &listed, &lying, false),
             ("listed, the node moved", &listed, &moved, false),
             ("read for this lie: not again", &read_for_lie, &lying, true),

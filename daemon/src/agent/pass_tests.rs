@@ -509,6 +509,16 @@ async fn a_pass_leaves_the_node_status_and_reports_it_on_the_mesh_node() {
 
 /// Writes MeshPeer `name` as its agent would, with a fresh key and the claim `(address, pod CIDR)`.
 fn offer_peer(server: &TestApiServer, name: &str, claim: (&str, &str)) -> NodeKeyAnnotations {
+    offer_peer_with_pods(server, name, claim, &[])
+}
+
+/// [`offer_peer`] in pod-IP mode: with its Pods' addresses.
+fn offer_peer_with_pods(
+    server: &TestApiServer,
+    name: &str,
+    claim: (&str, &str),
+    pod_ips: &[&str],
+) -> NodeKeyAnnotations {
     let key = NodeKeyAnnotations {
         public_key: meshcrypt_keyexchange::PrivateKey::generate().public_key(),
         epoch: 0,
@@ -520,7 +530,7 @@ fn offer_peer(server: &TestApiServer, name: &str, claim: (&str, &str)) -> NodeKe
             "apiVersion": "meshcrypt.dev/v1alpha1", "kind": "MeshPeer",
             "metadata": {"name": name, "annotations": key.to_annotations(),
                          "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]},
-            "spec": {"internalIPs": [claim.0], "podCIDRs": [claim.1]},
+            "spec": {"internalIPs": [claim.0], "podCIDRs": [claim.1], "podIPs": pod_ips},
         }))
         .expect("create the MeshPeer");
     key
@@ -575,4 +585,41 @@ async fn with_mesh_peers_the_agent_offers_its_own_and_takes_addresses_only_from_
     assert!(h.pass().await, "switching off");
     let own = h.server.get("meshcrypt.dev/v1alpha1", "MeshPeer", None, NODE).unwrap();
     assert!(own["metadata"].get("annotations").is_none_or(|a| a.get(PUBLIC_KEY).is_none()), "{own}");
+}
+
+/// A running Pod on `node` with address `ip`.
+fn pod(name: &str, node: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+           "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+/// Pod-IP mode with MeshPeers: the agent watches only its own node's Pods and offers their
+/// addresses on its MeshPeer; another node's pod addresses come from that node's MeshPeer alone
+/// (its Pod objects are not read).
+#[tokio::test]
+async fn with_mesh_peers_in_pod_ip_mode_pod_addresses_come_on_the_mesh_peers() {
+    let mut h = Harness::with_source(&[("addressing", "pod-ip")], PeerSource::MeshPeers).await;
+    h.server.create(pod("a1", NODE, "10.244.0.5")).expect("a pod here");
+    h.server.create(pod("b1", "node-b", "10.244.1.5")).expect("a pod on node-b");
+    let b = offer_peer_with_pods(&h.server, "node-b", ("198.18.0.2", "10.244.1.0/24"), &["10.244.1.6"]);
+    poll("node-b's MeshPeer in the store", || (h.agent.io.nodes.state().len() == 1).then_some(())).await;
+    assert!(h.pass().await, "first pass");
+    let own_pods = |server: &TestApiServer| {
+        server.get("meshcrypt.dev/v1alpha1", "MeshPeer", None, NODE).expect("its MeshPeer")["spec"]["podIPs"]
+            .clone()
+    };
+    // The first pass started the Pod watcher; a pass after it has listed offers the pod.
+    poll("its pod in the Pod store", || (h.agent.io.pods.get()?.state().len() == 1).then_some(())).await;
+    assert!(h.pass().await);
+    assert_eq!(own_pods(&h.server), json!(["10.244.0.5"]), "its own Pods' addresses");
+    let peers = h.backend.device().unwrap().observe().unwrap().peers;
+    let peer = peers.iter().find(|p| p.public_key == b.public_key).expect("node-b a peer");
+    let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
+    assert_eq!(allowed, ["10.244.1.6/32", "198.18.0.2/32"], "node-b's offer, not its Pod objects");
+
+    h.server.delete("v1", "Pod", Some("default"), "a1").unwrap();
+    poll("the pod gone from the store", || h.agent.io.pods.get()?.state().is_empty().then_some(())).await;
+    assert!(h.pass().await);
+    assert_eq!(own_pods(&h.server), Value::Null, "no Pods, no addresses");
 }

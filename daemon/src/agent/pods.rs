@@ -1,6 +1,7 @@
-//! The Pod watcher for pod-IP mode: a reflector store of every Pod in the cluster, started the first
-//! time the settings ask for pod-IP mode. Like the Node store, it is read only after its first
-//! complete list, so no peer's addresses are pruned early.
+//! The Pod watcher for pod-IP mode: a reflector store of every Pod in the cluster (or, with
+//! `--peer-source mesh-peers`, where the other nodes' pod addresses come on their MeshPeers, of
+//! this node's Pods only), started the first time the settings ask for pod-IP mode. Like the Node
+//! store, it is read only after its first complete list, so no peer's addresses are pruned early.
 
 use std::sync::Arc;
 
@@ -14,6 +15,13 @@ use tokio::sync::Notify;
 /// kept, so a large cluster's Pods cost little memory.
 pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Pod> {
     super::watch::reflect(Api::all(client), watcher::Config::default(), "pods".into(), wake, trim)
+}
+
+/// Starts watching this node's Pods only (`spec.nodeName=<node>`: at most the node's pod
+/// capacity, whatever the cluster's size), waking the loop on each change.
+pub fn watch_own(client: kube::Client, wake: Arc<Notify>, node: &str) -> Store<Pod> {
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    super::watch::reflect(Api::all(client), config, "own pods".into(), wake, trim)
 }
 
 fn trim(pod: &mut Pod) {

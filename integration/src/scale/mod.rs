@@ -146,13 +146,14 @@ pub fn run(options: &ScaleOptions, say: &mut dyn FnMut(&str)) -> Result<ScaleRep
     let started = Instant::now();
     let now = Timestamp::now();
     let mut sim = Sim { state: SimState::new(sims, options.pods_per_node), keys: BTreeMap::new(), pod_ip };
+    let pods: Vec<usize> = (0..options.pods_per_node).collect();
     for i in 0..sims {
         let key = sim::key_annotations(1, now);
-        create_node(&cluster, i, &key, now)?;
-        sim.keys.insert(i, key);
-        for j in 0..options.pods_per_node {
-            cluster.api().create(sim::pod_object(i, j))?;
+        for j in &pods {
+            cluster.api().create(sim::pod_object(i, *j))?;
         }
+        create_node(&cluster, i, &key, now, &pods)?;
+        sim.keys.insert(i, key);
     }
     say(&format!("seeded in {:.1} s; waiting for the agents' first sync", started.elapsed().as_secs_f64()));
     wait_in_step(&cluster, &real, &sim, options.deadline)?;
@@ -247,16 +248,33 @@ fn real_nodes(cluster: &Cluster, sources: &[String]) -> Result<Vec<RealNode>, Cl
     Ok(out)
 }
 
-/// Creates simulated node `i` with `key`, and its MeshPeer as its agent would.
+/// Creates simulated node `i` with `key`, and its MeshPeer (offering `pods`) as its agent would.
 fn create_node(
     cluster: &Cluster,
     i: usize,
     key: &NodeKeyAnnotations,
     now: Timestamp,
+    pods: &[usize],
 ) -> Result<(), ClusterError> {
     let node = cluster.api().create(sim::node_object(i, key, now))?;
     let uid = node.pointer("/metadata/uid").and_then(serde_json::Value::as_str).unwrap_or_default();
-    cluster.api().create(sim::mesh_peer_object(i, key, uid))?;
+    cluster.api().create(sim::mesh_peer_object(i, key, uid, pods))?;
+    Ok(())
+}
+
+/// Writes the pod addresses simulated node `i` offers on its MeshPeer, as its agent would after
+/// its pods changed.
+fn offer_pods(cluster: &Cluster, sim: &Sim, i: usize) -> Result<(), ClusterError> {
+    let pods: Vec<usize> = sim.state.nodes.get(&i).into_iter().flatten().copied().collect();
+    let patch = json!({"spec": {"podIPs": sim::offered_pod_ips(i, &pods)}});
+    cluster.api().merge_patch(
+        "meshcrypt.dev/v1alpha1",
+        "MeshPeer",
+        None,
+        &sim::node_name(i),
+        &patch,
+        false,
+    )?;
     Ok(())
 }
 
@@ -278,7 +296,7 @@ fn apply(
         }
         Event::NodeJoin { node } => {
             let key = sim::key_annotations(1, now);
-            create_node(cluster, node, &key, now)?;
+            create_node(cluster, node, &key, now, &[])?;
             sim.keys.insert(node, key);
             if !sim.pod_ip {
                 expected.push((sim::pod_cidr(node), false, now));
@@ -326,6 +344,9 @@ fn apply(
         }
     }
     sim.state.apply(event);
+    if let Event::PodAdd { node, .. } | Event::PodDelete { node, .. } = event {
+        offer_pods(cluster, sim, node)?;
+    }
     Ok(())
 }
 

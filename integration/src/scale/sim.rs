@@ -114,9 +114,10 @@ pub fn node_object(i: usize, key: &NodeKeyAnnotations, heartbeat: Timestamp) -> 
     })
 }
 
-/// Simulated node `i`'s MeshPeer, as its agent would write it: `key`, its address and pod CIDR,
-/// owned by its Node (`owner_uid`), so it goes with the Node.
-pub fn mesh_peer_object(i: usize, key: &NodeKeyAnnotations, owner_uid: &str) -> Value {
+/// Simulated node `i`'s MeshPeer, as its agent would write it: `key`, its address and pod CIDR
+/// and (pod-IP mode) the addresses of its pods `pods`, owned by its Node (`owner_uid`), so it goes
+/// with the Node.
+pub fn mesh_peer_object(i: usize, key: &NodeKeyAnnotations, owner_uid: &str, pods: &[usize]) -> Value {
     let name = node_name(i);
     json!({
         "apiVersion": "meshcrypt.dev/v1alpha1",
@@ -126,8 +127,15 @@ pub fn mesh_peer_object(i: usize, key: &NodeKeyAnnotations, owner_uid: &str) -> 
             "annotations": key.to_annotations(),
             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": owner_uid}],
         },
-        "spec": {"internalIPs": [node_ip(i).to_string()], "podCIDRs": [pod_cidr(i).to_string()]},
+        "spec": {"internalIPs": [node_ip(i).to_string()], "podCIDRs": [pod_cidr(i).to_string()],
+                 "podIPs": offered_pod_ips(i, pods)},
     })
+}
+
+/// The addresses of node `i`'s pods `pods` as its agent offers them: sorted, as text.
+pub fn offered_pod_ips(i: usize, pods: &[usize]) -> Vec<String> {
+    let ips: std::collections::BTreeSet<Ipv6Addr> = pods.iter().map(|j| pod_ip(i, *j)).collect();
+    ips.iter().map(ToString::to_string).collect()
 }
 
 /// The status patch kubelet sends every `nodeStatusReportFrequency` (5 min) with nothing else
