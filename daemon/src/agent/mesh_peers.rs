@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
@@ -94,7 +94,6 @@ pub fn joined(peer: &MeshPeer, node: &Node) -> Node {
             name: node.metadata.name.clone(),
             uid: node.metadata.uid.clone(),
             creation_timestamp: node.metadata.creation_timestamp.clone(),
-            labels: node.metadata.labels.clone(),
             annotations: Some(annotations),
             managed_fields: peer.metadata.managed_fields.clone(),
             resource_version: Some(format!("{}/{}", version(&peer.metadata), version(&node.metadata))),
@@ -114,7 +113,30 @@ pub fn joined(peer: &MeshPeer, node: &Node) -> Node {
     joined
 }
 
-/// What is known of the Nodes, by name: each as last read (trimmed), with the claim it was read
+/// What the join keeps of a Node as read: its name, uid, creation time and resourceVersion, its
+/// pod CIDRs and its InternalIP addresses; nothing else (not its labels: a node with a MeshPeer
+/// runs an agent, so the labels that say it runs none do not apply).
+fn facts(node: Node) -> Node {
+    let internal = |a: &NodeAddress| a.type_ == "InternalIP";
+    let addresses = node.status.and_then(|s| s.addresses).map(|a| a.into_iter().filter(internal).collect());
+    Node {
+        metadata: ObjectMeta {
+            name: node.metadata.name,
+            uid: node.metadata.uid,
+            creation_timestamp: node.metadata.creation_timestamp,
+            resource_version: node.metadata.resource_version,
+            ..ObjectMeta::default()
+        },
+        spec: node.spec.map(|s| NodeSpec {
+            pod_cidr: s.pod_cidr,
+            pod_cidrs: s.pod_cidrs,
+            ..NodeSpec::default()
+        }),
+        status: Some(NodeStatus { addresses, ..NodeStatus::default() }),
+    }
+}
+
+/// What is known of the Nodes, by name: each as last read ([`facts`]), with the claim it was read
 /// for (so a claim the Node contradicts is read once, not at every change of its MeshPeer).
 struct KnownNodes {
     api: Api<Node>,
@@ -165,11 +187,11 @@ impl KnownNodes {
         {
             return Some(known.node.clone());
         }
-        let Some(mut node) = self.read(&name).await else {
+        let Some(node) = self.read(&name).await else {
             self.known.remove(&name);
             return None;
         };
-        trim(&mut node);
+        let node = facts(node);
         let says = MeshPeerSpec::of(&NodeView::from_node(&node));
         if says.node_claim() != peer.spec.node_claim() {
             tracing::warn!(node = %name, claims = ?peer.spec.node_claim(), node_says = ?says.node_claim(),
@@ -205,8 +227,8 @@ impl KnownNodes {
         loop {
             match self.api.list(&params).await {
                 Ok(page) => {
-                    for mut node in page.items {
-                        trim(&mut node);
+                    for node in page.items {
+                        let node = facts(node);
                         let name = node.metadata.name.clone().unwrap_or_default();
                         fresh.insert(name, Known { node, read_for: None });
                     }
@@ -244,7 +266,7 @@ mod tests {
                          "creationTimestamp": "2026-11-01T00:00:00Z", "labels": {"zone": "a"},
                          "annotations": {"meshcrypt.dev/public-key": "from-the-node"}},
             "spec": {"podCIDRs": [cidr], "providerID": "aws:///x", "taints": [{"key": "k", "effect": "NoSchedule"}]},
-            "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": "n1"}],
                        "conditions": [{"type": "Ready", "status": "True"}]},
         }))
         .unwrap()
@@ -266,11 +288,11 @@ mod tests {
         .unwrap()
     }
 
-    /// The key and its writer come from the MeshPeer; the uid, creation time, labels, addresses
-    /// and pod CIDRs from the Node, whatever the MeshPeer claims; nothing else of either.
+    /// The key and its writer come from the MeshPeer; the uid, creation time, InternalIPs and pod
+    /// CIDRs from the Node, whatever the MeshPeer claims; nothing else of either.
     #[test]
     fn a_joined_node_takes_the_key_from_the_meshpeer_and_the_rest_from_the_node() {
-        let n = node("198.18.0.11", "10.244.1.0/24");
+        let n = facts(node("198.18.0.11", "10.244.1.0/24"));
         let cases = [
             ("an honest claim", peer("198.18.0.11", "10.244.1.0/24")),
             ("a claim of another node's pod CIDR and address", peer("198.18.0.12", "10.244.2.0/24")),
@@ -284,7 +306,8 @@ mod tests {
             assert_eq!(view.pod_cidrs, ["10.244.1.0/24"], "{what}");
             assert_eq!(view.internal_ips, ["198.18.0.11".parse::<std::net::IpAddr>().unwrap()], "{what}");
             assert_eq!(j.metadata.uid.as_deref(), Some("u-1"), "{what}");
-            assert_eq!(j.metadata.labels.as_ref().unwrap()["zone"], "a", "{what}");
+            assert!(j.metadata.labels.is_none(), "{what}");
+            assert_eq!(j.status.as_ref().and_then(|s| s.addresses.as_ref()).map(Vec::len), Some(1), "{what}");
             assert!(view.created.is_some(), "{what}");
             assert_eq!(j.metadata.resource_version.as_deref(), Some("9/7"), "{what}");
             let pod_ips: Vec<String> = joined_pod_ips(&j).iter().map(ToString::to_string).collect();
