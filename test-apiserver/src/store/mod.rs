@@ -1,7 +1,7 @@
 //! The object store: generic JSON objects per resource, one global resourceVersion, a bounded
 //! event history for watches, and a broadcast of live events.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
@@ -121,6 +121,11 @@ struct Inner {
     rv: u64,
     uid_counter: u64,
     objects: BTreeMap<Key, Stored>,
+    /// The uids of the stored objects.
+    uids: HashSet<String>,
+    /// Owner uid → the objects naming it in `metadata.ownerReferences` (the garbage collector's
+    /// index: a deletion looks up its dependents instead of scanning every object).
+    dependents: HashMap<String, BTreeSet<Key>>,
     history: VecDeque<Arc<StoredEvent>>,
     /// Watches may start from any RV >= this one.
     floor: u64,
@@ -162,8 +167,33 @@ fn owner_uids(obj: &Value) -> Vec<String> {
         .collect()
 }
 
-fn has_uid(stored: &Stored, uid: &str) -> bool {
-    meta_str(&stored.object, "uid") == Some(uid)
+impl Inner {
+    /// Adds the object stored at `key` to the uid and owner indexes.
+    fn index(&mut self, key: &Key, object: &Value) {
+        if let Some(uid) = meta_str(object, "uid") {
+            self.uids.insert(uid.to_owned());
+        }
+        for owner in owner_uids(object) {
+            self.dependents.entry(owner).or_default().insert(key.clone());
+        }
+    }
+
+    /// Removes the object stored at `key`, if any, from the indexes.
+    fn unindex(&mut self, key: &Key) {
+        let Some(stored) = self.objects.get(key) else { return };
+        let (uid, owners) = (meta_str(&stored.object, "uid").map(str::to_owned), owner_uids(&stored.object));
+        if let Some(uid) = uid {
+            self.uids.remove(&uid);
+        }
+        for owner in owners {
+            if let Some(keys) = self.dependents.get_mut(&owner) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.dependents.remove(&owner);
+                }
+            }
+        }
+    }
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -192,6 +222,8 @@ impl Store {
                 rv: 1,
                 uid_counter: 0,
                 objects: BTreeMap::new(),
+                uids: HashSet::new(),
+                dependents: HashMap::new(),
                 history: VecDeque::new(),
                 floor: 1,
             }),
@@ -253,9 +285,11 @@ impl Store {
         inner.rv += 1;
         let rv = inner.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        inner.unindex(&key);
         if kind == EventType::Deleted {
             inner.objects.remove(&key);
         } else {
+            inner.index(&key, &object);
             inner.objects.insert(key.clone(), Stored { object: object.clone(), managed });
         }
         let event = Arc::new(StoredEvent {
@@ -474,16 +508,15 @@ impl Store {
         let mut gone = vec![uid.to_owned()];
         while let Some(owner) = gone.pop() {
             let orphans: Vec<Key> = inner
-                .objects
-                .iter()
-                .filter(|(_, s)| {
-                    let owners = owner_uids(&s.object);
-                    owners.contains(&owner)
-                        && owners
-                            .iter()
-                            .all(|o| *o == owner || !inner.objects.values().any(|x| has_uid(x, o)))
+                .dependents
+                .get(&owner)
+                .into_iter()
+                .flatten()
+                .filter(|k| {
+                    let owners = inner.objects.get(*k).map(|s| owner_uids(&s.object)).unwrap_or_default();
+                    owners.iter().all(|o| !inner.uids.contains(o))
                 })
-                .map(|(k, _)| k.clone())
+                .cloned()
                 .collect();
             for k in orphans {
                 let Some(res) = resources::ALL.iter().find(|r| r.group == k.0 && r.plural == k.1) else {
