@@ -54,15 +54,7 @@ fn pods_talk_only_encrypted_with_addresses_from_mesh_peers() {
         .expect("each MeshPeer offers its node's pods");
     }
     let leak = cluster.leak_detector().expect("leak detector");
-    for a in &pods {
-        for b in pods.iter().filter(|b| b.node != a.node) {
-            reach(&cluster, a, b, Duration::from_secs(10));
-            cluster
-                .lab
-                .tcp_exchange(a, b, b"mesh-peers")
-                .unwrap_or_else(|e| panic!("tcp {} -> {}: {e}", a.name, b.name));
-        }
-    }
+    cluster.cross_node_pods_talk(Duration::from_secs(10), b"mesh-peers").expect("pods talk");
     let added = cluster.add_pod("node-1").expect("add pod");
     for other in pods.iter().filter(|p| p.node != "node-1") {
         reach(&cluster, other, &added, Duration::from_secs(10));

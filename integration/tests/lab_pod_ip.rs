@@ -47,15 +47,7 @@ fn scattered_pod_addresses_are_meshed_as_pods_come_and_go() {
     let mut cluster = cluster();
     let pods = cluster.lab.pods().to_vec();
     let leak = cluster.leak_detector().expect("leak detector");
-    for a in &pods {
-        for b in pods.iter().filter(|b| b.node != a.node) {
-            reach(&cluster, a, b, Duration::from_secs(10));
-            cluster
-                .lab
-                .tcp_exchange(a, b, b"pod-ip")
-                .unwrap_or_else(|e| panic!("tcp {} -> {}: {e}", a.name, b.name));
-        }
-    }
+    cluster.cross_node_pods_talk(Duration::from_secs(10), b"pod-ip").expect("pods talk");
     // Each peer's allowed IPs are exactly its pods' addresses (aggregated), not a node CIDR.
     let on_node0 = allowed_ips(&cluster, "node-0");
     for pod in pods.iter().filter(|p| p.node != "node-0") {

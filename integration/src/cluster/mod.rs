@@ -491,6 +491,39 @@ impl Cluster {
         Ok(meshcrypt_netlab::lab::wg_via(process.pid, args)?)
     }
 
+    /// Every pod talks to every pod on another node: a ping answered within `deadline` (polled),
+    /// then `payload` echoed over TCP. The error names the first pair that did not, with the tail
+    /// of every agent's log.
+    pub fn cross_node_pods_talk(
+        &self,
+        deadline: std::time::Duration,
+        payload: &[u8],
+    ) -> Result<(), ClusterError> {
+        let pods = self.lab.pods();
+        for a in pods {
+            for b in pods.iter().filter(|b| b.node != a.node) {
+                let reached = poll(deadline, || {
+                    if self.lab.ping(a, b.address.into()).unwrap_or(false) {
+                        Ok(())
+                    } else {
+                        Err("no reply".into())
+                    }
+                });
+                let talked =
+                    reached.and_then(|()| self.lab.tcp_exchange(a, b, payload).map_err(|e| e.to_string()));
+                if let Err(e) = talked {
+                    return Err(ClusterError::Timeout(format!(
+                        "{} -> {}: {e}\n{}",
+                        a.name,
+                        b.name,
+                        self.agent_logs_tail(20)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The last `lines` lines of every agent's log, for failure messages.
     pub fn agent_logs_tail(&self, lines: usize) -> String {
         self.agents.iter().map(|(node, process)| log_tail(node, &process.log, lines)).collect()
