@@ -246,6 +246,9 @@ pub struct PassPlan {
     pub preshared_keys: Option<BTreeMap<String, PresharedKey>>,
     /// The device's count of handshake initiations from unknown keys, to remember.
     pub unknown_handshakes: u64,
+    /// In pod-IP mode, the addresses of this node's Pods, which its MeshPeer offers (from the
+    /// view's Pods; empty otherwise).
+    pub own_pod_ips: Vec<IpAddr>,
     /// The device's count of packets with a bad inner source, to remember.
     pub bad_sources: u64,
     /// The device's no-peer drop count, as of this pass.
@@ -285,6 +288,7 @@ impl PassPlan {
             peers: 0,
             preshared_keys: None,
             unknown_handshakes: state.unknown_handshakes,
+            own_pod_ips: Vec::new(),
             bad_sources: state.bad_sources,
             no_peer_drops: state.no_peer_drops,
             peers_since: None,
@@ -359,6 +363,8 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                 View::Complete { nodes, pods, .. } => (nodes.as_slice(), pods.as_slice()),
                 _ => (std::slice::from_ref(local), &[][..]),
             };
+            plan.own_pod_ips =
+                pods.iter().filter(|p| p.node == params.node).flat_map(|p| p.ips.iter().copied()).collect();
             let local_node =
                 LocalNode { name: params.node.clone(), public_key: state.key.public_key, underlay_ip: ip };
             let allowed_ips = settings.addressing.allowed_ips_from();

@@ -3,7 +3,6 @@
 //! every peer able to learn a key before the device runs with it.
 
 use meshcrypt_dataplane::{Change, DeviceConfig, WireGuardBackend, WireGuardDevice};
-use meshcrypt_keyexchange::mesh::PodView;
 use meshcrypt_keyexchange::{NodeKeyAnnotations, write_private};
 use meshcrypt_routing::Kernel;
 
@@ -14,7 +13,6 @@ use super::last_known;
 use super::peer_ops::to_changes;
 use super::publish::{publish_key, withdraw_key};
 use super::state::LoopState;
-use crate::config::settings::Addressing;
 use crate::error::AgentError;
 use crate::flows::SignalRecord;
 use crate::mesh_peer::{self, Offer};
@@ -203,8 +201,8 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
 }
 
 /// Writes this node's MeshPeer with `key`, its Node's addresses and pod CIDRs and (pod-IP mode)
-/// its Pods' addresses, unless that is
-/// what it was last written with (or this node's Node is not listed yet). An API server that does
+/// its Pods' addresses ([`PassPlan::own_pod_ips`]), unless that is what it was last written with
+/// (or this node's Node is not listed yet). An API server that does
 /// not serve MeshPeers is remembered as written: the CRD comes with a new rollout, which restarts
 /// the agents.
 async fn offer<K: Kernel, B: WireGuardBackend>(
@@ -215,14 +213,8 @@ async fn offer<K: Kernel, B: WireGuardBackend>(
     key: Option<&NodeKeyAnnotations>,
 ) -> Result<(), AgentError> {
     let Some(own) = io.local_node(&params.node) else { return Ok(()) };
-    // Pod-IP mode, with a key: the addresses of this node's Pods.
-    let pod_ip = key.is_some() && plan.settings.as_ref().is_some_and(|s| s.addressing == Addressing::PodIp);
-    let pods = io.pods.get().filter(|_| pod_ip).map(|store| store.state()).unwrap_or_default();
-    let pod_ips = pods
-        .iter()
-        .filter_map(|p| PodView::from_pod(p))
-        .filter(|p| p.node == params.node)
-        .flat_map(|p| p.ips);
+    // Its Pods' addresses only with a key (and only pod-IP mode has them).
+    let pod_ips = if key.is_some() { plan.own_pod_ips.clone() } else { Vec::new() };
     let next = Offer::of(&own, key, pod_ips);
     if offered.as_ref() == Some(&next) {
         return Ok(());
@@ -278,7 +270,6 @@ fn create_device<K: Kernel, B: WireGuardBackend>(
     Ok(())
 }
 
-/// Step 5; true when the device's key changed (every session restarts).
 /// Publishes `key` on this node's Node, then on its MeshPeer.
 async fn publish_both<K: Kernel, B: WireGuardBackend>(
     io: &Io<K, B>,
@@ -291,6 +282,7 @@ async fn publish_both<K: Kernel, B: WireGuardBackend>(
     offer(io, params, plan, offered, Some(key)).await
 }
 
+/// Step 5; true when the device's key changed (every session restarts).
 async fn switch_key<K: Kernel, B: WireGuardBackend>(
     io: &mut Io<K, B>,
     params: &Params,

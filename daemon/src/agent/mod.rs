@@ -250,18 +250,9 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
             },
             Err(e) => tracing::warn!(error = %e, "cannot read this node's Node yet"),
         }
-        reconciler
-            .io
-            .nodes
-            .wait_until_ready()
-            .await
-            .map_err(|source| AgentError::StoreClosed { what: "nodes", source })?;
-        reconciler
-            .io
-            .own_node
-            .wait_until_ready()
-            .await
-            .map_err(|source| AgentError::StoreClosed { what: "own node", source })?;
+        for (what, store) in [("nodes", &reconciler.io.nodes), ("own node", &reconciler.io.own_node)] {
+            store.wait_until_ready().await.map_err(|source| AgentError::StoreClosed { what, source })?;
+        }
         // Peer clusters' nodes: their first list, unless the CRD is not installed (a single
         // cluster), which must not keep the mesh from starting.
         if tokio::time::timeout(REMOTES_FIRST_LIST, reconciler.io.remotes.wait_until_ready()).await.is_err() {
