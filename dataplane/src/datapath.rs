@@ -21,7 +21,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::TunnResult;
 use boringtun::noise::errors::WireGuardError;
@@ -264,8 +264,8 @@ pub(crate) fn initiate_handshakes(shared: &Shared, keys: &[meshcrypt_keyexchange
     let mut out = [0u8; HANDSHAKE_INIT_LEN];
     let mut sent = 0;
     for (peer, to) in targets {
-        let mut tunn = peer.lock_tunn();
-        match tunn.format_handshake_initiation(&mut out, true) {
+        let mut tunnel = peer.lock_tunn();
+        match tunnel.get().format_handshake_initiation(&mut out, true) {
             TunnResult::WriteToNetwork(init) => match sender.transmit(init, None, to) {
                 Ok(()) => {
                     peer.mark_sent(crate::datapath::clock());
@@ -338,21 +338,31 @@ fn tick_peer(peer: &Peer, sender: &Sender, counters: &Counters, out: &mut [u8]) 
     if let Some(to) = endpoint {
         probe_path(peer, to, sender.fwmark);
     }
-    let mut tunn = peer.lock_tunn();
-    match tunn.update_timers(out) {
-        TunnResult::WriteToNetwork(datagram) => {
+    let mut tunnel = peer.lock_tunn();
+    // A peer without a tunnel has no timer running.
+    let expired = match tunnel.existing().map(|tunn| tunn.update_timers(out)) {
+        Some(TunnResult::WriteToNetwork(datagram)) => {
             if let Some(to) = endpoint {
                 sender.send(peer, datagram, to, counters);
             }
+            false
         }
-        TunnResult::Err(WireGuardError::ConnectionExpired) | TunnResult::Done => {}
-        TunnResult::Err(e) => tracing::debug!(peer = %peer.public_key, error = ?e, "timer error"),
-        _ => {}
+        Some(TunnResult::Err(WireGuardError::ConnectionExpired)) => true,
+        Some(TunnResult::Err(e)) => {
+            tracing::debug!(peer = %peer.public_key, error = ?e, "timer error");
+            false
+        }
+        _ => false,
+    };
+    if expired {
+        // No session key left and no handshake under way: the tunnel's memory goes until the
+        // next handshake or packet.
+        tunnel.expire(SystemTime::now());
     }
     if let Some(to) = endpoint
         && peer.keepalive_due(crate::datapath::clock())
     {
-        if let TunnResult::WriteToNetwork(datagram) = tunn.encapsulate(&[], out) {
+        if let TunnResult::WriteToNetwork(datagram) = tunnel.get().encapsulate(&[], out) {
             sender.send(peer, datagram, to, counters);
         } else {
             // A handshake is already under way; count this as the keepalive.

@@ -37,7 +37,7 @@ pub(crate) struct Peer {
     pub(crate) public_key: PublicKey,
     /// The 24-bit local index; the session indices of this peer's `Tunn` are `index << 8 | n`.
     pub(crate) index: u32,
-    pub(crate) tunn: Mutex<Tunn>,
+    pub(crate) tunn: Mutex<Tunnel>,
     pub(crate) endpoint: RwLock<Option<SocketAddr>>,
     /// Persistent keepalive in seconds, 0 for none (kept outside `Tunn` so it can change live).
     keepalive: AtomicU32,
@@ -50,8 +50,108 @@ pub(crate) struct Peer {
     probed_at: AtomicU64,
 }
 
+/// What makes a peer's tunnel: the device's static key, the peer's key and pre-shared key, the
+/// peer's session index base and the device's handshake rate limiter.
+struct TunnParams {
+    private: StaticSecret,
+    peer: x25519_dalek::PublicKey,
+    psk: Option<PresharedKey>,
+    index: u32,
+    rate_limiter: Arc<RateLimiter>,
+}
+
+/// A peer's tunnel state: boringtun's `Tunn`, about 10 KB whether or not it ever carries a
+/// session (its eight session slots, each with two AEAD keys and a replay window, are inline).
+/// Made at its first use (a handshake to send or answer, a packet to seal), and dropped when it
+/// expires: boringtun's `ConnectionExpired`, once no session key is left and no handshake is under
+/// way (90 s after an unanswered handshake, 540 s after the last session key). What outlives it
+/// is kept here: the bytes it counted and its latest handshake.
+///
+/// A dropped tunnel forgets the timestamp of the peer's latest handshake initiation, so a
+/// replayed initiation is answered again, as after a restart; it cannot complete a session
+/// without the peer's ephemeral key.
+pub(crate) struct Tunnel {
+    params: TunnParams,
+    tunn: Option<Box<Tunn>>,
+    tx_before: u64,
+    rx_before: u64,
+    last_handshake: Option<SystemTime>,
+}
+
+impl Tunnel {
+    fn new(params: TunnParams) -> Self {
+        Self { params, tunn: None, tx_before: 0, rx_before: 0, last_handshake: None }
+    }
+
+    /// The tunnel, made now if there is none.
+    pub(crate) fn get(&mut self) -> &mut Tunn {
+        let p = &self.params;
+        self.tunn.get_or_insert_with(|| {
+            Box::new(Tunn::new(
+                p.private.clone(),
+                p.peer,
+                p.psk.as_ref().map(|k| *k.as_bytes()),
+                None,
+                p.index,
+                Some(p.rate_limiter.clone()),
+            ))
+        })
+    }
+
+    /// The tunnel, if there is one.
+    pub(crate) fn existing(&mut self) -> Option<&mut Tunn> {
+        self.tunn.as_deref_mut()
+    }
+
+    /// Drops the tunnel (it expired, or its keys changed), keeping its byte counts and its latest
+    /// handshake as of `now`.
+    pub(crate) fn expire(&mut self, now: SystemTime) {
+        let Some(tunn) = self.tunn.take() else { return };
+        let (since, tx, rx, _, _) = tunn.stats();
+        self.tx_before += tx as u64;
+        self.rx_before += rx as u64;
+        if let Some(at) = since.and_then(|d| now.checked_sub(d)) {
+            self.last_handshake = Some(at);
+        }
+    }
+
+    /// The latest handshake and the bytes sent and received, as of `now`: the live tunnel's added
+    /// to those of the tunnels dropped before it.
+    pub(crate) fn stats(&self, now: SystemTime) -> (Option<SystemTime>, u64, u64) {
+        match &self.tunn {
+            Some(tunn) => {
+                let (since, tx, rx, _, _) = tunn.stats();
+                let last = since.and_then(|d| now.checked_sub(d)).or(self.last_handshake);
+                (last, self.tx_before + tx as u64, self.rx_before + rx as u64)
+            }
+            None => (self.last_handshake, self.tx_before, self.rx_before),
+        }
+    }
+
+    /// Takes the device's new static key; a live tunnel restarts its sessions with it.
+    fn set_static_private(
+        &mut self,
+        private: StaticSecret,
+        public: x25519_dalek::PublicKey,
+        limiter: Arc<RateLimiter>,
+    ) {
+        if let Some(tunn) = self.tunn.as_deref_mut() {
+            tunn.set_static_private(private.clone(), public, Some(limiter.clone()));
+        }
+        self.params.private = private;
+        self.params.rate_limiter = limiter;
+    }
+
+    /// Takes a new pre-shared key: boringtun fixes it at creation, so a live tunnel is dropped
+    /// (a new key, a new session).
+    fn set_preshared_key(&mut self, psk: Option<PresharedKey>, now: SystemTime) {
+        self.expire(now);
+        self.params.psk = psk;
+    }
+}
+
 impl Peer {
-    pub(crate) fn lock_tunn(&self) -> MutexGuard<'_, Tunn> {
+    pub(crate) fn lock_tunn(&self) -> MutexGuard<'_, Tunnel> {
         self.tunn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -197,7 +297,7 @@ impl Peers {
             entry.peer.lock_tunn().set_static_private(
                 self.private.clone(),
                 self.public,
-                Some(self.rate_limiter.clone()),
+                self.rate_limiter.clone(),
             );
         }
     }
@@ -240,9 +340,7 @@ impl Peers {
         {
             // boringtun fixes the pre-shared key at creation: a new key means a new session.
             entry.preshared_key = psk.clone();
-            let tunn =
-                new_tunn(&self.private, &u.public_key, psk.as_ref(), entry.peer.index, &self.rate_limiter);
-            *entry.peer.lock_tunn() = tunn;
+            entry.peer.lock_tunn().set_preshared_key(psk.clone(), SystemTime::now());
         }
         if let Some(ep) = u.endpoint {
             entry.peer.set_endpoint(ep);
@@ -299,11 +397,17 @@ impl Peers {
                 break candidate;
             }
         };
-        let tunn = new_tunn(&self.private, &key, psk.as_ref(), index, &self.rate_limiter);
+        let params = TunnParams {
+            private: self.private.clone(),
+            peer: x25519_dalek::PublicKey::from(*key.as_bytes()),
+            psk: psk.clone(),
+            index,
+            rate_limiter: self.rate_limiter.clone(),
+        };
         let peer = Arc::new(Peer {
             public_key: key,
             index,
-            tunn: Mutex::new(tunn),
+            tunn: Mutex::new(Tunnel::new(params)),
             endpoint: RwLock::new(None),
             keepalive: AtomicU32::new(0),
             last_sent_ms: AtomicU64::new(0),
@@ -321,16 +425,16 @@ impl Peers {
         self.entries
             .iter()
             .map(|(key, e)| {
-                let (since, tx, rx, _, _) = e.peer.lock_tunn().stats();
+                let (last_handshake, tx, rx) = e.peer.lock_tunn().stats(now);
                 let state = PeerState {
                     public_key: *key,
                     endpoint: e.peer.endpoint(),
                     allowed_ips: e.allowed_ips.clone(),
                     persistent_keepalive: e.peer.keepalive(),
                     preshared_key: e.preshared_key.as_ref().map(PresharedKey::fingerprint),
-                    last_handshake: since.and_then(|d| now.checked_sub(d)),
-                    rx_bytes: rx as u64,
-                    tx_bytes: tx as u64,
+                    last_handshake,
+                    rx_bytes: rx,
+                    tx_bytes: tx,
                 };
                 (state, e.preshared_key.clone())
             })
@@ -344,26 +448,10 @@ fn table_key(net: IpNet) -> IpNetwork {
         .expect("an IpNet prefix length is valid for its family")
 }
 
-fn new_tunn(
-    private: &StaticSecret,
-    peer: &PublicKey,
-    psk: Option<&PresharedKey>,
-    index: u32,
-    rate_limiter: &Arc<RateLimiter>,
-) -> Tunn {
-    Tunn::new(
-        private.clone(),
-        x25519_dalek::PublicKey::from(*peer.as_bytes()),
-        psk.map(|k| *k.as_bytes()),
-        None,
-        index,
-        Some(rate_limiter.clone()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use boringtun::noise::TunnResult;
     use meshcrypt_keyexchange::PrivateKey;
 
     fn key() -> PublicKey {
@@ -412,6 +500,62 @@ mod tests {
             assert_eq!(state.peer(k).map(|p| p.public_key), Some(*k));
         }
         assert!(state.peer(&key()).is_none());
+    }
+
+    /// A peer's tunnel exists only from its first use (here a handshake) until it expires; what
+    /// it counted and its latest handshake outlive it, and the next use makes a fresh one whose
+    /// counts add to the old.
+    #[test]
+    fn a_tunnel_lives_from_its_first_use_until_it_expires_and_its_counts_outlive_it() {
+        let (mut a, mut b) = (table(), table());
+        let (a_key, b_key) = (a.device_public_key(), b.device_public_key());
+        upsert(&mut a, b_key, &[]);
+        upsert(&mut b, a_key, &[]);
+        let (to_b, to_a) =
+            (a.by_key(b_key.as_bytes()).unwrap().clone(), b.by_key(a_key.as_bytes()).unwrap().clone());
+        assert!(to_b.lock_tunn().existing().is_none(), "no tunnel before its first use");
+        let now = SystemTime::now();
+        assert_eq!(to_b.lock_tunn().stats(now), (None, 0, 0));
+
+        // A handshake in memory, then one packet from a to b.
+        let (mut m1, mut m2, mut m3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048]);
+        let handshake = |to_b: &Peer, to_a: &Peer, m1: &mut [u8], m2: &mut [u8], m3: &mut [u8]| {
+            let TunnResult::WriteToNetwork(init) =
+                to_b.lock_tunn().get().format_handshake_initiation(m1, false)
+            else {
+                panic!("an initiation")
+            };
+            let TunnResult::WriteToNetwork(resp) = to_a.lock_tunn().get().decapsulate(None, init, m2) else {
+                panic!("a response")
+            };
+            let done = to_b.lock_tunn().get().decapsulate(None, resp, m3);
+            assert!(matches!(done, TunnResult::WriteToNetwork(_) | TunnResult::Done));
+        };
+        handshake(&to_b, &to_a, &mut m1, &mut m2, &mut m3);
+        let packet = [0x45u8, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 244, 0, 1, 10, 244, 1, 1];
+        let TunnResult::WriteToNetwork(sealed) = to_b.lock_tunn().get().encapsulate(&packet, &mut m1) else {
+            panic!("sealed")
+        };
+        assert!(matches!(
+            to_a.lock_tunn().get().decapsulate(None, sealed, &mut m2),
+            TunnResult::WriteToTunnelV4(..)
+        ));
+        let (last, tx, rx) = to_b.lock_tunn().stats(SystemTime::now());
+        assert!(last.is_some() && tx > 0, "{last:?} {tx} {rx}");
+        assert!(to_a.lock_tunn().stats(SystemTime::now()).2 > 0, "the packet counted where it arrived");
+
+        let later = SystemTime::now();
+        to_b.lock_tunn().expire(later);
+        assert!(to_b.lock_tunn().existing().is_none(), "the expired tunnel is gone");
+        let (kept, tx_kept, rx_kept) = to_b.lock_tunn().stats(later);
+        assert_eq!((tx_kept, rx_kept), (tx, rx), "its counts outlive it");
+        assert!(kept.is_some_and(|k| k <= later), "and its latest handshake");
+
+        handshake(&to_b, &to_a, &mut m1, &mut m2, &mut m3);
+        let sealed = to_b.lock_tunn().get().encapsulate(&packet, &mut m1);
+        assert!(matches!(sealed, TunnResult::WriteToNetwork(_)), "a fresh session seals");
+        let (_, tx_again, _) = to_b.lock_tunn().stats(SystemTime::now());
+        assert!(tx_again > tx, "a fresh tunnel's counts add to the old: {tx_again} > {tx}");
     }
 
     #[test]

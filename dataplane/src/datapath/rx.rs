@@ -173,6 +173,7 @@ fn handle_datagram(
     };
     let is_data = matches!(packet, Packet::PacketData(_));
     let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
+    let is_init = matches!(packet, Packet::HandshakeInit(_));
     let peer = match packet {
         Packet::HandshakeInit(ref init) => {
             // Check mac1 (and under load, the cookie) before spending a Diffie-Hellman on it.
@@ -212,7 +213,14 @@ fn handle_datagram(
     };
 
     // Lock order is peers → session. Data opens straight into the TUN batch's next slot.
-    let mut tunn = peer.lock_tunn();
+    // Only an initiation may start a tunnel: a response, a cookie or data belongs to one this
+    // device made, and without it none can be opened.
+    let mut tunnel = peer.lock_tunn();
+    let tunn = if is_init { Some(tunnel.get()) } else { tunnel.existing() };
+    let Some(tunn) = tunn else {
+        bump(&counters.decrypt_errors);
+        return;
+    };
     let mut authenticated = !is_cookie;
     let out: &mut [u8] = if is_data { batch.slot(datagram.len()) } else { scratch };
     let delivered = match tunn.decapsulate(Some(from.ip()), datagram, out) {
@@ -238,7 +246,7 @@ fn handle_datagram(
         TunnResult::WriteToTunnelV4(inner, src) => Some((inner.len(), IpAddr::V4(src))),
         TunnResult::WriteToTunnelV6(inner, src) => Some((inner.len(), IpAddr::V6(src))),
     };
-    drop(tunn);
+    drop(tunnel);
     if let Some((len, src)) = delivered {
         // A peer may only send from its allowed IPs.
         let allowed = peers.route(src).is_some_and(|p| Arc::ptr_eq(p, peer));

@@ -262,7 +262,7 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
                 batch.flush(&sender, &shared.counters, &peer, endpoint);
                 tunn = peer.lock_tunn();
             }
-            match tunn.encapsulate(packet, &mut batch.buf[batch.len..]) {
+            match tunn.get().encapsulate(packet, &mut batch.buf[batch.len..]) {
                 TunnResult::WriteToNetwork(datagram)
                     if datagram.len() == size && datagram.first() == Some(&4) =>
                 {
