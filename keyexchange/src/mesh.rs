@@ -17,7 +17,7 @@ use crate::{NodeKeyAnnotations, PublicKey};
 
 mod exception;
 mod remote;
-pub use exception::NoAgentExpected;
+pub use exception::{COMPUTE_TYPE_LABEL, NoAgentExpected, OS_LABEL};
 pub use remote::{RemoteNodeView, RemoteView, add_remote_peers};
 
 /// What the peer set needs to know of one Node, read from fields the API server vouches for.
