@@ -16,6 +16,7 @@ pub(crate) mod rx;
 pub(crate) mod tx;
 pub(crate) mod worker;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -65,6 +66,8 @@ pub(crate) struct Counters {
     pub(crate) decrypt_errors: AtomicU64,
     pub(crate) unknown_key: AtomicU64,
     last_unknown: Mutex<Option<crate::state::UnknownHandshake>>,
+    /// [`crate::DeviceState::refused_keys`], latest first.
+    refused: Mutex<VecDeque<crate::state::RefusedKey>>,
     pub(crate) send_errors: AtomicU64,
     pub(crate) too_big: AtomicU64,
     /// Send errors since the last WARN about them, and when that was (ms since [`clock`]'s start).
@@ -115,7 +118,17 @@ impl Counters {
         bump(&self.unknown_key);
         *self.last_unknown.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(crate::state::UnknownHandshake { from, public_key });
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.retain(|r| r.public_key != public_key);
+        refused.push_front(crate::state::RefusedKey { public_key, at: SystemTime::now() });
+        refused.truncate(crate::state::REFUSED_KEYS_KEPT);
+        drop(refused);
         tracing::debug!(%from, key = %public_key, "handshake initiation from a key that is no peer's: dropped");
+    }
+
+    /// The keys refused most recently, latest first ([`crate::DeviceState::refused_keys`]).
+    pub(crate) fn refused_keys(&self) -> Vec<crate::state::RefusedKey> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
     }
 
     /// Counts `datagrams` lost to a send error and logs a WARN, at most one per
@@ -219,7 +232,10 @@ impl Sender {
     /// Sends one datagram to `peer`; a failure is counted and reported in `counters`.
     pub(crate) fn send(&self, peer: &Peer, packet: &[u8], to: SocketAddr, counters: &Counters) {
         match self.transmit(packet, None, to) {
-            Ok(()) => peer.mark_sent(crate::datapath::clock()),
+            Ok(()) => {
+                peer.mark_sent(crate::datapath::clock());
+                peer.count_control(packet);
+            }
             Err(e) => counters.send_failed(1, peer, to, &e),
         }
     }
@@ -269,6 +285,7 @@ pub(crate) fn initiate_handshakes(shared: &Shared, keys: &[meshcrypt_keyexchange
             TunnResult::WriteToNetwork(init) => match sender.transmit(init, None, to) {
                 Ok(()) => {
                     peer.mark_sent(crate::datapath::clock());
+                    peer.count_control(init);
                     sent += 1;
                 }
                 Err(e) => shared.counters.send_failed(1, &peer, to, &e),

@@ -321,6 +321,7 @@ fn observe(shared: &Shared) -> DeviceState {
         fwmark: net.fwmark,
         peers: peer_states,
         counters: shared.counters.snapshot(),
+        refused_keys: shared.counters.refused_keys(),
     }
 }
 

@@ -176,6 +176,7 @@ impl WireGuardDevice for FakeDevice {
             fwmark: config.fwmark,
             peers: config.peers.values().cloned().collect(),
             counters: DeviceCounters::default(),
+            refused_keys: Vec::new(),
         })
     }
 

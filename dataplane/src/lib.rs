@@ -36,4 +36,7 @@ pub use error::Error;
 pub use flows::{DEFAULT_MAX_FLOWS, DropReason, Flow, FlowDirection, FlowHarvest, FlowKey, FlowOutcome};
 pub use meshcrypt_keyexchange::PresharedKey;
 pub use meshcrypt_keyexchange::{PrivateKey, PublicKey};
-pub use state::{BadSource, DeviceCounters, DeviceState, NoPeerDrop, PeerState, UnknownHandshake};
+pub use state::{
+    BadSource, DeviceCounters, DeviceState, NoPeerDrop, PeerState, REFUSED_KEYS_KEPT, RefusedKey,
+    UnknownHandshake,
+};

@@ -48,6 +48,8 @@ pub(crate) struct Peer {
     inner_mtu: AtomicU32,
     /// When the path was last probed, in ms of [`crate::datapath::clock`]; 0 for never.
     probed_at: AtomicU64,
+    /// Bytes of the handshake and cookie datagrams sent to the peer ([`Peer::count_control`]).
+    control_tx: AtomicU64,
 }
 
 /// What makes a peer's tunnel: the device's static key, the peer's key and pre-shared key, the
@@ -204,6 +206,14 @@ impl Peer {
         self.keepalive.store(k.map_or(0, u32::from), Ordering::Relaxed);
     }
 
+    /// Counts `datagram`, just sent to the peer, into its tx bytes if it is a handshake or cookie
+    /// message (types 1 to 3); boringtun counts the data (type 4) itself.
+    pub(crate) fn count_control(&self, datagram: &[u8]) {
+        if matches!(datagram.first(), Some(1..=3)) {
+            self.control_tx.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Records that a datagram went to the peer at `now_ms` (for the persistent keepalive timer).
     pub(crate) fn mark_sent(&self, now_ms: u64) {
         self.last_sent_ms.store(now_ms.max(1), Ordering::Relaxed);
@@ -225,6 +235,8 @@ struct Entry {
     peer: Arc<Peer>,
     allowed_ips: Vec<IpNet>,
     preshared_key: Option<PresharedKey>,
+    /// The endpoint configured (the peer may roam away from it).
+    endpoint: Option<SocketAddr>,
 }
 
 /// All peers of a device, with the routing table and the device's static key.
@@ -234,6 +246,8 @@ pub(crate) struct Peers {
     pub(crate) rate_limiter: Arc<RateLimiter>,
     entries: BTreeMap<PublicKey, Entry>,
     by_index: HashMap<u32, Arc<Peer>>,
+    /// Each configured endpoint's peer (the latest configured with it).
+    by_endpoint: HashMap<SocketAddr, PublicKey>,
     routes: IpNetworkTable<Arc<Peer>>,
 }
 
@@ -246,6 +260,7 @@ impl Peers {
             public,
             entries: BTreeMap::new(),
             by_index: HashMap::new(),
+            by_endpoint: HashMap::new(),
             routes: IpNetworkTable::new(),
         }
     }
@@ -270,6 +285,11 @@ impl Peers {
 
     pub(crate) fn by_index(&self, index: u32) -> Option<&Arc<Peer>> {
         self.by_index.get(&index)
+    }
+
+    /// The peer configured with the endpoint `addr` (canonical: IPv4 as IPv4).
+    pub(crate) fn by_endpoint(&self, addr: SocketAddr) -> Option<&Arc<Peer>> {
+        self.by_endpoint.get(&addr).and_then(|key| self.entries.get(key)).map(|e| &e.peer)
     }
 
     pub(crate) fn by_key(&self, key: &[u8; 32]) -> Option<&Arc<Peer>> {
@@ -313,6 +333,11 @@ impl Peers {
         let Some(entry) = self.entries.remove(key) else { return false };
         self.routes.retain(|_, p| !Arc::ptr_eq(p, &entry.peer));
         self.by_index.remove(&entry.peer.index);
+        if let Some(ep) = entry.endpoint
+            && self.by_endpoint.get(&ep) == Some(key)
+        {
+            self.by_endpoint.remove(&ep);
+        }
         tracing::info!(peer = %key, "peer removed");
         true
     }
@@ -344,6 +369,13 @@ impl Peers {
         }
         if let Some(ep) = u.endpoint {
             entry.peer.set_endpoint(ep);
+            if let Some(old) = entry.endpoint.replace(ep)
+                && old != ep
+                && self.by_endpoint.get(&old) == Some(&u.public_key)
+            {
+                self.by_endpoint.remove(&old);
+            }
+            self.by_endpoint.insert(ep, u.public_key);
         }
         if let Some(k) = u.persistent_keepalive {
             entry.peer.set_keepalive(k.filter(|k| *k > 0));
@@ -413,9 +445,10 @@ impl Peers {
             last_sent_ms: AtomicU64::new(0),
             inner_mtu: AtomicU32::new(0),
             probed_at: AtomicU64::new(0),
+            control_tx: AtomicU64::new(0),
         });
         self.by_index.insert(index, peer.clone());
-        self.entries.insert(key, Entry { peer, allowed_ips: Vec::new(), preshared_key: psk });
+        self.entries.insert(key, Entry { peer, allowed_ips: Vec::new(), preshared_key: psk, endpoint: None });
         tracing::info!(peer = %key, fingerprint = %key.fingerprint(), "peer added");
     }
 
@@ -434,7 +467,7 @@ impl Peers {
                     preshared_key: e.preshared_key.as_ref().map(PresharedKey::fingerprint),
                     last_handshake,
                     rx_bytes: rx,
-                    tx_bytes: tx,
+                    tx_bytes: tx + e.peer.control_tx.load(Ordering::Relaxed),
                 };
                 (state, e.preshared_key.clone())
             })
@@ -494,6 +527,7 @@ mod tests {
             fwmark: None,
             peers: peers.snapshot(SystemTime::now()).into_iter().map(|(s, _)| s).collect(),
             counters: Default::default(),
+            refused_keys: Vec::new(),
         };
         assert!(state.peers.windows(2).all(|w| w[0].public_key < w[1].public_key));
         for k in &keys {

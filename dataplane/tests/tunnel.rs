@@ -1,6 +1,7 @@
 //! Two meshcrypt devices on two lab nodes: ping and TCP through the tunnel, statistics, receive
 //! coalescing, fail-closed drops, live allowed-IP changes that keep the session, endpoint
-//! learning, handshakes from unknown keys, and shutdown.
+//! learning, handshakes from unknown keys, a session lost on one side answered at once, and
+//! shutdown.
 //! Needs root, `ip` (iproute2) and `ping` (iputils-ping).
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{IFNAME, Pair, device_in, lab, nets, ping_eventually};
-use meshcrypt_dataplane::{Change, Device, DeviceConfig, PrivateKey};
+use meshcrypt_dataplane::{Change, Device, DeviceConfig, PeerConfig, PrivateKey};
 use meshcrypt_netlab::lab::worker_threads;
 use meshcrypt_netlab::wait::poll;
 use tempfile::TempDir;
@@ -174,6 +175,39 @@ fn a_handshake_from_a_key_that_is_no_peers_is_counted_with_its_source() {
     assert_eq!(latest.public_key, p.key_a);
     assert_eq!(latest.from, (p.node_a.underlay_addr, 51820).into());
     assert_eq!(counters.decrypt_errors, before.decrypt_errors, "not counted as a decryption failure");
+    // The refused key is kept with when, for the agent to answer once it adds the peer.
+    let refused = p.b.observe().refused_keys;
+    assert_eq!(refused.iter().map(|r| r.public_key).collect::<Vec<_>>(), [p.key_a]);
+    assert!(refused[0].at <= SystemTime::now());
+    // A's tx bytes count the initiations it sent trying, as kernel WireGuard's do.
+    let a_to_b = p.a.observe().peer(&p.key_b).cloned().expect("b configured on a");
+    assert!(a_to_b.tx_bytes >= 148, "{a_to_b:?}");
+}
+
+/// A peer that keeps sending on a session this device lost (its agent restarted, or its interface
+/// was made again; here B forgets A and is given it again) gets a handshake from this side at
+/// once, instead of after its own timers give up (KEEPALIVE + REKEY_TIMEOUT, 15 s): a ping with a
+/// 3 s deadline goes through.
+#[test]
+fn a_peer_sending_on_a_session_this_device_lost_gets_a_handshake_at_once() {
+    let p = Pair::new();
+    ping_eventually(&p.lab, &p.node_a.namespace, "10.244.20.1").expect("a session");
+    let h0 = p.handshake_a();
+    let a = PeerConfig {
+        public_key: p.key_a,
+        endpoint: Some((p.node_a.underlay_addr, 51820).into()),
+        allowed_ips: nets(&["10.244.10.0/24"]),
+        persistent_keepalive: None,
+        preshared_key: None,
+    };
+    p.b.apply(&[Change::RemovePeer(p.key_a), Change::UpsertPeer(a)]).unwrap();
+    let b_to_a = p.b.observe().peer(&p.key_a).cloned().expect("a configured again");
+    assert_eq!((b_to_a.last_handshake, b_to_a.tx_bytes), (None, 0), "a new peer: no session, nothing sent");
+
+    assert!(p.ping(&p.node_a, "10.244.20.1"), "a's stale session is answered within the ping's 3 s");
+    assert!(p.handshake_a() > h0, "a new session");
+    let b_to_a = p.b.observe().peer(&p.key_a).cloned().expect("a");
+    assert!(b_to_a.last_handshake.is_some() && b_to_a.tx_bytes >= 148, "b initiated it: {b_to_a:?}");
 }
 
 #[test]

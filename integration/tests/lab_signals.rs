@@ -222,8 +222,9 @@ fn a_pod_spoofing_its_source_is_dropped_and_reported_by_the_receiving_node() {
 }
 
 /// A Node with a key whose machine answers nothing on the mesh port (its agent down, or the port
-/// blocked by a security group): every agent configures it, none completes a handshake, and each
-/// raises a `PeerNoHandshake` Warning naming it once `--no-handshake-after` has passed.
+/// blocked by a security group): every agent configures it; once pods send to its pods, every
+/// device tries to handshake, none completes, and each agent raises a `PeerNoHandshake` Warning
+/// naming it once `--no-handshake-after` has passed since it started trying.
 #[test]
 fn a_peer_that_never_answers_a_handshake_is_reported() {
     let mut options = AgentOptions::new().expect("meshcrypt binary");
@@ -240,7 +241,12 @@ fn a_peer_that_never_answers_a_handshake_is_reported() {
     };
     let patch = serde_json::json!({"metadata": {"annotations": key.to_annotations()}});
     cluster.api().merge_patch("v1", "Node", None, &silent, &patch, false).expect("its key");
+    let target = cluster.lab.pods_on(&silent)[0].address;
+    let senders = [cluster.lab.pods_on("node-0")[0].clone(), cluster.lab.pods_on("node-1")[0].clone()];
     let notes = poll(Duration::from_secs(30), || {
+        for pod in &senders {
+            let _ = cluster.lab.ping(pod, target.into());
+        }
         let notes = notes(&cluster, "PeerNoHandshake");
         let by =
             |node: &str| notes.iter().any(|(n, note)| n == node && note.contains(&format!("node {silent}")));

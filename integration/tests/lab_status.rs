@@ -30,6 +30,8 @@ fn status_names_a_stopped_agent_on_the_node_and_in_the_cluster_view() {
     let mut cluster = Cluster::start(3, 1, options).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
     cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
+    // Handshakes start with traffic: every pair of nodes talks once.
+    cluster.cross_node_pods_talk(Duration::from_secs(10), b"status").expect("pods talk across nodes");
 
     // On a node: its agent over the status socket, no kubeconfig.
     let state_dir = cluster.state_dir("node-0");

@@ -216,10 +216,11 @@ pub struct PassPlan {
     pub withdraw: bool,
     /// The device's peer changes, removals first.
     pub peer_ops: Vec<PeerOp>,
-    /// Peers to start a handshake with (those added).
+    /// Peers to start a handshake with now ([`handshake_targets`]: those added that wait for one).
     pub handshakes: Vec<PublicKey>,
-    /// Every desired peer: the handshake targets if this node's key switches.
-    pub all_peers: Vec<PublicKey>,
+    /// The handshake targets instead if this node's key switches in this pass (also the peers
+    /// that may hold a session under the old key).
+    pub handshakes_after_switch: Vec<PublicKey>,
     /// The kernel.
     pub kernel: KernelPlan,
     /// The last known peer set to save.
@@ -253,9 +254,9 @@ pub struct PassPlan {
     pub bad_sources: u64,
     /// The device's no-peer drop count, as of this pass.
     pub no_peer_drops: u64,
-    /// When each peer on the device was first seen there, to remember.
-    pub peers_since: Option<BTreeMap<PublicKey, jiff::Timestamp>>,
-    /// The peers without a handshake long after they were configured, to remember.
+    /// When the device was first seen sending to each peer it has sent to, to remember.
+    pub tried_since: Option<BTreeMap<PublicKey, jiff::Timestamp>>,
+    /// The peers without a handshake long after the device started sending to them, to remember.
     pub silent_peers: Option<BTreeSet<PublicKey>>,
 }
 
@@ -274,7 +275,7 @@ impl PassPlan {
             withdraw: false,
             peer_ops: Vec::new(),
             handshakes: Vec::new(),
-            all_peers: Vec::new(),
+            handshakes_after_switch: Vec::new(),
             kernel: KernelPlan::default(),
             save: None,
             forget: false,
@@ -291,7 +292,7 @@ impl PassPlan {
             own_pod_ips: Vec::new(),
             bad_sources: state.bad_sources,
             no_peer_drops: state.no_peer_drops,
-            peers_since: None,
+            tried_since: None,
             silent_peers: None,
         }
     }
@@ -487,17 +488,18 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
 
     plan.peer_ops = peer_ops(&peers, &preshared::by_peer(&peers, &chosen.keys), device);
     plan.preshared_keys = Some(chosen.keys);
-    plan.handshakes = handshake_targets(&peers, &plan.peer_ops, false);
-    plan.all_peers = handshake_targets(&peers, &plan.peer_ops, true);
+    let now = std::time::SystemTime::from(inputs.now);
+    let targets = |switch| {
+        handshake_targets(&peers, &plan.peer_ops, switch, &device.refused_keys, &inputs.handshakes, now)
+    };
+    plan.handshakes = targets(false);
+    plan.handshakes_after_switch = targets(true);
     plan.peers = peers.peers.len();
     match &inputs.view {
         View::Complete { .. } => {
             let snapshot = LastKnown::of(mesh, &peers, inputs.now);
             plan.save = last_known::save_due(state.last_known.as_ref(), &snapshot).then_some(snapshot);
-            plan.readiness = Readiness::Ready(format!(
-                "mesh programmed: {} peers configured, handshakes initiated",
-                plan.peers
-            ));
+            plan.readiness = Readiness::Ready(format!("mesh programmed: {} peers configured", plan.peers));
             plan.untaint = true;
         }
         View::LocalOnly(_) => {}
@@ -716,15 +718,18 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
     }
 }
 
-/// Peers configured for [`Params::no_handshake_after`] without a handshake ever: a mesh port (UDP) blocked
-/// between the two nodes (a security group, a network ACL), or the peer's agent down. A Warning
-/// Event on this node naming the peers newly silent.
+/// Peers this node has been trying to reach for [`Params::no_handshake_after`] without a
+/// handshake ever: a mesh port (UDP) blocked between the two nodes (a security group, a network
+/// ACL), or the peer's agent down. Trying is the device sending to the peer (its tx bytes count
+/// the handshake initiations); a peer nothing was sent to needs no handshake, as handshakes start
+/// with the first packet. A Warning Event on this node naming the peers newly silent.
 fn silent_peers(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut PassPlan) {
     let Some(device) = &inputs.device else { return };
     let since: BTreeMap<PublicKey, jiff::Timestamp> = device
         .peers
         .iter()
-        .map(|p| (p.public_key, state.peers_since.get(&p.public_key).copied().unwrap_or(inputs.now)))
+        .filter(|p| p.tx_bytes > 0)
+        .map(|p| (p.public_key, state.tried_since.get(&p.public_key).copied().unwrap_or(inputs.now)))
         .collect();
     let silent: BTreeSet<PublicKey> = since
         .iter()
@@ -742,14 +747,14 @@ fn silent_peers(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut 
             warning: true,
             reason: "PeerNoHandshake".into(),
             note: format!(
-                "no handshake with {} in {} s since they were configured: is UDP {} blocked between the nodes (security groups, network ACLs), or their agent down?",
+                "no handshake with {} in {} s of trying to reach them: is UDP {} blocked between the nodes (security groups, network ACLs), or their agent down?",
                 newly.join(", "),
                 params.no_handshake_after.as_secs(),
                 device.listen_port
             ),
         });
     }
-    plan.peers_since = Some(since);
+    plan.tried_since = Some(since);
     plan.silent_peers = Some(silent);
 }
 

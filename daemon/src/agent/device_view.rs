@@ -106,6 +106,7 @@ mod tests {
                 })
                 .collect(),
             counters: DeviceCounters::default(),
+            refused_keys: Vec::new(),
         };
         // Sorted by key, as every backend reports them.
         state.peers.sort_by_key(|p| p.public_key);

@@ -82,8 +82,8 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
     state.unknown_handshakes = plan.unknown_handshakes;
     state.bad_sources = plan.bad_sources;
     state.no_peer_drops = plan.no_peer_drops;
-    if let Some(since) = &plan.peers_since {
-        state.peers_since.clone_from(since);
+    if let Some(since) = &plan.tried_since {
+        state.tried_since.clone_from(since);
     }
     if let Some(silent) = &plan.silent_peers {
         state.silent_peers.clone_from(silent);
@@ -151,7 +151,7 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
         tracing::info!(ops = ?plan.peer_ops, "updating wireguard peers");
         device.apply(&to_changes(&plan.peer_ops))?;
     }
-    let targets = if switched { &plan.all_peers } else { &plan.handshakes };
+    let targets = if switched { &plan.handshakes_after_switch } else { &plan.handshakes };
     if !targets.is_empty() {
         let sent = device.initiate_handshakes(targets);
         tracing::info!(peers = targets.len(), sent, "handshakes initiated");

@@ -19,8 +19,7 @@ use crate::error::AgentError;
 #[derive(Debug, Default)]
 pub struct Health {
     /// The latest pass succeeded: the device is programmed, every peer with a valid key is
-    /// configured on it, handshakes with new peers were initiated, and the routes and rules are
-    /// in place. False until the first such pass, and again after a failed one.
+    /// configured on it (handshakes start with traffic), and the routes and rules are in place. False until the first such pass, and again after a failed one.
     ready: AtomicBool,
     /// Why the agent is (not) ready, as `/readyz` says it.
     reason: Mutex<String>,

@@ -125,13 +125,19 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
         }
         let own =
             problems.iter().filter(|(n, _, _)| *n == self.params.node).map(|(_, r, m)| format!("{r}: {m}"));
+        let silent = (!self.state.silent_peers.is_empty()).then(|| {
+            format!(
+                "PeerNoHandshake: no handshake with {} peer(s) this node has been sending to",
+                self.state.silent_peers.len()
+            )
+        });
         let inputs = ReportInputs {
             readiness: self.io.health.readiness(),
             settings: self.state.settings.as_ref(),
             key: &self.state.key,
             device: state.as_ref(),
             handshakes: &handshakes,
-            problems: own.collect(),
+            problems: own.chain(silent).collect(),
             interval: self.report_interval,
             stopped,
         };

@@ -43,9 +43,9 @@ pub struct LoopState {
     pub bad_sources: u64,
     /// The device's count of packets no peer covered (strict mode), as last reported.
     pub no_peer_drops: u64,
-    /// When each peer on the device was first seen there.
-    pub peers_since: BTreeMap<PublicKey, jiff::Timestamp>,
-    /// The peers without a handshake long after they were configured, as reported.
+    /// When the device was first seen sending to each peer it has sent to (its tx bytes above 0).
+    pub tried_since: BTreeMap<PublicKey, jiff::Timestamp>,
+    /// The peers without a handshake long after the device started sending to them, as reported.
     pub silent_peers: BTreeSet<PublicKey>,
 }
 
@@ -68,7 +68,7 @@ impl LoopState {
             unknown_handshakes: 0,
             bad_sources: 0,
             no_peer_drops: 0,
-            peers_since: BTreeMap::new(),
+            tried_since: BTreeMap::new(),
             silent_peers: BTreeSet::new(),
         }
     }

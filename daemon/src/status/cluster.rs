@@ -165,12 +165,6 @@ fn judge(node: &Node, reports: &BTreeMap<String, MeshNodeStatus>, now: jiff::Tim
                 r.key_fingerprint
             ));
         }
-        if agent == AgentState::Ready && r.peers_handshaked < r.peers {
-            problems.push(format!(
-                "handshakes with {} of {} peers (a blocked mesh port, or peers just added)",
-                r.peers_handshaked, r.peers
-            ));
-        }
         problems.extend(r.problems.iter().cloned());
     }
     ClusterNode {
@@ -238,7 +232,7 @@ mod tests {
             ("no report at all", node("n", None, &[]), None, AgentState::NoAgent, &["no agent has reported"]),
             ("a Fargate node: an exception, no problem", node("n", None, &fargate), None, AgentState::Exception, &[]),
             ("the published key is not the reported one", node("n", Some(&other), &[]), Some(report(&key, |_| {})), AgentState::Ready, &["the Node publishes key"]),
-            ("handshakes with 1 of 2 peers", node("n", Some(&key), &[]), Some(report(&key, |r| r.peers_handshaked = 1)), AgentState::Ready, &["handshakes with 1 of 2 peers"]),
+            ("handshakes with 1 of 2 peers: they start with traffic, no problem", node("n", Some(&key), &[]), Some(report(&key, |r| r.peers_handshaked = 1)), AgentState::Ready, &[]),
             ("its own problems", node("n", Some(&key), &[]), Some(report(&key, |r| r.problems = vec!["ContestedPrefix: x".into()])), AgentState::Ready, &["ContestedPrefix: x"]),
         ];
         let now = jiff::Timestamp::from_second(NOW).unwrap();

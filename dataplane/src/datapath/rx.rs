@@ -5,6 +5,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -13,7 +14,7 @@ use quinn_udp::RecvMeta;
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::tx::tx_once;
-use super::{MAX_PACKET, OVERHEAD, Sender, Shared, bump};
+use super::{Counters, MAX_PACKET, OVERHEAD, Sender, Shared, bump};
 use crate::PublicKey;
 use crate::flows::{BatchFlows, DropReason, FlowDirection, FlowOutcome};
 use crate::peers::Peers;
@@ -209,6 +210,9 @@ fn handle_datagram(
     };
     let Some(peer) = peer else {
         bump(&counters.decrypt_errors);
+        if is_data {
+            answer_lost_session(peers, sender, from, counters, scratch);
+        }
         return;
     };
 
@@ -219,10 +223,15 @@ fn handle_datagram(
     let tunn = if is_init { Some(tunnel.get()) } else { tunnel.existing() };
     let Some(tunn) = tunn else {
         bump(&counters.decrypt_errors);
+        drop(tunnel);
+        if is_data {
+            answer_lost_session(peers, sender, from, counters, scratch);
+        }
         return;
     };
     let mut authenticated = !is_cookie;
-    let out: &mut [u8] = if is_data { batch.slot(datagram.len()) } else { scratch };
+    let mut lost_session = false;
+    let out: &mut [u8] = if is_data { batch.slot(datagram.len()) } else { &mut scratch[..] };
     let delivered = match tunn.decapsulate(Some(from.ip()), datagram, out) {
         TunnResult::Done => None,
         TunnResult::Err(e) => {
@@ -231,6 +240,7 @@ fn handle_datagram(
                 tracing::trace!(peer = %peer.public_key, error = ?e, "datagram rejected");
             }
             bump(&counters.decrypt_errors);
+            lost_session = matches!(e, WireGuardError::NoCurrentSession | WireGuardError::WrongIndex);
             None
         }
         TunnResult::WriteToNetwork(reply) => {
@@ -247,6 +257,9 @@ fn handle_datagram(
         TunnResult::WriteToTunnelV6(inner, src) => Some((inner.len(), IpAddr::V6(src))),
     };
     drop(tunnel);
+    if is_data && lost_session {
+        answer_lost_session(peers, sender, from, counters, scratch);
+    }
     if let Some((len, src)) = delivered {
         // A peer may only send from its allowed IPs.
         let allowed = peers.route(src).is_some_and(|p| Arc::ptr_eq(p, peer));
@@ -266,5 +279,35 @@ fn handle_datagram(
     }
     if authenticated {
         peer.set_endpoint(from);
+    }
+}
+
+/// How long a session may carry data after its handshake (REJECT_AFTER_TIME, WireGuard paper
+/// §6.1: 180 s).
+const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
+
+/// A data packet from `from` that no session of this device opens: its sender holds a session
+/// this device no longer has (its agent restarted, its interface was made again, a key changed)
+/// and would keep sending on it until its own timers give up (KEEPALIVE + REKEY_TIMEOUT, 15 s).
+/// When `from` is a peer's configured endpoint and that peer has no live session here, a
+/// handshake initiation goes to it now. boringtun sends none while one is under way, so a flood
+/// of such packets, forged or not, costs at most one initiation per peer per REKEY_TIMEOUT (5 s),
+/// and only towards the peer's own configured endpoint.
+fn answer_lost_session(
+    peers: &Peers,
+    sender: &Sender,
+    from: SocketAddr,
+    counters: &Counters,
+    scratch: &mut [u8],
+) {
+    let Some(peer) = peers.by_endpoint(from) else { return };
+    let mut tunnel = peer.lock_tunn();
+    let tunn = tunnel.get();
+    if tunn.time_since_last_handshake().is_some_and(|age| age < REJECT_AFTER_TIME) {
+        return;
+    }
+    if let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(scratch, false) {
+        tracing::debug!(peer = %peer.public_key, endpoint = %from, "data for a session this device lost: handshake initiated");
+        sender.send(peer, init, from, counters);
     }
 }

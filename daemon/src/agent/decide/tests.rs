@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use meshcrypt_dataplane::{DeviceCounters, DeviceState, PrivateKey};
+use meshcrypt_dataplane::{DeviceCounters, DeviceState, PrivateKey, RefusedKey};
 use meshcrypt_routing::fake::step;
 use meshcrypt_routing::{HostRoute, ObservedLink, RouteKind};
 
@@ -110,6 +110,7 @@ impl World {
                     fwmark: Some(self.params.fwmark),
                     peers: Vec::new(),
                     counters: DeviceCounters::default(),
+                    refused_keys: Vec::new(),
                 });
             }
             for op in &plan.kernel.ops {
@@ -315,6 +316,13 @@ fn blocked(why: Blocked) -> Got {
     Got { blocked: Some(why), ready: None, untaint: false, ..nothing() }
 }
 
+/// The device has sent to every peer (a handshake initiation at least: 148 bytes).
+fn tried(world: &mut World) {
+    for peer in &mut world.inputs.device.as_mut().expect("a device").peers {
+        peer.tx_bytes = 148;
+    }
+}
+
 fn events(reasons: &[&str]) -> Vec<String> {
     reasons.iter().map(|r| (*r).to_owned()).collect()
 }
@@ -358,19 +366,29 @@ fn decide_table() {
             Got { kernel: Kernel::Floor, ..blocked(Blocked::ForeignLink("veth".into())) },
         ),
         (
-            "a new device (second round): every peer added, a handshake each",
+            "a new device (second round): every peer added; handshakes wait for traffic",
             |w| w.inputs.device.as_mut().unwrap().peers.clear(),
-            Got { peer_ops: vec!["add", "add"], handshakes: 2, ..nothing() },
+            Got { peer_ops: vec!["add", "add"], ..nothing() },
         ),
         (
             "a node joins",
             |w| w.nodes().push(node("node-d", 3, Some(3))),
+            Got { peer_ops: vec!["add"], kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "a node joins whose initiation the device refused 10 s ago: a handshake at once",
+            |w| {
+                w.nodes().push(node("node-d", 3, Some(3)));
+                let refused =
+                    RefusedKey { public_key: key(3), at: std::time::SystemTime::from(at(NOW - 10)) };
+                w.inputs.device.as_mut().expect("a device").refused_keys = vec![refused];
+            },
             Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
             "a peer cluster's node joins (its RemoteCluster)",
             |w| w.add_remote_b(),
-            Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
+            Got { peer_ops: vec!["add"], kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
             "a peer cluster's node joins with the pair's pre-shared key",
@@ -378,7 +396,7 @@ fn decide_table() {
                 w.add_remote_b();
                 w.inputs.preshared_keys = Some([("prod-b".into(), Ok(psk(1)))].into());
             },
-            Got { peer_ops: vec!["add+psk"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
+            Got { peer_ops: vec!["add+psk"], kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
             "a bad first key file: the peer cluster's node is left out, reported",
@@ -397,7 +415,6 @@ fn decide_table() {
             },
             Got {
                 peer_ops: vec!["add+psk"],
-                handshakes: 1,
                 kernel: Kernel::Device,
                 save: true,
                 events: vec!["InvalidPresharedKey".into()],
@@ -424,7 +441,6 @@ fn decide_table() {
             },
             Got {
                 peer_ops: vec!["add+psk"],
-                handshakes: 1,
                 kernel: Kernel::Device,
                 ready: Some(false),
                 untaint: false,
@@ -441,7 +457,7 @@ fn decide_table() {
         (
             "a peer's key changes: old peer out before the new one comes in",
             |w| w.nodes()[2] = node("node-c", 2, Some(4)),
-            Got { peer_ops: vec!["remove", "add"], handshakes: 1, save: true, ..nothing() },
+            Got { peer_ops: vec!["remove", "add"], save: true, ..nothing() },
         ),
         (
             "a peer's InternalIP changes: the session stays",
@@ -481,13 +497,7 @@ fn decide_table() {
                 w.nodes().push(node("node-0", 9, Some(4)));
                 w.nodes()[2].key = malformed_key();
             },
-            Got {
-                peer_ops: vec!["remove", "add"],
-                handshakes: 1,
-                kernel: Kernel::Device,
-                save: true,
-                ..nothing()
-            },
+            Got { peer_ops: vec!["remove", "add"], kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
             "a problem about the first-named node is raised by the next: here, its copied key",
@@ -499,7 +509,6 @@ fn decide_table() {
             },
             Got {
                 peer_ops: vec!["add"],
-                handshakes: 1,
                 kernel: Kernel::Device,
                 save: true,
                 events: events(&["KeyClaimedByOthers"]),
@@ -608,22 +617,32 @@ fn decide_table() {
             nothing(),
         ),
         (
-            "a peer configured 180 s ago that never completed a handshake: a Warning on this node",
+            "a peer the device has been sending to for 180 s without a handshake ever: a Warning on this node",
             |w| {
-                w.state.peers_since = [(key(1), at(NOW - 180)), (key(2), at(NOW - 180))].into();
+                tried(w);
+                w.state.tried_since = [(key(1), at(NOW - 180)), (key(2), at(NOW - 180))].into();
                 w.inputs.handshakes = [(key(2), std::time::SystemTime::now())].into();
             },
             Got { events: events(&["PeerNoHandshake"]), ..nothing() },
         ),
         (
             "... at 179 s: not yet",
-            |w| w.state.peers_since = [(key(1), at(NOW - 179)), (key(2), at(NOW - 179))].into(),
+            |w| {
+                tried(w);
+                w.state.tried_since = [(key(1), at(NOW - 179)), (key(2), at(NOW - 179))].into();
+            },
+            nothing(),
+        ),
+        (
+            "... configured 180 s ago but nothing sent to it (handshakes start with traffic): silent is fine",
+            |w| w.state.tried_since = [(key(1), at(NOW - 180)), (key(2), at(NOW - 180))].into(),
             nothing(),
         ),
         (
             "... reported already: once",
             |w| {
-                w.state.peers_since = [(key(1), at(NOW - 600)), (key(2), at(NOW - 600))].into();
+                tried(w);
+                w.state.tried_since = [(key(1), at(NOW - 600)), (key(2), at(NOW - 600))].into();
                 w.state.silent_peers = [key(1), key(2)].into();
             },
             nothing(),
@@ -702,7 +721,7 @@ fn decide_table() {
                 rejected(w, "port");
                 w.nodes().push(node("node-0", 9, Some(4)));
             },
-            Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
+            Got { peer_ops: vec!["add"], kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
             "a new Node without a key is counted, not reported, while its agent may still be starting",
@@ -863,13 +882,7 @@ fn decide_table() {
                 w.inputs.view = View::LastKnown { last, peers };
                 w.inputs.device.as_mut().unwrap().peers.clear();
             },
-            Got {
-                peer_ops: vec!["add", "add"],
-                handshakes: 2,
-                ready: Some(false),
-                untaint: false,
-                ..nothing()
-            },
+            Got { peer_ops: vec!["add", "add"], ready: Some(false), untaint: false, ..nothing() },
         ),
         (
             "pod-IP mode: a pod the CNI wired here before the API shows it stays local",
