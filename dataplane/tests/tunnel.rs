@@ -192,7 +192,6 @@ fn a_handshake_from_a_key_that_is_no_peers_is_counted_with_its_source() {
 fn a_peer_sending_on_a_session_this_device_lost_gets_a_handshake_at_once() {
     let p = Pair::new();
     ping_eventually(&p.lab, &p.node_a.namespace, "10.244.20.1").expect("a session");
-    let h0 = p.handshake_a();
     let a = PeerConfig {
         public_key: p.key_a,
         endpoint: Some((p.node_a.underlay_addr, 51820).into()),
@@ -205,7 +204,9 @@ fn a_peer_sending_on_a_session_this_device_lost_gets_a_handshake_at_once() {
     assert_eq!((b_to_a.last_handshake, b_to_a.tx_bytes), (None, 0), "a new peer: no session, nothing sent");
 
     assert!(p.ping(&p.node_a, "10.244.20.1"), "a's stale session is answered within the ping's 3 s");
-    assert!(p.handshake_a() > h0, "a new session");
+    // B's entry for A is new, so a handshake on it is a new session, started by B (its tx bytes
+    // count the initiation). A's handshake time cannot tell: boringtun stamps a session with the
+    // time of its latest timer tick (every 100 ms), which the old session may share.
     let b_to_a = p.b.observe().peer(&p.key_a).cloned().expect("a");
     assert!(b_to_a.last_handshake.is_some() && b_to_a.tx_bytes >= 148, "b initiated it: {b_to_a:?}");
 }
