@@ -19,6 +19,7 @@ pub mod model;
 pub mod mtu;
 pub mod netlink;
 pub mod plan;
+mod route_view;
 
 pub use desired::RoutingInput;
 pub use error::Error;

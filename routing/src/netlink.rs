@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
@@ -22,31 +23,52 @@ use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 
 use crate::error::Error;
 use crate::model::{HostRoute, ObservedLink, ObservedState, Op, Route, RouteKind, Rule};
+use crate::route_view::{Cached, RouteView};
 
 /// Applies routing operations in the network namespace of the thread that connected it.
 #[derive(Debug, Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// meshcrypt's table as last read, kept current from route notifications.
+    view: Arc<RouteView>,
 }
 
 impl Netlink {
-    /// Opens an rtnetlink socket and drives it on the current tokio runtime.
+    /// Opens two rtnetlink sockets, one for requests and one for route notifications, and drives
+    /// them on the current tokio runtime.
     pub fn connect() -> Result<Self, Error> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
         tokio::spawn(connection);
-        Ok(Self { handle })
+        Ok(Self { handle, view: Arc::new(RouteView::open()?) })
     }
 
-    /// Reads the link named `ifname`, every route of `table` and every rule at `priority`.
+    /// How many times `observe` read meshcrypt's table whole: its first read, and again after
+    /// route notifications were lost or the device link changed; every other read applies the
+    /// notifications since the previous one.
+    pub fn route_dumps(&self) -> u64 {
+        self.view.dumps()
+    }
+
+    /// Reads the link named `ifname`, every route of `table` (from the route notifications since
+    /// the previous read, or a dump: [`Netlink::route_dumps`]) and every rule at `priority`.
     pub async fn observe(&self, ifname: &str, table: u32, priority: u32) -> Result<ObservedState, Error> {
         let link = self.observe_link(ifname).await?;
         let index = link.as_ref().map(|l| l.index);
-        let mut routes = BTreeSet::new();
+        let routes = match self.view.current(table, &link).await {
+            Some(routes) => routes,
+            None => {
+                let mut routes = BTreeSet::new();
+                for version in [IpVersion::V4, IpVersion::V6] {
+                    for msg in self.table_routes(version, table).await? {
+                        routes.extend(route_from(&msg, index));
+                    }
+                }
+                self.view.store(Cached::new(table, link.clone(), routes.iter().copied()));
+                routes
+            }
+        };
         let mut rules = BTreeSet::new();
         for version in [IpVersion::V4, IpVersion::V6] {
-            for msg in self.table_routes(version.clone(), table).await? {
-                routes.extend(route_from(&msg, index));
-            }
             let mut dump = self.handle.rule().get(version).execute();
             while let Some(msg) = dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump rules", e))? {
                 rules.extend(rule_from(&msg).filter(|r| r.priority == priority));
@@ -263,7 +285,7 @@ fn is_benign(op: &Op, e: &Error) -> bool {
     )
 }
 
-fn route_table(msg: &RouteMessage) -> u32 {
+pub(crate) fn route_table(msg: &RouteMessage) -> u32 {
     msg.attributes
         .iter()
         .find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
@@ -271,7 +293,7 @@ fn route_table(msg: &RouteMessage) -> u32 {
 }
 
 /// The kernel's route as meshcrypt models it; `None` for what cannot be a destination prefix.
-fn route_from(msg: &RouteMessage, link_index: Option<u32>) -> Option<Route> {
+pub(crate) fn route_from(msg: &RouteMessage, link_index: Option<u32>) -> Option<Route> {
     let len = msg.header.destination_prefix_length;
     let addr: IpAddr = match msg.attributes.iter().find_map(|a| match a {
         RouteAttribute::Destination(d) => Some(d),

@@ -225,3 +225,73 @@ fn leftovers_in_our_table_are_removed_whoever_added_them() {
         }
     });
 }
+
+/// What `observe` reads of meshcrypt's table, given as a fresh connection's full dump sees it.
+async fn as_a_dump_sees_it(nl: &Netlink, what: &str) -> BTreeSet<Route> {
+    let kept = nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap().routes;
+    let dumped = Netlink::connect().unwrap().observe("meshcrypt0", TABLE, PRIORITY).await.unwrap().routes;
+    assert_eq!(kept, dumped, "{what}");
+    kept
+}
+
+/// After its first read, `observe` keeps meshcrypt's table from the kernel's route notifications
+/// instead of dumping it every pass. What it reads must equal a fresh dump after changes made by
+/// others (adds in both families, a replace, a delete, another table's route), and it reads the
+/// table whole again only when it must: after the device goes down (the kernel drops its IPv4
+/// routes without a notification) and after more changes than the notification socket holds
+/// (an overrun: notifications were lost).
+#[test]
+fn the_table_kept_from_route_notifications_equals_a_fresh_dump() {
+    in_private_netns(|| {
+        ip(&["tuntap", "add", "dev", "meshcrypt0", "mode", "tun"]);
+        ip(&["link", "set", "meshcrypt0", "up"]);
+        let table = TABLE.to_string();
+        runtime().block_on(async {
+            let nl = Netlink::connect().unwrap();
+            assert!(as_a_dump_sees_it(&nl, "empty").await.is_empty());
+            assert_eq!(nl.route_dumps(), 1, "the first read dumps");
+
+            ip(&["route", "add", "10.244.1.0/24", "dev", "meshcrypt0", "table", &table]);
+            ip(&["-6", "route", "add", "fd00:10:244:1::/64", "dev", "meshcrypt0", "table", &table]);
+            ip(&["route", "add", "blackhole", "10.244.0.0/16", "table", &table, "metric", "4000"]);
+            assert_eq!(as_a_dump_sees_it(&nl, "three added").await.len(), 3);
+            ip(&["route", "replace", "throw", "10.244.1.0/24", "table", &table]);
+            let routes = as_a_dump_sees_it(&nl, "replaced by a throw").await;
+            assert!(routes.iter().any(|r| r.dst == net("10.244.1.0/24") && r.kind == RouteKind::Throw));
+            ip(&["route", "del", "throw", "10.244.1.0/24", "table", &table]);
+            ip(&["route", "add", "10.250.0.0/24", "dev", "meshcrypt0"]);
+            assert_eq!(as_a_dump_sees_it(&nl, "one deleted, one in main").await.len(), 2);
+            assert_eq!(nl.route_dumps(), 1, "every change came from notifications");
+
+            ip(&["route", "add", "10.244.2.0/24", "dev", "meshcrypt0", "table", &table]);
+            as_a_dump_sees_it(&nl, "before the device goes down").await;
+            ip(&["link", "set", "meshcrypt0", "down"]);
+            let routes = as_a_dump_sees_it(&nl, "the device down: its IPv4 routes gone").await;
+            assert!(!routes.iter().any(|r| r.dst == net("10.244.2.0/24")), "{routes:?}");
+            assert_eq!(nl.route_dumps(), 2, "a link change reads the table whole");
+
+            ip(&["link", "set", "meshcrypt0", "up"]);
+            as_a_dump_sees_it(&nl, "up again").await;
+            let dumps = nl.route_dumps();
+            // 20,000 routes in one batch, while nothing reads the socket (this runtime has one
+            // thread, busy here): far more than its receive buffer holds.
+            let batch: String = (0..20_000)
+                .map(|i| {
+                    format!("route add 10.{}.{}.0/24 dev meshcrypt0 table {table}\n", 100 + i / 256, i % 256)
+                })
+                .collect();
+            let mut child = Command::new("ip")
+                .args(["-batch", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("ip -batch");
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+            assert!(child.wait().unwrap().success());
+            let routes = as_a_dump_sees_it(&nl, "after an overrun").await;
+            assert!(routes.len() > 20_000, "{}", routes.len());
+            assert_eq!(nl.route_dumps(), dumps + 1, "lost notifications: the table read whole");
+            as_a_dump_sees_it(&nl, "and kept again").await;
+            assert_eq!(nl.route_dumps(), dumps + 1);
+        });
+    });
+}
