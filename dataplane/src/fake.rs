@@ -121,6 +121,13 @@ impl FakeDevice {
         }
     }
 
+    /// Sets the bytes sent to peer `key` (handshake initiations count, as on the real device).
+    pub fn set_tx_bytes(&self, key: &PublicKey, bytes: u64) {
+        if let Some(peer) = lock(&self.config).peers.get_mut(key) {
+            peer.tx_bytes = bytes;
+        }
+    }
+
     /// Adds `flows` to what the next [`WireGuardDevice::take_flows`] returns, as if the data
     /// path had counted them (only while accounting is on, as the real device does).
     pub fn count_flows(&self, flows: impl IntoIterator<Item = crate::Flow>) {

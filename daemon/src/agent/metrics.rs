@@ -143,16 +143,26 @@ impl Collector for DeviceCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        let unanswered =
+            state.peers.iter().filter(|p| p.tx_bytes > 0 && !latest.contains_key(&p.public_key)).count();
+        ConstGauge::new(unanswered as i64).encode(encoder.encode_descriptor(
+            "meshcrypt_peers_unanswered",
+            "Peers this node has sent to (handshake initiations at least) that no handshake ever completed with",
+            None,
+            MetricType::Gauge,
+        )?)?;
         let stamp = |key: &PublicKey| {
             latest
                 .get(key)
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0.0, |d| d.as_secs_f64())
         };
-        let oldest = state.peers.iter().map(|p| stamp(&p.public_key)).reduce(f64::min);
+        // Over the peers that had a handshake: handshakes start with traffic, so a peer nothing
+        // was sent to has none, and would hold the series at 0.
+        let oldest = state.peers.iter().map(|p| stamp(&p.public_key)).filter(|t| *t > 0.0).reduce(f64::min);
         ConstGauge::new(oldest.unwrap_or(0.0)).encode(encoder.encode_descriptor(
             "meshcrypt_peer_last_handshake_oldest_timestamp_seconds",
-            "The oldest of the peers' latest handshakes, Unix seconds (0 while a peer has none; 0 without peers)",
+            "The oldest of the peers' latest handshakes, over the peers that had one, Unix seconds (0 before the first)",
             None,
             MetricType::Gauge,
         )?)?;
@@ -366,7 +376,8 @@ mod tests {
         assert!(text.contains("meshcrypt_key_created_timestamp_seconds 1800000001"), "{text}");
     }
 
-    /// `peer-metrics: summary` drops every per-peer series and keeps the aggregate ones.
+    /// `peer-metrics: summary` drops every per-peer series and keeps the aggregate ones, among
+    /// them the peers sent to without an answer.
     #[test]
     fn the_summary_mode_keeps_no_per_peer_series() {
         let backend = FakeBackend::new(Box::new(|_| Ok(7)), Arc::new(|_| {}));
@@ -400,13 +411,16 @@ mod tests {
             "{per_peer}"
         );
         loop_metrics.peers_summarised.store(true, Ordering::Relaxed);
+        assert!(scrape(&registry).contains("meshcrypt_peers_unanswered 0"), "the third never sent to");
+        fake.set_tx_bytes(&peers[2], 148);
         let summary = scrape(&registry);
         assert!(!summary.contains("peer_node="), "{summary}");
         assert!(summary.contains("meshcrypt_peers 3"), "{summary}");
         assert!(summary.contains("meshcrypt_peers_handshaked 2"), "{summary}");
+        assert!(summary.contains("meshcrypt_peers_unanswered 1"), "sent an initiation, no answer: {summary}");
         assert!(
-            summary.contains("meshcrypt_peer_last_handshake_oldest_timestamp_seconds 0.0"),
-            "one never: {summary}"
+            summary.contains("meshcrypt_peer_last_handshake_oldest_timestamp_seconds 1800000000.0"),
+            "the oldest of the two that had one: {summary}"
         );
     }
 }
