@@ -229,14 +229,19 @@ impl Sender {
         }
     }
 
-    /// Sends one datagram to `peer`; a failure is counted and reported in `counters`.
-    pub(crate) fn send(&self, peer: &Peer, packet: &[u8], to: SocketAddr, counters: &Counters) {
+    /// Sends one datagram to `peer`; a failure is counted and reported in `counters`. True when
+    /// it went out.
+    pub(crate) fn send(&self, peer: &Peer, packet: &[u8], to: SocketAddr, counters: &Counters) -> bool {
         match self.transmit(packet, None, to) {
             Ok(()) => {
                 peer.mark_sent(crate::datapath::clock());
                 peer.count_control(packet);
+                true
             }
-            Err(e) => counters.send_failed(1, peer, to, &e),
+            Err(e) => {
+                counters.send_failed(1, peer, to, &e);
+                false
+            }
         }
     }
 
@@ -280,16 +285,11 @@ pub(crate) fn initiate_handshakes(shared: &Shared, keys: &[meshcrypt_keyexchange
     let mut out = [0u8; HANDSHAKE_INIT_LEN];
     let mut sent = 0;
     for (peer, to) in targets {
-        let mut tunnel = peer.lock_tunn();
+        let mut tunnel = peer.lock_tunnel();
         match tunnel.get().format_handshake_initiation(&mut out, true) {
-            TunnResult::WriteToNetwork(init) => match sender.transmit(init, None, to) {
-                Ok(()) => {
-                    peer.mark_sent(crate::datapath::clock());
-                    peer.count_control(init);
-                    sent += 1;
-                }
-                Err(e) => shared.counters.send_failed(1, &peer, to, &e),
-            },
+            TunnResult::WriteToNetwork(init) => {
+                sent += usize::from(sender.send(&peer, init, to, &shared.counters))
+            }
             TunnResult::Err(e) => {
                 tracing::warn!(peer = %peer.public_key, error = ?e, "no handshake initiation")
             }
@@ -355,7 +355,7 @@ fn tick_peer(peer: &Peer, sender: &Sender, counters: &Counters, out: &mut [u8]) 
     if let Some(to) = endpoint {
         probe_path(peer, to, sender.fwmark);
     }
-    let mut tunnel = peer.lock_tunn();
+    let mut tunnel = peer.lock_tunnel();
     // A peer without a tunnel has no timer running.
     let expired = match tunnel.existing().map(|tunn| tunn.update_timers(out)) {
         Some(TunnResult::WriteToNetwork(datagram)) => {

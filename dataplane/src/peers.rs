@@ -37,7 +37,7 @@ pub(crate) struct Peer {
     pub(crate) public_key: PublicKey,
     /// The 24-bit local index; the session indices of this peer's `Tunn` are `index << 8 | n`.
     pub(crate) index: u32,
-    pub(crate) tunn: Mutex<Tunnel>,
+    pub(crate) tunnel: Mutex<Tunnel>,
     pub(crate) endpoint: RwLock<Option<SocketAddr>>,
     /// Persistent keepalive in seconds, 0 for none (kept outside `Tunn` so it can change live).
     keepalive: AtomicU32,
@@ -153,8 +153,8 @@ impl Tunnel {
 }
 
 impl Peer {
-    pub(crate) fn lock_tunn(&self) -> MutexGuard<'_, Tunnel> {
-        self.tunn.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn lock_tunnel(&self) -> MutexGuard<'_, Tunnel> {
+        self.tunnel.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
@@ -314,7 +314,7 @@ impl Peers {
             self.remove(&own);
         }
         for entry in self.entries.values() {
-            entry.peer.lock_tunn().set_static_private(
+            entry.peer.lock_tunnel().set_static_private(
                 self.private.clone(),
                 self.public,
                 self.rate_limiter.clone(),
@@ -365,7 +365,7 @@ impl Peers {
         {
             // boringtun fixes the pre-shared key at creation: a new key means a new session.
             entry.preshared_key = psk.clone();
-            entry.peer.lock_tunn().set_preshared_key(psk.clone(), SystemTime::now());
+            entry.peer.lock_tunnel().set_preshared_key(psk.clone(), SystemTime::now());
         }
         if let Some(ep) = u.endpoint {
             entry.peer.set_endpoint(ep);
@@ -439,7 +439,7 @@ impl Peers {
         let peer = Arc::new(Peer {
             public_key: key,
             index,
-            tunn: Mutex::new(Tunnel::new(params)),
+            tunnel: Mutex::new(Tunnel::new(params)),
             endpoint: RwLock::new(None),
             keepalive: AtomicU32::new(0),
             last_sent_ms: AtomicU64::new(0),
@@ -458,7 +458,7 @@ impl Peers {
         self.entries
             .iter()
             .map(|(key, e)| {
-                let (last_handshake, tx, rx) = e.peer.lock_tunn().stats(now);
+                let (last_handshake, tx, rx) = e.peer.lock_tunnel().stats(now);
                 let state = PeerState {
                     public_key: *key,
                     endpoint: e.peer.endpoint(),
@@ -547,48 +547,50 @@ mod tests {
         upsert(&mut b, a_key, &[]);
         let (to_b, to_a) =
             (a.by_key(b_key.as_bytes()).unwrap().clone(), b.by_key(a_key.as_bytes()).unwrap().clone());
-        assert!(to_b.lock_tunn().existing().is_none(), "no tunnel before its first use");
+        assert!(to_b.lock_tunnel().existing().is_none(), "no tunnel before its first use");
         let now = SystemTime::now();
-        assert_eq!(to_b.lock_tunn().stats(now), (None, 0, 0));
+        assert_eq!(to_b.lock_tunnel().stats(now), (None, 0, 0));
 
         // A handshake in memory, then one packet from a to b.
         let (mut m1, mut m2, mut m3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048]);
         let handshake = |to_b: &Peer, to_a: &Peer, m1: &mut [u8], m2: &mut [u8], m3: &mut [u8]| {
             let TunnResult::WriteToNetwork(init) =
-                to_b.lock_tunn().get().format_handshake_initiation(m1, false)
+                to_b.lock_tunnel().get().format_handshake_initiation(m1, false)
             else {
                 panic!("an initiation")
             };
-            let TunnResult::WriteToNetwork(resp) = to_a.lock_tunn().get().decapsulate(None, init, m2) else {
+            let TunnResult::WriteToNetwork(resp) = to_a.lock_tunnel().get().decapsulate(None, init, m2)
+            else {
                 panic!("a response")
             };
-            let done = to_b.lock_tunn().get().decapsulate(None, resp, m3);
+            let done = to_b.lock_tunnel().get().decapsulate(None, resp, m3);
             assert!(matches!(done, TunnResult::WriteToNetwork(_) | TunnResult::Done));
         };
         handshake(&to_b, &to_a, &mut m1, &mut m2, &mut m3);
         let packet = [0x45u8, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 244, 0, 1, 10, 244, 1, 1];
-        let TunnResult::WriteToNetwork(sealed) = to_b.lock_tunn().get().encapsulate(&packet, &mut m1) else {
+        let TunnResult::WriteToNetwork(sealed) = to_b.lock_tunnel().get().encapsulate(&packet, &mut m1)
+        else {
             panic!("sealed")
         };
         assert!(matches!(
-            to_a.lock_tunn().get().decapsulate(None, sealed, &mut m2),
+            to_a.lock_tunnel().get().decapsulate(None, sealed, &mut m2),
             TunnResult::WriteToTunnelV4(..)
         ));
-        let (last, tx, rx) = to_b.lock_tunn().stats(SystemTime::now());
+        let (last, tx, rx) = to_b.lock_tunnel().stats(SystemTime::now());
         assert!(last.is_some() && tx > 0, "{last:?} {tx} {rx}");
-        assert!(to_a.lock_tunn().stats(SystemTime::now()).2 > 0, "the packet counted where it arrived");
+        assert!(to_a.lock_tunnel().stats(SystemTime::now()).2 > 0, "the packet counted where it arrived");
 
         let later = SystemTime::now();
-        to_b.lock_tunn().expire(later);
-        assert!(to_b.lock_tunn().existing().is_none(), "the expired tunnel is gone");
-        let (kept, tx_kept, rx_kept) = to_b.lock_tunn().stats(later);
+        to_b.lock_tunnel().expire(later);
+        assert!(to_b.lock_tunnel().existing().is_none(), "the expired tunnel is gone");
+        let (kept, tx_kept, rx_kept) = to_b.lock_tunnel().stats(later);
         assert_eq!((tx_kept, rx_kept), (tx, rx), "its counts outlive it");
         assert!(kept.is_some_and(|k| k <= later), "and its latest handshake");
 
         handshake(&to_b, &to_a, &mut m1, &mut m2, &mut m3);
-        let sealed = to_b.lock_tunn().get().encapsulate(&packet, &mut m1);
+        let sealed = to_b.lock_tunnel().get().encapsulate(&packet, &mut m1);
         assert!(matches!(sealed, TunnResult::WriteToNetwork(_)), "a fresh session seals");
-        let (_, tx_again, _) = to_b.lock_tunn().stats(SystemTime::now());
+        let (_, tx_again, _) = to_b.lock_tunnel().stats(SystemTime::now());
         assert!(tx_again > tx, "a fresh tunnel's counts add to the old: {tx_again} > {tx}");
     }
 

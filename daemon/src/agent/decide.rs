@@ -17,6 +17,7 @@ use meshcrypt_routing::plan::plan as plan_kernel;
 use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedState, Op};
 
 use super::config_source::Reading;
+use super::device_view::unanswered;
 use super::last_known::{self, LastKnown, Snapshot};
 use super::peer_ops::{PeerOp, handshake_targets, peer_ops};
 use super::preshared;
@@ -254,7 +255,8 @@ pub struct PassPlan {
     pub bad_sources: u64,
     /// The device's no-peer drop count, as of this pass.
     pub no_peer_drops: u64,
-    /// When the device was first seen sending to each peer it has sent to, to remember.
+    /// When the device was first seen sending to each peer that has not answered yet
+    /// ([`unanswered`]), to remember.
     pub tried_since: Option<BTreeMap<PublicKey, jiff::Timestamp>>,
     /// The peers without a handshake long after the device started sending to them, to remember.
     pub silent_peers: Option<BTreeSet<PublicKey>>,
@@ -725,18 +727,12 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
 /// with the first packet. A Warning Event on this node naming the peers newly silent.
 fn silent_peers(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut PassPlan) {
     let Some(device) = &inputs.device else { return };
-    let since: BTreeMap<PublicKey, jiff::Timestamp> = device
-        .peers
-        .iter()
-        .filter(|p| p.tx_bytes > 0)
-        .map(|p| (p.public_key, state.tried_since.get(&p.public_key).copied().unwrap_or(inputs.now)))
+    let since: BTreeMap<PublicKey, jiff::Timestamp> = unanswered(device, &inputs.handshakes)
+        .map(|key| (key, state.tried_since.get(&key).copied().unwrap_or(inputs.now)))
         .collect();
     let silent: BTreeSet<PublicKey> = since
         .iter()
-        .filter(|(key, at)| {
-            !inputs.handshakes.contains_key(key)
-                && inputs.now.duration_since(**at) >= params.no_handshake_after
-        })
+        .filter(|(_, at)| inputs.now.duration_since(**at) >= params.no_handshake_after)
         .map(|(key, _)| *key)
         .collect();
     let newly: Vec<String> =

@@ -1,5 +1,6 @@
 //! What the agent reports about its device, for the metrics and `meshcrypt status` alike: each
-//! peer's latest handshake, kept after the session expires, and the drops by reason.
+//! peer's latest handshake, kept after the session expires, the peers sent to without an answer,
+//! and the drops by reason.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,20 @@ impl Handshakes {
         }
         seen.clone()
     }
+}
+
+/// The peers the device has sent to (its tx bytes count handshake initiations) that no handshake
+/// ever completed with, `handshakes` being [`Handshakes::observe`]'s: as handshakes start with the
+/// first packet, a peer nothing was sent to is not among them.
+pub fn unanswered<'a>(
+    state: &'a DeviceState,
+    handshakes: &'a BTreeMap<PublicKey, SystemTime>,
+) -> impl Iterator<Item = PublicKey> + 'a {
+    state
+        .peers
+        .iter()
+        .filter(|p| p.tx_bytes > 0 && !handshakes.contains_key(&p.public_key))
+        .map(|p| p.public_key)
 }
 
 /// The device's drop counters by reason, as the metrics label them (`reason`) and the status

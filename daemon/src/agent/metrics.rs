@@ -143,9 +143,7 @@ impl Collector for DeviceCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        let unanswered =
-            state.peers.iter().filter(|p| p.tx_bytes > 0 && !latest.contains_key(&p.public_key)).count();
-        ConstGauge::new(unanswered as i64).encode(encoder.encode_descriptor(
+        ConstGauge::new(super::device_view::unanswered(&state, &latest).count() as i64).encode(encoder.encode_descriptor(
             "meshcrypt_peers_unanswered",
             "Peers this node has sent to (handshake initiations at least) that no handshake ever completed with",
             None,

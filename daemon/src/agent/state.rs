@@ -43,7 +43,8 @@ pub struct LoopState {
     pub bad_sources: u64,
     /// The device's count of packets no peer covered (strict mode), as last reported.
     pub no_peer_drops: u64,
-    /// When the device was first seen sending to each peer it has sent to (its tx bytes above 0).
+    /// When the device was first seen sending to each peer that has not answered yet (its tx bytes
+    /// above 0, no handshake ever).
     pub tried_since: BTreeMap<PublicKey, jiff::Timestamp>,
     /// The peers without a handshake long after the device started sending to them, as reported.
     pub silent_peers: BTreeSet<PublicKey>,

@@ -219,7 +219,7 @@ fn handle_datagram(
     // Lock order is peers → session. Data opens straight into the TUN batch's next slot.
     // Only an initiation may start a tunnel: a response, a cookie or data belongs to one this
     // device made, and without it none can be opened.
-    let mut tunnel = peer.lock_tunn();
+    let mut tunnel = peer.lock_tunnel();
     let tunn = if is_init { Some(tunnel.get()) } else { tunnel.existing() };
     let Some(tunn) = tunn else {
         bump(&counters.decrypt_errors);
@@ -301,7 +301,7 @@ fn answer_lost_session(
     scratch: &mut [u8],
 ) {
     let Some(peer) = peers.by_endpoint(from) else { return };
-    let mut tunnel = peer.lock_tunn();
+    let mut tunnel = peer.lock_tunnel();
     let tunn = tunnel.get();
     if tunn.time_since_last_handshake().is_some_and(|age| age < REJECT_AFTER_TIME) {
         return;

@@ -246,7 +246,7 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             continue;
         };
         let limit = peer.inner_mtu();
-        let mut tunn = peer.lock_tunn();
+        let mut tunnel = peer.lock_tunnel();
         for j in i..run_end {
             let packet = &bufs[j][..sizes[j]];
             let oversized =
@@ -258,11 +258,11 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
             let size = packet.len() + OVERHEAD;
             // An oversized packet that may be fragmented leaves alone: GSO cannot fragment.
             if oversized || !batch.fits(size, max_segments) {
-                drop(tunn);
+                drop(tunnel);
                 batch.flush(&sender, &shared.counters, &peer, endpoint);
-                tunn = peer.lock_tunn();
+                tunnel = peer.lock_tunnel();
             }
-            match tunn.get().encapsulate(packet, &mut batch.buf[batch.len..]) {
+            match tunnel.get().encapsulate(packet, &mut batch.buf[batch.len..]) {
                 TunnResult::WriteToNetwork(datagram)
                     if datagram.len() == size && datagram.first() == Some(&4) =>
                 {
@@ -286,7 +286,7 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
                 _ => {}
             }
         }
-        drop(tunn);
+        drop(tunnel);
         batch.flush(&sender, &shared.counters, &peer, endpoint);
         i = run_end;
     }
