@@ -29,7 +29,7 @@ use boringtun::noise::errors::WireGuardError;
 use quinn_udp::{Transmit, UdpSocketState};
 use tun_rs::SyncDevice;
 
-use crate::peers::{Peer, Peers};
+use crate::peers::{InUse, Peer, Peers};
 use crate::socket;
 use crate::state::DeviceCounters;
 use crate::wake::Waker;
@@ -319,8 +319,9 @@ fn probe_path(peer: &Peer, to: SocketAddr, fwmark: Option<u32>) {
     }
 }
 
-/// Runs the protocol timers of every peer (and probes paths that are due) each [`TICK`], and at
-/// once when asked through [`Shared::tick_now`], until the device stops.
+/// Runs the protocol timers of the peers in use (with a tunnel or a keepalive: a peer without
+/// either has no timer running) and probes their paths when due, each [`TICK`], and at once when
+/// asked through [`Shared::tick_now`], until the device stops.
 pub(crate) fn timers(shared: &Shared, ticks: Receiver<()>) {
     let mut out = vec![0u8; MAX_PACKET + OVERHEAD];
     let mut last_reset = Instant::now();
@@ -335,22 +336,22 @@ pub(crate) fn timers(shared: &Shared, ticks: Receiver<()>) {
         if let Ok(mtu) = shared.tun.mtu() {
             shared.mtu.store(u32::from(mtu), Ordering::Relaxed);
         }
-        let all = {
+        let (in_use, indices) = {
             let peers = shared.peers();
             if last_reset.elapsed() >= Duration::from_secs(1) {
                 peers.rate_limiter.reset_count();
                 last_reset = Instant::now();
             }
-            peers.all()
+            (peers.in_use(), peers.in_use.clone())
         };
         let sender = shared.sender();
-        for peer in all {
-            tick_peer(&peer, &sender, &shared.counters, &mut out);
+        for peer in in_use {
+            tick_peer(&peer, &sender, &shared.counters, &indices, &mut out);
         }
     }
 }
 
-fn tick_peer(peer: &Peer, sender: &Sender, counters: &Counters, out: &mut [u8]) {
+fn tick_peer(peer: &Peer, sender: &Sender, counters: &Counters, in_use: &InUse, out: &mut [u8]) {
     let endpoint = peer.endpoint();
     if let Some(to) = endpoint {
         probe_path(peer, to, sender.fwmark);
@@ -386,4 +387,5 @@ fn tick_peer(peer: &Peer, sender: &Sender, counters: &Counters, out: &mut [u8]) 
             peer.mark_sent(crate::datapath::clock());
         }
     }
+    in_use.release_idle(peer, &mut tunnel);
 }
