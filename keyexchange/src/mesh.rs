@@ -2,8 +2,11 @@
 //! prefixes. A pure function of the Nodes the API server holds; every node it leaves out is
 //! reported with the reason.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
@@ -388,21 +391,33 @@ pub struct PeerSet {
 /// redirects traffic, and the established claim keeps working; its node address (its endpoint) is
 /// among them too, so that its host network can talk to pods here. Both sides of every conflict
 /// are reported.
-pub fn desired_peers(
-    nodes: &[NodeView],
+///
+/// `nodes` holds the views themselves or anything that lends them (`Arc<NodeView>`, `&NodeView`).
+pub fn desired_peers<N: Borrow<NodeView>>(
+    nodes: &[N],
     pods: &[PodView],
     local: &LocalNode,
     config: &MeshConfig,
 ) -> PeerSet {
     let seen_by = SeenBy { name: &local.name, key: Some(local.public_key), ip: Some(local.underlay_ip) };
-    peers_seen_by(nodes, pods, &seen_by, local.underlay_ip.is_ipv4(), config)
+    peers_seen_by(&lent(nodes), pods, &seen_by, local.underlay_ip.is_ipv4(), config)
 }
 
 /// Every node of the cluster that is a peer to the others, as a node outside it would see them
 /// (no local name, no local key; endpoints in the IPv4 family if `ipv4`, else IPv6), with the same
 /// rules as [`desired_peers`]: what a cluster publishes about itself to its peer clusters.
-pub fn cluster_members(nodes: &[NodeView], pods: &[PodView], ipv4: bool, config: &MeshConfig) -> PeerSet {
-    peers_seen_by(nodes, pods, &SeenBy { name: "", key: None, ip: None }, ipv4, config)
+pub fn cluster_members<N: Borrow<NodeView>>(
+    nodes: &[N],
+    pods: &[PodView],
+    ipv4: bool,
+    config: &MeshConfig,
+) -> PeerSet {
+    peers_seen_by(&lent(nodes), pods, &SeenBy { name: "", key: None, ip: None }, ipv4, config)
+}
+
+/// The views `nodes` lend.
+fn lent<N: Borrow<NodeView>>(nodes: &[N]) -> Vec<&NodeView> {
+    nodes.iter().map(Borrow::borrow).collect()
 }
 
 /// Who the peers are seen by: a node's name (`""`: none of the cluster's), key and underlay
@@ -415,7 +430,7 @@ struct SeenBy<'a> {
 
 /// The peers as seen by `local`.
 fn peers_seen_by(
-    nodes: &[NodeView],
+    nodes: &[&NodeView],
     pods: &[PodView],
     local: &SeenBy<'_>,
     ipv4: bool,
@@ -437,10 +452,10 @@ fn peers_seen_by(
             AllowedIpsFrom::PodIps => aggregate(&claimed.map(|n| n.addr()).collect()),
         }
     };
-    let local_prefixes = finish(&mut prefixes.get(local_name).into_iter().flat_map(|p| p.keys()).copied());
+    let local_prefixes = finish(&mut prefixes.get(local_name).into_iter().flatten().map(|(net, _)| *net));
 
-    let mut keyed: Vec<(&NodeView, &NodeKeyAnnotations)> = Vec::new();
-    for node in nodes.iter().filter(|n| n.name != local_name) {
+    let mut keyed: Vec<(&NodeView, &NodeKeyAnnotations)> = Vec::with_capacity(nodes.len());
+    for node in nodes.iter().copied().filter(|n| n.name != local_name) {
         match &node.key {
             Ok(Some(key)) => keyed.push((node, key)),
             Ok(None) if node.no_agent.is_some() => {}
@@ -448,36 +463,27 @@ fn peers_seen_by(
             Err(why) => report(&node.name, Problem::InvalidAnnotation(why.clone())),
         }
     }
-    let mut claimants: BTreeMap<PublicKey, Vec<&NodeView>> = BTreeMap::new();
-    for (node, key) in &keyed {
-        claimants.entry(key.public_key).or_default().push(node);
-    }
-    for nodes in claimants.values_mut() {
-        nodes.sort_by_key(|n| key_claim(n));
-    }
-    // Each endpoint address and the keyed nodes claiming it, the oldest Node first.
+    // Each key and each endpoint address claimed by more than one keyed node, with the claimants
+    // in the order their claims are honoured: keys by `key_claim`, addresses by the Node's age.
+    // Hash maps of the first claimant, not ordered maps of every claim: a pass at 5,000 nodes
+    // must not spend its time comparing keys.
     let endpoint = |node: &NodeView| node.internal_ips.iter().copied().find(|ip| ip.is_ipv4() == ipv4);
-    let mut addresses: BTreeMap<IpAddr, Vec<&NodeView>> = BTreeMap::new();
-    for (node, _) in &keyed {
-        if let Some(ip) = endpoint(node) {
-            addresses.entry(ip).or_default().push(node);
-        }
-    }
-    for nodes in addresses.values_mut() {
-        nodes.sort_by_key(|n| (n.created.unwrap_or(Timestamp::MAX), n.name.clone()));
-    }
+    let key_claims = shared(keyed.iter().map(|(node, key)| (key.public_key, *node)), key_claim);
+    let address_claims =
+        shared(keyed.iter().filter_map(|(node, _)| Some((endpoint(node)?, *node))), |n: &NodeView| {
+            (n.created.unwrap_or(Timestamp::MAX), n.name.as_str())
+        });
 
-    let mut peers = BTreeMap::new();
+    let mut peers = Vec::with_capacity(keyed.len());
     for (node, key) in keyed {
         if Some(key.public_key) == local_key {
             report(&node.name, Problem::ClaimsLocalKey);
             continue;
         }
         // Sorted: the first claimant holds the key.
-        let claims = &claimants[&key.public_key];
-        let others: Vec<String> =
-            claims.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
-        if !others.is_empty() {
+        if let Some(claims) = key_claims.get(&key.public_key) {
+            let others: Vec<String> =
+                claims.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
             if claims[0].name != node.name {
                 report(&node.name, Problem::DuplicateKey { with: others });
                 continue;
@@ -493,8 +499,7 @@ fn peers_seen_by(
             report(&node.name, problem);
             continue;
         }
-        let holders = &addresses[&ip];
-        if holders.len() > 1 {
+        if let Some(holders) = address_claims.get(&ip) {
             let with = holders.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
             let refused = holders[0].name != node.name;
             report(&node.name, Problem::SharedInternalIp { ip, with, refused });
@@ -507,9 +512,9 @@ fn peers_seen_by(
             &mut prefixes
                 .get(node.name.as_str())
                 .into_iter()
-                .flat_map(|p| p.keys())
-                .filter(|p| conflicts.get(&(node.name.as_str(), **p)).is_none_or(Conflict::routed))
-                .copied(),
+                .flatten()
+                .map(|(net, _)| *net)
+                .filter(|p| conflicts.get(&(node.name.as_str(), *p)).is_none_or(Conflict::routed)),
         );
         // The node's own address too: traffic between its host network and pods here is pod
         // traffic, encrypted both ways (the routing step decides what is steered to it).
@@ -517,7 +522,7 @@ fn peers_seen_by(
         allowed_ips.push(IpNet::from(*ip));
         allowed_ips.sort();
         allowed_ips.dedup();
-        peers.insert(
+        peers.push((
             node.name.clone(),
             Peer {
                 node: node.name.clone(),
@@ -526,7 +531,7 @@ fn peers_seen_by(
                 endpoint: SocketAddr::new(*ip, config.port),
                 allowed_ips,
             },
-        );
+        ));
     }
     for ((node, prefix), conflict) in conflicts {
         let others = conflict.with.into_iter().map(str::to_owned).collect();
@@ -538,6 +543,8 @@ fn peers_seen_by(
         report(node, problem);
     }
     problems.sort_by(|a, b| a.node.cmp(&b.node));
+    // Collected at once (sorted, then built in bulk), not inserted one by one.
+    let peers = peers.into_iter().collect();
     PeerSet { peers, local_prefixes, problems }
 }
 
@@ -552,41 +559,65 @@ pub fn key_claim(node: &NodeView) -> ClaimOrder<'_> {
     (node.key_claimed.unwrap_or(Timestamp::MAX), node.created.unwrap_or(Timestamp::MAX), &node.name)
 }
 
-/// Each node's canonical pod prefixes with the order of their claims (the Node's creation), sorted;
+/// Each node's claimed prefixes, sorted, each once, with the order of its claim.
+type Claims<'a> = HashMap<&'a str, Vec<(IpNet, ClaimOrder<'a>)>>;
+
+/// Each node's canonical pod prefixes with the order of their claims (the Node's creation);
 /// invalid entries are reported.
-fn valid_prefixes<'a>(
-    nodes: &'a [NodeView],
-    report: &mut impl FnMut(&str, Problem),
-) -> BTreeMap<&'a str, BTreeMap<IpNet, ClaimOrder<'a>>> {
-    let mut out: BTreeMap<&str, BTreeMap<IpNet, ClaimOrder<'a>>> = BTreeMap::new();
-    for node in nodes {
+fn valid_prefixes<'a>(nodes: &[&'a NodeView], report: &mut impl FnMut(&str, Problem)) -> Claims<'a> {
+    let mut out: Claims<'a> = HashMap::with_capacity(nodes.len());
+    for &node in nodes {
         let order = (node.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, node.name.as_str());
         let entry = out.entry(node.name.as_str()).or_default();
         for cidr in &node.pod_cidrs {
             match cidr.parse::<IpNet>() {
-                Ok(net) if net.trunc() == net => {
-                    entry.insert(net, order);
-                }
+                Ok(net) if net.trunc() == net => entry.push((net, order)),
                 _ => report(&node.name, Problem::InvalidPodCidr(cidr.clone())),
             }
         }
     }
+    out.values_mut().for_each(earliest_claims);
     out
 }
 
 /// Each node's Pods' addresses as host prefixes (/32, /128), ordered by the Pod's creation (then
 /// its name).
-fn pod_prefixes(pods: &[PodView]) -> BTreeMap<&str, BTreeMap<IpNet, ClaimOrder<'_>>> {
-    let mut out: BTreeMap<&str, BTreeMap<IpNet, ClaimOrder<'_>>> = BTreeMap::new();
+fn pod_prefixes(pods: &[PodView]) -> Claims<'_> {
+    let mut out: Claims<'_> = HashMap::new();
     for pod in pods {
         let order = (pod.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, pod.name.as_str());
-        let node = out.entry(pod.node.as_str()).or_default();
-        for ip in &pod.ips {
-            let held = node.entry(IpNet::from(*ip)).or_insert(order);
-            *held = (*held).min(order);
+        out.entry(pod.node.as_str()).or_default().extend(pod.ips.iter().map(|ip| (IpNet::from(*ip), order)));
+    }
+    out.values_mut().for_each(earliest_claims);
+    out
+}
+
+/// Sorts one node's claims by prefix and keeps each prefix's earliest claim.
+fn earliest_claims(claims: &mut Vec<(IpNet, ClaimOrder<'_>)>) {
+    claims.sort_unstable();
+    claims.dedup_by_key(|(net, _)| *net);
+}
+
+/// The items of `claims` (what is claimed, by whom) claimed more than once, each with its
+/// claimants in the order `rank` gives (the first holds it).
+fn shared<'a, T: Eq + Hash + Copy, R: Ord>(
+    claims: impl Iterator<Item = (T, &'a NodeView)>,
+    rank: impl Fn(&'a NodeView) -> R,
+) -> HashMap<T, Vec<&'a NodeView>> {
+    let mut first: HashMap<T, &NodeView> = HashMap::new();
+    let mut shared: HashMap<T, Vec<&NodeView>> = HashMap::new();
+    for (item, node) in claims {
+        match first.entry(item) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(node);
+            }
+            Entry::Occupied(holder) => shared.entry(item).or_insert_with(|| vec![*holder.get()]).push(node),
         }
     }
-    out
+    for claimants in shared.values_mut() {
+        claimants.sort_by_key(|n| rank(n));
+    }
+    shared
 }
 
 /// One claimed prefix that overlaps prefixes of other nodes.
@@ -613,10 +644,7 @@ impl Conflict<'_> {
 /// Two CIDR prefixes overlap only when one contains the other, so after sorting by start address
 /// (shorter prefix first) the prefixes covering any point form a nested chain: a stack sweep finds
 /// every overlap in O(n log n), which matters at thousands of nodes.
-fn contested_prefixes<'a>(
-    prefixes: &BTreeMap<&'a str, BTreeMap<IpNet, ClaimOrder<'a>>>,
-    local: &str,
-) -> BTreeMap<(&'a str, IpNet), Conflict<'a>> {
+fn contested_prefixes<'a>(prefixes: &Claims<'a>, local: &str) -> BTreeMap<(&'a str, IpNet), Conflict<'a>> {
     let mut claims: Vec<(IpNet, &str, ClaimOrder<'a>)> = prefixes
         .iter()
         .flat_map(|(node, nets)| nets.iter().map(move |(net, order)| (*net, *node, *order)))

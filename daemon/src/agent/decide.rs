@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use meshcrypt_dataplane::{DeviceState, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::{
@@ -50,8 +51,8 @@ pub struct Params {
 pub enum View {
     /// The API server's complete Node list and, in pod-IP mode, every Pod with a pod address.
     Complete {
-        /// Every Node.
-        nodes: Vec<NodeView>,
+        /// Every Node (the views are shared with the Node store's cache).
+        nodes: Vec<Arc<NodeView>>,
         /// Every Pod holding pod-network addresses (empty in podCIDR mode).
         pods: Vec<PodView>,
         /// Every peer cluster's nodes.
@@ -225,7 +226,7 @@ pub struct PassPlan {
     /// The kernel.
     pub kernel: KernelPlan,
     /// The last known peer set to save.
-    pub save: Option<LastKnown>,
+    pub save: Option<Arc<LastKnown>>,
     /// Remove the saved last known peer set (switched off).
     pub forget: bool,
     /// Problems newly found (each logged and reported once).
@@ -317,7 +318,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     device_signals(params, state, inputs, &mut plan);
     silent_peers(params, state, inputs, &mut plan);
     let local = match &inputs.view {
-        View::Complete { nodes, .. } => nodes.iter().find(|n| n.name == params.node),
+        View::Complete { nodes, .. } => nodes.iter().find(|n| n.name == params.node).map(|n| &**n),
         View::LocalOnly(local) => Some(local),
         View::LastKnown { .. } => None,
     };
@@ -362,9 +363,9 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             let Some(ip) = local.internal_ips.first().copied() else {
                 return plan.blocked(Blocked::NoInternalIp);
             };
-            let (nodes, pods) = match view {
-                View::Complete { nodes, pods, .. } => (nodes.as_slice(), pods.as_slice()),
-                _ => (std::slice::from_ref(local), &[][..]),
+            let (nodes, pods): (Vec<&NodeView>, _) = match view {
+                View::Complete { nodes, pods, .. } => (nodes.iter().map(|n| &**n).collect(), pods.as_slice()),
+                _ => (vec![local], &[][..]),
             };
             plan.own_pod_ips =
                 pods.iter().filter(|p| p.node == params.node).flat_map(|p| p.ips.iter().copied()).collect();
@@ -372,7 +373,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                 LocalNode { name: params.node.clone(), public_key: state.key.public_key, underlay_ip: ip };
             let allowed_ips = settings.addressing.allowed_ips_from();
             let mut peers =
-                desired_peers(nodes, pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
+                desired_peers(&nodes, pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
             if let View::Complete { remotes, .. } = view
                 && !remotes.is_empty()
             {
@@ -500,7 +501,8 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     match &inputs.view {
         View::Complete { .. } => {
             let snapshot = LastKnown::of(mesh, &peers, inputs.now);
-            plan.save = last_known::save_due(state.last_known.as_ref(), &snapshot).then_some(snapshot);
+            plan.save =
+                last_known::save_due(state.last_known.as_deref(), &snapshot).then(|| Arc::new(snapshot));
             plan.readiness = Readiness::Ready(format!("mesh programmed: {} peers configured", plan.peers));
             plan.untaint = true;
         }
@@ -793,7 +795,7 @@ fn node_publishing<'a>(inputs: &'a Inputs, key: &PublicKey) -> Option<&'a str> {
 /// Whether the agent on `local` is the first agent of the cluster: its node's name comes first
 /// among the Nodes that publish a valid key (its own included). Every agent works it out the same
 /// way from the same Nodes.
-fn first_agent(nodes: &[NodeView], local: &str) -> bool {
+fn first_agent(nodes: &[Arc<NodeView>], local: &str) -> bool {
     let keyed = nodes.iter().filter(|n| n.published_key().is_some());
     reports_first(keyed.map(|n| n.name.as_str()), local, "")
 }

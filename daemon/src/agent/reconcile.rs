@@ -59,7 +59,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
         if let Readiness::NotReady(reason) = plan.readiness {
             self.io.health.set_ready(false, reason);
         }
-        self.state.last_known = Some(last);
+        self.state.last_known = Some(Arc::new(last));
         Ok(count)
     }
 

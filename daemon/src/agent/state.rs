@@ -2,6 +2,7 @@
 //! the outcome of a pass.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use meshcrypt_keyexchange::{NodeKeyAnnotations, PresharedKey, PublicKey};
 
@@ -22,7 +23,7 @@ pub struct LoopState {
     /// The key the device runs with, as published.
     pub key: NodeKeyAnnotations,
     /// The last known peer set as saved (or restored).
-    pub last_known: Option<LastKnown>,
+    pub last_known: Option<Arc<LastKnown>>,
     /// A staged rotation waits to be published (reported once).
     pub rotation_pending: bool,
     /// Passes run so far.

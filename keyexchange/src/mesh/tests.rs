@@ -547,7 +547,9 @@ proptest::proptest! {
                 }
             }
         }
-        proptest::prop_assert_eq!(contested_prefixes(&prefixes, "n0"), brute);
+        let claimed: Claims<'_> =
+            prefixes.iter().map(|(node, nets)| (*node, nets.iter().map(|(n, o)| (*n, *o)).collect())).collect();
+        proptest::prop_assert_eq!(contested_prefixes(&claimed, "n0"), brute);
     }
 }
 
@@ -615,4 +617,27 @@ proptest::proptest! {
             proptest::prop_assert_eq!(refused, !set.peers.contains_key(&n.name), "{}", n.name);
         }
     }
+}
+
+/// Three nodes claiming one key and one address: each claim is listed once, in the order it is
+/// honoured, and what only one node claims is not listed at all.
+#[test]
+fn shared_claims_list_every_claimant_once_in_order() {
+    let k = key(1).to_string();
+    let nodes = [
+        aged(node("b", Some(&k), &["198.18.0.10"], &[]), 2, 30),
+        aged(node("a", Some(&k), &["198.18.0.10"], &[]), 3, 10),
+        aged(node("c", Some(&k), &["198.18.0.10"], &[]), 1, 20),
+        aged(node("d", Some(&key(2).to_string()), &["198.18.0.11"], &[]), 4, 40),
+    ];
+    fn names(group: &[&NodeView]) -> Vec<String> {
+        group.iter().map(|n| n.name.clone()).collect()
+    }
+    let keys = shared(nodes.iter().map(|n| (n.published_key().unwrap().public_key, n)), key_claim);
+    assert_eq!(keys.len(), 1, "d's key is d's alone");
+    assert_eq!(names(&keys[&key(1)]), ["a", "c", "b"], "by when the key was claimed");
+    let ip: IpAddr = "198.18.0.10".parse().unwrap();
+    let ips = shared(nodes.iter().map(|n| (n.internal_ips[0], n)), |n: &NodeView| n.created);
+    assert_eq!(ips.len(), 1);
+    assert_eq!(names(&ips[&ip]), ["c", "b", "a"], "by the Node's age");
 }

@@ -84,11 +84,19 @@ impl World {
         }
     }
 
-    fn nodes(&mut self) -> &mut Vec<NodeView> {
+    fn nodes(&mut self) -> &mut Vec<Arc<NodeView>> {
         match &mut self.inputs.view {
             View::Complete { nodes, .. } => nodes,
             _ => panic!("not a complete view"),
         }
+    }
+
+    fn node(&mut self, i: usize) -> &mut NodeView {
+        Arc::make_mut(&mut self.nodes()[i])
+    }
+
+    fn push_node(&mut self, node: NodeView) {
+        self.nodes().push(Arc::new(node));
     }
 
     fn decide(&self) -> PassPlan {
@@ -199,7 +207,7 @@ fn in_sync() -> World {
             now: now(),
             reading: Reading::Valid(settings()),
             view: View::Complete {
-                nodes: vec![local, node("node-b", 1, Some(1)), node("node-c", 2, Some(2))],
+                nodes: [local, node("node-b", 1, Some(1)), node("node-c", 2, Some(2))].map(Arc::new).into(),
                 pods: Vec::new(),
                 remotes: Vec::new(),
             },
@@ -372,13 +380,13 @@ fn decide_table() {
         ),
         (
             "a node joins",
-            |w| w.nodes().push(node("node-d", 3, Some(3))),
+            |w| w.push_node(node("node-d", 3, Some(3))),
             Got { peer_ops: vec!["add"], kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
             "a node joins whose initiation the device refused 10 s ago: a handshake at once",
             |w| {
-                w.nodes().push(node("node-d", 3, Some(3)));
+                w.push_node(node("node-d", 3, Some(3)));
                 let refused =
                     RefusedKey { public_key: key(3), at: std::time::SystemTime::from(at(NOW - 10)) };
                 w.inputs.device.as_mut().expect("a device").refused_keys = vec![refused];
@@ -424,7 +432,7 @@ fn decide_table() {
         (
             "restore: a peer cluster's saved node gets the pair's pre-shared key",
             |w| {
-                let last = w.state.last_known.clone().unwrap();
+                let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
                 let mut peers = last.peer_set().unwrap();
                 peers.peers.insert(
                     "prod-b/ip-10-9-0-5".into(),
@@ -456,12 +464,12 @@ fn decide_table() {
         ),
         (
             "a peer's key changes: old peer out before the new one comes in",
-            |w| w.nodes()[2] = node("node-c", 2, Some(4)),
+            |w| *w.node(2) = node("node-c", 2, Some(4)),
             Got { peer_ops: vec!["remove", "add"], save: true, ..nothing() },
         ),
         (
             "a peer's InternalIP changes: the session stays",
-            |w| w.nodes()[1].internal_ips = vec![IpAddr::from([198, 18, 0, 42])],
+            |w| w.node(1).internal_ips = vec![IpAddr::from([198, 18, 0, 42])],
             Got {
                 peer_ops: vec!["endpoint", "allowed-ips"],
                 kernel: Kernel::Device,
@@ -472,7 +480,7 @@ fn decide_table() {
         (
             "a malformed key annotation: the peer is removed and the node reported",
             |w| {
-                w.nodes()[1].key = malformed_key();
+                w.node(1).key = malformed_key();
             },
             Got {
                 peer_ops: vec!["remove"],
@@ -487,25 +495,25 @@ fn decide_table() {
             |w| {
                 let mut copy = node("node-d", 3, Some(1));
                 copy.key_claimed = Some(jiff::Timestamp::from_second(NOW).unwrap());
-                w.nodes().push(copy);
+                w.push_node(copy);
             },
             Got { save: true, events: events(&["KeyClaimedByOthers", "DuplicateKey"]), ..nothing() },
         ),
         (
             "a malformed key is raised by the cluster's reporter only: an earlier-named peer here",
             |w| {
-                w.nodes().push(node("node-0", 9, Some(4)));
-                w.nodes()[2].key = malformed_key();
+                w.push_node(node("node-0", 9, Some(4)));
+                w.node(2).key = malformed_key();
             },
             Got { peer_ops: vec!["remove", "add"], kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
             "a problem about the first-named node is raised by the next: here, its copied key",
             |w| {
-                w.nodes().push(node("node-0", 9, Some(4)));
+                w.push_node(node("node-0", 9, Some(4)));
                 let mut copy = node("node-d", 3, Some(4));
                 copy.key_claimed = Some(jiff::Timestamp::from_second(NOW).unwrap());
-                w.nodes().push(copy);
+                w.push_node(copy);
             },
             Got {
                 peer_ops: vec!["add"],
@@ -519,14 +527,14 @@ fn decide_table() {
             "another field manager wrote this node's meshcrypt.dev/ annotations: this agent raises it",
             |w| {
                 let local = w.params.node.clone();
-                let me = w.nodes().iter_mut().find(|n| n.name == local).unwrap();
+                let me = Arc::make_mut(w.nodes().iter_mut().find(|n| n.name == local).unwrap());
                 me.annotation_writers = ["kubectl-annotate".to_owned(), "meshcrypt".to_owned()].into();
             },
             Got { events: events(&["ForeignKeyWriter"]), ..nothing() },
         ),
         (
             "a peer's foreign writer is for the peer's own agent to raise",
-            |w| w.nodes()[1].annotation_writers = ["kubectl-annotate".to_owned()].into(),
+            |w| w.node(1).annotation_writers = ["kubectl-annotate".to_owned()].into(),
             nothing(),
         ),
         (
@@ -585,7 +593,7 @@ fn decide_table() {
         (
             "... from another node's address: no Warning (a key copied there is DuplicateKey's), set back",
             |w| {
-                let other = w.nodes()[2].internal_ips[0];
+                let other = w.node(2).internal_ips[0];
                 let device = w.inputs.device.as_mut().expect("a device");
                 let peer = device.peers.iter_mut().find(|p| p.public_key == key(1)).expect("peer key(1)");
                 peer.endpoint = Some((other, 51820).into());
@@ -595,7 +603,7 @@ fn decide_table() {
         (
             "... not for a source the peer holds by now (a new pod's first packets, before its address was known)",
             |w| {
-                let node_b = w.nodes()[1].clone();
+                let node_b = w.node(1).clone();
                 let cidr = node_b.pod_cidrs[0].parse::<ipnet::IpNet>().unwrap();
                 let peer = node_b.published_key().unwrap().public_key;
                 let counters = &mut w.inputs.device.as_mut().expect("a device").counters;
@@ -669,7 +677,7 @@ fn decide_table() {
                 let mut fargate = node("fargate-ip-10-0-0-1", 7, None);
                 fargate.no_agent = Some(meshcrypt_keyexchange::mesh::NoAgentExpected::Fargate);
                 fargate.pod_cidrs.clear();
-                w.nodes().push(fargate);
+                w.push_node(fargate);
             },
             // Its address joins the saved node addresses (delivered without the mesh).
             Got { save: true, ..nothing() },
@@ -677,7 +685,7 @@ fn decide_table() {
         (
             "a problem already reported is not reported again",
             |w| {
-                w.nodes()[2].key = Ok(None);
+                w.node(2).key = Ok(None);
                 w.state.reported.insert(("node-c".into(), "NoKey", "no meshcrypt key published".into()));
             },
             Got { peer_ops: vec!["remove"], kernel: Kernel::Device, save: true, ..nothing() },
@@ -687,11 +695,7 @@ fn decide_table() {
             |w| w.nodes().retain(|n| n.name != "node-a"),
             blocked(Blocked::LocalNodeMissing),
         ),
-        (
-            "this node has no InternalIP",
-            |w| w.nodes()[0].internal_ips.clear(),
-            blocked(Blocked::NoInternalIp),
-        ),
+        ("this node has no InternalIP", |w| w.node(0).internal_ips.clear(), blocked(Blocked::NoInternalIp)),
         (
             "no interface holds the InternalIP (mtu auto)",
             |w| w.inputs.underlay_mtu = None,
@@ -719,7 +723,7 @@ fn decide_table() {
             "a rejected ConfigMap is raised by the first agent only: here an earlier-named node's",
             |w| {
                 rejected(w, "port");
-                w.nodes().push(node("node-0", 9, Some(4)));
+                w.push_node(node("node-0", 9, Some(4)));
             },
             Got { peer_ops: vec!["add"], kernel: Kernel::Device, save: true, ..nothing() },
         ),
@@ -728,7 +732,7 @@ fn decide_table() {
             |w| {
                 let mut new = node("node-n", 7, None);
                 new.created = Some(jiff::Timestamp::from_second(NOW - 60).unwrap());
-                w.nodes().push(new);
+                w.push_node(new);
             },
             Got { save: true, ..nothing() },
         ),
@@ -737,7 +741,7 @@ fn decide_table() {
             |w| {
                 let mut old = node("node-n", 7, None);
                 old.created = Some(jiff::Timestamp::from_second(NOW - 301).unwrap());
-                w.nodes().push(old);
+                w.push_node(old);
             },
             Got { save: true, events: events(&["NoKey"]), ..nothing() },
         ),
@@ -784,7 +788,7 @@ fn decide_table() {
                 w.state.settings = Some(off);
                 w.inputs.device = None;
                 w.inputs.kernel = ObservedState::default();
-                w.nodes()[0].key = Ok(None);
+                w.node(0).key = Ok(None);
             },
             nothing(),
         ),
@@ -824,7 +828,7 @@ fn decide_table() {
             |w| {
                 w.state.key.created = jiff::Timestamp::from_second(NOW + 3600).unwrap();
                 w.inputs.key_files.current = Some(w.state.key.clone());
-                w.nodes()[0].key = Ok(Some(w.state.key.clone()));
+                w.node(0).key = Ok(Some(w.state.key.clone()));
                 w.inputs.reading = Reading::Valid(Settings {
                     key_rotation_interval: Some(std::time::Duration::from_secs(600)),
                     ..settings()
@@ -845,7 +849,7 @@ fn decide_table() {
             "a staged key already published (a pass failed after the publish): switched",
             |w| {
                 w.inputs.key_files.pending = Some(annotations(5, 1, NOW));
-                w.nodes()[0].key = Ok(Some(annotations(5, 1, NOW)));
+                w.node(0).key = Ok(Some(annotations(5, 1, NOW)));
             },
             Got { key: KeyStep::Rotate { stage: false, publish_first: false }, publish: true, ..nothing() },
         ),
@@ -857,13 +861,13 @@ fn decide_table() {
         ("the key file vanished", |w| w.inputs.key_files.current = None, blocked(Blocked::KeyFileMissing)),
         (
             "the key annotation was removed from this node's Node: published again",
-            |w| w.nodes()[0].key = Ok(None),
+            |w| w.node(0).key = Ok(None),
             Got { publish: true, ..nothing() },
         ),
         (
             "bootstrap: this node's Node only, no peers, readiness not claimed",
             |w| {
-                let local = w.nodes()[0].clone();
+                let local = w.node(0).clone();
                 w.inputs.view = View::LocalOnly(local);
             },
             Got {
@@ -877,7 +881,7 @@ fn decide_table() {
         (
             "restore: the saved peers, nothing published, not ready yet",
             |w| {
-                let last = w.state.last_known.clone().unwrap();
+                let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
                 let peers = last.peer_set().unwrap();
                 w.inputs.view = View::LastKnown { last, peers };
                 w.inputs.device.as_mut().unwrap().peers.clear();
@@ -934,7 +938,7 @@ fn decide_table() {
 #[test]
 fn a_plan_applied_is_a_fixed_point() {
     let mut world = in_sync();
-    world.nodes().push(node("node-d", 3, Some(3)));
+    world.push_node(node("node-d", 3, Some(3)));
     world.converge();
     let again = world.decide();
     assert_eq!(got(&again), nothing());
