@@ -543,7 +543,8 @@ fn peers_seen_by(
         report(node, problem);
     }
     problems.sort_by(|a, b| a.node.cmp(&b.node));
-    // Collected at once (sorted, then built in bulk), not inserted one by one.
+    // Sorted, then built in bulk, not inserted one by one.
+    peers.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
     let peers = peers.into_iter().collect();
     PeerSet { peers, local_prefixes, problems }
 }
@@ -649,7 +650,7 @@ fn contested_prefixes<'a>(prefixes: &Claims<'a>, local: &str) -> BTreeMap<(&'a s
         .iter()
         .flat_map(|(node, nets)| nets.iter().map(move |(net, order)| (*net, *node, *order)))
         .collect();
-    claims.sort();
+    claims.sort_unstable();
     let mut conflicts: BTreeMap<(&str, IpNet), Conflict<'a>> = BTreeMap::new();
     let mut chain: Vec<(IpNet, &str, ClaimOrder<'a>)> = Vec::new();
     for (net, node, order) in claims {

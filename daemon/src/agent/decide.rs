@@ -702,13 +702,16 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
         let node_ips: HashSet<std::net::IpAddr> =
             nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect();
         let saved = state.last_known.as_ref().map(|l| l.peers.as_slice()).unwrap_or_default();
-        let configured: HashMap<&str, std::net::SocketAddr> =
-            saved.iter().map(|p| (p.public_key.as_str(), p.endpoint)).collect();
+        // Built only once a peer's endpoint is no node's address (a roam): rarely.
+        let mut configured: Option<HashMap<&str, std::net::SocketAddr>> = None;
         for peer in &device.peers {
             let Some(endpoint) = peer.endpoint else { continue };
-            if node_ips.contains(&endpoint.ip())
-                || configured.get(peer.public_key.to_string().as_str()) == Some(&endpoint)
-            {
+            if node_ips.contains(&endpoint.ip()) {
+                continue;
+            }
+            let configured = configured
+                .get_or_insert_with(|| saved.iter().map(|p| (p.public_key.as_str(), p.endpoint)).collect());
+            if configured.get(peer.public_key.to_string().as_str()) == Some(&endpoint) {
                 continue;
             }
             let Some(name) = node_publishing(inputs, &peer.public_key) else { continue };
