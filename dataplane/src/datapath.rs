@@ -336,7 +336,7 @@ pub(crate) fn timers(shared: &Shared, ticks: Receiver<()>) {
         if let Ok(mtu) = shared.tun.mtu() {
             shared.mtu.store(u32::from(mtu), Ordering::Relaxed);
         }
-        let (in_use, indices) = {
+        let (peers_in_use, in_use) = {
             let peers = shared.peers();
             if last_reset.elapsed() >= Duration::from_secs(1) {
                 peers.rate_limiter.reset_count();
@@ -345,8 +345,8 @@ pub(crate) fn timers(shared: &Shared, ticks: Receiver<()>) {
             (peers.in_use(), peers.in_use.clone())
         };
         let sender = shared.sender();
-        for peer in in_use {
-            tick_peer(&peer, &sender, &shared.counters, &indices, &mut out);
+        for peer in peers_in_use {
+            tick_peer(&peer, &sender, &shared.counters, &in_use, &mut out);
         }
     }
 }

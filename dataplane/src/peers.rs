@@ -80,8 +80,8 @@ impl InUse {
         self.lock().insert(index);
     }
 
-    /// Lets the peer with `index` go if `tunnel` has no tunnel and `peer` no keepalive (the
-    /// caller holds the tunnel's lock).
+    /// Lets `peer` go if its `tunnel` holds no `Tunn` and it has no keepalive (the caller holds
+    /// the tunnel's lock).
     pub(crate) fn release_idle(&self, peer: &Peer, tunnel: &mut Tunnel) {
         if tunnel.existing().is_none() && peer.keepalive().is_none() {
             self.lock().remove(&peer.index);
