@@ -18,13 +18,14 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Node;
 use kube::CustomResource;
 use kube::api::{Api, Patch, PatchParams};
 use meshcrypt_keyexchange::NodeKeyAnnotations;
 use meshcrypt_keyexchange::mesh::NodeView;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::agent::slim_node::SlimNode;
 
 /// What a node offers the mesh besides its key (which is in the annotations): the addresses and
 /// pod CIDRs its Node lists, as the node's agent last saw them.
@@ -86,12 +87,12 @@ impl Offer {
     /// The offer of `node` (this node's own Node) publishing `key`, with `pod_ips` (pod-IP mode:
     /// the addresses of its Pods, in any order and possibly repeated; empty otherwise).
     pub fn of(
-        node: &Node,
+        node: &SlimNode,
         key: Option<&NodeKeyAnnotations>,
         pod_ips: impl IntoIterator<Item = IpAddr>,
     ) -> Self {
         let pod_ips: BTreeSet<IpAddr> = pod_ips.into_iter().collect();
-        let mut spec = MeshPeerSpec::of(&NodeView::from_node(node));
+        let mut spec = MeshPeerSpec::of(&node.view());
         spec.pod_ips = pod_ips.iter().map(ToString::to_string).collect();
         Self { key: key.cloned(), spec, owner_uid: node.metadata.uid.clone().unwrap_or_default() }
     }
@@ -130,7 +131,7 @@ mod tests {
 
     #[test]
     fn the_offer_of_a_node_is_its_internal_ips_and_pod_cidrs() {
-        let node: Node = serde_json::from_value(serde_json::json!({
+        let node: SlimNode = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n1", "uid": "u-1"},
             "spec": {"podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]},
             "status": {"addresses": [

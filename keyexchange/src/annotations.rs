@@ -77,9 +77,10 @@ impl NodeKeyAnnotations {
 /// the client's to choose: this names writers that say who they are (kubectl, controllers);
 /// the admission policy, not this, keeps other principals out. Only the agent's own manager
 /// ([`AGENT_FIELD_MANAGER`]) should ever appear.
-pub fn annotation_writers(node: &k8s_openapi::api::core::v1::Node) -> BTreeSet<String> {
-    node.metadata
-        .managed_fields
+pub fn annotation_writers(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> BTreeSet<String> {
+    meta.managed_fields
         .iter()
         .flatten()
         .filter(|entry| {
@@ -205,7 +206,7 @@ mod tests {
             ]},
         }))
         .unwrap();
-        let writers: Vec<String> = annotation_writers(&node).into_iter().collect();
+        let writers: Vec<String> = annotation_writers(&node.metadata).into_iter().collect();
         assert_eq!(writers, ["kubectl-annotate", "meshcrypt"]);
     }
 

@@ -10,7 +10,8 @@ use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use jiff::Timestamp;
 
@@ -50,32 +51,62 @@ pub struct NodeView {
     pub annotation_writers: BTreeSet<String>,
 }
 
+/// What a view is made from: a Node's metadata (its name, creation time, labels and
+/// annotations), pod CIDRs and addresses, and the two facts its `managedFields` give.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeFields<'a> {
+    /// `metadata`.
+    pub metadata: &'a ObjectMeta,
+    /// `spec.podCIDR`.
+    pub pod_cidr: Option<&'a String>,
+    /// `spec.podCIDRs`.
+    pub pod_cidrs: Option<&'a [String]>,
+    /// `status.addresses`.
+    pub addresses: Option<&'a [NodeAddress]>,
+    /// When the public-key annotation was last written ([`key_claimed`]).
+    pub key_claimed: Option<Timestamp>,
+}
+
 impl NodeView {
     /// Extracts the fields the mesh uses from a Node object.
     pub fn from_node(node: &Node) -> Self {
         let spec = node.spec.as_ref();
-        let mut pod_cidrs = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+        Self::from_fields(
+            NodeFields {
+                metadata: &node.metadata,
+                pod_cidr: spec.and_then(|s| s.pod_cidr.as_ref()),
+                pod_cidrs: spec.and_then(|s| s.pod_cidrs.as_deref()),
+                addresses: node.status.as_ref().and_then(|s| s.addresses.as_deref()),
+                key_claimed: key_claimed(&node.metadata),
+            },
+            annotation_writers(&node.metadata),
+        )
+    }
+
+    /// The view of a Node given by its fields, and the field managers owning its `meshcrypt.dev/`
+    /// annotations.
+    pub fn from_fields(node: NodeFields<'_>, annotation_writers: BTreeSet<String>) -> Self {
+        let mut pod_cidrs = node.pod_cidrs.map(<[String]>::to_vec).unwrap_or_default();
         if pod_cidrs.is_empty() {
-            pod_cidrs.extend(spec.and_then(|s| s.pod_cidr.clone()));
+            pod_cidrs.extend(node.pod_cidr.cloned());
         }
         let internal_ips = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
+            .addresses
             .into_iter()
             .flatten()
             .filter(|a| a.type_ == "InternalIP")
             .filter_map(|a| a.address.parse().ok())
             .collect();
+        let meta = node.metadata;
         Self {
-            name: node.metadata.name.clone().unwrap_or_default(),
-            key: node.metadata.annotations.as_ref().map_or(Ok(None), Self::parse_key),
+            name: meta.name.clone().unwrap_or_default(),
+            key: meta.annotations.as_ref().map_or(Ok(None), Self::parse_key),
             internal_ips,
             pod_cidrs,
-            created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            key_claimed: annotation_written(node, PUBLIC_KEY),
-            no_agent: node.metadata.labels.as_ref().and_then(NoAgentExpected::from_labels),
-            annotation_writers: annotation_writers(node),
+            created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            key_claimed: node.key_claimed,
+            no_agent: meta.labels.as_ref().and_then(NoAgentExpected::from_labels),
+            annotation_writers,
         }
     }
 }
@@ -100,11 +131,11 @@ impl NodeView {
     }
 }
 
-/// The latest `time` among the `managedFields` entries that own annotation `key` of `node`.
-fn annotation_written(node: &Node, key: &str) -> Option<Timestamp> {
-    let field = format!("f:{key}");
-    node.metadata
-        .managed_fields
+/// When the API server recorded the latest write of a Node's public-key annotation: the latest
+/// `time` among the `managedFields` entries of `meta` that own it.
+pub fn key_claimed(meta: &ObjectMeta) -> Option<Timestamp> {
+    let field = format!("f:{PUBLIC_KEY}");
+    meta.managed_fields
         .iter()
         .flatten()
         .filter(|entry| {

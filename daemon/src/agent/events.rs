@@ -2,9 +2,10 @@
 //! pass decides which (see `decide`: an Event about a node is raised by one agent, not by every
 //! agent that sees it), this module only sends them, through [`crate::events::EventRecorder`].
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::slim_node::SlimNode;
 use crate::events::EventRecorder;
 pub use crate::events::EventType;
 
@@ -15,12 +16,12 @@ const ACTION: &str = "Reconcile";
 pub struct EventReporter {
     recorder: EventRecorder,
     /// The Nodes, for the uid of a Node reference.
-    nodes: Store<Node>,
+    nodes: Store<SlimNode>,
 }
 
 impl EventReporter {
     /// A reporter for the agent on `node`; Node references get their uid from `nodes`.
-    pub fn new(client: kube::Client, node: &str, nodes: Store<Node>) -> Self {
+    pub fn new(client: kube::Client, node: &str, nodes: Store<SlimNode>) -> Self {
         Self { recorder: EventRecorder::new(client, "meshcrypt", node), nodes }
     }
 

@@ -2,9 +2,8 @@
 //! device, the kernel, the pre-shared key files), before any decision and without changing anything on the node (the first
 //! pod-IP pass starts the Pod watcher and waits for its first list).
 
-use k8s_openapi::api::core::v1::Node;
 use meshcrypt_dataplane::WireGuardBackend;
-use meshcrypt_keyexchange::mesh::{NodeView, PeerSet, PodView};
+use meshcrypt_keyexchange::mesh::{PeerSet, PodView};
 use meshcrypt_routing::Kernel;
 
 use super::config_source::Reading;
@@ -12,6 +11,7 @@ use super::decide::{Inputs, KeyFiles, Params, View};
 use super::io::Io;
 use super::last_known::LastKnown;
 use super::routing_input::MAIN_TABLE;
+use super::slim_node::SlimNode;
 use super::state::LoopState;
 use crate::cli::PeerSource;
 use crate::config::settings::Addressing;
@@ -23,7 +23,7 @@ pub enum Source {
     /// The Node store (and the Pod store in pod-IP mode).
     Api,
     /// This node's own Node only (bootstrap).
-    LocalOnly(Box<Node>),
+    LocalOnly(Box<SlimNode>),
     /// A restored snapshot and its checked peers.
     LastKnown(Box<LastKnown>, PeerSet),
 }
@@ -55,7 +55,7 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
             let remotes = io.remotes.state().iter().map(|r| r.view()).collect();
             View::Complete { nodes, pods, remotes }
         }
-        Source::LocalOnly(node) => View::LocalOnly(NodeView::from_node(node)),
+        Source::LocalOnly(node) => View::LocalOnly(node.view()),
         Source::LastKnown(last, peers) => View::LastKnown { last: (**last).clone(), peers: peers.clone() },
     };
     let underlay_ip = match &view {
@@ -125,7 +125,7 @@ async fn pod_views<K: Kernel, B: WireGuardBackend>(
 
 /// The pod addresses another node offers on its MeshPeer, as one Pod of that node (its name says
 /// where it came from; an address claimed by two nodes stays with the older Node).
-fn offered_pods(node: &Node) -> Option<PodView> {
+fn offered_pods(node: &SlimNode) -> Option<PodView> {
     let ips = super::mesh_peers::joined_pod_ips(node);
     let name = node.metadata.name.clone()?;
     (!ips.is_empty()).then(|| PodView {

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::Store;
 use meshcrypt_dataplane::{WireGuardBackend, WireGuardDevice};
 use meshcrypt_keyexchange::KeyStore;
@@ -18,6 +17,7 @@ use super::events::EventReporter;
 use super::http::Health;
 use super::metrics::{DeviceSlot, LoopMetrics, PeerNames};
 use super::node_views::NodeViews;
+use super::slim_node::SlimNode;
 use crate::cli::PeerSource;
 use crate::config::settings::FlowSettings;
 use crate::flows::{ClusterPods, SignalRecord};
@@ -31,9 +31,9 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub client: kube::Client,
     /// Every Node, after the first complete list: the Nodes themselves, or with `--peer-source
     /// mesh-peers` every MeshPeer joined with its Node ([`super::mesh_peers`]).
-    pub nodes: Store<Node>,
+    pub nodes: Store<SlimNode>,
     /// This node's own Node (also in `nodes` when that holds the Nodes themselves).
-    pub own_node: Store<Node>,
+    pub own_node: Store<SlimNode>,
     /// Where `nodes` comes from.
     pub peer_source: PeerSource,
     /// The Nodes' views, made once per change.
@@ -86,7 +86,7 @@ impl<K: Kernel, B: WireGuardBackend> Io<K, B> {
     /// The Nodes a pass reads: the store's, this node's own Node from its own watch (with
     /// MeshPeers, the store has this node only once it has written its MeshPeer, and then
     /// without the key its Node publishes, which is the one this agent checks).
-    pub fn node_list(&self, node: &str) -> Vec<Arc<Node>> {
+    pub fn node_list(&self, node: &str) -> Vec<Arc<SlimNode>> {
         let mut nodes = self.nodes.state();
         if self.peer_source == PeerSource::MeshPeers {
             nodes.retain(|n| n.metadata.name.as_deref() != Some(node));
@@ -96,7 +96,7 @@ impl<K: Kernel, B: WireGuardBackend> Io<K, B> {
     }
 
     /// This node's own Node, once listed.
-    pub fn local_node(&self, node: &str) -> Option<Arc<Node>> {
+    pub fn local_node(&self, node: &str) -> Option<Arc<SlimNode>> {
         self.own_node.get(&kube::runtime::reflector::ObjectRef::new(node))
     }
 

@@ -17,15 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::NodeAddress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use meshcrypt_keyexchange::mesh::NodeView;
 use tokio::sync::Notify;
 
-use super::nodes::trim;
+use super::slim_node::{SlimNode, SlimNodeSpec, SlimNodeStatus};
 use super::watch::{Wakes, events};
 use crate::mesh_peer::{MeshPeer, MeshPeerSpec};
 
@@ -41,14 +40,14 @@ pub const JOINED_POD_IPS: &str = "meshcrypt.dev/joined-pod-ips";
 
 /// The pod IPs a joined Node carries ([`JOINED_POD_IPS`]); unparsable entries are dropped (a
 /// MeshPeer's addresses are strings the API server does not check).
-pub fn joined_pod_ips(node: &Node) -> Vec<std::net::IpAddr> {
+pub fn joined_pod_ips(node: &SlimNode) -> Vec<std::net::IpAddr> {
     let joined = node.metadata.annotations.as_ref().and_then(|a| a.get(JOINED_POD_IPS));
     joined.into_iter().flat_map(|ips| ips.split(',')).filter_map(|ip| ip.parse().ok()).collect()
 }
 
 /// Starts watching MeshPeers into a store of joined Nodes, waking the loop on each change of what
 /// it keeps. The store is complete once it is ready, like the Node store.
-pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<Node> {
+pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<SlimNode> {
     let (reader, mut writer) = reflector::store();
     let peers = events(Api::<MeshPeer>::all(client.clone()), watcher::Config::default(), trim_peer);
     let mut nodes = KnownNodes { api: Api::all(client), known: HashMap::new() };
@@ -82,44 +81,33 @@ fn trim_peer(peer: &mut MeshPeer) {
 /// key annotations and their writers from the MeshPeer (and its pod IPs, under
 /// [`JOINED_POD_IPS`]), everything else from the Node. Its resourceVersion is both objects', so
 /// it changes when either does.
-pub fn joined(peer: &MeshPeer, node: &Node) -> Node {
+pub fn joined(peer: &MeshPeer, node: &SlimNode) -> SlimNode {
     let version = |m: &ObjectMeta| m.resource_version.clone().unwrap_or_default();
     let mut annotations = peer.metadata.annotations.clone().unwrap_or_default();
     annotations.remove(JOINED_POD_IPS);
     if !peer.spec.pod_ips.is_empty() {
         annotations.insert(JOINED_POD_IPS.to_owned(), peer.spec.pod_ips.join(","));
     }
-    let mut joined = Node {
-        metadata: ObjectMeta {
-            name: node.metadata.name.clone(),
-            uid: node.metadata.uid.clone(),
-            creation_timestamp: node.metadata.creation_timestamp.clone(),
-            annotations: Some(annotations),
-            managed_fields: peer.metadata.managed_fields.clone(),
-            resource_version: Some(format!("{}/{}", version(&peer.metadata), version(&node.metadata))),
-            ..ObjectMeta::default()
-        },
-        spec: node.spec.as_ref().map(|s| NodeSpec {
-            pod_cidr: s.pod_cidr.clone(),
-            pod_cidrs: s.pod_cidrs.clone(),
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: node.status.as_ref().and_then(|s| s.addresses.clone()),
-            ..NodeStatus::default()
-        }),
+    let metadata = ObjectMeta {
+        name: node.metadata.name.clone(),
+        uid: node.metadata.uid.clone(),
+        creation_timestamp: node.metadata.creation_timestamp.clone(),
+        annotations: Some(annotations),
+        managed_fields: peer.metadata.managed_fields.clone(),
+        resource_version: Some(format!("{}/{}", version(&peer.metadata), version(&node.metadata))),
+        ..ObjectMeta::default()
     };
-    trim(&mut joined);
-    joined
+    let spec = node.spec.as_ref().map(|s| SlimNodeSpec { taints: None, ..s.clone() });
+    SlimNode::new(metadata, spec, node.status.clone())
 }
 
 /// What the join keeps of a Node as read: its name, uid, creation time and resourceVersion, its
 /// pod CIDRs and its InternalIP addresses; nothing else (not its labels: a node with a MeshPeer
 /// runs an agent, so the labels that say it runs none do not apply).
-fn facts(node: Node) -> Node {
+fn facts(node: SlimNode) -> SlimNode {
     let internal = |a: &NodeAddress| a.type_ == "InternalIP";
     let addresses = node.status.and_then(|s| s.addresses).map(|a| a.into_iter().filter(internal).collect());
-    Node {
+    SlimNode {
         metadata: ObjectMeta {
             name: node.metadata.name,
             uid: node.metadata.uid,
@@ -127,24 +115,21 @@ fn facts(node: Node) -> Node {
             resource_version: node.metadata.resource_version,
             ..ObjectMeta::default()
         },
-        spec: node.spec.map(|s| NodeSpec {
-            pod_cidr: s.pod_cidr,
-            pod_cidrs: s.pod_cidrs,
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus { addresses, ..NodeStatus::default() }),
+        spec: node.spec.map(|s| SlimNodeSpec { pod_cidr: s.pod_cidr, pod_cidrs: s.pod_cidrs, taints: None }),
+        status: Some(SlimNodeStatus { addresses }),
+        ..SlimNode::default()
     }
 }
 
 /// What is known of the Nodes, by name: each as last read ([`facts`]), with the claim it was read
 /// for (so a claim the Node contradicts is read once, not at every change of its MeshPeer).
 struct KnownNodes {
-    api: Api<Node>,
+    api: Api<SlimNode>,
     known: HashMap<String, Known>,
 }
 
 struct Known {
-    node: Node,
+    node: SlimNode,
     /// The claim (addresses, pod CIDRs) it was read for.
     read_for: Option<(Vec<String>, Vec<String>)>,
 }
@@ -154,12 +139,12 @@ struct Known {
 fn answers(known: &Known, claim: &MeshPeerSpec) -> bool {
     let (ips, cidrs) = claim.node_claim();
     known.read_for.as_ref().is_some_and(|(i, c)| i == ips && c == cidrs)
-        || MeshPeerSpec::of(&NodeView::from_node(&known.node)).node_claim() == (ips, cidrs)
+        || MeshPeerSpec::of(&known.node.view()).node_claim() == (ips, cidrs)
 }
 
 impl KnownNodes {
     /// The joined event for a MeshPeer event (`None`: left out, the MeshPeer has no Node).
-    async fn join(&mut self, event: Event<MeshPeer>) -> Option<Event<Node>> {
+    async fn join(&mut self, event: Event<MeshPeer>) -> Option<Event<SlimNode>> {
         match event {
             Event::Init => {
                 self.relist().await;
@@ -180,7 +165,7 @@ impl KnownNodes {
     }
 
     /// The Node of `peer`, read again unless what is known answers its claim.
-    async fn node_of(&mut self, peer: &MeshPeer) -> Option<Node> {
+    async fn node_of(&mut self, peer: &MeshPeer) -> Option<SlimNode> {
         let name = peer.metadata.name.clone().unwrap_or_default();
         if let Some(known) = self.known.get(&name)
             && answers(known, &peer.spec)
@@ -192,7 +177,7 @@ impl KnownNodes {
             return None;
         };
         let node = facts(node);
-        let says = MeshPeerSpec::of(&NodeView::from_node(&node));
+        let says = MeshPeerSpec::of(&node.view());
         if says.node_claim() != peer.spec.node_claim() {
             tracing::warn!(node = %name, claims = ?peer.spec.node_claim(), node_says = ?says.node_claim(),
                 "a MeshPeer claims addresses or pod CIDRs its Node does not list; the Node's are used");
@@ -204,7 +189,7 @@ impl KnownNodes {
 
     /// Reads Node `name`, trying again (200 ms, doubling up to 5 s) until the API server answers:
     /// a MeshPeer is never used with addresses its Node has not confirmed. `None`: no such Node.
-    async fn read(&self, name: &str) -> Option<Node> {
+    async fn read(&self, name: &str) -> Option<SlimNode> {
         let mut wait = Duration::from_millis(200);
         loop {
             match self.api.get_opt(name).await {
@@ -248,19 +233,18 @@ impl KnownNodes {
 }
 
 /// A Node carrying only `peer`'s name: what a deletion from the store needs.
-fn named(peer: &MeshPeer) -> Node {
-    Node {
+fn named(peer: &MeshPeer) -> SlimNode {
+    SlimNode {
         metadata: ObjectMeta { name: peer.metadata.name.clone(), ..ObjectMeta::default() },
-        ..Node::default()
+        ..SlimNode::default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshcrypt_keyexchange::mesh::NodeView;
 
-    fn node(ip: &str, cidr: &str) -> Node {
+    fn node(ip: &str, cidr: &str) -> SlimNode {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n1", "uid": "u-1", "resourceVersion": "7",
                          "creationTimestamp": "2026-11-01T00:00:00Z", "labels": {"zone": "a"},
@@ -299,7 +283,7 @@ mod tests {
         ];
         for (what, p) in cases {
             let j = joined(&p, &n);
-            let view = NodeView::from_node(&j);
+            let view = j.view();
             let key = view.published_key().unwrap_or_else(|| panic!("{what}: {view:?}"));
             assert_eq!(key.epoch, 3, "{what}");
             assert!(view.key_claimed.is_some() && view.annotation_writers.contains("meshcrypt"), "{what}");
@@ -312,9 +296,8 @@ mod tests {
             assert_eq!(j.metadata.resource_version.as_deref(), Some("9/7"), "{what}");
             let pod_ips: Vec<String> = joined_pod_ips(&j).iter().map(ToString::to_string).collect();
             assert_eq!(pod_ips, ["10.244.1.7", "10.244.1.8"], "{what}: the node's own claim");
-            let spec = j.spec.as_ref().unwrap();
-            assert!(spec.taints.is_none() && spec.provider_id.is_none(), "{what}");
-            assert!(j.status.as_ref().unwrap().conditions.is_none(), "{what}");
+            assert!(j.spec.as_ref().unwrap().taints.is_none(), "{what}");
+            assert!(j.metadata.managed_fields.is_none(), "{what}: read into the facts and dropped");
         }
     }
 

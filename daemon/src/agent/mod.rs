@@ -32,6 +32,7 @@ mod reconcile;
 mod remotes;
 mod report;
 mod routing_input;
+pub mod slim_node;
 mod state;
 pub(crate) mod watch;
 
@@ -51,6 +52,7 @@ use crate::cli::{AgentArgs, PeerSource};
 use crate::config::settings::{Mtu, Settings};
 use crate::error::AgentError;
 use crate::logging::LogControl;
+use slim_node::SlimNode;
 
 /// The settings the flags describe; the ConfigMap's keys replace them.
 fn flag_settings(args: &AgentArgs, log: &LogControl) -> Settings {
@@ -238,7 +240,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     // node's own Node is known, while the full list (and with it every peer) is on its way.
     let wait_for_list = async {
         reconciler.io.config.ready().await?;
-        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(reconciler.io.client.clone());
+        let api: kube::Api<SlimNode> = kube::Api::all(reconciler.io.client.clone());
         match api.get(&args.node_name).await {
             // Restored peers stay until the complete list: the floor is already in place.
             Ok(_) if restored => {}

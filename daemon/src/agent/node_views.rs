@@ -1,5 +1,5 @@
-//! The Node store as the peer set reads it: each Node's view ([`NodeView::from_node`]: its key
-//! parsed and checked, its `managedFields` read) is made once per change of the Node, keyed by
+//! The Node store as the peer set reads it: each Node's view ([`SlimNode::view`]: its key
+//! parsed and checked) is made once per change of the Node, keyed by
 //! its resourceVersion, not once per pass: at 5,000 nodes that is the difference between
 //! microseconds and tens of milliseconds for a pass caused by one Node's change. A pass shares
 //! the views (`Arc`): neither a copy per pass nor freeing one.
@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
 use meshcrypt_keyexchange::mesh::NodeView;
+
+use super::slim_node::SlimNode;
 
 /// The views of the Nodes last seen, by name.
 #[derive(Debug, Default)]
@@ -29,7 +30,7 @@ struct Seen {
 impl NodeViews {
     /// The views of `nodes`, made afresh only for Nodes that changed since the last call (a
     /// Node without a resourceVersion always is); views of Nodes no longer listed are dropped.
-    pub fn refresh(&mut self, nodes: &[Arc<Node>]) -> Vec<Arc<NodeView>> {
+    pub fn refresh(&mut self, nodes: &[Arc<SlimNode>]) -> Vec<Arc<NodeView>> {
         self.refresh += 1;
         let refresh = self.refresh;
         let mut out = Vec::with_capacity(nodes.len());
@@ -41,7 +42,7 @@ impl NodeViews {
                 _ => {
                     let made = Seen {
                         version: version.map(str::to_owned),
-                        view: Arc::new(NodeView::from_node(node)),
+                        view: Arc::new(node.view()),
                         listed: refresh,
                     };
                     self.views.entry(name.to_owned()).insert_entry(made).into_mut()
@@ -59,7 +60,7 @@ impl NodeViews {
 mod tests {
     use super::*;
 
-    fn node(name: &str, version: Option<&str>, key: &str) -> Arc<Node> {
+    fn node(name: &str, version: Option<&str>, key: &str) -> Arc<SlimNode> {
         Arc::new(
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": name, "resourceVersion": version,

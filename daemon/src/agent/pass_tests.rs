@@ -175,7 +175,7 @@ impl Harness {
     }
 
     /// Waits until the agent's Node store shows `check` true of this node's Node.
-    async fn node_store(&self, what: &str, check: impl Fn(&k8s_openapi::api::core::v1::Node) -> bool) {
+    async fn node_store(&self, what: &str, check: impl Fn(&super::slim_node::SlimNode) -> bool) {
         poll(what, || {
             let node = self.agent.io.nodes.get(&kube::runtime::reflector::ObjectRef::new(NODE))?;
             check(&node).then_some(())

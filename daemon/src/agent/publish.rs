@@ -5,6 +5,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use meshcrypt_keyexchange::NodeKeyAnnotations;
 
+use super::slim_node::SlimNode;
+
 /// The field manager meshcrypt applies with.
 pub use meshcrypt_keyexchange::annotations::AGENT_FIELD_MANAGER as FIELD_MANAGER;
 
@@ -46,7 +48,7 @@ pub const STARTUP_TAINT: &str = "meshcrypt.dev/agent-not-ready";
 /// Removes every [`STARTUP_TAINT`] from `node` with one JSON patch (RFC 6902) that first tests
 /// each taint it removes, so a concurrent change to the taints makes it fail (422) rather than
 /// remove another taint; the next pass tries again. Returns false when there was none.
-pub async fn remove_startup_taint(client: &kube::Client, node: &Node) -> Result<bool, kube::Error> {
+pub async fn remove_startup_taint(client: &kube::Client, node: &SlimNode) -> Result<bool, kube::Error> {
     let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
     let mut ops = Vec::new();
     // Highest index first: earlier indices stay valid as later taints go.

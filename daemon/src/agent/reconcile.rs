@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
 use meshcrypt_dataplane::WireGuardBackend;
 use meshcrypt_routing::Kernel;
 use tracing::Instrument as _;
@@ -18,6 +17,7 @@ use super::io::Io;
 use super::last_known::LastKnown;
 use super::publish::{STARTUP_TAINT, remove_startup_taint};
 use super::report::{self, ReportInputs, Reported, report_due, summary};
+use super::slim_node::SlimNode;
 use super::state::LoopState;
 use crate::error::AgentError;
 use crate::status::{NodeStatus, PassView, node_status};
@@ -42,7 +42,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
     /// this node's own Node alone (its pod prefixes stay local, everything else in the pod network
     /// is dropped), so that no pod packet leaves in plaintext while the agent waits for the full
     /// list. No peers are configured and readiness is not claimed.
-    pub async fn bootstrap(&mut self, local: &Node, now: jiff::Timestamp) -> Result<(), AgentError> {
+    pub async fn bootstrap(&mut self, local: &SlimNode, now: jiff::Timestamp) -> Result<(), AgentError> {
         let span = tracing::info_span!("bootstrap", node = %self.params.node);
         self.run(&Source::LocalOnly(Box::new(local.clone())), now).instrument(span).await.map(|_| ())
     }

@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use meshcrypt_dataplane::{DeviceState, PublicKey};
 use meshcrypt_keyexchange::NodeKeyAnnotations;
 
+use super::slim_node::SlimNode;
 use crate::config::settings::Settings;
 use crate::error::AgentError;
 use crate::mesh_node::{MeshNode, MeshNodeStatus};
@@ -106,7 +106,7 @@ pub fn report_due(
 /// its Node, so it goes with the Node) when it does not exist.
 pub async fn write(
     client: &kube::Client,
-    node: &Node,
+    node: &SlimNode,
     status: &MeshNodeStatus,
     now: jiff::Timestamp,
 ) -> Result<(), AgentError> {

@@ -209,7 +209,7 @@ fn judge_node(
         AgentState::Ready => {}
     }
     let empty = BTreeMap::new();
-    let writers = annotation_writers(node);
+    let writers = annotation_writers(&node.metadata);
     match NodeKeyAnnotations::parse(node.metadata.annotations.as_ref().unwrap_or(&empty)) {
         Err(e) => out.finding(violation, name, "InvalidKeyAnnotation", e.to_string()),
         Ok(None) if view.agent != AgentState::Exception => {

@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use meshcrypt_keyexchange::PublicKey;
+
+use crate::agent::slim_node::SlimNode;
 
 /// A pod as flow records name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +51,7 @@ impl Directory {
     /// one address (a finished pod's address given to a new one) a running one wins.
     pub fn build<'a>(
         pods: impl IntoIterator<Item = &'a Pod>,
-        nodes: impl IntoIterator<Item = &'a Node>,
+        nodes: impl IntoIterator<Item = &'a SlimNode>,
         peers: &BTreeMap<PublicKey, String>,
         labels: &[String],
     ) -> Self {

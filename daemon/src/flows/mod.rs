@@ -22,13 +22,14 @@ pub use sink::Sink;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::agent::metrics::{DeviceSlot, PeerNames};
+use crate::agent::slim_node::SlimNode;
 use crate::config::settings::FlowSettings;
 
 /// The Pod store of pod-IP mode, once the loop has started it.
@@ -76,7 +77,7 @@ pub struct Exporter {
     /// Peer keys to node names, as the latest pass left them.
     pub names: PeerNames,
     /// Every Node.
-    pub nodes: Store<Node>,
+    pub nodes: Store<SlimNode>,
     /// Every Pod, in pod-IP mode.
     pub cluster_pods: ClusterPods,
     /// For this node's Pod watch.

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use ed25519_dalek::SigningKey;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use meshcrypt_keyexchange::mesh::{MeshConfig, PeerSet, PodView, cluster_members};
 use meshcrypt_registry::{
@@ -16,12 +16,13 @@ use super::metrics::RegistryMetrics;
 use super::pace::{PublishBudget, PublishPace};
 use super::plan;
 use crate::agent::node_views::NodeViews;
+use crate::agent::slim_node::SlimNode;
 use crate::error::AgentError;
 
 /// The cluster's Nodes, and its Pods when its agents run in pod-IP mode.
 pub struct Members {
     /// Every Node.
-    pub nodes: Store<Node>,
+    pub nodes: Store<SlimNode>,
     /// Every Pod (pod-IP mode only).
     pub pods: Option<Store<Pod>>,
 }

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use meshcrypt_dataplane::{
     DropReason, Flow, FlowDirection, FlowHarvest, FlowKey, FlowOutcome, PrivateKey, PublicKey,
 };
 use serde_json::json;
 
 use super::*;
+use crate::agent::slim_node::SlimNode;
 use crate::flows::Directory;
 
 fn pod(name: &str, node: &str, ip: &str, phase: &str, host_network: bool) -> Pod {
@@ -22,7 +23,7 @@ fn pod(name: &str, node: &str, ip: &str, phase: &str, host_network: bool) -> Pod
     .unwrap()
 }
 
-fn node(name: &str, internal: &str, cidr: &str) -> Node {
+fn node(name: &str, internal: &str, cidr: &str) -> SlimNode {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"podCIDRs": [cidr]},
