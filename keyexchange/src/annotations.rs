@@ -3,7 +3,7 @@
 //! A node's annotations carry only its key and the key's metadata, never an address or a prefix:
 //! endpoints and allowed IPs come from fields the node cannot choose for itself.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
@@ -76,11 +76,11 @@ impl NodeKeyAnnotations {
 /// `metadata.managedFields`. The API server records every write there, but the manager's name is
 /// the client's to choose: this names writers that say who they are (kubectl, controllers);
 /// the admission policy, not this, keeps other principals out. Only the agent's own manager
-/// ([`AGENT_FIELD_MANAGER`]) should ever appear.
-pub fn annotation_writers(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> BTreeSet<String> {
-    meta.managed_fields
+/// ([`AGENT_FIELD_MANAGER`]) should ever appear. Sorted, each once: a vector, not a set, as
+/// every Node's view keeps one (a one-entry `BTreeSet` allocates a 280-byte leaf).
+pub fn annotation_writers(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    let mut writers: Vec<String> = meta
+        .managed_fields
         .iter()
         .flatten()
         .filter(|entry| {
@@ -93,7 +93,10 @@ pub fn annotation_writers(
             )
         })
         .filter_map(|entry| entry.manager.clone())
-        .collect()
+        .collect();
+    writers.sort_unstable();
+    writers.dedup();
+    writers
 }
 
 fn required<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, Error> {
@@ -206,8 +209,7 @@ mod tests {
             ]},
         }))
         .unwrap();
-        let writers: Vec<String> = annotation_writers(&node.metadata).into_iter().collect();
-        assert_eq!(writers, ["kubectl-annotate", "meshcrypt"]);
+        assert_eq!(annotation_writers(&node.metadata), ["kubectl-annotate", "meshcrypt"]);
     }
 
     proptest! {

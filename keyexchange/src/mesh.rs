@@ -46,9 +46,9 @@ pub struct NodeView {
     pub key_claimed: Option<Timestamp>,
     /// Why the node is expected to run no agent (from its labels), if it is.
     pub no_agent: Option<NoAgentExpected>,
-    /// The field managers owning its `meshcrypt.dev/` annotations
+    /// The field managers owning its `meshcrypt.dev/` annotations, sorted, each once
     /// ([`crate::annotations::annotation_writers`]).
-    pub annotation_writers: BTreeSet<String>,
+    pub annotation_writers: Vec<String>,
 }
 
 /// What a view is made from: a Node's metadata (its name, creation time, labels and
@@ -85,7 +85,7 @@ impl NodeView {
 
     /// The view of a Node given by its fields, and the field managers owning its `meshcrypt.dev/`
     /// annotations.
-    pub fn from_fields(node: NodeFields<'_>, annotation_writers: BTreeSet<String>) -> Self {
+    pub fn from_fields(node: NodeFields<'_>, annotation_writers: Vec<String>) -> Self {
         let mut pod_cidrs = node.pod_cidrs.map(<[String]>::to_vec).unwrap_or_default();
         if pod_cidrs.is_empty() {
             pod_cidrs.extend(node.pod_cidr.cloned());

@@ -192,8 +192,12 @@ impl LastKnown {
     /// The file's contents: the header line with the digest of the body, then the body.
     pub fn encode(&self) -> String {
         // Compact: at 5,000 peers a pretty file is half indentation, written on every change.
-        let body = serde_json::to_string(self).expect("plain data serializes");
-        format!("{HEADER}{}\n{body}\n", hex::encode(Sha256::digest(format!("{body}\n"))))
+        // One buffer, the header put in front of the body: the body is about 1 MB at 5,000 peers.
+        let mut text = serde_json::to_string(self).expect("plain data serializes");
+        text.push('\n');
+        let header = format!("{HEADER}{}\n", hex::encode(Sha256::digest(&text)));
+        text.insert_str(0, &header);
+        text
     }
 
     /// Parses and checks file contents written by [`LastKnown::encode`] for node `node`.

@@ -286,7 +286,7 @@ mod tests {
             let view = j.view();
             let key = view.published_key().unwrap_or_else(|| panic!("{what}: {view:?}"));
             assert_eq!(key.epoch, 3, "{what}");
-            assert!(view.key_claimed.is_some() && view.annotation_writers.contains("meshcrypt"), "{what}");
+            assert!(view.key_claimed.is_some() && view.annotation_writers == ["meshcrypt"], "{what}");
             assert_eq!(view.pod_cidrs, ["10.244.1.0/24"], "{what}");
             assert_eq!(view.internal_ips, ["198.18.0.11".parse::<std::net::IpAddr>().unwrap()], "{what}");
             assert_eq!(j.metadata.uid.as_deref(), Some("u-1"), "{what}");

@@ -269,7 +269,7 @@ fn judge_node(
                 created: key.created.to_string(),
                 age_seconds,
                 within_policy,
-                written_by: writers.iter().cloned().collect(),
+                written_by: writers.clone(),
             });
         }
     }
