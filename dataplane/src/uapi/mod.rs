@@ -6,7 +6,7 @@ mod lines;
 mod server;
 mod set;
 
-pub(crate) use get::format_get;
+pub(crate) use get::write_get;
 pub(crate) use server::Server;
 pub(crate) use set::parse_set;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use meshcrypt_keyexchange::SecretText;
 
 use super::lines::{LINE_MAX, SecretLines};
-use super::{format_get, parse_set};
+use super::{parse_set, write_get};
 use crate::device::DeviceHandle;
 use crate::error::Error;
 
@@ -116,8 +116,7 @@ fn serve_client(stream: UnixStream, device: &DeviceHandle) -> io::Result<()> {
             "" => continue,
             "get=1" => {
                 read_body(&mut reader)?;
-                let reply = format_get(&device.dump());
-                writer.write_all(reply.as_str().as_bytes())?;
+                write_get(&device.dump(), &mut writer)?;
             }
             "set=1" => {
                 let body = read_body(&mut reader)?;
