@@ -17,14 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::NodeAddress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::Notify;
 
-use super::slim_node::{SlimNode, SlimNodeSpec, SlimNodeStatus};
+use super::slim_node::{SlimNode, SlimNodeSpec};
 use super::watch::{Wakes, events};
 use crate::mesh_peer::{MeshPeer, MeshPeerSpec};
 
@@ -102,11 +101,10 @@ pub fn joined(peer: &MeshPeer, node: &SlimNode) -> SlimNode {
 }
 
 /// What the join keeps of a Node as read: its name, uid, creation time and resourceVersion, its
-/// pod CIDRs and its InternalIP addresses; nothing else (not its labels: a node with a MeshPeer
-/// runs an agent, so the labels that say it runs none do not apply).
+/// pod CIDRs and its InternalIP addresses (a parsed [`SlimNode`] holds no others); nothing else
+/// (not its labels: a node with a MeshPeer runs an agent, so the labels that say it runs none do
+/// not apply).
 fn facts(node: SlimNode) -> SlimNode {
-    let internal = |a: &NodeAddress| a.type_ == "InternalIP";
-    let addresses = node.status.and_then(|s| s.addresses).map(|a| a.into_iter().filter(internal).collect());
     SlimNode {
         metadata: ObjectMeta {
             name: node.metadata.name,
@@ -116,7 +114,7 @@ fn facts(node: SlimNode) -> SlimNode {
             ..ObjectMeta::default()
         },
         spec: node.spec.map(|s| SlimNodeSpec { pod_cidr: s.pod_cidr, pod_cidrs: s.pod_cidrs, taints: None }),
-        status: Some(SlimNodeStatus { addresses }),
+        status: node.status,
         ..SlimNode::default()
     }
 }
