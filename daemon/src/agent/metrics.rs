@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// A histogram per phase of a pass (`phase`: gather, decide, execute).
+/// A histogram per phase of a pass (`phase`: gather, decide, execute, release).
 pub type PhaseHistograms = Family<Vec<(&'static str, &'static str)>, Histogram, fn() -> Histogram>;
 
 /// The buckets of [`LoopMetrics::phase_seconds`]: 100 µs to 5 s, the range between a pass over a
@@ -36,7 +36,7 @@ pub struct LoopMetrics {
     pub reconciles: Counter,
     /// Reconcile passes that failed.
     pub reconcile_errors: Counter,
-    /// How long each phase of a pass took (`phase`: gather, decide, execute), in seconds.
+    /// How long each phase of a pass took (`phase`: gather, decide, execute, release), in seconds.
     pub phase_seconds: PhaseHistograms,
     /// Peer changes applied to the device by passes that succeeded (an added, removed or changed
     /// peer is one).
@@ -239,7 +239,7 @@ pub fn registry(
     );
     registry.register(
         "meshcrypt_reconcile_phase_seconds",
-        "How long each phase of a reconcile pass took (gather: every read; decide: the pure decisions; execute: the device, kernel and API writes), seconds",
+        "How long each phase of a reconcile pass took (gather: every read; decide: the pure decisions; execute: the device, kernel and API writes; release: giving the pass's freed heap pages back to the kernel), seconds",
         loop_metrics.phase_seconds.clone(),
     );
     registry.register(

@@ -14,6 +14,7 @@ pub(crate) mod device_view;
 mod events;
 mod execute;
 mod gather;
+mod heap;
 pub(crate) mod http;
 mod io;
 pub(crate) mod kube_client;

@@ -65,10 +65,14 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
 
     /// Runs one pass over the Node store at `now` inside its own span, recording the outcome
     /// (readiness, metrics, the `MeshReady` Event, the startup taint) and the node's status (the
-    /// status socket's view, the MeshNode report when due); true if it succeeded.
+    /// status socket's view, the MeshNode report when due), then gives the pages the pass freed
+    /// back to the kernel (timed as the `release` phase); true if it succeeded.
     pub async fn pass(&mut self, now: jiff::Timestamp) -> bool {
         let ok = self.pass_only(now).await;
         self.record_status(now, false).await;
+        let started = Instant::now();
+        super::heap::release_free_pages();
+        self.observe_phase("release", started);
         ok
     }
 

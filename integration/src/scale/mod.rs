@@ -210,6 +210,7 @@ pub fn run(options: &ScaleOptions, say: &mut dyn FnMut(&str)) -> Result<ScaleRep
             decide_seconds: delta("meshcrypt_reconcile_phase_seconds_sum{phase=\"decide\"}"),
             gather_seconds: delta("meshcrypt_reconcile_phase_seconds_sum{phase=\"gather\"}"),
             execute_seconds: delta("meshcrypt_reconcile_phase_seconds_sum{phase=\"execute\"}"),
+            release_seconds: delta("meshcrypt_reconcile_phase_seconds_sum{phase=\"release\"}"),
             rss_after_sync: after_sync[k].0,
             rss_end: rss,
             rss_peak: peak,

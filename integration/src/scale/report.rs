@@ -45,6 +45,8 @@ pub struct AgentFigures {
     pub decide_seconds: f64,
     /// See [`AgentFigures::gather_seconds`].
     pub execute_seconds: f64,
+    /// See [`AgentFigures::gather_seconds`] (giving the pass's freed pages back to the kernel).
+    pub release_seconds: f64,
     /// Resident memory after the first sync, at the end, and at its peak, in bytes.
     pub rss_after_sync: u64,
     /// See [`AgentFigures::rss_after_sync`].
@@ -109,14 +111,14 @@ impl fmt::Display for ScaleReport {
         }
         writeln!(
             f,
-            "\nagent | peer source | event→route p50 / p99 / max ms | unobserved | CPU ms/event | API req/event | bytes/event | watch events/event | passes/event | gather / decide / execute ms per pass | RSS after sync / end / peak MiB | drift"
+            "\nagent | peer source | event→route p50 / p99 / max ms | unobserved | CPU ms/event | API req/event | bytes/event | watch events/event | passes/event | gather / decide / execute / release ms per pass | RSS after sync / end / peak MiB | drift"
         )?;
         for a in &self.agents {
             let q = |p| quantile(&a.latencies_ms, p).unwrap_or(f64::NAN);
             let per_pass = |s: f64| s * 1_000.0 / a.passes.max(1.0);
             writeln!(
                 f,
-                "{} | {} | {:.0} / {:.0} / {:.0} | {} | {:.2} | {:.3} | {:.0} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {}",
+                "{} | {} | {:.0} / {:.0} / {:.0} | {} | {:.2} | {:.3} | {:.0} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} / {:.2} | {:.1} / {:.1} / {:.1} | {}",
                 a.node,
                 a.peer_source,
                 q(0.5),
@@ -131,6 +133,7 @@ impl fmt::Display for ScaleReport {
                 per_pass(a.gather_seconds),
                 per_pass(a.decide_seconds),
                 per_pass(a.execute_seconds),
+                per_pass(a.release_seconds),
                 mib(a.rss_after_sync),
                 mib(a.rss_end),
                 mib(a.rss_peak),
