@@ -4,7 +4,9 @@
 
 use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt as _};
 use std::fmt;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};

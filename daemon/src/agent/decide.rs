@@ -3,7 +3,9 @@
 //! device and kernel changes, the Events, the metrics and readiness. No IO and no clock: time is
 //! [`Inputs::now`]. [`super::execute`] carries a plan out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedState, Op};
 
 use super::config_source::Reading;
 use super::device_view::unanswered;
-use super::last_known::{self, LastKnown, Snapshot};
+use super::last_known::{self, LastKnown, Save, Snapshot};
 use super::peer_ops::{PeerOp, handshake_targets, peer_ops};
 use super::preshared;
 use super::routing_input::{RoutingSettings, routing_input, wired_local_pods};
@@ -227,6 +229,9 @@ pub struct PassPlan {
     pub kernel: KernelPlan,
     /// The last known peer set to save.
     pub save: Option<Arc<LastKnown>>,
+    /// The last known peer set changed, but the last save is too recent
+    /// ([`last_known::save_due`]): the loop runs a pass again within this.
+    pub save_after: Option<std::time::Duration>,
     /// Remove the saved last known peer set (switched off).
     pub forget: bool,
     /// Problems newly found (each logged and reported once).
@@ -281,6 +286,7 @@ impl PassPlan {
             handshakes_after_switch: Vec::new(),
             kernel: KernelPlan::default(),
             save: None,
+            save_after: None,
             forget: false,
             new_problems: Vec::new(),
             problems: state.reported.clone(),
@@ -501,8 +507,11 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     match &inputs.view {
         View::Complete { .. } => {
             let snapshot = LastKnown::of(mesh, &peers, inputs.now);
-            plan.save =
-                last_known::save_due(state.last_known.as_deref(), &snapshot).then(|| Arc::new(snapshot));
+            match last_known::save_due(state.last_known.as_deref(), &snapshot) {
+                Save::Now => plan.save = Some(Arc::new(snapshot)),
+                Save::After(wait) => plan.save_after = Some(wait.unsigned_abs()),
+                Save::Unchanged => {}
+            }
             plan.readiness = Readiness::Ready(format!("mesh programmed: {} peers configured", plan.peers));
             plan.untaint = true;
         }
@@ -698,15 +707,18 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
     // their source, and the device diff sets it back. An address that is no Node's means the node
     // sends from another address, or its key is in use elsewhere.
     if let (Some(device), View::Complete { nodes, .. }) = (&inputs.device, &inputs.view) {
-        // Sets built once: a pass looks at every peer, and nothing here may cost peers × nodes.
-        let node_ips: HashSet<std::net::IpAddr> =
-            nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect();
+        // Built once: a pass looks at every peer, and nothing here may cost peers × nodes. A
+        // sorted vector, not a hash set: at 5,000 nodes hashing and growing the set took 1.6 ms
+        // a pass, sorting takes a tenth of that.
+        let mut node_ips: Vec<IpAddr> = Vec::with_capacity(nodes.len());
+        node_ips.extend(nodes.iter().flat_map(|n| n.internal_ips.iter().copied()));
+        node_ips.sort_unstable();
         let saved = state.last_known.as_ref().map(|l| l.peers.as_slice()).unwrap_or_default();
         // Built only once a peer's endpoint is no node's address (a roam): rarely.
         let mut configured: Option<HashMap<&str, std::net::SocketAddr>> = None;
         for peer in &device.peers {
             let Some(endpoint) = peer.endpoint else { continue };
-            if node_ips.contains(&endpoint.ip()) {
+            if node_ips.binary_search(&endpoint.ip()).is_ok() {
                 continue;
             }
             let configured = configured

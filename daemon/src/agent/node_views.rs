@@ -4,7 +4,7 @@
 //! microseconds and tens of milliseconds for a pass caused by one Node's change. A pass shares
 //! the views (`Arc`): neither a copy per pass nor freeing one.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use meshcrypt_keyexchange::mesh::NodeView;

@@ -1,6 +1,7 @@
 //! From the desired peer set to WireGuard device changes: a pure diff, so that a peer whose
 //! endpoint or allowed IPs change keeps its session, and nothing is recreated that need not be.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -43,23 +44,32 @@ pub fn peer_ops(
     psks: &BTreeMap<PublicKey, PresharedKey>,
     device: &DeviceState,
 ) -> Vec<PeerOp> {
-    let want: BTreeMap<PublicKey, (SocketAddr, BTreeSet<IpNet>)> = desired
-        .peers
-        .values()
-        .map(|p| (p.public_key, (p.endpoint, p.allowed_ips.iter().copied().collect())))
-        .collect();
+    // The desired peers sorted by key (the later of two with one key wins, as in a map), and
+    // allowed IPs compared as sorted sets borrowed where they are sorted already: no set is built
+    // per peer, and a pass at 5,000 nodes allocates nothing for the peers in sync.
+    let mut want: Vec<(PublicKey, SocketAddr, Cow<'_, [IpNet]>)> =
+        desired.peers.values().map(|p| (p.public_key, p.endpoint, sorted_set(&p.allowed_ips))).collect();
+    want.sort_by_key(|(key, ..)| *key);
+    want.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    let wanted = |key: &PublicKey| want.binary_search_by_key(key, |(k, ..)| *k).is_ok();
     let mut ops: Vec<PeerOp> = device
         .peers
         .iter()
-        .filter(|p| !want.contains_key(&p.public_key))
+        .filter(|p| !wanted(&p.public_key))
         .map(|p| PeerOp::Remove(p.public_key))
         .collect();
-    for (key, (endpoint, allowed)) in &want {
+    for (key, endpoint, allowed) in &want {
         let Some(have) = device.peer(key) else {
             ops.push(PeerOp::Add {
                 key: *key,
                 endpoint: *endpoint,
-                allowed_ips: allowed.iter().copied().collect(),
+                allowed_ips: allowed.to_vec(),
                 preshared_key: psks.get(key).cloned(),
             });
             continue;
@@ -71,12 +81,24 @@ pub fn peer_ops(
         if have.endpoint != Some(*endpoint) {
             ops.push(PeerOp::SetEndpoint(*key, *endpoint));
         }
-        let have_allowed: BTreeSet<IpNet> = have.allowed_ips.iter().copied().collect();
-        if &have_allowed != allowed {
-            ops.push(PeerOp::SetAllowedIps(*key, allowed.iter().copied().collect()));
+        if sorted_set(&have.allowed_ips) != *allowed {
+            ops.push(PeerOp::SetAllowedIps(*key, allowed.to_vec()));
         }
     }
     ops
+}
+
+/// `ips` sorted, each once: borrowed when they are already (the peer set's and the device's
+/// are), else a sorted copy.
+fn sorted_set(ips: &[IpNet]) -> Cow<'_, [IpNet]> {
+    if ips.is_sorted_by(|a, b| a < b) {
+        Cow::Borrowed(ips)
+    } else {
+        let mut copy = ips.to_vec();
+        copy.sort_unstable();
+        copy.dedup();
+        Cow::Owned(copy)
+    }
 }
 
 /// How long an initiator whose handshake gets no answer keeps retrying (REKEY_ATTEMPT_TIME,
@@ -272,6 +294,32 @@ mod tests {
                 vec![(1, b, &[])],
                 vec![(1, a, &[])],
                 vec![PeerOp::SetEndpoint(key(1), ep(b))],
+            ),
+            (
+                "the same allowed IPs in another order, one twice: in sync",
+                vec![(1, a, &["10.244.1.0/24", "10.244.0.0/24", "10.244.1.0/24"])],
+                vec![(1, a, &["10.244.0.0/24", "10.244.1.0/24"])],
+                vec![],
+            ),
+            (
+                "the device's allowed IPs out of order, one missing: set, sorted",
+                vec![(1, a, &["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"])],
+                vec![(1, a, &["10.244.2.0/24", "10.244.0.0/24"])],
+                vec![PeerOp::SetAllowedIps(
+                    key(1),
+                    nets(&["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]),
+                )],
+            ),
+            (
+                "a new peer's allowed IPs out of order: added sorted, each once",
+                vec![(2, b, &["10.244.3.0/24", "10.244.2.0/24", "10.244.3.0/24"])],
+                vec![],
+                vec![PeerOp::Add {
+                    key: key(2),
+                    endpoint: ep(b),
+                    allowed_ips: nets(&["10.244.2.0/24", "10.244.3.0/24"]),
+                    preshared_key: None,
+                }],
             ),
         ];
         for (name, want, have, expected) in cases {

@@ -176,6 +176,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
         match result {
             Ok(plan) => {
                 self.state.failure = None;
+                self.state.save_after = plan.save_after;
                 let Readiness::Ready(reason) = plan.readiness else { return true };
                 let first = !self.io.health.set_ready(true, reason);
                 self.io.metrics.ready.set(1);

@@ -231,6 +231,10 @@ fn in_sync() -> World {
         },
     };
     world.converge();
+    // Saved a second before this pass: a change of the peers is due to be saved again (at most
+    // one save per `SAVE_GAP`), one of allowed IPs only is not yet (`SAVE_EVERY`).
+    let saved = world.state.last_known.as_mut().expect("saved");
+    Arc::make_mut(saved).saved = world.inputs.now - last_known::SAVE_GAP;
     world
 }
 
@@ -247,6 +251,8 @@ struct Got {
     handshakes: usize,
     kernel: Kernel,
     save: bool,
+    /// A pass is due again within this many ms for a save that has to wait.
+    save_after_ms: Option<u128>,
     events: Vec<String>,
     ready: Option<bool>,
     untaint: bool,
@@ -290,6 +296,7 @@ fn got(plan: &PassPlan) -> Got {
             (Some(_), false) => Kernel::Device,
         },
         save: plan.save.is_some(),
+        save_after_ms: plan.save_after.map(|d| d.as_millis()),
         events: plan.events.iter().map(|e| e.reason.clone()).collect(),
         ready: match plan.readiness {
             Readiness::Unchanged => None,
@@ -313,6 +320,7 @@ fn nothing() -> Got {
         handshakes: 0,
         kernel: Kernel::Nothing,
         save: false,
+        save_after_ms: None,
         events: vec![],
         ready: Some(true),
         untaint: true,
@@ -382,6 +390,14 @@ fn decide_table() {
             "a node joins",
             |w| w.push_node(node("node-d", 3, Some(3))),
             Got { peer_ops: vec!["add"], kernel: Kernel::Device, save: true, ..nothing() },
+        ),
+        (
+            "a node joins in the second of the last save: programmed, saved by a later pass",
+            |w| {
+                w.push_node(node("node-d", 3, Some(3)));
+                Arc::make_mut(w.state.last_known.as_mut().unwrap()).saved = w.inputs.now;
+            },
+            Got { peer_ops: vec!["add"], kernel: Kernel::Device, save_after_ms: Some(1_000), ..nothing() },
         ),
         (
             "a node joins whose initiation the device refused 10 s ago: a handshake at once",
@@ -918,8 +934,8 @@ fn decide_table() {
                     via_gateway: false,
                 }];
             },
-            // Local prefixes alone are saved at most every SAVE_EVERY.
-            Got { kernel: Kernel::Device, ..nothing() },
+            // Local prefixes alone are saved at most every SAVE_EVERY: by a pass in 9 s.
+            Got { kernel: Kernel::Device, save_after_ms: Some(9_000), ..nothing() },
         ),
     ];
     assert!(rows.len() >= 25);
