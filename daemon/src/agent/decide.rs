@@ -230,8 +230,8 @@ pub struct PassPlan {
     /// The last known peer set to save.
     pub save: Option<Arc<LastKnown>>,
     /// The last known peer set changed, but the last save is too recent
-    /// ([`last_known::save_due`]): the loop runs a pass again within this.
-    pub save_after: Option<std::time::Duration>,
+    /// ([`last_known::save_due`]): it is saved at this time unless a pass decides otherwise first.
+    pub save_later: Option<(Arc<LastKnown>, jiff::Timestamp)>,
     /// Remove the saved last known peer set (switched off).
     pub forget: bool,
     /// Problems newly found (each logged and reported once).
@@ -286,7 +286,7 @@ impl PassPlan {
             handshakes_after_switch: Vec::new(),
             kernel: KernelPlan::default(),
             save: None,
-            save_after: None,
+            save_later: None,
             forget: false,
             new_problems: Vec::new(),
             problems: state.reported.clone(),
@@ -509,7 +509,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             let snapshot = LastKnown::of(mesh, &peers, inputs.now);
             match last_known::save_due(state.last_known.as_deref(), &snapshot) {
                 Save::Now => plan.save = Some(Arc::new(snapshot)),
-                Save::After(wait) => plan.save_after = Some(wait.unsigned_abs()),
+                Save::After(wait) => plan.save_later = Some((Arc::new(snapshot), inputs.now + wait)),
                 Save::Unchanged => {}
             }
             plan.readiness = Readiness::Ready(format!("mesh programmed: {} peers configured", plan.peers));

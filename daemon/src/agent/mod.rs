@@ -75,14 +75,12 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 
 /// How long the loop waits for a change before its next pass: `resync` after a successful pass;
 /// after `failures` failed passes in a row, 250 ms doubling each time up to `resync`, so that a
-/// transient failure (the API, the kernel) is retried at once and a lasting one costs little; and
-/// at most `save_after` when a changed last known peer set waits to be saved.
-fn next_pass_after(failures: u32, resync: Duration, save_after: Option<Duration>) -> Duration {
-    let wait = match failures {
+/// transient failure (the API, the kernel) is retried at once and a lasting one costs little.
+fn next_pass_after(failures: u32, resync: Duration) -> Duration {
+    match failures {
         0 => resync,
         n => FIRST_RETRY.saturating_mul(1 << (n - 1).min(16)).min(resync),
-    };
-    save_after.map_or(wait, |save| wait.min(save))
+    }
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -285,11 +283,23 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(next_pass_after(failures, resync, reconciler.state.save_after)) => {}
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+        // Between passes: a snapshot of the peers whose save had to wait is written when due,
+        // without a pass (under churn a pass comes first and supersedes it).
+        let next_pass = tokio::time::Instant::now() + next_pass_after(failures, resync);
+        let stop = loop {
+            let save_in = reconciler.pending_save_in(jiff::Timestamp::now());
+            tokio::select! {
+                _ = wake.notified() => break false,
+                _ = tokio::time::sleep_until(next_pass) => break false,
+                _ = tokio::time::sleep(save_in.unwrap_or_default()), if save_in.is_some() => {
+                    reconciler.save_pending();
+                }
+                _ = terminate.recv() => break true,
+                _ = interrupt.recv() => break true,
+            }
+        };
+        if stop {
+            break;
         }
     }
     tracing::info!(
@@ -307,23 +317,16 @@ mod tests {
     fn next_pass_after_table() {
         let resync = Duration::from_secs(10);
         let ms = Duration::from_millis;
-        for (failures, save_after, want) in [
-            (0, None, resync),
-            (1, None, ms(250)),
-            (2, None, ms(500)),
-            (3, None, ms(1000)),
-            (6, None, ms(8000)),
-            (7, None, resync),
-            (u32::MAX, None, resync),
-            (0, Some(ms(700)), ms(700)),
-            (1, Some(ms(700)), ms(250)),
-            (0, Some(ms(20_000)), resync),
+        for (failures, want) in [
+            (0, resync),
+            (1, ms(250)),
+            (2, ms(500)),
+            (3, ms(1000)),
+            (6, ms(8000)),
+            (7, resync),
+            (u32::MAX, resync),
         ] {
-            assert_eq!(
-                next_pass_after(failures, resync, save_after),
-                want,
-                "{failures} failures, {save_after:?}"
-            );
+            assert_eq!(next_pass_after(failures, resync), want, "{failures} failures");
         }
     }
 }

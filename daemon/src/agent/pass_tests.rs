@@ -630,3 +630,44 @@ async fn with_mesh_peers_in_pod_ip_mode_pod_addresses_come_on_the_mesh_peers() {
     assert!(h.pass().await);
     assert_eq!(own_pods(&h.server), Value::Null, "no Pods, no addresses");
 }
+
+/// A peer's new key in the second after the last save of the last known peer set: the pass
+/// programs it but leaves the save waiting (at most one a second under churn), and the loop writes
+/// the waiting snapshot between passes, so a restart without the API server still finds the key.
+#[tokio::test]
+async fn a_change_soon_after_a_save_is_saved_between_passes_when_due() {
+    let mut h = Harness::new(&[]).await;
+    let t0 = jiff::Timestamp::now();
+    assert!(h.agent.pass(t0).await, "first pass");
+    let file = super::last_known::path(h._state_dir.path());
+    let saved_key = |h: &Harness| {
+        let last = h.agent.state.last_known.as_ref().expect("saved");
+        last.peers.iter().find(|p| p.node == "node-b").map(|p| p.public_key.clone()).expect("node-b saved")
+    };
+    let first = saved_key(&h);
+    assert!(std::fs::read_to_string(&file).expect("saved file").contains(&first));
+    assert_eq!(h.agent.pending_save_in(t0), None, "nothing waits");
+
+    let new = publish_peer_key(&h.server, "node-b").public_key.to_string();
+    poll("node-b's new key in the store", || {
+        let node = h.agent.io.nodes.get(&kube::runtime::reflector::ObjectRef::new("node-b"))?;
+        (node.metadata.annotations.as_ref()?.get(PUBLIC_KEY) == Some(&new)).then_some(())
+    })
+    .await;
+    let t1 = t0 + jiff::SignedDuration::from_millis(300);
+    assert!(h.agent.pass(t1).await, "second pass");
+    let device = h.backend.device().expect("a device").observe().unwrap();
+    assert!(device.peers.iter().any(|p| p.public_key.to_string() == new), "the new key is programmed");
+    assert_eq!(saved_key(&h), first, "not saved within a second of the last save");
+    assert!(!std::fs::read_to_string(&file).expect("saved file").contains(&new));
+    assert_eq!(
+        h.agent.pending_save_in(t1),
+        Some(Duration::from_millis(700)),
+        "due a second after the last save"
+    );
+
+    h.agent.save_pending();
+    assert_eq!(saved_key(&h), new, "written between passes");
+    assert!(std::fs::read_to_string(&file).expect("saved file").contains(&new));
+    assert_eq!(h.agent.pending_save_in(t1), None, "nothing waits any more");
+}

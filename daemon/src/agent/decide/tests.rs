@@ -251,8 +251,8 @@ struct Got {
     handshakes: usize,
     kernel: Kernel,
     save: bool,
-    /// A pass is due again within this many ms for a save that has to wait.
-    save_after_ms: Option<u128>,
+    /// A save that has to wait is due in this many ms.
+    save_after_ms: Option<i64>,
     events: Vec<String>,
     ready: Option<bool>,
     untaint: bool,
@@ -296,7 +296,7 @@ fn got(plan: &PassPlan) -> Got {
             (Some(_), false) => Kernel::Device,
         },
         save: plan.save.is_some(),
-        save_after_ms: plan.save_after.map(|d| d.as_millis()),
+        save_after_ms: plan.save_later.as_ref().map(|(_, at)| at.duration_since(now()).as_millis() as i64),
         events: plan.events.iter().map(|e| e.reason.clone()).collect(),
         ready: match plan.readiness {
             Readiness::Unchanged => None,
