@@ -21,7 +21,7 @@ use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedState, Op};
 
 use super::config_source::Reading;
 use super::device_view::unanswered;
-use super::last_known::{self, LastKnown, Save, Snapshot};
+use super::last_known::{self, LastKnown, Snapshot};
 use super::peer_ops::{PeerOp, handshake_targets, peer_ops};
 use super::preshared;
 use super::routing_input::{RoutingSettings, routing_input, wired_local_pods};
@@ -229,9 +229,6 @@ pub struct PassPlan {
     pub kernel: KernelPlan,
     /// The last known peer set to save.
     pub save: Option<Arc<LastKnown>>,
-    /// The last known peer set changed, but the last save is too recent
-    /// ([`last_known::save_due`]): it is saved at this time unless a pass decides otherwise first.
-    pub save_later: Option<(Arc<LastKnown>, jiff::Timestamp)>,
     /// Remove the saved last known peer set (switched off).
     pub forget: bool,
     /// Problems newly found (each logged and reported once).
@@ -286,7 +283,6 @@ impl PassPlan {
             handshakes_after_switch: Vec::new(),
             kernel: KernelPlan::default(),
             save: None,
-            save_later: None,
             forget: false,
             new_problems: Vec::new(),
             problems: state.reported.clone(),
@@ -507,11 +503,8 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     match &inputs.view {
         View::Complete { .. } => {
             let snapshot = LastKnown::of(mesh, &peers, inputs.now);
-            match last_known::save_due(state.last_known.as_deref(), &snapshot) {
-                Save::Now => plan.save = Some(Arc::new(snapshot)),
-                Save::After(wait) => plan.save_later = Some((Arc::new(snapshot), inputs.now + wait)),
-                Save::Unchanged => {}
-            }
+            plan.save =
+                last_known::save_due(state.last_known.as_deref(), &snapshot).then(|| Arc::new(snapshot));
             plan.readiness = Readiness::Ready(format!("mesh programmed: {} peers configured", plan.peers));
             plan.untaint = true;
         }

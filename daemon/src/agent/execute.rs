@@ -164,20 +164,6 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
     Ok(Outcome::Done)
 }
 
-/// Writes `snapshot` as the last known peer set (0600) and records it as saved; a failure is a
-/// WARN (the next change tries again).
-pub fn save_last_known(
-    state_dir: &std::path::Path,
-    state: &mut LoopState,
-    snapshot: &std::sync::Arc<last_known::LastKnown>,
-) {
-    let path = last_known::path(state_dir);
-    match write_private(state_dir, &path, snapshot.encode().as_bytes()) {
-        Ok(()) => state.last_known = Some(snapshot.clone()),
-        Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot save the last known peer set"),
-    }
-}
-
 /// Steps 9 and 10.
 async fn finish<K: Kernel, B: WireGuardBackend>(
     io: &mut Io<K, B>,
@@ -185,10 +171,15 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
     state: &mut LoopState,
     plan: &PassPlan,
 ) -> Result<(), AgentError> {
-    // 9. This pass's decision replaces a save still waiting.
-    state.pending_save.clone_from(&plan.save_later);
+    // 9.
     if let Some(snapshot) = &plan.save {
-        save_last_known(&io.state_dir, state, snapshot);
+        let path = last_known::path(&io.state_dir);
+        match write_private(&io.state_dir, &path, snapshot.encode().as_bytes()) {
+            Ok(()) => state.last_known = Some(snapshot.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot save the last known peer set")
+            }
+        }
     }
     if plan.forget {
         // Switched off: nothing may come back from the last known peer set at the next start.

@@ -23,32 +23,11 @@ const HEADER: &str = "meshcrypt last-known v1 sha256=";
 /// API's list replaces them).
 pub const SAVE_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
 
-/// How often the file is rewritten at most for a change of the peers or settings. A node's
-/// churn changes the peers at every pass (two a second at 5,000 nodes), and encoding and writing
-/// 5,000 peers then took a seventh of the agent's CPU; a restart during the API server's absence
-/// in the second after a node joined finds that node missing (its traffic dropped, never sent in
-/// plaintext) until the API server's list is back.
-pub const SAVE_GAP: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
-
-/// When a snapshot is to be written ([`save_due`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Save {
-    /// Now.
-    Now,
-    /// It differs from the last written, which is too recent: after this long.
-    After(jiff::SignedDuration),
-    /// It is what was written last.
-    Unchanged,
-}
-
-/// When `next` is to be written, `last` being what was written last: at once when nothing was;
-/// when the peers (their nodes, keys, endpoints) or the settings changed, once the last write is
-/// [`SAVE_GAP`] old; and when only allowed IPs or local prefixes changed, once it is
-/// [`SAVE_EVERY`] old.
-pub fn save_due(last: Option<&LastKnown>, next: &LastKnown) -> Save {
-    let Some(last) = last else { return Save::Now };
-    let age = next.saved.duration_since(last.saved);
-    let after = |gap: jiff::SignedDuration| if age >= gap { Save::Now } else { Save::After(gap - age) };
+/// Whether `next` is to be written, `last` being what was written last: when nothing was; at once
+/// when the peers (their nodes, keys, endpoints) or the settings changed; and when only allowed
+/// IPs or local prefixes changed, once the last write is [`SAVE_EVERY`] old.
+pub fn save_due(last: Option<&LastKnown>, next: &LastKnown) -> bool {
+    let Some(last) = last else { return true };
     // Compared field by field, without a copy of either (5,000 peers each, every pass); the
     // destructuring names every field, so a new one cannot be left out.
     let LastKnown {
@@ -81,11 +60,11 @@ pub fn save_due(last: Option<&LastKnown>, next: &LastKnown) -> Save {
                 &next.node_ips,
             );
     if !same_skeleton {
-        return after(SAVE_GAP);
+        return true;
     }
     let same_ips = *local_prefixes == next.local_prefixes
         && peers.iter().zip(&next.peers).all(|(a, b)| a.allowed_ips == b.allowed_ips);
-    if same_ips { Save::Unchanged } else { after(SAVE_EVERY) }
+    !same_ips && next.saved.duration_since(last.saved) >= SAVE_EVERY
 }
 
 /// Everything a pass needs to program the device and the kernel without the API server.
@@ -318,11 +297,11 @@ mod tests {
     #[test]
     fn save_due_table() {
         let last = sample();
-        // ms after the last save; what changed: 0 nothing, 1 allowed IPs, 2 a peer's key, 3 the
+        // secs after the last save; what changed: 0 nothing, 1 allowed IPs, 2 a peer's key, 3 the
         // MTU, 4 the local prefixes, 5 a peer more, 6 a node's address.
-        let later = |ms: i64, change: u8| {
+        let later = |secs: i64, change: u8| {
             let mut next = last.clone();
-            next.saved = last.saved + jiff::SignedDuration::from_millis(ms);
+            next.saved = last.saved + jiff::SignedDuration::from_secs(secs);
             match change {
                 1 => next.peers[0].allowed_ips.push("10.244.9.0/24".parse().unwrap()),
                 2 => next.peers[0].public_key = PrivateKey::generate().public_key().to_string(),
@@ -334,23 +313,17 @@ mod tests {
             }
             next
         };
-        let after = |ms: i64| Save::After(jiff::SignedDuration::from_millis(ms));
         for (name, last, next, due) in [
-            ("nothing saved yet", None, later(0, 0), Save::Now),
-            ("unchanged, long after", Some(&last), later(3_600_000, 0), Save::Unchanged),
-            ("unchanged, 1 s on", Some(&last), later(1_000, 0), Save::Unchanged),
-            ("allowed IPs changed, too soon", Some(&last), later(9_000, 1), after(1_000)),
-            ("allowed IPs changed, 10 s on", Some(&last), later(10_000, 1), Save::Now),
-            ("a peer's key changed, at once", Some(&last), later(0, 2), after(1_000)),
-            ("a peer's key changed, 300 ms on", Some(&last), later(300, 2), after(700)),
-            ("a peer's key changed, 1 s on", Some(&last), later(1_000, 2), Save::Now),
-            ("the MTU changed, 999 ms on", Some(&last), later(999, 3), after(1)),
-            ("the MTU changed, 1 s on", Some(&last), later(1_000, 3), Save::Now),
-            ("local prefixes changed, too soon", Some(&last), later(9_000, 4), after(1_000)),
-            ("local prefixes changed, 10 s on", Some(&last), later(10_000, 4), Save::Now),
-            ("a peer joined, at once", Some(&last), later(0, 5), after(1_000)),
-            ("a peer joined, 1 s on", Some(&last), later(1_000, 5), Save::Now),
-            ("a node's address changed, 2 s on", Some(&last), later(2_000, 6), Save::Now),
+            ("nothing saved yet", None, later(0, 0), true),
+            ("unchanged, long after", Some(&last), later(3600, 0), false),
+            ("allowed IPs changed, too soon", Some(&last), later(9, 1), false),
+            ("allowed IPs changed, 10 s on", Some(&last), later(10, 1), true),
+            ("a peer's key changed: at once", Some(&last), later(0, 2), true),
+            ("the MTU changed: at once", Some(&last), later(0, 3), true),
+            ("local prefixes changed, too soon", Some(&last), later(9, 4), false),
+            ("local prefixes changed, 10 s on", Some(&last), later(10, 4), true),
+            ("a peer joined: at once", Some(&last), later(0, 5), true),
+            ("a node's address changed: at once", Some(&last), later(0, 6), true),
         ] {
             assert_eq!(save_due(last, &next), due, "{name}");
         }

@@ -283,23 +283,11 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
-        // Between passes: a snapshot of the peers whose save had to wait is written when due,
-        // without a pass (under churn a pass comes first and supersedes it).
-        let next_pass = tokio::time::Instant::now() + next_pass_after(failures, resync);
-        let stop = loop {
-            let save_in = reconciler.pending_save_in(jiff::Timestamp::now());
-            tokio::select! {
-                _ = wake.notified() => break false,
-                _ = tokio::time::sleep_until(next_pass) => break false,
-                _ = tokio::time::sleep(save_in.unwrap_or_default()), if save_in.is_some() => {
-                    reconciler.save_pending();
-                }
-                _ = terminate.recv() => break true,
-                _ = interrupt.recv() => break true,
-            }
-        };
-        if stop {
-            break;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(next_pass_after(failures, resync)) => {}
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
         }
     }
     tracing::info!(

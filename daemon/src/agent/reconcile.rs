@@ -76,20 +76,6 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
         ok
     }
 
-    /// How long until a last known peer set whose save waits is due (zero when overdue), if one
-    /// waits.
-    pub fn pending_save_in(&self, now: jiff::Timestamp) -> Option<Duration> {
-        let (_, due) = self.state.pending_save.as_ref()?;
-        Some(Duration::try_from(due.duration_since(now)).unwrap_or_default())
-    }
-
-    /// Writes the last known peer set whose save waited (between passes, when it is due).
-    pub fn save_pending(&mut self) {
-        if let Some((snapshot, _)) = self.state.pending_save.take() {
-            super::execute::save_last_known(&self.io.state_dir, &mut self.state, &snapshot);
-        }
-    }
-
     /// Reports the node's state as stopped on its MeshNode (SIGTERM), giving up after 3 s.
     pub async fn report_stopped(&mut self, now: jiff::Timestamp) {
         if tokio::time::timeout(STOP_REPORT_TIMEOUT, self.record_status(now, true)).await.is_err() {

@@ -49,9 +49,6 @@ pub struct LoopState {
     pub tried_since: BTreeMap<PublicKey, jiff::Timestamp>,
     /// The peers without a handshake long after the device started sending to them, as reported.
     pub silent_peers: BTreeSet<PublicKey>,
-    /// A changed last known peer set whose save waits, and when it is due
-    /// ([`super::decide::PassPlan::save_later`]).
-    pub pending_save: Option<(Arc<LastKnown>, jiff::Timestamp)>,
 }
 
 impl LoopState {
@@ -75,7 +72,6 @@ impl LoopState {
             no_peer_drops: 0,
             tried_since: BTreeMap::new(),
             silent_peers: BTreeSet::new(),
-            pending_save: None,
         }
     }
 }

@@ -231,10 +231,6 @@ fn in_sync() -> World {
         },
     };
     world.converge();
-    // Saved a second before this pass: a change of the peers is due to be saved again (at most
-    // one save per `SAVE_GAP`), one of allowed IPs only is not yet (`SAVE_EVERY`).
-    let saved = world.state.last_known.as_mut().expect("saved");
-    Arc::make_mut(saved).saved = world.inputs.now - last_known::SAVE_GAP;
     world
 }
 
@@ -251,8 +247,6 @@ struct Got {
     handshakes: usize,
     kernel: Kernel,
     save: bool,
-    /// A save that has to wait is due in this many ms.
-    save_after_ms: Option<i64>,
     events: Vec<String>,
     ready: Option<bool>,
     untaint: bool,
@@ -296,7 +290,6 @@ fn got(plan: &PassPlan) -> Got {
             (Some(_), false) => Kernel::Device,
         },
         save: plan.save.is_some(),
-        save_after_ms: plan.save_later.as_ref().map(|(_, at)| at.duration_since(now()).as_millis() as i64),
         events: plan.events.iter().map(|e| e.reason.clone()).collect(),
         ready: match plan.readiness {
             Readiness::Unchanged => None,
@@ -320,7 +313,6 @@ fn nothing() -> Got {
         handshakes: 0,
         kernel: Kernel::Nothing,
         save: false,
-        save_after_ms: None,
         events: vec![],
         ready: Some(true),
         untaint: true,
@@ -390,14 +382,6 @@ fn decide_table() {
             "a node joins",
             |w| w.push_node(node("node-d", 3, Some(3))),
             Got { peer_ops: vec!["add"], kernel: Kernel::Device, save: true, ..nothing() },
-        ),
-        (
-            "a node joins in the second of the last save: programmed, saved by a later pass",
-            |w| {
-                w.push_node(node("node-d", 3, Some(3)));
-                Arc::make_mut(w.state.last_known.as_mut().unwrap()).saved = w.inputs.now;
-            },
-            Got { peer_ops: vec!["add"], kernel: Kernel::Device, save_after_ms: Some(1_000), ..nothing() },
         ),
         (
             "a node joins whose initiation the device refused 10 s ago: a handshake at once",
@@ -934,8 +918,8 @@ fn decide_table() {
                     via_gateway: false,
                 }];
             },
-            // Local prefixes alone are saved at most every SAVE_EVERY: by a pass in 9 s.
-            Got { kernel: Kernel::Device, save_after_ms: Some(9_000), ..nothing() },
+            // Local prefixes alone are saved at most every SAVE_EVERY.
+            Got { kernel: Kernel::Device, ..nothing() },
         ),
     ];
     assert!(rows.len() >= 25);
