@@ -16,6 +16,9 @@ fn cluster(pod_ip: bool) -> Cluster {
     options.config_map = Some(BTreeMap::from([("addressing".to_owned(), addressing.to_owned())]));
     let cluster = Cluster::start_in(lab, options).expect("cluster");
     cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    // Ready is not complete: a node's agent is ready with the MeshPeers it has read, and the
+    // tests compare a node's peers before and after a change.
+    cluster.wait_converged(Duration::from_secs(30)).expect("complete mesh");
     cluster
 }
 
