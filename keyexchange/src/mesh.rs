@@ -5,12 +5,11 @@
 use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashMapExt as _};
 use std::fmt;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
+use foldhash::{HashMap, HashMapExt as _};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, NodeAddress, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

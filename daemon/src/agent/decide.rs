@@ -4,11 +4,10 @@
 //! [`Inputs::now`]. [`super::execute`] carries a plan out.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashSet};
 use meshcrypt_dataplane::{DeviceState, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::{
     LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, Problem, RemoteView, add_remote_peers,

@@ -8,7 +8,7 @@
 //! `malloc_trim(0)` walks every arena and `madvise(MADV_DONTNEED)`s each whole free page
 //! (glibc `malloc/malloc.c`, `mtrim`; since glibc 2.8), as Go's scavenger does for its heap.
 //!
-//! It runs after every pass: at 5,000 nodes about 2 ms, plus the next pass faulting its pages in
+//! It runs after every pass: at 5,000 nodes 1–2 ms, plus the next pass faulting its pages in
 //! again (BENCHMARKS.md, "Freed pages back to the kernel"). Paced to once a second it saved
 //! nothing: two passes are enough to bring the arenas back to their peaks.
 

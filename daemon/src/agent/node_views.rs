@@ -4,9 +4,9 @@
 //! microseconds and tens of milliseconds for a pass caused by one Node's change. A pass shares
 //! the views (`Arc`): neither a copy per pass nor freeing one.
 
-use foldhash::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use meshcrypt_keyexchange::mesh::NodeView;
 
 use super::slim_node::SlimNode;
