@@ -134,7 +134,7 @@ impl KeyStore {
     /// key now in use, or `None` if no rotation was staged.
     pub fn promote_pending(&self) -> Result<Option<KeyRecord>, Error> {
         let Some(record) = self.pending()? else { return Ok(None) };
-        replace(&self.dir, &self.pending_path(), &self.key_path())?;
+        replace(&self.dir, &self.pending_path(), &self.key_path(), Replaced::Overwritten)?;
         tracing::info!(epoch = record.epoch, fingerprint = %record.key.public_key().fingerprint(), "the staged node key is in use");
         Ok(Some(record))
     }
@@ -170,8 +170,29 @@ enum Created {
 /// Writes `contents` to `path` in `dir` atomically and privately: a 0600 temporary file beside it
 /// (`.<name>.tmp`, replacing one a crash left), fsync, rename(2) over `path`, fsync of `dir`; the
 /// bytes of the file `path` held before are overwritten. A reader sees the old contents or the
-/// new, never a mix, even across a crash. For the key files and other state kept beside them.
+/// new, never a mix, even across a crash. For the key files and other secrets kept beside them.
 pub fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), Error> {
+    write_replacing(dir, path, contents, Replaced::Overwritten)
+}
+
+/// Writes `contents` to `path` in `dir` as [`write_private`] does (0600, atomic, durable), but
+/// leaves the bytes of the replaced file to the file system: for state that holds no secret (the
+/// agent's last known peer set: public keys and addresses), where overwriting the old copy would
+/// write it a second time, with a third fsync, on every save.
+pub fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), Error> {
+    write_replacing(dir, path, contents, Replaced::Released)
+}
+
+/// What becomes of the bytes of the file a write replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replaced {
+    /// Overwritten with zeros and flushed (it held a secret).
+    Overwritten,
+    /// Left to the file system (it held none).
+    Released,
+}
+
+fn write_replacing(dir: &Path, path: &Path, contents: &[u8], replaced: Replaced) -> Result<(), Error> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = dir.join(format!(".{name}.tmp"));
     match fs::remove_file(&temp) {
@@ -191,13 +212,16 @@ pub fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), Err
     file.write_all(contents).map_err(|e| Error::io(&temp, e))?;
     file.sync_all().map_err(|e| Error::io(&temp, e))?;
     drop(file);
-    replace(dir, &temp, path)
+    replace(dir, &temp, path, replaced)
 }
 
-/// Renames `from` over `to` in `dir` (atomic: rename(2)), makes the rename durable, and
-/// overwrites the bytes of the file `to` held before, which was kept open across the rename.
-fn replace(dir: &Path, from: &Path, to: &Path) -> Result<(), Error> {
-    let old = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(to).ok();
+/// Renames `from` over `to` in `dir` (atomic: rename(2)), makes the rename durable, and, if
+/// `replaced` says so, overwrites the bytes of the file `to` held before, which was kept open
+/// across the rename.
+fn replace(dir: &Path, from: &Path, to: &Path, replaced: Replaced) -> Result<(), Error> {
+    let old = (replaced == Replaced::Overwritten)
+        .then(|| OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(to).ok())
+        .flatten();
     fs::rename(from, to).map_err(|e| Error::io(to, e))?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
     if let Some(old) = old {
@@ -352,6 +376,29 @@ mod tests {
         let names: Vec<_> =
             fs::read_dir(tmp.path().join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(KEY_FILE)]);
+    }
+
+    #[test]
+    fn a_private_write_overwrites_the_replaced_bytes_and_an_atomic_one_leaves_them() {
+        type Write = fn(&Path, &Path, &[u8]) -> Result<(), Error>;
+        let writers: [(&str, Write, bool); 2] =
+            [("write_private", write_private, true), ("write_atomic", write_atomic, false)];
+        for (name, write, overwritten) in writers {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("state.json");
+            write(tmp.path(), &path, b"old contents").unwrap();
+            // A reader holding the old file, as rename(2) lets it.
+            let mut held = File::open(&path).unwrap();
+            write(tmp.path(), &path, b"new").unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"new", "{name}");
+            assert_eq!(mode(&path), 0o600, "{name}");
+            let mut old = Vec::new();
+            held.read_to_end(&mut old).unwrap();
+            let expected: &[u8] = if overwritten { &[0; 12] } else { b"old contents" };
+            assert_eq!(old, expected, "{name}");
+            let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("state.json")], "{name}: no temporary file left");
+        }
     }
 
     #[test]

@@ -19,6 +19,6 @@ mod secret_text;
 pub use annotations::{ANNOTATION_PREFIX, NodeKeyAnnotations};
 pub use error::Error;
 pub use keys::{PrivateKey, PublicKey};
-pub use keystore::{KeyRecord, KeyStore, write_private};
+pub use keystore::{KeyRecord, KeyStore, write_atomic, write_private};
 pub use psk::PresharedKey;
 pub use secret_text::SecretText;

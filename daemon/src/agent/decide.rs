@@ -501,9 +501,8 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     plan.peers = peers.peers.len();
     match &inputs.view {
         View::Complete { .. } => {
-            let snapshot = LastKnown::of(mesh, &peers, inputs.now);
-            plan.save =
-                last_known::save_due(state.last_known.as_deref(), &snapshot).then(|| Arc::new(snapshot));
+            plan.save = last_known::save_due(state.last_known.as_deref(), mesh, &peers, inputs.now)
+                .then(|| Arc::new(LastKnown::of(mesh, &peers, inputs.now)));
             plan.readiness = Readiness::Ready(format!("mesh programmed: {} peers configured", plan.peers));
             plan.untaint = true;
         }
@@ -707,15 +706,15 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
         node_ips.sort_unstable();
         let saved = state.last_known.as_ref().map(|l| l.peers.as_slice()).unwrap_or_default();
         // Built only once a peer's endpoint is no node's address (a roam): rarely.
-        let mut configured: Option<HashMap<&str, std::net::SocketAddr>> = None;
+        let mut configured: Option<HashMap<PublicKey, std::net::SocketAddr>> = None;
         for peer in &device.peers {
             let Some(endpoint) = peer.endpoint else { continue };
             if node_ips.binary_search(&endpoint.ip()).is_ok() {
                 continue;
             }
-            let configured = configured
-                .get_or_insert_with(|| saved.iter().map(|p| (p.public_key.as_str(), p.endpoint)).collect());
-            if configured.get(peer.public_key.to_string().as_str()) == Some(&endpoint) {
+            let configured =
+                configured.get_or_insert_with(|| saved.iter().map(|p| (p.public_key, p.endpoint)).collect());
+            if configured.get(&peer.public_key) == Some(&endpoint) {
                 continue;
             }
             let Some(name) = node_publishing(inputs, &peer.public_key) else { continue };

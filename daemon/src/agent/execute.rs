@@ -3,7 +3,7 @@
 //! every peer able to learn a key before the device runs with it.
 
 use meshcrypt_dataplane::{Change, DeviceConfig, WireGuardBackend, WireGuardDevice};
-use meshcrypt_keyexchange::{NodeKeyAnnotations, write_private};
+use meshcrypt_keyexchange::{NodeKeyAnnotations, write_atomic};
 use meshcrypt_routing::Kernel;
 
 use super::decide::{Blocked, DeviceStep, KeyStep, Params, PassPlan};
@@ -174,7 +174,7 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
     // 9.
     if let Some(snapshot) = &plan.save {
         let path = last_known::path(&io.state_dir);
-        match write_private(&io.state_dir, &path, snapshot.encode().as_bytes()) {
+        match write_atomic(&io.state_dir, &path, snapshot.encode().as_bytes()) {
             Ok(()) => state.last_known = Some(snapshot.clone()),
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "cannot save the last known peer set")

@@ -23,16 +23,21 @@ const HEADER: &str = "meshcrypt last-known v1 sha256=";
 /// API's list replaces them).
 pub const SAVE_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
 
-/// Whether `next` is to be written, `last` being what was written last: when nothing was; at once
-/// when the peers (their nodes, keys, endpoints) or the settings changed; and when only allowed
-/// IPs or local prefixes changed, once the last write is [`SAVE_EVERY`] old.
-pub fn save_due(last: Option<&LastKnown>, next: &LastKnown) -> bool {
+/// Whether the snapshot of `settings` and `peers` at `now` is to be written, `last` being what
+/// was written last: when nothing was; at once when the peers (their nodes, keys, endpoints) or
+/// the settings changed; and when only allowed IPs or local prefixes changed, once the last write
+/// is [`SAVE_EVERY`] old. Compared in place: the snapshot is built only when it is due.
+pub fn save_due(
+    last: Option<&LastKnown>,
+    settings: Snapshot<'_>,
+    peers: &PeerSet,
+    now: jiff::Timestamp,
+) -> bool {
     let Some(last) = last else { return true };
-    // Compared field by field, without a copy of either (5,000 peers each, every pass); the
-    // destructuring names every field, so a new one cannot be left out.
+    // The destructuring names every field, so a new one cannot be left out.
     let LastKnown {
         node,
-        saved: _,
+        saved,
         port,
         mtu,
         strict,
@@ -40,31 +45,40 @@ pub fn save_due(last: Option<&LastKnown>, next: &LastKnown) -> bool {
         pod_networks,
         node_ips,
         local_prefixes,
-        peers,
+        peers: saved_peers,
     } = last;
+    let Snapshot {
+        node: next_node,
+        port: next_port,
+        mtu: next_mtu,
+        strict: next_strict,
+        host_encryption: next_host_encryption,
+        pod_networks: next_pod_networks,
+        node_ips: next_node_ips,
+    } = settings;
     // What changes rarely and matters: everything but allowed IPs and local prefixes.
-    let same_peers = peers.len() == next.peers.len()
-        && peers.iter().zip(&next.peers).all(|(a, b)| {
+    let same_peers = saved_peers.len() == peers.peers.len()
+        && saved_peers.iter().zip(peers.peers.values()).all(|(a, b)| {
             let SavedPeer { node, public_key, key_epoch, endpoint, allowed_ips: _ } = a;
             (node, public_key, key_epoch, endpoint) == (&b.node, &b.public_key, &b.key_epoch, &b.endpoint)
         });
     let same_skeleton = same_peers
-        && (node, port, mtu, strict, host_encryption, pod_networks, node_ips)
+        && (node.as_str(), port, mtu, strict, host_encryption, pod_networks.as_slice(), node_ips.as_slice())
             == (
-                &next.node,
-                &next.port,
-                &next.mtu,
-                &next.strict,
-                &next.host_encryption,
-                &next.pod_networks,
-                &next.node_ips,
+                next_node,
+                &next_port,
+                &next_mtu,
+                &next_strict,
+                &next_host_encryption,
+                next_pod_networks,
+                next_node_ips,
             );
     if !same_skeleton {
         return true;
     }
-    let same_ips = *local_prefixes == next.local_prefixes
-        && peers.iter().zip(&next.peers).all(|(a, b)| a.allowed_ips == b.allowed_ips);
-    !same_ips && next.saved.duration_since(last.saved) >= SAVE_EVERY
+    let same_ips = *local_prefixes == peers.local_prefixes
+        && saved_peers.iter().zip(peers.peers.values()).all(|(a, b)| a.allowed_ips == b.allowed_ips);
+    !same_ips && now.duration_since(*saved) >= SAVE_EVERY
 }
 
 /// Everything a pass needs to program the device and the kernel without the API server.
@@ -97,8 +111,8 @@ pub struct LastKnown {
 pub struct SavedPeer {
     /// The Node's name.
     pub node: String,
-    /// Its public key, in WireGuard's base64.
-    pub public_key: String,
+    /// Its public key (in WireGuard's base64 in the file).
+    pub public_key: PublicKey,
     /// Its key epoch.
     pub key_epoch: u64,
     /// Where its packets go.
@@ -125,21 +139,12 @@ pub enum Refused {
     /// The digest does not match the contents (truncated, edited, or corrupted on disk).
     #[error("its SHA-256 does not match its contents")]
     Digest,
-    /// The contents do not parse.
+    /// The contents do not parse (an invalid public key among them, say).
     #[error("malformed: {0}")]
     Malformed(#[source] serde_json::Error),
     /// It was written for another node.
     #[error("written for node {0}, not this one")]
     OtherNode(String),
-    /// A saved public key is not a valid key.
-    #[error("peer {node}: invalid public key: {source}")]
-    Key {
-        /// The peer's node.
-        node: String,
-        /// Why the key is invalid.
-        #[source]
-        source: meshcrypt_keyexchange::Error,
-    },
 }
 
 impl LastKnown {
@@ -160,7 +165,7 @@ impl LastKnown {
                 .values()
                 .map(|p| SavedPeer {
                     node: p.node.clone(),
-                    public_key: p.public_key.to_string(),
+                    public_key: p.public_key,
                     key_epoch: p.key_epoch,
                     endpoint: p.endpoint,
                     allowed_ips: p.allowed_ips.clone(),
@@ -170,23 +175,22 @@ impl LastKnown {
     }
 
     /// The peer set it describes (no problems: those were reported when it was saved).
-    pub fn peer_set(&self) -> Result<PeerSet, Refused> {
-        let mut peers = std::collections::BTreeMap::new();
-        for p in &self.peers {
-            let public_key = p
-                .public_key
-                .parse::<PublicKey>()
-                .map_err(|source| Refused::Key { node: p.node.clone(), source })?;
-            let peer = Peer {
-                node: p.node.clone(),
-                public_key,
-                key_epoch: p.key_epoch,
-                endpoint: p.endpoint,
-                allowed_ips: p.allowed_ips.clone(),
-            };
-            peers.insert(p.node.clone(), peer);
-        }
-        Ok(PeerSet { peers, local_prefixes: self.local_prefixes.clone(), problems: Vec::new() })
+    pub fn peer_set(&self) -> PeerSet {
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| {
+                let peer = Peer {
+                    node: p.node.clone(),
+                    public_key: p.public_key,
+                    key_epoch: p.key_epoch,
+                    endpoint: p.endpoint,
+                    allowed_ips: p.allowed_ips.clone(),
+                };
+                (p.node.clone(), peer)
+            })
+            .collect();
+        PeerSet { peers, local_prefixes: self.local_prefixes.clone(), problems: Vec::new() }
     }
 
     /// The file's contents: the header line with the digest of the body, then the body.
@@ -211,7 +215,6 @@ impl LastKnown {
         if saved.node != node {
             return Err(Refused::OtherNode(saved.node));
         }
-        saved.peer_set()?;
         Ok(saved)
     }
 }
@@ -289,7 +292,7 @@ mod tests {
         let saved = sample();
         let back = LastKnown::decode(&saved.encode(), "node-0").unwrap();
         assert_eq!(back, saved);
-        let peers = back.peer_set().unwrap();
+        let peers = back.peer_set();
         assert_eq!(peers.peers["node-1"].key_epoch, 3);
         assert_eq!(peers.local_prefixes, saved.local_prefixes);
     }
@@ -304,7 +307,7 @@ mod tests {
             next.saved = last.saved + jiff::SignedDuration::from_secs(secs);
             match change {
                 1 => next.peers[0].allowed_ips.push("10.244.9.0/24".parse().unwrap()),
-                2 => next.peers[0].public_key = PrivateKey::generate().public_key().to_string(),
+                2 => next.peers[0].public_key = PrivateKey::generate().public_key(),
                 3 => next.mtu = 1400,
                 4 => next.local_prefixes.push("10.244.8.0/24".parse().unwrap()),
                 5 => next.peers.push(SavedPeer { node: "node-9".into(), ..next.peers[0].clone() }),
@@ -325,19 +328,29 @@ mod tests {
             ("a peer joined: at once", Some(&last), later(0, 5), true),
             ("a node's address changed: at once", Some(&last), later(0, 6), true),
         ] {
-            assert_eq!(save_due(last, &next), due, "{name}");
+            let settings = Snapshot {
+                node: &next.node,
+                port: next.port,
+                mtu: next.mtu,
+                strict: next.strict,
+                host_encryption: next.host_encryption,
+                pod_networks: &next.pod_networks,
+                node_ips: &next.node_ips,
+            };
+            assert_eq!(save_due(last, settings, &next.peer_set(), next.saved), due, "{name}");
         }
     }
 
     #[test]
     fn refusals_table() {
-        let good = sample().encode();
+        let saved = sample();
+        let good = saved.encode();
         let flipped = good.replacen("10.244.1.0/24", "10.244.9.0/24", 1);
         let (header, body) = good.split_once('\n').unwrap();
         let mut other = sample();
         other.node = "node-7".into();
-        let mut bad_key = sample();
-        bad_key.peers[0].public_key = "AAAA".into();
+        let bad_body = body.replacen(&saved.peers[0].public_key.to_string(), "AAAA", 1);
+        let bad_key = format!("{HEADER}{}\n{bad_body}", hex::encode(Sha256::digest(&bad_body)));
         type Check = fn(&Refused) -> bool;
         let cases: Vec<(&str, String, Check)> = vec![
             ("an edited body", flipped, |r| matches!(r, Refused::Digest)),
@@ -345,7 +358,11 @@ mod tests {
             ("no header", body.to_owned(), |r| matches!(r, Refused::Header)),
             ("an unknown version", good.replacen("v1", "v9", 1), |r| matches!(r, Refused::Header)),
             ("another node's", other.encode(), |r| matches!(r, Refused::OtherNode(n) if n == "node-7")),
-            ("an invalid key", bad_key.encode(), |r| matches!(r, Refused::Key { .. })),
+            (
+                "an invalid key",
+                bad_key,
+                |r| matches!(r, Refused::Malformed(e) if e.to_string().contains("key")),
+            ),
             (
                 "valid digest, not JSON",
                 format!("{HEADER}{}\nnot json\n", hex::encode(Sha256::digest("not json\n"))),

@@ -52,7 +52,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
     /// Readiness stays false, with the reason, until a pass with the API server's list succeeds;
     /// that pass replaces everything restored here. Returns the number of peers restored.
     pub async fn restore(&mut self, last: LastKnown, now: jiff::Timestamp) -> Result<usize, AgentError> {
-        let peers = last.peer_set()?;
+        let peers = last.peer_set();
         let count = peers.peers.len();
         let span = tracing::info_span!("restore", node = %self.params.node, saved = %last.saved);
         let plan = self.run(&Source::LastKnown(Box::new(last.clone()), peers), now).instrument(span).await?;

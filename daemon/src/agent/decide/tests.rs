@@ -433,7 +433,7 @@ fn decide_table() {
             "restore: a peer cluster's saved node gets the pair's pre-shared key",
             |w| {
                 let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
-                let mut peers = last.peer_set().unwrap();
+                let mut peers = last.peer_set();
                 peers.peers.insert(
                     "prod-b/ip-10-9-0-5".into(),
                     meshcrypt_keyexchange::mesh::Peer {
@@ -882,7 +882,7 @@ fn decide_table() {
             "restore: the saved peers, nothing published, not ready yet",
             |w| {
                 let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
-                let peers = last.peer_set().unwrap();
+                let peers = last.peer_set();
                 w.inputs.view = View::LastKnown { last, peers };
                 w.inputs.device.as_mut().unwrap().peers.clear();
             },
