@@ -19,6 +19,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::sys::AsyncSocket as _;
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 
 use crate::error::Error;
@@ -29,17 +30,23 @@ use crate::route_view::{Cached, RouteView};
 #[derive(Debug, Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// A socket with strict checking of dump requests (`NETLINK_GET_STRICT_CHK`), for route dumps
+    /// of one table: the kernel then dumps that table alone instead of every table.
+    table_dumps: Handle,
     /// meshcrypt's table as last read, kept current from route notifications.
     view: Arc<RouteView>,
 }
 
 impl Netlink {
-    /// Opens two rtnetlink sockets, one for requests and one for route notifications, and drives
-    /// them on the current tokio runtime.
+    /// Opens three rtnetlink sockets, one for requests, one for table dumps and one for route
+    /// notifications, and drives them on the current tokio runtime.
     pub fn connect() -> Result<Self, Error> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
         tokio::spawn(connection);
-        Ok(Self { handle, view: Arc::new(RouteView::open()?) })
+        let (mut connection, table_dumps, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+        connection.socket_mut().socket_mut().set_netlink_get_strict_chk(true).map_err(Error::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { handle, table_dumps, view: Arc::new(RouteView::open()?) })
     }
 
     /// How many times `observe` read meshcrypt's table whole: its first read, and again after
@@ -139,12 +146,22 @@ impl Netlink {
     }
 
     /// Every route of `table` in `version`'s family, as the kernel sends them.
+    /// Every route of `table` in `version`'s family. The request goes on the strict-checking
+    /// socket, so the kernel dumps that table alone (Linux 4.20 and later: `ip_valid_fib_dump_req`
+    /// in net/ipv4/fib_frontend.c filters on the header's table, and on its protocol and type
+    /// unless they are zero, so they are); in pod-IP mode meshcrypt's table holds a route per
+    /// remote pod, which a dump of the main table no longer walks. An older kernel dumps every
+    /// table, and other tables' routes are dropped here. A table that does not exist in the family
+    /// (yet) reads as empty: the kernel ends such a dump with `ENOENT` in its `NLMSG_DONE`, which
+    /// netlink-proto takes for the end of the dump.
     async fn table_routes(&self, version: IpVersion, table: u32) -> Result<Vec<RouteMessage>, Error> {
-        let query = match version {
+        let mut query = match version {
             IpVersion::V4 => RouteMessageBuilder::<std::net::Ipv4Addr>::new().table_id(table).build(),
             IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().table_id(table).build(),
         };
-        let mut dump = self.handle.route().get(query).execute();
+        query.header.protocol = RouteProtocol::Unspec;
+        query.header.kind = RouteType::Unspec;
+        let mut dump = self.table_dumps.route().get(query).execute();
         let mut out = Vec::new();
         while let Some(msg) = dump.try_next().await.map_err(|e| Error::from_rtnetlink("dump routes", e))? {
             if route_table(&msg) == table {

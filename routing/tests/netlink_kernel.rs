@@ -295,3 +295,46 @@ fn the_table_kept_from_route_notifications_equals_a_fresh_dump() {
         });
     });
 }
+
+/// A dump of one table goes on the strict-checking socket, so the kernel walks that table alone:
+/// it returns the table's routes whoever added them (`ip` marks its routes protocol "boot"; CNIs
+/// and the kernel use others), none of another table's (here meshcrypt's, with a route per remote
+/// pod as in pod-IP mode, and the local table's), and for a table that does not exist in a family
+/// nothing, not the kernel's `ENOENT`.
+#[test]
+fn a_table_dump_reads_that_table_alone_and_a_missing_table_is_empty() {
+    in_private_netns(|| {
+        ip(&["tuntap", "add", "dev", "meshcrypt0", "mode", "tun"]);
+        ip(&["link", "set", "meshcrypt0", "up"]);
+        ip(&["link", "set", "lo", "up"]);
+        ip(&["address", "add", "10.244.0.1/32", "dev", "meshcrypt0"]);
+        ip(&["route", "add", "10.244.0.5/32", "dev", "meshcrypt0"]);
+        ip(&["route", "add", "10.244.0.6/32", "dev", "meshcrypt0", "proto", "static"]);
+        ip(&["-6", "route", "add", "fd00:10:244::5/128", "dev", "meshcrypt0", "proto", "kernel"]);
+        let table = TABLE.to_string();
+        let batch: String = (0..300)
+            .map(|i| format!("route add 10.245.{}.{}/32 dev meshcrypt0 table {table}\n", i / 256, i % 256))
+            .collect();
+        let mut child = Command::new("ip")
+            .args(["-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("ip -batch");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+        runtime().block_on(async {
+            let nl = Netlink::connect().unwrap();
+            let main: BTreeSet<IpNet> =
+                nl.host_routes(254).await.unwrap().into_iter().map(|r| r.dst).collect();
+            let want: BTreeSet<IpNet> =
+                ["10.244.0.5/32", "10.244.0.6/32", "fd00:10:244::5/128"].into_iter().map(net).collect();
+            assert_eq!(main, want, "the main table's host routes, and only them");
+            // meshcrypt's table exists in IPv4 only.
+            let ours = nl.host_routes(TABLE).await.unwrap();
+            assert_eq!(ours.len(), 300);
+            assert!(ours.iter().all(|r| r.dst.addr().to_string().starts_with("10.245.")));
+            assert_eq!(nl.observe("meshcrypt0", TABLE, PRIORITY).await.unwrap().routes.len(), 300);
+            assert!(nl.host_routes(3_000).await.unwrap().is_empty(), "a table that exists in neither family");
+        });
+    });
+}
