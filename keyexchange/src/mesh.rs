@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use foldhash::{HashMap, HashMapExt as _};
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Node, NodeAddress, PodIP};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use jiff::Timestamp;
 
@@ -159,34 +159,48 @@ pub struct PodView {
     pub created: Option<Timestamp>,
 }
 
+/// What a Pod's view is made from: its identity, creation time, node, host-network flag, phase
+/// and addresses, as the API server gives them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PodFields<'a> {
+    /// `metadata.namespace`.
+    pub namespace: Option<&'a str>,
+    /// `metadata.name`.
+    pub name: Option<&'a str>,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<&'a Time>,
+    /// `spec.nodeName`.
+    pub node_name: Option<&'a str>,
+    /// `spec.hostNetwork`.
+    pub host_network: Option<bool>,
+    /// `status.phase`.
+    pub phase: Option<&'a str>,
+    /// `status.podIP`.
+    pub pod_ip: Option<&'a str>,
+    /// `status.podIPs`.
+    pub pod_ips: Option<&'a [PodIP]>,
+}
+
 impl PodView {
     /// The view of a Pod that holds pod-network addresses on a node: `None` for host-network
     /// pods (their address is the node's), unscheduled pods, pods without an address yet, and
-    /// pods that have finished (their address may already belong to another pod).
-    pub fn from_pod(pod: &Pod) -> Option<Self> {
-        let spec = pod.spec.as_ref()?;
-        if spec.host_network == Some(true) {
+    /// pods that have finished (their address may already belong to another pod). Addresses that
+    /// do not parse are dropped; `status.podIP` counts only when `status.podIPs` gives none.
+    pub fn from_fields(pod: PodFields<'_>) -> Option<Self> {
+        if pod.host_network == Some(true) || matches!(pod.phase, Some("Succeeded" | "Failed")) {
             return None;
         }
-        let node = spec.node_name.clone()?;
-        let status = pod.status.as_ref()?;
-        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-            return None;
-        }
+        let node = pod.node_name?.to_owned();
         let mut ips: Vec<IpAddr> =
-            status.pod_ips.iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
+            pod.pod_ips.into_iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
         if ips.is_empty() {
-            ips.extend(status.pod_ip.as_ref().and_then(|ip| ip.parse::<IpAddr>().ok()));
+            ips.extend(pod.pod_ip.and_then(|ip| ip.parse::<IpAddr>().ok()));
         }
         if ips.is_empty() {
             return None;
         }
-        let name = format!(
-            "{}/{}",
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            pod.metadata.name.as_deref().unwrap_or_default()
-        );
-        Some(Self { name, node, ips, created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0) })
+        let name = format!("{}/{}", pod.namespace.unwrap_or_default(), pod.name.unwrap_or_default());
+        Some(Self { name, node, ips, created: pod.created.map(|t| t.0) })
     }
 }
 
@@ -427,7 +441,7 @@ pub struct PeerSet {
 /// `nodes` holds the views themselves or anything that lends them (`Arc<NodeView>`, `&NodeView`).
 pub fn desired_peers<N: Borrow<NodeView>>(
     nodes: &[N],
-    pods: &[PodView],
+    pods: &[&PodView],
     local: &LocalNode,
     config: &MeshConfig,
 ) -> PeerSet {
@@ -440,7 +454,7 @@ pub fn desired_peers<N: Borrow<NodeView>>(
 /// rules as [`desired_peers`]: what a cluster publishes about itself to its peer clusters.
 pub fn cluster_members<N: Borrow<NodeView>>(
     nodes: &[N],
-    pods: &[PodView],
+    pods: &[&PodView],
     ipv4: bool,
     config: &MeshConfig,
 ) -> PeerSet {
@@ -463,7 +477,7 @@ struct SeenBy<'a> {
 /// The peers as seen by `local`.
 fn peers_seen_by(
     nodes: &[&NodeView],
-    pods: &[PodView],
+    pods: &[&PodView],
     local: &SeenBy<'_>,
     ipv4: bool,
     config: &MeshConfig,
@@ -615,9 +629,9 @@ fn valid_prefixes<'a>(nodes: &[&'a NodeView], report: &mut impl FnMut(&str, Prob
 
 /// Each node's Pods' addresses as host prefixes (/32, /128), ordered by the Pod's creation (then
 /// its name).
-fn pod_prefixes(pods: &[PodView]) -> Claims<'_> {
-    let mut out: Claims<'_> = HashMap::new();
-    for pod in pods {
+fn pod_prefixes<'a>(pods: &[&'a PodView]) -> Claims<'a> {
+    let mut out: Claims<'a> = HashMap::new();
+    for &pod in pods {
         let order = (pod.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, pod.name.as_str());
         out.entry(pod.node.as_str()).or_default().extend(pod.ips.iter().map(|ip| (IpNet::from(*ip), order)));
     }

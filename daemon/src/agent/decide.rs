@@ -54,8 +54,9 @@ pub enum View {
     Complete {
         /// Every Node (the views are shared with the Node store's cache).
         nodes: Vec<Arc<NodeView>>,
-        /// Every Pod holding pod-network addresses (empty in podCIDR mode).
-        pods: Vec<PodView>,
+        /// Every Pod holding pod-network addresses (empty in podCIDR mode; the views are shared
+        /// with the Pod store's objects).
+        pods: Vec<Arc<PodView>>,
         /// Every peer cluster's nodes.
         remotes: Vec<RemoteView>,
     },
@@ -364,9 +365,11 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
             let Some(ip) = local.internal_ips.first().copied() else {
                 return plan.blocked(Blocked::NoInternalIp);
             };
-            let (nodes, pods): (Vec<&NodeView>, _) = match view {
-                View::Complete { nodes, pods, .. } => (nodes.iter().map(|n| &**n).collect(), pods.as_slice()),
-                _ => (vec![local], &[][..]),
+            let (nodes, pods): (Vec<&NodeView>, Vec<&PodView>) = match view {
+                View::Complete { nodes, pods, .. } => {
+                    (nodes.iter().map(|n| &**n).collect(), pods.iter().map(|p| &**p).collect())
+                }
+                _ => (vec![local], Vec::new()),
             };
             plan.own_pod_ips =
                 pods.iter().filter(|p| p.node == params.node).flat_map(|p| p.ips.iter().copied()).collect();
@@ -374,7 +377,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                 LocalNode { name: params.node.clone(), public_key: state.key.public_key, underlay_ip: ip };
             let allowed_ips = settings.addressing.allowed_ips_from();
             let mut peers =
-                desired_peers(&nodes, pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
+                desired_peers(&nodes, &pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
             if let View::Complete { remotes, .. } = view
                 && !remotes.is_empty()
             {

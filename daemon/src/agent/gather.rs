@@ -2,6 +2,8 @@
 //! device, the kernel, the pre-shared key files), before any decision and without changing anything on the node (the first
 //! pod-IP pass starts the Pod watcher and waits for its first list).
 
+use std::sync::Arc;
+
 use meshcrypt_dataplane::WireGuardBackend;
 use meshcrypt_keyexchange::mesh::{PeerSet, PodView};
 use meshcrypt_routing::Kernel;
@@ -99,13 +101,13 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
     })
 }
 
-/// Every Pod holding pod-network addresses (with MeshPeers: this node's); starts the Pod watcher
-/// the first time and waits for its first complete list (so no address is pruned before it is
-/// known).
+/// Every Pod holding pod-network addresses (with MeshPeers: this node's), as the views made when
+/// each Pod arrived; starts the Pod watcher the first time and waits for its first complete list
+/// (so no address is pruned before it is known).
 async fn pod_views<K: Kernel, B: WireGuardBackend>(
     io: &mut Io<K, B>,
     node: &str,
-) -> Result<Vec<PodView>, AgentError> {
+) -> Result<Vec<Arc<PodView>>, AgentError> {
     let store = io
         .pods
         .get_or_init(|| match io.peer_source {
@@ -120,18 +122,20 @@ async fn pod_views<K: Kernel, B: WireGuardBackend>(
         })
         .clone();
     store.wait_until_ready().await.map_err(|source| AgentError::StoreClosed { what: "pods", source })?;
-    Ok(store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
+    Ok(store.state().iter().filter_map(|p| p.view.clone()).collect())
 }
 
 /// The pod addresses another node offers on its MeshPeer, as one Pod of that node (its name says
 /// where it came from; an address claimed by two nodes stays with the older Node).
-fn offered_pods(node: &SlimNode) -> Option<PodView> {
+fn offered_pods(node: &SlimNode) -> Option<Arc<PodView>> {
     let ips = super::mesh_peers::joined_pod_ips(node);
     let name = node.metadata.name.clone()?;
-    (!ips.is_empty()).then(|| PodView {
-        name: format!("MeshPeer {name}"),
-        node: name,
-        ips,
-        created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    (!ips.is_empty()).then(|| {
+        Arc::new(PodView {
+            name: format!("MeshPeer {name}"),
+            node: name,
+            ips,
+            created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        })
     })
 }

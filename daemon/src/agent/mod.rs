@@ -34,6 +34,7 @@ mod remotes;
 mod report;
 mod routing_input;
 pub mod slim_node;
+pub mod slim_pod;
 mod state;
 pub(crate) mod watch;
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use super::slim_pod::SlimPod;
 use meshcrypt_dataplane::WireGuardDevice as _;
 use meshcrypt_dataplane::fake::FakeBackend;
 use meshcrypt_keyexchange::annotations::PUBLIC_KEY;
@@ -347,7 +347,7 @@ async fn a_closed_pod_store_fails_the_pass_and_keeps_what_is_programmed() {
     let mut h = Harness::new(&[]).await;
     assert!(h.pass().await);
     let before = h.kernel();
-    let (reader, writer) = kube::runtime::reflector::store::<Pod>();
+    let (reader, writer) = kube::runtime::reflector::store::<SlimPod>();
     drop(writer);
     assert!(h.agent.io.pods.set(reader).is_ok());
     h.configure(&[("addressing", "pod-ip")]).await;

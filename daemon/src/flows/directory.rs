@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Pod;
 use meshcrypt_keyexchange::PublicKey;
 
 use crate::agent::slim_node::SlimNode;
+use crate::agent::slim_pod::SlimPod;
 
 /// A pod as flow records name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl Directory {
     /// node). Host-network pods share their node's address and are left out; of two pods holding
     /// one address (a finished pod's address given to a new one) a running one wins.
     pub fn build<'a>(
-        pods: impl IntoIterator<Item = &'a Pod>,
+        pods: impl IntoIterator<Item = &'a SlimPod>,
         nodes: impl IntoIterator<Item = &'a SlimNode>,
         peers: &BTreeMap<PublicKey, String>,
         labels: &[String],

@@ -22,7 +22,6 @@ pub use sink::Sink;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use prometheus_client::metrics::counter::Counter;
@@ -30,10 +29,11 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::agent::metrics::{DeviceSlot, PeerNames};
 use crate::agent::slim_node::SlimNode;
+use crate::agent::slim_pod::SlimPod;
 use crate::config::settings::FlowSettings;
 
 /// The Pod store of pod-IP mode, once the loop has started it.
-pub type ClusterPods = Arc<OnceLock<Store<Pod>>>;
+pub type ClusterPods = Arc<OnceLock<Store<SlimPod>>>;
 
 /// The exporter's counters (`meshcrypt_flow_*`).
 #[derive(Debug, Default)]
@@ -106,7 +106,7 @@ pub const SIGNAL_QUEUE: usize = 256;
 impl Exporter {
     /// Runs until the settings' sender goes (the agent stops).
     pub async fn run(mut self) {
-        let mut local_pods: Option<Store<Pod>> = None;
+        let mut local_pods: Option<Store<SlimPod>> = None;
         let mut since = jiff::Timestamp::now();
         let mut settings = self.settings.borrow_and_update().clone();
         // A deadline, not a sleep per turn: signals arrive in between and must not put the next
@@ -154,7 +154,7 @@ impl Exporter {
         }
     }
 
-    fn watch_local_pods(&self) -> Store<Pod> {
+    fn watch_local_pods(&self) -> Store<SlimPod> {
         tracing::info!(node = %self.node, "flow records: watching this node's Pods");
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let api = kube::Api::all(self.client.clone());
@@ -163,7 +163,7 @@ impl Exporter {
             config,
             "local pods".into(),
             Arc::new(Notify::new()),
-            crate::agent::pods::trim_keeping_labels,
+            crate::agent::pods::keep_labels,
         )
     }
 
@@ -171,7 +171,7 @@ impl Exporter {
     async fn export(
         &self,
         settings: &FlowSettings,
-        local_pods: Option<&Store<Pod>>,
+        local_pods: Option<&Store<SlimPod>>,
         since: jiff::Timestamp,
     ) -> jiff::Timestamp {
         let now = jiff::Timestamp::now();

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use ed25519_dalek::SigningKey;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use meshcrypt_keyexchange::mesh::{MeshConfig, PeerSet, PodView, cluster_members};
 use meshcrypt_registry::{
@@ -17,6 +16,7 @@ use super::pace::{PublishBudget, PublishPace};
 use super::plan;
 use crate::agent::node_views::NodeViews;
 use crate::agent::slim_node::SlimNode;
+use crate::agent::slim_pod::SlimPod;
 use crate::error::AgentError;
 
 /// The cluster's Nodes, and its Pods when its agents run in pod-IP mode.
@@ -24,7 +24,7 @@ pub struct Members {
     /// Every Node.
     pub nodes: Store<SlimNode>,
     /// Every Pod (pod-IP mode only).
-    pub pods: Option<Store<Pod>>,
+    pub pods: Option<Store<SlimPod>>,
 }
 
 /// This cluster's side of the exchange, as the active replica keeps it.
@@ -146,11 +146,8 @@ impl<S: SecretStore> Publisher<S> {
     ) {
         if changed || self.set.is_none() {
             let views = self.views.refresh(&members.nodes.state());
-            let pods: Vec<PodView> = members
-                .pods
-                .as_ref()
-                .map(|store| store.state().iter().filter_map(|p| PodView::from_pod(p)).collect())
-                .unwrap_or_default();
+            let pods = members.pods.as_ref().map(Store::state).unwrap_or_default();
+            let pods: Vec<&PodView> = pods.iter().filter_map(|p| p.view.as_deref()).collect();
             self.set = Some(cluster_members(&views, &pods, true, &self.config));
         }
         let Some(set) = self.set.take() else { return };

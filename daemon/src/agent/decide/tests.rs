@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use meshcrypt_dataplane::{DeviceCounters, DeviceState, PrivateKey, RefusedKey};
 use meshcrypt_routing::fake::step;
@@ -909,7 +909,7 @@ fn decide_table() {
                     },
                 ];
                 if let View::Complete { pods: p, .. } = &mut w.inputs.view {
-                    *p = pods;
+                    *p = pods.into_iter().map(Arc::new).collect();
                 }
                 w.converge();
                 w.inputs.host_routes = vec![HostRoute {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::agent::slim_pod::SlimPod;
 use meshcrypt_dataplane::{
     DropReason, Flow, FlowDirection, FlowHarvest, FlowKey, FlowOutcome, PrivateKey, PublicKey,
 };
@@ -14,7 +14,7 @@ use super::*;
 use crate::agent::slim_node::SlimNode;
 use crate::flows::Directory;
 
-fn pod(name: &str, node: &str, ip: &str, phase: &str, host_network: bool) -> Pod {
+fn pod(name: &str, node: &str, ip: &str, phase: &str, host_network: bool) -> SlimPod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "shop", "labels": {"app": name, "secret-label": "x"}},
         "spec": {"nodeName": node, "hostNetwork": host_network, "containers": []},
