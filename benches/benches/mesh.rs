@@ -1,6 +1,6 @@
 //! Criterion benches of the agent's per-change computations at 100, 1,000 and 5,000 nodes: the
-//! peer set from the Node list (`mesh::desired_peers`, which parses every Node's key annotations)
-//! and the routing plan (`desired::build`, then `plan::plan` against an empty table as at first
+//! peer set from the Nodes' views (`mesh::desired_peers`; the views made one after another, and
+//! scattered in memory as an agent holds them after churn) and the routing plan (`desired::build`, then `plan::plan` against an empty table as at first
 //! sync, and against an up-to-date table as in steady state).
 
 use std::hint::black_box;
@@ -49,6 +49,52 @@ fn bench_peer_set(c: &mut Criterion) {
     group.sample_size(10);
     for n in SIZES {
         let all = nodes(n);
+        let local = LocalNode {
+            name: "node-0".into(),
+            public_key: PrivateKey::generate().public_key(),
+            underlay_ip: IpAddr::V4(node_addr(0)),
+        };
+        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs };
+        group.bench_with_input(BenchmarkId::from_parameter(n), &all, |b, all| {
+            b.iter(|| {
+                let set = desired_peers(black_box(all), &[], &local, &config);
+                assert_eq!(set.peers.len(), n - 1);
+                set
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The views as an agent holds them after churn: each in its own `Arc`, made at different times
+/// between other allocations, listed in an order unrelated to where they lie in memory.
+fn scattered(n: usize) -> (Vec<std::sync::Arc<NodeView>>, Vec<Vec<u8>>) {
+    let mut junk = Vec::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut views: Vec<std::sync::Arc<NodeView>> = nodes(n)
+        .into_iter()
+        .map(|v| {
+            junk.push(vec![0u8; 64 + (next() % 4096) as usize]);
+            std::sync::Arc::new(v)
+        })
+        .collect();
+    for i in (1..views.len()).rev() {
+        views.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    (views, junk)
+}
+
+fn bench_peer_set_scattered(c: &mut Criterion) {
+    let mut group = c.benchmark_group("desired_peers_scattered");
+    group.sample_size(10);
+    for n in SIZES {
+        let (all, _junk) = scattered(n);
         let local = LocalNode {
             name: "node-0".into(),
             public_key: PrivateKey::generate().public_key(),
@@ -121,5 +167,5 @@ fn bench_routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_peer_set, bench_routing);
+criterion_group!(benches, bench_peer_set, bench_peer_set_scattered, bench_routing);
 criterion_main!(benches);
