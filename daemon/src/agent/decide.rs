@@ -417,7 +417,11 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                 peers.local_prefixes.extend(wired);
                 peers.local_prefixes.sort();
             }
-            (peers, Some(ip), nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect())
+            // Sorted: the saved snapshot compares and journals them as a sorted list.
+            let mut node_ips: Vec<IpAddr> =
+                nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect();
+            node_ips.sort_unstable();
+            (peers, Some(ip), node_ips)
         }
     };
     let mtu = match (settings.mtu, underlay_ip) {

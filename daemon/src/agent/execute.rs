@@ -9,7 +9,7 @@ use meshcrypt_routing::Kernel;
 use super::decide::{Blocked, DeviceStep, KeyStep, Params, PassPlan};
 use super::events::{EventType, configmap_ref, node_ref, remote_cluster_ref};
 use super::io::Io;
-use super::last_known;
+use super::last_known::{self, journal};
 use super::peer_ops::to_changes;
 use super::publish::{publish_key, withdraw_key};
 use super::state::LoopState;
@@ -174,10 +174,23 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
     // 9.
     if let Some(snapshot) = &plan.save {
         let path = last_known::path(&io.state_dir);
-        match write_atomic(&io.state_dir, &path, snapshot.encode().as_bytes()) {
-            Ok(()) => state.last_known = Some(snapshot.clone()),
-            Err(e) => {
-                tracing::warn!(error = %e, path = %path.display(), "cannot save the last known peer set")
+        let last = state.last_known.as_deref().zip(state.last_known_end.as_ref());
+        let (write, end) = journal::write_for(last, snapshot);
+        let written = match &write {
+            journal::Write::Whole(text) => {
+                write_atomic(&io.state_dir, &path, text.as_bytes()).map_err(|e| e.to_string())
+            }
+            journal::Write::Append(line) => journal::append(&path, line).map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(()) => {
+                state.last_known = Some(snapshot.clone());
+                state.last_known_end = Some(end);
+            }
+            Err(error) => {
+                // What the file holds is not known now: the next save writes it whole.
+                state.last_known_end = None;
+                tracing::warn!(%error, path = %path.display(), "cannot save the last known peer set")
             }
         }
     }
@@ -185,8 +198,10 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
         // Switched off: nothing may come back from the last known peer set at the next start.
         let saved = last_known::path(&io.state_dir);
         match std::fs::remove_file(&saved) {
-            Ok(()) => state.last_known = None,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => state.last_known = None,
+            Ok(()) => (state.last_known, state.last_known_end) = (None, None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (state.last_known, state.last_known_end) = (None, None)
+            }
             Err(source) => {
                 return Err(AgentError::Io { what: format!("remove {}", saved.display()), source });
             }

@@ -3,6 +3,7 @@
 //! carries encrypted traffic from it at once. It is a cache, never an authority: the first
 //! complete list from the API server replaces it, and it is checked before use (format, its
 //! SHA-256 digest, the node it was written for) and ignored, with a WARN, when it fails a check.
+//! It is written as a journal ([`journal`]): a save appends what changed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,10 +14,13 @@ use meshcrypt_keyexchange::mesh::{Peer, PeerSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub mod journal;
+
 /// The file's name inside the state directory.
 pub const FILE: &str = "last-known.json";
-/// The first line's prefix; the line ends with the SHA-256 of the rest of the file, in hex.
-const HEADER: &str = "meshcrypt last-known v1 sha256=";
+/// The first line's prefix in the format before the journal (still read); the line ends with the
+/// SHA-256 of the rest of the file, in hex.
+const HEADER_V1: &str = "meshcrypt last-known v1 sha256=";
 
 /// How often the file is rewritten at most for a change of allowed IPs only: in pod-IP mode pod
 /// churn changes them many times a second, and a restart needs them only roughly current (the
@@ -98,7 +102,7 @@ pub struct LastKnown {
     pub host_encryption: bool,
     /// The pod networks steered into the mesh.
     pub pod_networks: Vec<IpNet>,
-    /// Every node's InternalIPs (routing keeps node addresses inside pod networks local).
+    /// Every node's InternalIPs, sorted (routing keeps node addresses inside pod networks local).
     pub node_ips: Vec<IpAddr>,
     /// This node's own pod prefixes.
     pub local_prefixes: Vec<IpNet>,
@@ -107,7 +111,7 @@ pub struct LastKnown {
 }
 
 /// One peer as saved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SavedPeer {
     /// The Node's name.
     pub node: String,
@@ -193,25 +197,19 @@ impl LastKnown {
         PeerSet { peers, local_prefixes: self.local_prefixes.clone(), problems: Vec::new() }
     }
 
-    /// The file's contents: the header line with the digest of the body, then the body.
-    pub fn encode(&self) -> String {
-        // Compact: at 5,000 peers a pretty file is half indentation, written on every change.
-        // One buffer, the header put in front of the body: the body is about 1 MB at 5,000 peers.
-        let mut text = serde_json::to_string(self).expect("plain data serializes");
-        text.push('\n');
-        let header = format!("{HEADER}{}\n", hex::encode(Sha256::digest(&text)));
-        text.insert_str(0, &header);
-        text
-    }
-
-    /// Parses and checks file contents written by [`LastKnown::encode`] for node `node`.
+    /// Parses and checks file contents (a journal, [`journal`], or a file of the format before
+    /// it) written for node `node`.
     pub fn decode(text: &str, node: &str) -> Result<Self, Refused> {
         let (header, body) = text.split_once('\n').ok_or(Refused::Header)?;
-        let digest = header.strip_prefix(HEADER).ok_or(Refused::Header)?;
-        if hex::encode(Sha256::digest(body)) != digest {
-            return Err(Refused::Digest);
-        }
-        let saved: Self = serde_json::from_str(body).map_err(Refused::Malformed)?;
+        let saved = if let Some(digest) = header.strip_prefix(journal::HEADER) {
+            journal::decode(digest, body)?
+        } else {
+            let digest = header.strip_prefix(HEADER_V1).ok_or(Refused::Header)?;
+            if hex::encode(Sha256::digest(body)) != digest {
+                return Err(Refused::Digest);
+            }
+            serde_json::from_str(body).map_err(Refused::Malformed)?
+        };
         if saved.node != node {
             return Err(Refused::OtherNode(saved.node));
         }
@@ -234,7 +232,7 @@ pub struct Snapshot<'a> {
     pub host_encryption: bool,
     /// The pod networks.
     pub pod_networks: &'a [IpNet],
-    /// Every node's InternalIPs.
+    /// Every node's InternalIPs, sorted.
     pub node_ips: &'a [IpAddr],
 }
 
@@ -287,14 +285,30 @@ mod tests {
         LastKnown::of(settings, &peers, jiff::Timestamp::from_second(1_800_000_000).unwrap())
     }
 
+    /// The file a first save writes.
+    fn whole(saved: &LastKnown) -> String {
+        match journal::write_for(None, saved).0 {
+            journal::Write::Whole(text) => text,
+            journal::Write::Append(line) => panic!("a first save appends {line}"),
+        }
+    }
+
+    /// The file as the format before the journal wrote it.
+    fn v1(saved: &LastKnown) -> String {
+        let body = format!("{}\n", serde_json::to_string(saved).unwrap());
+        format!("{HEADER_V1}{}\n{body}", hex::encode(Sha256::digest(&body)))
+    }
+
     #[test]
     fn round_trips_and_rebuilds_the_peer_set() {
         let saved = sample();
-        let back = LastKnown::decode(&saved.encode(), "node-0").unwrap();
-        assert_eq!(back, saved);
-        let peers = back.peer_set();
-        assert_eq!(peers.peers["node-1"].key_epoch, 3);
-        assert_eq!(peers.local_prefixes, saved.local_prefixes);
+        for (format, text) in [("journal", whole(&saved)), ("before the journal", v1(&saved))] {
+            let back = LastKnown::decode(&text, "node-0").unwrap();
+            assert_eq!(back, saved, "{format}");
+            let peers = back.peer_set();
+            assert_eq!(peers.peers["node-1"].key_epoch, 3, "{format}");
+            assert_eq!(peers.local_prefixes, saved.local_prefixes, "{format}");
+        }
     }
 
     #[test]
@@ -344,32 +358,45 @@ mod tests {
     #[test]
     fn refusals_table() {
         let saved = sample();
-        let good = saved.encode();
+        let good = whole(&saved);
         let flipped = good.replacen("10.244.1.0/24", "10.244.9.0/24", 1);
         let (header, body) = good.split_once('\n').unwrap();
         let mut other = sample();
         other.node = "node-7".into();
-        let bad_body = body.replacen(&saved.peers[0].public_key.to_string(), "AAAA", 1);
-        let bad_key = format!("{HEADER}{}\n{bad_body}", hex::encode(Sha256::digest(&bad_body)));
+        let signed = |snapshot: &str| {
+            format!(
+                "{}{}\n{snapshot}\n",
+                journal::HEADER,
+                hex::encode(Sha256::digest(format!("{snapshot}\n")))
+            )
+        };
+        let bad_key =
+            signed(body.trim_end().replacen(&saved.peers[0].public_key.to_string(), "AAAA", 1).as_str());
         type Check = fn(&Refused) -> bool;
         let cases: Vec<(&str, String, Check)> = vec![
             ("an edited body", flipped, |r| matches!(r, Refused::Digest)),
             ("a truncated file", good[..good.len() / 2].to_owned(), |r| matches!(r, Refused::Digest)),
             ("no header", body.to_owned(), |r| matches!(r, Refused::Header)),
-            ("an unknown version", good.replacen("v1", "v9", 1), |r| matches!(r, Refused::Header)),
-            ("another node's", other.encode(), |r| matches!(r, Refused::OtherNode(n) if n == "node-7")),
+            ("an unknown version", good.replacen("v2", "v9", 1), |r| matches!(r, Refused::Header)),
+            ("another node's", whole(&other), |r| matches!(r, Refused::OtherNode(n) if n == "node-7")),
+            (
+                "another node's, before the journal",
+                v1(&other),
+                |r| matches!(r, Refused::OtherNode(n) if n == "node-7"),
+            ),
+            (
+                "an edited body, before the journal",
+                v1(&saved).replacen("10.244.1.0/24", "10.244.9.0/24", 1),
+                |r| matches!(r, Refused::Digest),
+            ),
             (
                 "an invalid key",
                 bad_key,
                 |r| matches!(r, Refused::Malformed(e) if e.to_string().contains("key")),
             ),
-            (
-                "valid digest, not JSON",
-                format!("{HEADER}{}\nnot json\n", hex::encode(Sha256::digest("not json\n"))),
-                |r| matches!(r, Refused::Malformed(_)),
-            ),
+            ("valid digest, not JSON", signed("not json"), |r| matches!(r, Refused::Malformed(_))),
         ];
-        assert!(header.starts_with(HEADER));
+        assert!(header.starts_with(journal::HEADER));
         for (name, text, expected) in cases {
             let refused = LastKnown::decode(&text, "node-0").expect_err(name);
             assert!(expected(&refused), "{name}: {refused}");

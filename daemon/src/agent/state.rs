@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use meshcrypt_keyexchange::{NodeKeyAnnotations, PresharedKey, PublicKey};
 
-use super::last_known::LastKnown;
+use super::last_known::{LastKnown, journal};
 use super::report::Reported;
 use crate::config::settings::{KeyError, Settings};
 use crate::mesh_peer::Offer;
@@ -24,6 +24,9 @@ pub struct LoopState {
     pub key: NodeKeyAnnotations,
     /// The last known peer set as saved (or restored).
     pub last_known: Option<Arc<LastKnown>>,
+    /// Where the saved file's journal ends, when this agent wrote it and its last write
+    /// succeeded (else the next save writes it whole).
+    pub last_known_end: Option<journal::End>,
     /// A staged rotation waits to be published (reported once).
     pub rotation_pending: bool,
     /// Passes run so far.
@@ -60,6 +63,7 @@ impl LoopState {
             reported: BTreeSet::new(),
             key,
             last_known: None,
+            last_known_end: None,
             rotation_pending: false,
             passes: 0,
             preshared_keys: BTreeMap::new(),
