@@ -20,7 +20,7 @@ use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedState, Op};
 
 use super::config_source::Reading;
 use super::device_view::unanswered;
-use super::last_known::{self, LastKnown, Snapshot};
+use super::last_known::{self, LastKnown, Snapshot, journal};
 use super::peer_ops::{PeerOp, handshake_targets, peer_ops};
 use super::preshared;
 use super::routing_input::{RoutingSettings, routing_input, wired_local_pods};
@@ -194,6 +194,17 @@ pub struct KernelPlan {
     pub ops: Vec<Op>,
 }
 
+/// A save of the last known peer set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Save {
+    /// What is saved (the loop remembers it once written).
+    pub snapshot: Arc<LastKnown>,
+    /// How the file is written: the change appended, or the snapshot whole.
+    pub write: journal::Write,
+    /// Where the file's journal ends once it is written.
+    pub end: journal::End,
+}
+
 /// Everything one pass does, decided up front.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassPlan {
@@ -227,8 +238,8 @@ pub struct PassPlan {
     pub handshakes_after_switch: Vec<PublicKey>,
     /// The kernel.
     pub kernel: KernelPlan,
-    /// The last known peer set to save.
-    pub save: Option<Arc<LastKnown>>,
+    /// The last known peer set to save, and how.
+    pub save: Option<Save>,
     /// Remove the saved last known peer set (switched off).
     pub forget: bool,
     /// Problems newly found (each logged and reported once).
@@ -508,8 +519,13 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     plan.peers = peers.peers.len();
     match &inputs.view {
         View::Complete { .. } => {
-            plan.save = last_known::save_due(state.last_known.as_deref(), mesh, &peers, inputs.now)
-                .then(|| Arc::new(LastKnown::of(mesh, &peers, inputs.now)));
+            plan.save =
+                last_known::save_due(state.last_known.as_deref(), mesh, &peers, inputs.now).then(|| {
+                    let snapshot = LastKnown::of(mesh, &peers, inputs.now);
+                    let last = state.last_known.as_deref().zip(state.last_known_end.as_ref());
+                    let (write, end) = journal::write_for(last, &snapshot);
+                    Save { snapshot: Arc::new(snapshot), write, end }
+                });
             plan.readiness = Readiness::Ready(format!("mesh programmed: {} peers configured", plan.peers));
             plan.untaint = true;
         }

@@ -172,11 +172,9 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
     plan: &PassPlan,
 ) -> Result<(), AgentError> {
     // 9.
-    if let Some(snapshot) = &plan.save {
+    if let Some(save) = &plan.save {
         let path = last_known::path(&io.state_dir);
-        let last = state.last_known.as_deref().zip(state.last_known_end.as_ref());
-        let (write, end) = journal::write_for(last, snapshot);
-        let written = match &write {
+        let written = match &save.write {
             journal::Write::Whole(text) => {
                 write_atomic(&io.state_dir, &path, text.as_bytes()).map_err(|e| e.to_string())
             }
@@ -184,8 +182,8 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
         };
         match written {
             Ok(()) => {
-                state.last_known = Some(snapshot.clone());
-                state.last_known_end = Some(end);
+                state.last_known = Some(save.snapshot.clone());
+                state.last_known_end = Some(save.end.clone());
             }
             Err(error) => {
                 // What the file holds is not known now: the next save writes it whole.

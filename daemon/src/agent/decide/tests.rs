@@ -162,8 +162,9 @@ impl World {
             device.peers.sort_by_key(|p| p.public_key);
             self.state.settings.clone_from(&plan.settings);
             self.state.reported.clone_from(&plan.problems);
-            if let Some(saved) = plan.save {
-                self.state.last_known = Some(saved);
+            if let Some(save) = plan.save {
+                self.state.last_known = Some(save.snapshot);
+                self.state.last_known_end = Some(save.end);
             }
         }
     }
