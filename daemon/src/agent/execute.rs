@@ -176,9 +176,10 @@ async fn finish<K: Kernel, B: WireGuardBackend>(
         let path = last_known::path(&io.state_dir);
         let written = match &save.write {
             journal::Write::Whole(text) => {
-                write_atomic(&io.state_dir, &path, text.as_bytes()).map_err(|e| e.to_string())
+                write_atomic(&io.state_dir, &path, text.as_bytes()).map_err(AgentError::from)
             }
-            journal::Write::Append(line) => journal::append(&path, line).map_err(|e| e.to_string()),
+            journal::Write::Append(line) => journal::append(&path, line)
+                .map_err(|source| AgentError::Io { what: format!("append to {}", path.display()), source }),
         };
         match written {
             Ok(()) => {
