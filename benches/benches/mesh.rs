@@ -1,10 +1,13 @@
 //! Criterion benches of the agent's per-change computations at 100, 1,000 and 5,000 nodes: the
 //! peer set from the Nodes' views (`mesh::desired_peers`; the views made one after another, and
-//! scattered in memory as an agent holds them after churn) and the routing plan (`desired::build`, then `plan::plan` against an empty table as at first
-//! sync, and against an up-to-date table as in steady state).
+//! scattered in memory as an agent holds them after churn) and the routing plan
+//! (`desired::build`, then `plan::plan` against an empty table as at first sync, and against an
+//! up-to-date table as in steady state).
 
+use std::borrow::Borrow;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ipnet::IpNet;
@@ -44,11 +47,16 @@ fn nodes(n: usize) -> Vec<NodeView> {
         .collect()
 }
 
-fn bench_peer_set(c: &mut Criterion) {
-    let mut group = c.benchmark_group("desired_peers");
+/// Times the peer set of `node-0` at each size, over the views `views` gives for that size.
+fn bench_peer_set_over<N: Borrow<NodeView>, K>(
+    c: &mut Criterion,
+    group: &str,
+    views: impl Fn(usize) -> (Vec<N>, K),
+) {
+    let mut group = c.benchmark_group(group);
     group.sample_size(10);
     for n in SIZES {
-        let all = nodes(n);
+        let (all, _keep) = views(n);
         let local = LocalNode {
             name: "node-0".into(),
             public_key: PrivateKey::generate().public_key(),
@@ -67,8 +75,9 @@ fn bench_peer_set(c: &mut Criterion) {
 }
 
 /// The views as an agent holds them after churn: each in its own `Arc`, made at different times
-/// between other allocations, listed in an order unrelated to where they lie in memory.
-fn scattered(n: usize) -> (Vec<std::sync::Arc<NodeView>>, Vec<Vec<u8>>) {
+/// between other allocations (returned, to be kept alive), listed in an order unrelated to where
+/// they lie in memory.
+fn scattered(n: usize) -> (Vec<Arc<NodeView>>, Vec<Vec<u8>>) {
     let mut junk = Vec::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
@@ -77,11 +86,11 @@ fn scattered(n: usize) -> (Vec<std::sync::Arc<NodeView>>, Vec<Vec<u8>>) {
         seed ^= seed << 17;
         seed
     };
-    let mut views: Vec<std::sync::Arc<NodeView>> = nodes(n)
+    let mut views: Vec<Arc<NodeView>> = nodes(n)
         .into_iter()
         .map(|v| {
             junk.push(vec![0u8; 64 + (next() % 4096) as usize]);
-            std::sync::Arc::new(v)
+            Arc::new(v)
         })
         .collect();
     for i in (1..views.len()).rev() {
@@ -90,26 +99,9 @@ fn scattered(n: usize) -> (Vec<std::sync::Arc<NodeView>>, Vec<Vec<u8>>) {
     (views, junk)
 }
 
-fn bench_peer_set_scattered(c: &mut Criterion) {
-    let mut group = c.benchmark_group("desired_peers_scattered");
-    group.sample_size(10);
-    for n in SIZES {
-        let (all, _junk) = scattered(n);
-        let local = LocalNode {
-            name: "node-0".into(),
-            public_key: PrivateKey::generate().public_key(),
-            underlay_ip: IpAddr::V4(node_addr(0)),
-        };
-        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs };
-        group.bench_with_input(BenchmarkId::from_parameter(n), &all, |b, all| {
-            b.iter(|| {
-                let set = desired_peers(black_box(all), &[], &local, &config);
-                assert_eq!(set.peers.len(), n - 1);
-                set
-            })
-        });
-    }
-    group.finish();
+fn bench_peer_set(c: &mut Criterion) {
+    bench_peer_set_over(c, "desired_peers", |n| (nodes(n), ()));
+    bench_peer_set_over(c, "desired_peers_scattered", scattered);
 }
 
 fn input(n: usize) -> RoutingInput {
@@ -167,5 +159,5 @@ fn bench_routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_peer_set, bench_peer_set_scattered, bench_routing);
+criterion_group!(benches, bench_peer_set, bench_routing);
 criterion_main!(benches);

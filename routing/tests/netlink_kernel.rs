@@ -28,6 +28,17 @@ fn ip(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `ip -batch` with `batch` (one `ip` command a line) on its standard input.
+fn ip_batch(batch: &str) {
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip -batch");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch failed");
+}
+
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
@@ -280,13 +291,7 @@ fn the_table_kept_from_route_notifications_equals_a_fresh_dump() {
                     format!("route add 10.{}.{}.0/24 dev meshcrypt0 table {table}\n", 100 + i / 256, i % 256)
                 })
                 .collect();
-            let mut child = Command::new("ip")
-                .args(["-batch", "-"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .expect("ip -batch");
-            std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
-            assert!(child.wait().unwrap().success());
+            ip_batch(&batch);
             let routes = as_a_dump_sees_it(&nl, "after an overrun").await;
             assert!(routes.len() > 20_000, "{}", routes.len());
             assert_eq!(nl.route_dumps(), dumps + 1, "lost notifications: the table read whole");
@@ -315,13 +320,7 @@ fn a_table_dump_reads_that_table_alone_and_a_missing_table_is_empty() {
         let batch: String = (0..300)
             .map(|i| format!("route add 10.245.{}.{}/32 dev meshcrypt0 table {table}\n", i / 256, i % 256))
             .collect();
-        let mut child = Command::new("ip")
-            .args(["-batch", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("ip -batch");
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success());
+        ip_batch(&batch);
         runtime().block_on(async {
             let nl = Netlink::connect().unwrap();
             let main: BTreeSet<IpNet> =

@@ -231,7 +231,7 @@ pub struct PassPlan {
     pub withdraw: bool,
     /// The device's peer changes, removals first.
     pub peer_ops: Vec<PeerOp>,
-    /// Peers to start a handshake with now ([`handshake_targets`]: those added that wait for one).
+    /// Peers to start a handshake with now ([`handshake_targets`]: those that wait for one).
     pub handshakes: Vec<PublicKey>,
     /// The handshake targets instead if this node's key switches in this pass (also the peers
     /// that may hold a session under the old key).
@@ -511,9 +511,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
     plan.peer_ops = peer_ops(&peers, &preshared::by_peer(&peers, &chosen.keys), device);
     plan.preshared_keys = Some(chosen.keys);
     let now = std::time::SystemTime::from(inputs.now);
-    let targets = |switch| {
-        handshake_targets(&peers, &plan.peer_ops, switch, &device.refused_keys, &inputs.handshakes, now)
-    };
+    let targets = |switch| handshake_targets(&peers, switch, &device.refused_keys, &inputs.handshakes, now);
     plan.handshakes = targets(false);
     plan.handshakes_after_switch = targets(true);
     plan.peers = peers.peers.len();
