@@ -21,8 +21,10 @@ use crate::annotations::{AGENT_FIELD_MANAGER, PUBLIC_KEY, annotation_writers};
 use crate::{NodeKeyAnnotations, PublicKey};
 
 mod exception;
+mod index;
 mod remote;
 pub use exception::{COMPUTE_TYPE_LABEL, NoAgentExpected, OS_LABEL};
+pub use index::PeerIndex;
 pub use remote::{RemoteNodeView, RemoteView, add_remote_peers};
 
 /// What the peer set needs to know of one Node, read from fields the API server vouches for.
@@ -482,7 +484,7 @@ fn peers_seen_by(
     ipv4: bool,
     config: &MeshConfig,
 ) -> PeerSet {
-    let (local_name, local_key) = (local.name, local.key);
+    let local_name = local.name;
     let mut problems = Vec::new();
     let mut report =
         |node: &str, problem: Problem| problems.push(NodeProblem { node: node.to_owned(), problem });
@@ -492,13 +494,8 @@ fn peers_seen_by(
         AllowedIpsFrom::PodIps => pod_prefixes(pods),
     };
     let conflicts = contested_prefixes(&prefixes, local_name);
-    let finish = |claimed: &mut dyn Iterator<Item = IpNet>| -> Vec<IpNet> {
-        match config.allowed_ips {
-            AllowedIpsFrom::PodCidrs => claimed.collect(),
-            AllowedIpsFrom::PodIps => aggregate(&claimed.map(|n| n.addr()).collect()),
-        }
-    };
-    let local_prefixes = finish(&mut prefixes.get(local_name).into_iter().flatten().map(|(net, _)| *net));
+    let local_prefixes =
+        finish(config.allowed_ips, prefixes.get(local_name).into_iter().flatten().map(|(net, _)| *net));
 
     let mut keyed: Vec<(&NodeView, &NodeKeyAnnotations)> = Vec::with_capacity(nodes.len());
     for node in nodes.iter().copied().filter(|n| n.name != local_name) {
@@ -513,86 +510,129 @@ fn peers_seen_by(
     // in the order their claims are honoured: keys by `key_claim`, addresses by the Node's age.
     // Hash maps of the first claimant, not ordered maps of every claim: a pass at 5,000 nodes
     // must not spend its time comparing keys.
-    let endpoint = |node: &NodeView| node.internal_ips.iter().copied().find(|ip| ip.is_ipv4() == ipv4);
     let key_claims = shared(keyed.iter().map(|(node, key)| (key.public_key, *node)), key_claim);
     let address_claims =
-        shared(keyed.iter().filter_map(|(node, _)| Some((endpoint(node)?, *node))), |n: &NodeView| {
-            (n.created.unwrap_or(Timestamp::MAX), n.name.as_str())
-        });
+        shared(keyed.iter().filter_map(|(node, _)| Some((endpoint(node, ipv4)?, *node))), address_claim);
 
     let mut peers = Vec::with_capacity(keyed.len());
     for (node, key) in keyed {
-        if Some(key.public_key) == local_key {
-            report(&node.name, Problem::ClaimsLocalKey);
-            continue;
-        }
-        // Sorted: the first claimant holds the key.
-        if let Some(claims) = key_claims.get(&key.public_key) {
-            let others: Vec<String> =
-                claims.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
-            if claims[0].name != node.name {
-                report(&node.name, Problem::DuplicateKey { with: others });
-                continue;
-            }
-            report(&node.name, Problem::KeyClaimedByOthers { by: others });
-        }
-        let Some(ip) = endpoint(node) else {
-            report(&node.name, Problem::NoEndpoint);
-            continue;
+        let allowed = || {
+            finish(
+                config.allowed_ips,
+                prefixes
+                    .get(node.name.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|(net, _)| *net)
+                    .filter(|p| conflicts.get(&(node.name.as_str(), *p)).is_none_or(Conflict::routed)),
+            )
         };
-        if Some(ip) == local.ip {
-            let problem = Problem::SharedInternalIp { ip, with: vec![local_name.to_owned()], refused: true };
-            report(&node.name, problem);
-            continue;
-        }
-        if let Some(holders) = address_claims.get(&ip) {
-            let with = holders.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
-            let refused = holders[0].name != node.name;
-            report(&node.name, Problem::SharedInternalIp { ip, with, refused });
-            if refused {
-                continue;
-            }
-        }
-        let ip = &ip;
-        let allowed_ips = finish(
-            &mut prefixes
-                .get(node.name.as_str())
-                .into_iter()
-                .flatten()
-                .map(|(net, _)| *net)
-                .filter(|p| conflicts.get(&(node.name.as_str(), *p)).is_none_or(Conflict::routed)),
+        let peer = judge_keyed(
+            node,
+            key,
+            key_claims.get(&key.public_key).map(Vec::as_slice),
+            |ip| address_claims.get(&ip).cloned(),
+            local,
+            ipv4,
+            config,
+            allowed,
+            &mut |problem| report(&node.name, problem),
         );
-        // The node's own address too: traffic between its host network and pods here is pod
-        // traffic, encrypted both ways (the routing step decides what is steered to it).
-        let mut allowed_ips = allowed_ips;
-        allowed_ips.push(IpNet::from(*ip));
-        allowed_ips.sort();
-        allowed_ips.dedup();
-        peers.push((
-            node.name.clone(),
-            Peer {
-                node: node.name.clone(),
-                public_key: key.public_key,
-                key_epoch: key.epoch,
-                endpoint: SocketAddr::new(*ip, config.port),
-                allowed_ips,
-            },
-        ));
+        peers.extend(peer.map(|p| (node.name.clone(), p)));
     }
     for ((node, prefix), conflict) in conflicts {
-        let others = conflict.with.into_iter().map(str::to_owned).collect();
-        let problem = if conflict.established {
-            Problem::PrefixClaimedByOthers { prefix, by: others }
-        } else {
-            Problem::ContestedPrefix { prefix, with: others }
-        };
-        report(node, problem);
+        report(node, conflict_problem(prefix, conflict));
     }
     problems.sort_by(|a, b| a.node.cmp(&b.node));
     // Sorted, then built in bulk, not inserted one by one.
     peers.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
     let peers = peers.into_iter().collect();
     PeerSet { peers, local_prefixes, problems }
+}
+
+/// The address of `node` its peers send to: its first InternalIP in the underlay's family
+/// (IPv4 if `ipv4`).
+fn endpoint(node: &NodeView, ipv4: bool) -> Option<IpAddr> {
+    node.internal_ips.iter().copied().find(|ip| ip.is_ipv4() == ipv4)
+}
+
+/// The order in which claims of one endpoint address are honoured: the older Node first, then
+/// the name.
+fn address_claim(node: &NodeView) -> (Timestamp, &str) {
+    (node.created.unwrap_or(Timestamp::MAX), node.name.as_str())
+}
+
+/// The order of a Node's claim of its pod CIDRs: its creation, then its name.
+fn cidr_claim(node: &NodeView) -> ClaimOrder<'_> {
+    (node.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, node.name.as_str())
+}
+
+/// The order of a Pod's claim of its addresses: its creation, then its name.
+fn pod_claim(pod: &PodView) -> ClaimOrder<'_> {
+    (pod.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, pod.name.as_str())
+}
+
+/// Judges one keyed node other than the observer: its peer, or `None` when it is refused.
+///
+/// `key_rivals` lists every keyed node publishing its key, itself included, in [`key_claim`]
+/// order (`None`: no other node publishes it); `address_rivals` gives the same for an endpoint
+/// address, in [`address_claim`] order. `allowed` gives its routed pod prefixes. Each problem
+/// found goes to `report`, in the order the peer set lists them.
+#[allow(clippy::too_many_arguments)]
+fn judge_keyed<'v>(
+    node: &NodeView,
+    key: &NodeKeyAnnotations,
+    key_rivals: Option<&[&'v NodeView]>,
+    address_rivals: impl FnOnce(IpAddr) -> Option<Vec<&'v NodeView>>,
+    local: &SeenBy<'_>,
+    ipv4: bool,
+    config: &MeshConfig,
+    allowed: impl FnOnce() -> Vec<IpNet>,
+    report: &mut impl FnMut(Problem),
+) -> Option<Peer> {
+    if Some(key.public_key) == local.key {
+        report(Problem::ClaimsLocalKey);
+        return None;
+    }
+    // The first claimant holds the key.
+    if let Some(claims) = key_rivals {
+        let others: Vec<String> =
+            claims.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
+        if claims[0].name != node.name {
+            report(Problem::DuplicateKey { with: others });
+            return None;
+        }
+        report(Problem::KeyClaimedByOthers { by: others });
+    }
+    let Some(ip) = endpoint(node, ipv4) else {
+        report(Problem::NoEndpoint);
+        return None;
+    };
+    if Some(ip) == local.ip {
+        report(Problem::SharedInternalIp { ip, with: vec![local.name.to_owned()], refused: true });
+        return None;
+    }
+    if let Some(holders) = address_rivals(ip) {
+        let with = holders.iter().filter(|n| n.name != node.name).map(|n| n.name.clone()).collect();
+        let refused = holders[0].name != node.name;
+        report(Problem::SharedInternalIp { ip, with, refused });
+        if refused {
+            return None;
+        }
+    }
+    // The node's own address too: traffic between its host network and pods here is pod
+    // traffic, encrypted both ways (the routing step decides what is steered to it).
+    let mut allowed_ips = allowed();
+    allowed_ips.push(IpNet::from(ip));
+    allowed_ips.sort();
+    allowed_ips.dedup();
+    Some(Peer {
+        node: node.name.clone(),
+        public_key: key.public_key,
+        key_epoch: key.epoch,
+        endpoint: SocketAddr::new(ip, config.port),
+        allowed_ips,
+    })
 }
 
 /// The order in which claims are honoured: the earliest first. A claim of unknown age counts as
@@ -614,12 +654,12 @@ type Claims<'a> = HashMap<&'a str, Vec<(IpNet, ClaimOrder<'a>)>>;
 fn valid_prefixes<'a>(nodes: &[&'a NodeView], report: &mut impl FnMut(&str, Problem)) -> Claims<'a> {
     let mut out: Claims<'a> = HashMap::with_capacity(nodes.len());
     for &node in nodes {
-        let order = (node.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, node.name.as_str());
+        let order = cidr_claim(node);
         let entry = out.entry(node.name.as_str()).or_default();
         for cidr in &node.pod_cidrs {
-            match cidr.parse::<IpNet>() {
-                Ok(net) if net.trunc() == net => entry.push((net, order)),
-                _ => report(&node.name, Problem::InvalidPodCidr(cidr.clone())),
+            match valid_cidr(cidr) {
+                Some(net) => entry.push((net, order)),
+                None => report(&node.name, Problem::InvalidPodCidr(cidr.clone())),
             }
         }
     }
@@ -627,12 +667,36 @@ fn valid_prefixes<'a>(nodes: &[&'a NodeView], report: &mut impl FnMut(&str, Prob
     out
 }
 
+/// A pod CIDR as written, if it is a canonical prefix.
+fn valid_cidr(cidr: &str) -> Option<IpNet> {
+    cidr.parse::<IpNet>().ok().filter(|net| net.trunc() == *net)
+}
+
+/// A node's allowed pod prefixes from its claimed ones, sorted: as claimed in podCIDR mode; in
+/// pod-IP mode its addresses aggregated into the fewest prefixes ([`aggregate`]).
+fn finish(mode: AllowedIpsFrom, claimed: impl Iterator<Item = IpNet>) -> Vec<IpNet> {
+    match mode {
+        AllowedIpsFrom::PodCidrs => claimed.collect(),
+        AllowedIpsFrom::PodIps => aggregate(&claimed.map(|n| n.addr()).collect()),
+    }
+}
+
+/// The problem a conflict over `prefix` is reported as, to its claimant.
+fn conflict_problem(prefix: IpNet, conflict: Conflict<'_>) -> Problem {
+    let others = conflict.with.into_iter().map(str::to_owned).collect();
+    if conflict.established {
+        Problem::PrefixClaimedByOthers { prefix, by: others }
+    } else {
+        Problem::ContestedPrefix { prefix, with: others }
+    }
+}
+
 /// Each node's Pods' addresses as host prefixes (/32, /128), ordered by the Pod's creation (then
 /// its name).
 fn pod_prefixes<'a>(pods: &[&'a PodView]) -> Claims<'a> {
     let mut out: Claims<'a> = HashMap::new();
     for &pod in pods {
-        let order = (pod.created.unwrap_or(Timestamp::MAX), Timestamp::MAX, pod.name.as_str());
+        let order = pod_claim(pod);
         out.entry(pod.node.as_str()).or_default().extend(pod.ips.iter().map(|ip| (IpNet::from(*ip), order)));
     }
     out.values_mut().for_each(earliest_claims);

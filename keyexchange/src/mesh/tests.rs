@@ -4,7 +4,7 @@ use super::*;
 use crate::PrivateKey;
 use crate::annotations::{KEY_CREATED, KEY_EPOCH, PUBLIC_KEY};
 
-fn key(seed: u8) -> PublicKey {
+pub(super) fn key(seed: u8) -> PublicKey {
     // Deterministic, valid keys: the public half of a fixed private key.
     PrivateKey::from_base64(&base64_of([seed; 32])).unwrap().public_key()
 }
@@ -25,7 +25,7 @@ fn annotated(k: Option<&str>) -> BTreeMap<String, String> {
     .unwrap_or_default()
 }
 
-fn node(name: &str, key: Option<&str>, ips: &[&str], cidrs: &[&str]) -> NodeView {
+pub(super) fn node(name: &str, key: Option<&str>, ips: &[&str], cidrs: &[&str]) -> NodeView {
     NodeView {
         name: name.to_owned(),
         key: NodeView::parse_key(&annotated(key)),
@@ -45,7 +45,7 @@ fn exempt(mut node: NodeView, why: NoAgentExpected) -> NodeView {
 }
 
 /// A point in time, `secs` seconds into a fixed day.
-fn at(secs: i64) -> Timestamp {
+pub(super) fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
 }
 
@@ -60,7 +60,7 @@ fn cidr_mode(port: u16) -> MeshConfig {
     MeshConfig { port, allowed_ips: AllowedIpsFrom::PodCidrs }
 }
 
-fn pod(name: &str, node: &str, ips: &[&str]) -> PodView {
+pub(super) fn pod(name: &str, node: &str, ips: &[&str]) -> PodView {
     PodView {
         name: name.to_owned(),
         node: node.to_owned(),
