@@ -52,7 +52,7 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
             let nodes = io.node_views.refresh(&listed);
             let mut pods = if pod_ip { pod_views(io, &params.node).await? } else { Vec::new() };
             if pod_ip && io.peer_source == PeerSource::MeshPeers {
-                pods.extend(listed.iter().filter_map(|n| offered_pods(n)));
+                pods.extend(io.node_views.offered_pods(&listed));
             }
             let remotes = io.remotes.state().iter().map(|r| r.view()).collect();
             View::Complete { nodes, pods, remotes }
@@ -123,19 +123,4 @@ async fn pod_views<K: Kernel, B: WireGuardBackend>(
         .clone();
     store.wait_until_ready().await.map_err(|source| AgentError::StoreClosed { what: "pods", source })?;
     Ok(store.state().iter().filter_map(|p| p.view.clone()).collect())
-}
-
-/// The pod addresses another node offers on its MeshPeer, as one Pod of that node (its name says
-/// where it came from; an address claimed by two nodes stays with the older Node).
-fn offered_pods(node: &SlimNode) -> Option<Arc<PodView>> {
-    let ips = super::mesh_peers::joined_pod_ips(node);
-    let name = node.metadata.name.clone()?;
-    (!ips.is_empty()).then(|| {
-        Arc::new(PodView {
-            name: format!("MeshPeer {name}"),
-            node: name,
-            ips,
-            created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        })
-    })
 }
