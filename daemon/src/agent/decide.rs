@@ -3,6 +3,7 @@
 //! device and kernel changes, the Events, the metrics and readiness. No IO and no clock: time is
 //! [`Inputs::now`]. [`super::execute`] carries a plan out.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashSet};
 use meshcrypt_dataplane::{DeviceState, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::{
-    LocalNode, MeshConfig, NodeProblem, NodeView, PeerSet, PodView, Problem, RemoteView, add_remote_peers,
-    desired_peers,
+    LocalNode, MeshConfig, NodeProblem, NodeView, PeerIndex, PeerSet, PodView, Problem, RemoteView,
+    add_remote_peers, desired_peers,
 };
 use meshcrypt_keyexchange::{NodeKeyAnnotations, rotation};
 use meshcrypt_routing::mtu::tunnel_mtu;
@@ -326,9 +327,20 @@ pub const KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 
 
 /// Decides one pass. See the module doc; the order [`super::execute`] applies a plan in is
 /// documented there.
-pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
+///
+/// `index` holds the peer set between passes: it gives what [`desired_peers`] would give for the
+/// pass's view, judging again only the nodes that changed (see [`PeerIndex`]), so the plan is the
+/// same function of `state` and `inputs` whatever the index held before.
+pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut PeerIndex) -> PassPlan {
     let mut plan = PassPlan::new(state);
-    device_signals(params, state, inputs, &mut plan);
+    // Every Node's InternalIPs, sorted: the snapshot saves them as a sorted list (so an order
+    // change in the store is no change), and the endpoint check searches them.
+    let node_ips: Vec<IpAddr> = match &inputs.view {
+        View::Complete { nodes, .. } => sorted_ips(nodes.iter().map(|n| &**n)),
+        View::LocalOnly(local) => sorted_ips([local]),
+        View::LastKnown { last, .. } => last.node_ips.clone(),
+    };
+    device_signals(params, state, inputs, &node_ips, &mut plan);
     silent_peers(params, state, inputs, &mut plan);
     let local = match &inputs.view {
         View::Complete { nodes, .. } => nodes.iter().find(|n| n.name == params.node).map(|n| &**n),
@@ -365,49 +377,60 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
 
     // The peers, this node's underlay address (not needed for a restored snapshot: its MTU is
     // fixed) and the tunnel MTU.
-    let (peers, underlay_ip, node_ips) = match &inputs.view {
-        View::LastKnown { last, peers } => {
+    let (peers, underlay_ip) = match &inputs.view {
+        View::LastKnown { peers, .. } => {
             let mut peers = peers.clone();
             peers.peers.retain(|id, _| !refused(id));
-            (peers, None, last.node_ips.clone())
+            (Cow::Owned(peers), None)
         }
         view => {
             let Some(local) = local else { return plan.blocked(Blocked::LocalNodeMissing) };
             let Some(ip) = local.internal_ips.first().copied() else {
                 return plan.blocked(Blocked::NoInternalIp);
             };
-            let (nodes, pods): (Vec<&NodeView>, Vec<&PodView>) = match view {
-                View::Complete { nodes, pods, .. } => {
-                    (nodes.iter().map(|n| &**n).collect(), pods.iter().map(|p| &**p).collect())
-                }
-                _ => (vec![local], Vec::new()),
-            };
-            plan.own_pod_ips =
-                pods.iter().filter(|p| p.node == params.node).flat_map(|p| p.ips.iter().copied()).collect();
             let local_node =
                 LocalNode { name: params.node.clone(), public_key: state.key.public_key, underlay_ip: ip };
-            let allowed_ips = settings.addressing.allowed_ips_from();
-            let mut peers =
-                desired_peers(&nodes, &pods, &local_node, &MeshConfig { port: settings.port, allowed_ips });
+            let config =
+                MeshConfig { port: settings.port, allowed_ips: settings.addressing.allowed_ips_from() };
+            // The index answers for the complete view, judging again only what changed since the
+            // last pass; the bootstrap's view of one Node is judged whole. The index's set is
+            // borrowed, and copied only when this pass adds to it.
+            let (nodes, mut peers): (Vec<&NodeView>, Cow<'_, PeerSet>) = match view {
+                View::Complete { nodes, pods, .. } => {
+                    plan.own_pod_ips = pods
+                        .iter()
+                        .filter(|p| p.node == params.node)
+                        .flat_map(|p| p.ips.iter().copied())
+                        .collect();
+                    let peers = index.desired_peers(nodes, pods, &local_node, &config);
+                    (nodes.iter().map(|n| &**n).collect(), Cow::Borrowed(peers))
+                }
+                _ => (vec![local], Cow::Owned(desired_peers(&[local], &[], &local_node, &config))),
+            };
             if let View::Complete { remotes, .. } = view
                 && !remotes.is_empty()
             {
                 let local_keys =
                     nodes.iter().filter_map(|n| n.published_key()).map(|k| k.public_key).collect();
-                add_remote_peers(&mut peers, remotes, &local_node, &local_keys);
+                add_remote_peers(peers.to_mut(), remotes, &local_node, &local_keys);
             }
-            peers.peers.retain(|id, _| !refused(id));
-            peers.problems.extend(chosen.problems.iter().cloned());
+            if !chosen.refused.is_empty() && peers.peers.keys().any(&refused) {
+                peers.to_mut().peers.retain(|id, _| !refused(id));
+            }
+            if !chosen.problems.is_empty() {
+                peers.to_mut().problems.extend(chosen.problems.iter().cloned());
+            }
             // Who else wrote this node's meshcrypt.dev/ annotations: only this agent sees it (the
             // others may see the Node only after this agent has published its key again).
             if let Some(problem) = local.foreign_writers() {
-                peers.problems.push(NodeProblem { node: params.node.clone(), problem });
+                peers.to_mut().problems.push(NodeProblem { node: params.node.clone(), problem });
             }
             // A new node whose agent may still be starting is counted, not yet reported (a set:
             // thousands of new keyless nodes must not cost problems × nodes).
+            let young_since = inputs.now - KEY_GRACE;
             let young: HashSet<&str> = nodes
                 .iter()
-                .filter(|n| n.created.is_some_and(|c| inputs.now.duration_since(c) < KEY_GRACE))
+                .filter(|n| n.created.is_some_and(|c| c > young_since))
                 .map(|n| n.name.as_str())
                 .collect();
             let starting = |p: &NodeProblem| p.problem == Problem::NoKey && young.contains(p.node.as_str());
@@ -425,14 +448,13 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs) -> PassPlan {
                     &peers.local_prefixes,
                     &not_local,
                 );
-                peers.local_prefixes.extend(wired);
-                peers.local_prefixes.sort();
+                if !wired.is_empty() {
+                    let local_prefixes = &mut peers.to_mut().local_prefixes;
+                    local_prefixes.extend(wired);
+                    local_prefixes.sort();
+                }
             }
-            // Sorted: the saved snapshot compares and journals them as a sorted list.
-            let mut node_ips: Vec<IpAddr> =
-                nodes.iter().flat_map(|n| n.internal_ips.iter().copied()).collect();
-            node_ips.sort_unstable();
-            (peers, Some(ip), node_ips)
+            (peers, Some(ip))
         }
     };
     let mtu = match (settings.mtu, underlay_ip) {
@@ -649,7 +671,13 @@ fn report_problems(
 /// within minutes join the same Event): handshake initiations from keys that are no peer's
 /// (`UnknownKeyHandshake`), and packets from a peer with an inner source outside its allowed IPs
 /// (`SpoofedSource`). docs/signals.md.
-fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mut PassPlan) {
+fn device_signals(
+    params: &Params,
+    state: &LoopState,
+    inputs: &Inputs,
+    node_ips: &[IpAddr],
+    plan: &mut PassPlan,
+) {
     let Some(counters) = inputs.device.as_ref().map(|d| d.counters) else { return };
     let new = |total: u64, seen: u64| total.checked_sub(seen).unwrap_or(total);
     plan.unknown_handshakes = counters.handshakes_unknown_key;
@@ -718,13 +746,10 @@ fn device_signals(params: &Params, state: &LoopState, inputs: &Inputs, plan: &mu
     // known peer set) unless its authenticated packets came from elsewhere: WireGuard roams to
     // their source, and the device diff sets it back. An address that is no Node's means the node
     // sends from another address, or its key is in use elsewhere.
-    if let (Some(device), View::Complete { nodes, .. }) = (&inputs.device, &inputs.view) {
-        // Built once: a pass looks at every peer, and nothing here may cost peers × nodes. A
-        // sorted vector, not a hash set: at 5,000 nodes hashing and growing the set took 1.6 ms
-        // a pass, sorting takes a tenth of that.
-        let mut node_ips: Vec<IpAddr> = Vec::with_capacity(nodes.len());
-        node_ips.extend(nodes.iter().flat_map(|n| n.internal_ips.iter().copied()));
-        node_ips.sort_unstable();
+    if let (Some(device), View::Complete { .. }) = (&inputs.device, &inputs.view) {
+        // A pass looks at every peer, and nothing here may cost peers × nodes: `node_ips` is
+        // sorted, searched in halves. (A hash set of them took 1.6 ms a pass at 5,000 nodes to
+        // build; sorting takes a tenth of that.)
         let saved = state.last_known.as_ref().map(|l| l.peers.as_slice()).unwrap_or_default();
         // Built only once a peer's endpoint is no node's address (a roam): rarely.
         let mut configured: Option<HashMap<PublicKey, std::net::SocketAddr>> = None;
@@ -817,6 +842,13 @@ fn holders(inputs: &Inputs, ip: std::net::IpAddr) -> impl Iterator<Item = &str> 
 fn node_publishing<'a>(inputs: &'a Inputs, key: &PublicKey) -> Option<&'a str> {
     let View::Complete { nodes, .. } = &inputs.view else { return None };
     nodes.iter().find(|n| n.published_key().is_some_and(|k| k.public_key == *key)).map(|n| n.name.as_str())
+}
+
+/// The InternalIPs of `nodes`, sorted.
+fn sorted_ips<'a>(nodes: impl IntoIterator<Item = &'a NodeView>) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = nodes.into_iter().flat_map(|n| n.internal_ips.iter().copied()).collect();
+    ips.sort_unstable();
+    ips
 }
 
 /// Whether the agent on `local` is the first agent of the cluster: its node's name comes first

@@ -210,6 +210,7 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         params,
         io,
         state: state::LoopState::new(key),
+        peer_index: Default::default(),
         report_interval: Duration::from_secs(args.status_interval),
     };
     let socket = crate::status::socket_path(&args.state.state_dir);

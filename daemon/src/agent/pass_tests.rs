@@ -133,8 +133,13 @@ impl Harness {
             config_map: Some((NAMESPACE.into(), CONFIG_MAP.into())),
             no_handshake_after: jiff::SignedDuration::from_secs(180),
         };
-        let agent =
-            Reconciler { params, io, state: LoopState::new(key), report_interval: Duration::from_secs(300) };
+        let agent = Reconciler {
+            params,
+            io,
+            state: LoopState::new(key),
+            peer_index: Default::default(),
+            report_interval: Duration::from_secs(300),
+        };
         Self { server, agent, kernel, backend, _state_dir: state_dir }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshcrypt_dataplane::WireGuardBackend;
+use meshcrypt_keyexchange::mesh::PeerIndex;
 use meshcrypt_routing::Kernel;
 use tracing::Instrument as _;
 
@@ -33,6 +34,8 @@ pub struct Reconciler<K: Kernel, B: WireGuardBackend> {
     pub io: Io<K, B>,
     /// The loop's memory.
     pub state: LoopState,
+    /// The peer set kept between passes ([`decide`] keeps it up to date).
+    pub peer_index: PeerIndex,
     /// How often, at least, the node's state is reported on its MeshNode.
     pub report_interval: Duration,
 }
@@ -231,7 +234,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
             let started = Instant::now();
             let inputs = gather(&mut self.io, &self.params, &self.state, source, now).await?;
             let gathered = self.observe_phase("gather", started);
-            let plan = decide(&self.params, &self.state, &inputs);
+            let plan = decide(&self.params, &self.state, &inputs, &mut self.peer_index);
             let decided = self.observe_phase("decide", gathered);
             let outcome = execute(&mut self.io, &self.params, &mut self.state, &plan).await;
             self.observe_phase("execute", decided);

@@ -1,6 +1,7 @@
 //! The decisions of a pass as a table: a world in sync, one change per row, and what the plan
 //! must say about it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
@@ -65,6 +66,8 @@ struct World {
     params: Params,
     state: LoopState,
     inputs: Inputs,
+    /// Kept across the passes, as the agent keeps it.
+    index: RefCell<PeerIndex>,
 }
 
 impl World {
@@ -100,7 +103,7 @@ impl World {
     }
 
     fn decide(&self) -> PassPlan {
-        decide(&self.params, &self.state, &self.inputs)
+        decide(&self.params, &self.state, &self.inputs, &mut self.index.borrow_mut())
     }
 
     /// Applies what a plan does to the device, the kernel and the state, as a successful execution
@@ -230,6 +233,7 @@ fn in_sync() -> World {
             preshared_keys: Some(BTreeMap::new()),
             handshakes: BTreeMap::new(),
         },
+        index: RefCell::default(),
     };
     world.converge();
     world
