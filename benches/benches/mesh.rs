@@ -1,6 +1,7 @@
 //! Criterion benches of the agent's per-change computations at 100, 1,000 and 5,000 nodes: the
 //! peer set from the Nodes' views (`mesh::desired_peers`; the views made one after another, and
-//! scattered in memory as an agent holds them after churn) and the routing plan
+//! scattered in memory as an agent holds them after churn), the same through the index kept
+//! between passes when one Node changed (`mesh::PeerIndex`), and the routing plan
 //! (`desired::build`, then `plan::plan` against an empty table as at first sync, and against an
 //! up-to-date table as in steady state).
 
@@ -11,7 +12,9 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ipnet::IpNet;
-use meshcrypt_keyexchange::mesh::{AllowedIpsFrom, LocalNode, MeshConfig, NodeView, desired_peers};
+use meshcrypt_keyexchange::mesh::{
+    AllowedIpsFrom, LocalNode, MeshConfig, NodeView, PeerIndex, desired_peers,
+};
 use meshcrypt_keyexchange::{NodeKeyAnnotations, PrivateKey};
 use meshcrypt_routing::{ObservedLink, ObservedState, RoutingInput, desired, plan};
 
@@ -47,6 +50,16 @@ fn nodes(n: usize) -> Vec<NodeView> {
         .collect()
 }
 
+/// `node-0` (with a key of its own) in podCIDR mode.
+fn observer() -> (LocalNode, MeshConfig) {
+    let local = LocalNode {
+        name: "node-0".into(),
+        public_key: PrivateKey::generate().public_key(),
+        underlay_ip: IpAddr::V4(node_addr(0)),
+    };
+    (local, MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs })
+}
+
 /// Times the peer set of `node-0` at each size, over the views `views` gives for that size.
 fn bench_peer_set_over<N: Borrow<NodeView>, K>(
     c: &mut Criterion,
@@ -57,12 +70,7 @@ fn bench_peer_set_over<N: Borrow<NodeView>, K>(
     group.sample_size(10);
     for n in SIZES {
         let (all, _keep) = views(n);
-        let local = LocalNode {
-            name: "node-0".into(),
-            public_key: PrivateKey::generate().public_key(),
-            underlay_ip: IpAddr::V4(node_addr(0)),
-        };
-        let config = MeshConfig { port: 51820, allowed_ips: AllowedIpsFrom::PodCidrs };
+        let (local, config) = observer();
         group.bench_with_input(BenchmarkId::from_parameter(n), &all, |b, all| {
             b.iter(|| {
                 let set = desired_peers(black_box(all), &[], &local, &config);
@@ -102,6 +110,36 @@ fn scattered(n: usize) -> (Vec<Arc<NodeView>>, Vec<Vec<u8>>) {
 fn bench_peer_set(c: &mut Criterion) {
     bench_peer_set_over(c, "desired_peers", |n| (nodes(n), ()));
     bench_peer_set_over(c, "desired_peers_scattered", scattered);
+}
+
+/// The peer set through the index an agent keeps between passes (`mesh::PeerIndex`), one Node
+/// changing (its key epoch) between updates: a pass's peer set for one event, over the views as
+/// an agent holds them.
+fn bench_peer_index(c: &mut Criterion) {
+    let mut group = c.benchmark_group("peer_index_one_change");
+    group.sample_size(10);
+    for n in SIZES {
+        let (mut all, _keep) = scattered(n);
+        let (local, config) = observer();
+        let mut index = PeerIndex::default();
+        index.desired_peers(&all, &[], &local, &config);
+        let at = all.iter().position(|v| v.name != local.name).unwrap();
+        let mut changed = (*all[at]).clone();
+        if let Ok(Some(key)) = &mut changed.key {
+            key.epoch += 1;
+        }
+        let versions = [all[at].clone(), Arc::new(changed)];
+        let mut turn = 0;
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                turn ^= 1;
+                all[at] = versions[turn].clone();
+                let set = index.desired_peers(black_box(&all), &[], &local, &config);
+                assert_eq!(set.peers[&versions[turn].name].key_epoch, 1 + turn as u64);
+            })
+        });
+    }
+    group.finish();
 }
 
 fn input(n: usize) -> RoutingInput {
@@ -159,5 +197,5 @@ fn bench_routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_peer_set, bench_routing);
+criterion_group!(benches, bench_peer_set, bench_peer_index, bench_routing);
 criterion_main!(benches);
