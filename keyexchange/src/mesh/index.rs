@@ -71,8 +71,9 @@ pub struct PeerIndex {
     basis: Option<(LocalNode, MeshConfig)>,
     /// Every Node given, found by name, with the update that last gave it.
     nodes: HashMap<ByName, u32>,
-    /// Every Pod given (pod-IP mode), found by its view, with the update that last gave it.
-    pods: HashMap<ByPtr<PodView>, u32>,
+    /// Every Pod given (pod-IP mode), found by where its view lies, with the update that last
+    /// gave it.
+    pods: HashMap<Ptr, (Arc<PodView>, u32)>,
     /// Updates of the node or Pod lists so far.
     updates: u32,
     /// The Pods of each node, by node name.
@@ -180,13 +181,13 @@ impl PeerIndex {
         let mut added = Vec::new();
         for pod in pods {
             match self.pods.get_mut(&Ptr::of(pod)) {
-                Some(seen) => *seen = update,
+                Some((_, seen)) => *seen = update,
                 None => added.push(pod),
             }
         }
         if self.pods.len() > pods.len() - added.len() {
             let gone: Vec<Arc<PodView>> =
-                self.pods.iter().filter(|(_, seen)| **seen != update).map(|(p, _)| p.view.clone()).collect();
+                self.pods.values().filter(|(_, seen)| *seen != update).map(|(p, _)| p.clone()).collect();
             for pod in gone {
                 self.remove_pod(&pod, dirty);
             }
@@ -262,7 +263,7 @@ impl PeerIndex {
             self.add_claim(IpNet::from(*ip), Claim::Pod(pod.clone()), dirty);
         }
         self.pods_by_node.entry(pod.node.clone()).or_default().push(pod.clone());
-        self.pods.insert(ByPtr::new(pod), update);
+        self.pods.insert(Ptr::of(pod), (pod.clone(), update));
     }
 
     /// Drops `pod` from the indexes, marking its node and every node whose addresses it overlapped.
@@ -430,22 +431,7 @@ impl PartialEq for ByName {
 
 impl Eq for ByName {}
 
-/// A view kept in a map and found by the `Arc` it is in, not by its value.
-#[derive(Debug)]
-struct ByPtr<T> {
-    /// Where the view lies: the key.
-    at: Ptr,
-    /// The view.
-    view: Arc<T>,
-}
-
-impl<T> ByPtr<T> {
-    fn new(view: &Arc<T>) -> Self {
-        Self { at: Ptr::of(view), view: view.clone() }
-    }
-}
-
-/// Where a view lies.
+/// Where a view lies: a key that stays unique while the map holding it keeps the view's `Arc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Ptr(usize);
 
@@ -455,27 +441,6 @@ impl Ptr {
         Self(Arc::as_ptr(view) as usize)
     }
 }
-
-impl<T> Borrow<Ptr> for ByPtr<T> {
-    fn borrow(&self) -> &Ptr {
-        &self.at
-    }
-}
-
-impl<T> Hash for ByPtr<T> {
-    /// As its [`Ptr`] hashes, so that a lookup by `&Ptr` finds it.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.at.hash(state);
-    }
-}
-
-impl<T> PartialEq for ByPtr<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at
-    }
-}
-
-impl<T> Eq for ByPtr<T> {}
 
 /// One node judged.
 struct Judged {
