@@ -447,8 +447,7 @@ pub fn desired_peers<N: Borrow<NodeView>>(
     local: &LocalNode,
     config: &MeshConfig,
 ) -> PeerSet {
-    let seen_by = SeenBy { name: &local.name, key: Some(local.public_key), ip: Some(local.underlay_ip) };
-    peers_seen_by(&lent(nodes), pods, &seen_by, local.underlay_ip.is_ipv4(), config)
+    peers_seen_by(&lent(nodes), pods, &SeenBy::node(local, config), config)
 }
 
 /// Every node of the cluster that is a peer to the others, as a node outside it would see them
@@ -460,7 +459,8 @@ pub fn cluster_members<N: Borrow<NodeView>>(
     ipv4: bool,
     config: &MeshConfig,
 ) -> PeerSet {
-    peers_seen_by(&lent(nodes), pods, &SeenBy { name: "", key: None, ip: None }, ipv4, config)
+    let outside = SeenBy { name: "", key: None, ip: None, ipv4, port: config.port };
+    peers_seen_by(&lent(nodes), pods, &outside, config)
 }
 
 /// The views `nodes` lend.
@@ -469,21 +469,31 @@ fn lent<N: Borrow<NodeView>>(nodes: &[N]) -> Vec<&NodeView> {
 }
 
 /// Who the peers are seen by: a node's name (`""`: none of the cluster's), key and underlay
-/// address.
+/// address, and how it reaches them: endpoints in the IPv4 family if `ipv4` (else IPv6), on UDP
+/// `port`.
 struct SeenBy<'a> {
     name: &'a str,
     key: Option<PublicKey>,
     ip: Option<IpAddr>,
+    ipv4: bool,
+    port: u16,
+}
+
+impl<'a> SeenBy<'a> {
+    /// The peers as the cluster's node `local` sees them, in its underlay's family.
+    fn node(local: &'a LocalNode, config: &MeshConfig) -> Self {
+        SeenBy {
+            name: &local.name,
+            key: Some(local.public_key),
+            ip: Some(local.underlay_ip),
+            ipv4: local.underlay_ip.is_ipv4(),
+            port: config.port,
+        }
+    }
 }
 
 /// The peers as seen by `local`.
-fn peers_seen_by(
-    nodes: &[&NodeView],
-    pods: &[&PodView],
-    local: &SeenBy<'_>,
-    ipv4: bool,
-    config: &MeshConfig,
-) -> PeerSet {
+fn peers_seen_by(nodes: &[&NodeView], pods: &[&PodView], local: &SeenBy<'_>, config: &MeshConfig) -> PeerSet {
     let local_name = local.name;
     let mut problems = Vec::new();
     let mut report =
@@ -511,8 +521,10 @@ fn peers_seen_by(
     // Hash maps of the first claimant, not ordered maps of every claim: a pass at 5,000 nodes
     // must not spend its time comparing keys.
     let key_claims = shared(keyed.iter().map(|(node, key)| (key.public_key, *node)), key_claim);
-    let address_claims =
-        shared(keyed.iter().filter_map(|(node, _)| Some((endpoint(node, ipv4)?, *node))), address_claim);
+    let address_claims = shared(
+        keyed.iter().filter_map(|(node, _)| Some((endpoint(node, local.ipv4)?, *node))),
+        address_claim,
+    );
 
     let mut peers = Vec::with_capacity(keyed.len());
     for (node, key) in keyed {
@@ -533,8 +545,6 @@ fn peers_seen_by(
             key_claims.get(&key.public_key).map(Vec::as_slice),
             |ip| address_claims.get(&ip).cloned(),
             local,
-            ipv4,
-            config,
             allowed,
             &mut |problem| report(&node.name, problem),
         );
@@ -578,15 +588,12 @@ fn pod_claim(pod: &PodView) -> ClaimOrder<'_> {
 /// order (`None`: no other node publishes it); `address_rivals` gives the same for an endpoint
 /// address, in [`address_claim`] order. `allowed` gives its routed pod prefixes. Each problem
 /// found goes to `report`, in the order the peer set lists them.
-#[allow(clippy::too_many_arguments)]
 fn judge_keyed<'v>(
     node: &NodeView,
     key: &NodeKeyAnnotations,
     key_rivals: Option<&[&'v NodeView]>,
     address_rivals: impl FnOnce(IpAddr) -> Option<Vec<&'v NodeView>>,
     local: &SeenBy<'_>,
-    ipv4: bool,
-    config: &MeshConfig,
     allowed: impl FnOnce() -> Vec<IpNet>,
     report: &mut impl FnMut(Problem),
 ) -> Option<Peer> {
@@ -604,7 +611,7 @@ fn judge_keyed<'v>(
         }
         report(Problem::KeyClaimedByOthers { by: others });
     }
-    let Some(ip) = endpoint(node, ipv4) else {
+    let Some(ip) = endpoint(node, local.ipv4) else {
         report(Problem::NoEndpoint);
         return None;
     };
@@ -630,7 +637,7 @@ fn judge_keyed<'v>(
         node: node.name.clone(),
         public_key: key.public_key,
         key_epoch: key.epoch,
-        endpoint: SocketAddr::new(ip, config.port),
+        endpoint: SocketAddr::new(ip, local.port),
         allowed_ips,
     })
 }

@@ -125,11 +125,14 @@ impl PeerIndex {
                 Some(peer) => self.set.peers.insert(name.clone(), peer),
                 None => self.set.peers.remove(&name),
             };
-            let before = match judged.problems.is_empty() {
-                true => self.problems.remove(&name),
-                false => self.problems.insert(name, judged.problems.clone()),
-            };
-            problems_moved |= before.unwrap_or_default() != judged.problems;
+            // Compared in place; a node's problems are moved into the index only when they moved.
+            if self.problems.get(&name).map_or(&[][..], Vec::as_slice) != judged.problems.as_slice() {
+                problems_moved = true;
+                match judged.problems.is_empty() {
+                    true => self.problems.remove(&name),
+                    false => self.problems.insert(name, judged.problems),
+                };
+            }
         }
         if problems_moved {
             self.set.problems = self
@@ -342,8 +345,7 @@ impl PeerIndex {
         if name == local.name {
             judged.local_prefixes = Some(finish(config.allowed_ips, claims.iter().map(|(net, _)| *net)));
         } else if let Some(node) = node {
-            let seen_by =
-                SeenBy { name: &local.name, key: Some(local.public_key), ip: Some(local.underlay_ip) };
+            let seen_by = SeenBy::node(local, config);
             match &node.key {
                 Ok(Some(key)) => {
                     let key_rivals = self.rivals(&self.key_rivals, &key.public_key, key_claim);
@@ -356,8 +358,6 @@ impl PeerIndex {
                         key_rivals.as_deref(),
                         |ip| self.rivals(&self.address_rivals, &ip, address_claim),
                         &seen_by,
-                        local.underlay_ip.is_ipv4(),
-                        config,
                         || finish(config.allowed_ips, routed),
                         &mut |problem| problems.push(problem),
                     );
