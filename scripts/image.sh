@@ -25,8 +25,8 @@
 #      that no shell is in it, and its size; the image is written as an OCI archive under
 #      target/image/. Not `buildah run`: it re-executes buildah from a sealed memfd copy of its own
 #      60 MB binary, and that seal (F_ADD_SEALS with F_SEAL_WRITE) fails now and then with EBUSY
-#      while the kernel still counts a reference on one of the copy's pages (memfd_wait_for_pins
-#      gives up after about 80 ms); CI once failed on it ("Close_Fd sealing memfd copy: Device or
+#      while the kernel still counts a reference on one of the copy's pages (it retries briefly,
+#      then returns EBUSY); CI once failed on it ("Close_Fd sealing memfd copy: Device or
 #      resource busy"). chroot needs no copy of anything.
 #
 # Storage stays under target/image/ (its own buildah root), apart from any other containers
@@ -147,6 +147,7 @@ if in_image /bin/sh -c true >/dev/null 2>&1; then
   exit 1
 fi
 say "run: /bin/sh -c true fails: no shell in the image"
+# Unmounted before the push (the EXIT trap only covers a failure on the way here).
 bh umount "$container" >/dev/null
 
 archive="$work/meshcrypt-$version.oci.tar"
