@@ -10,8 +10,6 @@
 //! on to the main table. With host encryption, traffic to peers' node addresses from anywhere
 //! (the host itself) is steered in too.
 
-use std::collections::BTreeSet;
-
 use ipnet::IpNet;
 
 use crate::model::{DesiredState, LinkSpec, Route, RouteKind, Rule};
@@ -55,23 +53,22 @@ pub struct RoutingInput {
 
 /// The kernel state for `input`.
 pub fn build(input: &RoutingInput) -> DesiredState {
-    let mut routes = BTreeSet::new();
-    let mut add = |dst: &IpNet, metric, kind| routes.insert(Route { dst: dst.trunc(), metric, kind });
-    for prefix in &input.peer_prefixes {
-        add(prefix, ROUTE_METRIC, RouteKind::Device);
-    }
-    for prefix in &input.local_prefixes {
-        add(prefix, ROUTE_METRIC, RouteKind::Throw);
-    }
-    if input.strict {
-        for network in &input.pod_networks {
-            add(network, ROUTE_METRIC, RouteKind::Device);
-            add(network, FLOOR_METRIC, RouteKind::Blackhole);
-        }
-        for host in &input.peer_hosts {
-            add(host, FLOOR_METRIC, RouteKind::Blackhole);
-        }
-    }
+    // Strict mode: the pod networks into the device over a floor, and a floor under each peer's
+    // node address.
+    let (strict_networks, floored_hosts): (&[IpNet], &[IpNet]) = match input.strict {
+        true => (&input.pod_networks, &input.peer_hosts),
+        false => (&[], &[]),
+    };
+    let routes = (input.peer_prefixes.iter().map(|dst| (dst, ROUTE_METRIC, RouteKind::Device)))
+        .chain(input.local_prefixes.iter().map(|dst| (dst, ROUTE_METRIC, RouteKind::Throw)))
+        .chain(strict_networks.iter().flat_map(|network| {
+            [(network, ROUTE_METRIC, RouteKind::Device), (network, FLOOR_METRIC, RouteKind::Blackhole)]
+        }))
+        .chain(floored_hosts.iter().map(|host| (host, FLOOR_METRIC, RouteKind::Blackhole)))
+        .map(|(dst, metric, kind)| Route { dst: dst.trunc(), metric, kind })
+        // Collected whole: the standard library sorts the routes and builds the tree from the
+        // sorted run in one go, not a search and an insert per route (15,000 at 5,000 peers).
+        .collect();
     let (priority, mark, table) = (input.rule_priority, input.fwmark, input.table);
     let hosts: &[IpNet] = if input.host_encryption { &input.peer_hosts } else { &[] };
     let rules = input
@@ -95,6 +92,8 @@ pub fn build(input: &RoutingInput) -> DesiredState {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn net(s: &str) -> IpNet {

@@ -249,8 +249,9 @@ pub struct PassPlan {
     pub problems: BTreeSet<(String, &'static str, String)>,
     /// `meshcrypt_node_problems` by reason (`None`: no peer set was computed; left as is).
     pub problem_counts: Option<BTreeMap<&'static str, i64>>,
-    /// Peer key → node name, for metric labels (`None`: no peer set was computed; left as is).
-    pub peer_names: Option<BTreeMap<PublicKey, String>>,
+    /// Peer key → node name, for metric labels, when it changed ([`peer_names`]; `None`: left as
+    /// it is).
+    pub peer_names: Option<Arc<BTreeMap<PublicKey, String>>>,
     /// The Events to publish at the end of the pass.
     pub events: Vec<PlannedEvent>,
     /// Readiness if the execution succeeds.
@@ -494,7 +495,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
     ));
     plan.kernel =
         KernelPlan { link: observed.link.as_ref().map(|l| l.index), ops: plan_kernel(&desired, &observed) };
-    plan.peer_names = Some(peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect());
+    plan.peer_names = peer_names(&state.peer_names, &peers);
 
     let Some(device) = held else {
         if let Some(link) = link.filter(|l| l.kind.as_deref() != Some("tun")) {
@@ -558,6 +559,18 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
         }
     }
     plan
+}
+
+/// Peer key → node name for `peers`, if that is not what `before` says (`None`: unchanged). The
+/// check walks the peers without allocating; the map is built only when a peer's key or name
+/// changed, or a peer came or went.
+fn peer_names(
+    before: &BTreeMap<PublicKey, String>,
+    peers: &PeerSet,
+) -> Option<Arc<BTreeMap<PublicKey, String>>> {
+    let unchanged = before.len() == peers.peers.len()
+        && peers.peers.values().all(|p| before.get(&p.public_key).is_some_and(|name| *name == p.node));
+    (!unchanged).then(|| Arc::new(peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect()))
 }
 
 /// The settings a restored snapshot ran with.
@@ -914,7 +927,7 @@ fn switched_off(
     plan.withdraw = published.is_some();
     plan.published = published;
     plan.forget = true;
-    plan.peer_names = Some(BTreeMap::new());
+    plan.peer_names = Some(Arc::default());
     if plan.device == DeviceStep::Discard || !plan.kernel.ops.is_empty() || plan.withdraw {
         plan.events.push(PlannedEvent {
             node: Some(params.node.clone()),

@@ -2,10 +2,13 @@
 //! numbered steps of [`execute`]). The order keeps the node fail-closed at every step and makes
 //! every peer able to learn a key before the device runs with it.
 
+use std::sync::Arc;
+
 use meshcrypt_dataplane::{Change, DeviceConfig, WireGuardBackend, WireGuardDevice};
 use meshcrypt_keyexchange::{NodeKeyAnnotations, write_atomic};
 use meshcrypt_routing::Kernel;
 
+use super::abridged::Abridged;
 use super::decide::{Blocked, DeviceStep, KeyStep, Params, PassPlan};
 use super::events::{EventType, configmap_ref, node_ref, remote_cluster_ref};
 use super::io::Io;
@@ -88,6 +91,9 @@ pub async fn execute<K: Kernel, B: WireGuardBackend>(
     if let Some(silent) = &plan.silent_peers {
         state.silent_peers.clone_from(silent);
     }
+    if let Some(names) = &plan.peer_names {
+        state.peer_names = Arc::clone(names);
+    }
     if let Some(keys) = &plan.preshared_keys {
         state.preshared_keys.clone_from(keys);
     }
@@ -148,7 +154,7 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
     offer(io, params, plan, &mut state.offered, Some(&key)).await?;
     // 7.
     if !plan.peer_ops.is_empty() {
-        tracing::info!(ops = ?plan.peer_ops, "updating wireguard peers");
+        tracing::info!(count = plan.peer_ops.len(), ops = ?Abridged(&plan.peer_ops), "updating wireguard peers");
         device.apply(&to_changes(&plan.peer_ops))?;
     }
     let targets = if switched { &plan.handshakes_after_switch } else { &plan.handshakes };
@@ -250,8 +256,8 @@ async fn apply_kernel<K: Kernel, B: WireGuardBackend>(
     if plan.kernel.ops.is_empty() {
         return Ok(());
     }
-    let listed: Vec<String> = plan.kernel.ops.iter().map(ToString::to_string).collect();
-    tracing::info!(ops = ?listed, "updating routes and rules");
+    let ops = &plan.kernel.ops;
+    tracing::info!(count = ops.len(), ops = %Abridged(ops), "updating routes and rules");
     io.kernel.apply(plan.kernel.link, params.table, &plan.kernel.ops).await?;
     Ok(())
 }
@@ -373,7 +379,7 @@ async fn report<K: Kernel, B: WireGuardBackend>(
     if let Some(peer_names) = &plan.peer_names
         && let Ok(mut names) = io.names.lock()
     {
-        names.clone_from(peer_names);
+        *names = Arc::clone(peer_names);
     }
     for event in &plan.events {
         let type_ = if event.warning { EventType::Warning } else { EventType::Normal };

@@ -96,8 +96,9 @@ impl LoopMetrics {
     }
 }
 
-/// Which node each peer key belongs to, for labels; refreshed by every pass.
-pub type PeerNames = Arc<Mutex<BTreeMap<PublicKey, String>>>;
+/// Which node each peer key belongs to, for labels: the map as the latest pass left it, replaced
+/// whole when the peer set's keys or names change (a reader takes the `Arc`, not a copy).
+pub type PeerNames = Arc<Mutex<Arc<BTreeMap<PublicKey, String>>>>;
 
 /// The device while the mesh is enabled; empty while it is switched off.
 pub type DeviceSlot = Arc<std::sync::RwLock<Option<Arc<dyn WireGuardDevice>>>>;
@@ -124,7 +125,7 @@ impl Collector for DeviceCollector {
                 MetricType::Gauge,
             )?);
         };
-        let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
+        let names = self.names.lock().map(|n| Arc::clone(&n)).unwrap_or_default();
         let label = |key: &PublicKey| {
             vec![("peer_node", names.get(key).cloned().unwrap_or_else(|| key.fingerprint()))]
         };
@@ -336,7 +337,7 @@ mod tests {
         let slot = DeviceSlot::default();
         *slot.write().unwrap() = Some(device);
         let names = PeerNames::default();
-        names.lock().unwrap().insert(peer, "node-1".into());
+        *names.lock().unwrap() = Arc::new([(peer, "node-1".into())].into());
         let registry = registry(&loop_metrics, slot, names, Handshakes::default());
         let series = "meshcrypt_peer_last_handshake_timestamp_seconds{peer_node=\"node-1\"}";
 

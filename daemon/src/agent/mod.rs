@@ -8,6 +8,7 @@
 //! Edges: `publish` (the key and the startup taint on the Node), `events`, `http` (probes and
 //! `/metrics`), `metrics`, `kube_client`.
 
+mod abridged;
 mod config_source;
 mod decide;
 pub(crate) mod device_view;

@@ -98,7 +98,7 @@ impl<K: Kernel, B: WireGuardBackend> Reconciler<K, B> {
         Arc::new(move || {
             let state = device.read().ok().and_then(|d| d.clone()).and_then(|d| d.observe().ok());
             let latest = state.as_ref().map(|s| handshakes.observe(s)).unwrap_or_default();
-            let names = names.lock().map(|n| n.clone()).unwrap_or_default();
+            let names = names.lock().map(|n| Arc::clone(&n)).unwrap_or_default();
             let view = view.lock().map(|v| v.clone()).unwrap_or_default();
             node_status(
                 &node,

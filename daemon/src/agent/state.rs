@@ -52,6 +52,8 @@ pub struct LoopState {
     pub tried_since: BTreeMap<PublicKey, jiff::Timestamp>,
     /// The peers without a handshake long after the device started sending to them, as reported.
     pub silent_peers: BTreeSet<PublicKey>,
+    /// Peer key → node name, for metric labels, as the last pass left it.
+    pub peer_names: Arc<BTreeMap<PublicKey, String>>,
 }
 
 impl LoopState {
@@ -76,6 +78,7 @@ impl LoopState {
             no_peer_drops: 0,
             tried_since: BTreeMap::new(),
             silent_peers: BTreeSet::new(),
+            peer_names: Arc::default(),
         }
     }
 }

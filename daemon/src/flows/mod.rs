@@ -180,7 +180,7 @@ impl Exporter {
         if harvest.flows.is_empty() && harvest.overflow_packets == 0 {
             return now;
         }
-        let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
+        let names = self.names.lock().map(|n| Arc::clone(&n)).unwrap_or_default();
         let cluster = self.cluster_pods.get().map(Store::state).unwrap_or_default();
         let local = local_pods.map(Store::state).unwrap_or_default();
         let nodes = self.nodes.state();

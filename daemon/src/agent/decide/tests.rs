@@ -165,6 +165,9 @@ impl World {
             device.peers.sort_by_key(|p| p.public_key);
             self.state.settings.clone_from(&plan.settings);
             self.state.reported.clone_from(&plan.problems);
+            if let Some(names) = &plan.peer_names {
+                self.state.peer_names = Arc::clone(names);
+            }
             if let Some(save) = plan.save {
                 self.state.last_known = Some(save.snapshot);
                 self.state.last_known_end = Some(save.end);
@@ -947,8 +950,8 @@ fn a_plan_applied_is_a_fixed_point() {
     world.converge();
     let again = world.decide();
     assert_eq!(got(&again), nothing());
-    let names: BTreeMap<PublicKey, String> = again.peer_names.expect("a peer set");
-    assert_eq!(names.len(), 3);
+    assert_eq!(again.peer_names, None, "the names are unchanged");
+    assert_eq!(world.state.peer_names.len(), 3);
 }
 
 /// Which agent raises the Event for a problem (`raises_event`): local node-b; reporter or not.
@@ -978,4 +981,40 @@ fn raises_event_table() {
         let p = NodeProblem { node: node.into(), problem };
         assert_eq!(super::raises_event(&p, "node-b", reporter, about_peer), want, "{case}");
     }
+}
+
+/// The names for metric labels are built again only when a peer's key or node name changed, or
+/// a peer came or went (`peer_names`).
+#[test]
+fn peer_names_table() {
+    let peer = |node: &str, k: usize| meshcrypt_keyexchange::mesh::Peer {
+        node: node.into(),
+        public_key: key(k),
+        key_epoch: 1,
+        endpoint: "198.18.0.11:51820".parse().unwrap(),
+        allowed_ips: vec![],
+    };
+    let set = |peers: &[meshcrypt_keyexchange::mesh::Peer]| PeerSet {
+        peers: peers.iter().map(|p| (p.node.clone(), p.clone())).collect(),
+        ..PeerSet::default()
+    };
+    let before: BTreeMap<PublicKey, String> = [(key(1), "node-b".into()), (key(2), "node-c".into())].into();
+    let cases = [
+        ("the same peers", set(&[peer("node-b", 1), peer("node-c", 2)]), false),
+        ("a key rotated", set(&[peer("node-b", 3), peer("node-c", 2)]), true),
+        ("a key moved to another node", set(&[peer("node-b", 2), peer("node-c", 1)]), true),
+        ("a peer gone", set(&[peer("node-b", 1)]), true),
+        ("a peer more", set(&[peer("node-b", 1), peer("node-c", 2), peer("node-d", 4)]), true),
+        ("no peers", set(&[]), true),
+    ];
+    for (what, peers, changed) in cases {
+        let names = peer_names(&before, &peers);
+        assert_eq!(names.is_some(), changed, "{what}");
+        if let Some(names) = names {
+            let want: BTreeMap<PublicKey, String> =
+                peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect();
+            assert_eq!(*names, want, "{what}");
+        }
+    }
+    assert_eq!(peer_names(&BTreeMap::new(), &set(&[])), None, "none before, none now");
 }
