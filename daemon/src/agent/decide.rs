@@ -334,30 +334,24 @@ pub const KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 
 /// same function of `state` and `inputs` whatever the index held before.
 pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut PeerIndex) -> PassPlan {
     let mut plan = PassPlan::new(state);
-    // Every Node's InternalIPs, sorted: the snapshot saves them as a sorted list (so an order
-    // change in the store is no change), and the endpoint check searches them.
-    let node_ips: Vec<IpAddr> = match &inputs.view {
-        View::Complete { nodes, .. } => sorted_ips(nodes.iter().map(|n| &**n)),
-        View::LocalOnly(local) => sorted_ips([local]),
-        View::LastKnown { last, .. } => last.node_ips.clone(),
+    // What the pass needs of every Node, in one walk ([`survey`]); the ConfigMap's Events come
+    // from one agent (every agent reads the same ConfigMap), and only once it knows the other
+    // nodes.
+    let Survey { node_ips, local, first_agent: reporter } = match &inputs.view {
+        View::Complete { nodes, .. } => survey(nodes, &params.node),
+        View::LocalOnly(local) => {
+            Survey { node_ips: sorted_ips([local]), local: Some(local), first_agent: false }
+        }
+        View::LastKnown { last, .. } => {
+            Survey { node_ips: last.node_ips.clone(), local: None, first_agent: false }
+        }
     };
     device_signals(params, state, inputs, &node_ips, &mut plan);
     silent_peers(params, state, inputs, &mut plan);
-    let local = match &inputs.view {
-        View::Complete { nodes, .. } => nodes.iter().find(|n| n.name == params.node).map(|n| &**n),
-        View::LocalOnly(local) => Some(local),
-        View::LastKnown { .. } => None,
-    };
     let settings = match &inputs.view {
         View::LastKnown { last, .. } => restored_settings(last),
         _ => {
             let underlay_ip = local.and_then(|l| l.internal_ips.first());
-            // The ConfigMap's Events come from one agent (every agent reads the same ConfigMap),
-            // and only once it knows the other nodes.
-            let reporter = match &inputs.view {
-                View::Complete { nodes, .. } => first_agent(nodes, &params.node),
-                _ => false,
-            };
             let underlay = (underlay_ip, inputs.underlay_mtu);
             decide_settings(params, state, &inputs.reading, underlay, reporter, &mut plan);
             match plan.settings.clone() {
@@ -396,23 +390,29 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
             // The index answers for the complete view, judging again only what changed since the
             // last pass; the bootstrap's view of one Node is judged whole. The index's set is
             // borrowed, and copied only when this pass adds to it.
-            let (nodes, mut peers): (Vec<&NodeView>, Cow<'_, PeerSet>) = match view {
+            let mut peers: Cow<'_, PeerSet> = match view {
                 View::Complete { nodes, pods, .. } => {
                     plan.own_pod_ips = pods
                         .iter()
                         .filter(|p| p.node == params.node)
                         .flat_map(|p| p.ips.iter().copied())
                         .collect();
-                    let peers = index.desired_peers(nodes, pods, &local_node, &config);
-                    (nodes.iter().map(|n| &**n).collect(), Cow::Borrowed(peers))
+                    Cow::Borrowed(index.desired_peers(nodes, pods, &local_node, &config))
                 }
-                _ => (vec![local], Cow::Owned(desired_peers(&[local], &[], &local_node, &config))),
+                _ => Cow::Owned(desired_peers(&[local], &[], &local_node, &config)),
+            };
+            // The Nodes listed, for the two uses that need them all (peer clusters, new nodes).
+            let listed = || -> Vec<&NodeView> {
+                match view {
+                    View::Complete { nodes, .. } => nodes.iter().map(|n| &**n).collect(),
+                    _ => vec![local],
+                }
             };
             if let View::Complete { remotes, .. } = view
                 && !remotes.is_empty()
             {
                 let local_keys =
-                    nodes.iter().filter_map(|n| n.published_key()).map(|k| k.public_key).collect();
+                    listed().iter().filter_map(|n| n.published_key()).map(|k| k.public_key).collect();
                 add_remote_peers(peers.to_mut(), remotes, &local_node, &local_keys);
             }
             if !chosen.refused.is_empty() && peers.peers.keys().any(&refused) {
@@ -427,13 +427,17 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
                 peers.to_mut().problems.push(NodeProblem { node: params.node.clone(), problem });
             }
             // A new node whose agent may still be starting is counted, not yet reported (a set:
-            // thousands of new keyless nodes must not cost problems × nodes).
+            // thousands of new keyless nodes must not cost problems × nodes; and made only when
+            // some node has no key, which in steady state none lacks).
             let young_since = inputs.now - KEY_GRACE;
-            let young: HashSet<&str> = nodes
-                .iter()
-                .filter(|n| n.created.is_some_and(|c| c > young_since))
-                .map(|n| n.name.as_str())
-                .collect();
+            let young: HashSet<&str> = match peers.problems.iter().any(|p| p.problem == Problem::NoKey) {
+                true => listed()
+                    .into_iter()
+                    .filter(|n| n.created.is_some_and(|c| c > young_since))
+                    .map(|n| n.name.as_str())
+                    .collect(),
+                false => HashSet::default(),
+            };
             let starting = |p: &NodeProblem| p.problem == Problem::NoKey && young.contains(p.node.as_str());
             report_problems(&params.node, state, &peers, &starting, &mut plan);
             if settings.addressing == Addressing::PodIp {
@@ -589,7 +593,7 @@ fn restored_settings(last: &LastKnown) -> Settings {
 /// reported), else the last good ones (a new rejection is reported once).
 ///
 /// A change or a rejection of the ConfigMap is raised as an Event by the `reporter` only (the
-/// first agent, see [`first_agent`]); a value that does not fit this node's underlay by this
+/// first agent, see [`Survey::first_agent`]); a value that does not fit this node's underlay by this
 /// node's agent.
 fn decide_settings(
     params: &Params,
@@ -864,12 +868,35 @@ fn sorted_ips<'a>(nodes: impl IntoIterator<Item = &'a NodeView>) -> Vec<IpAddr> 
     ips
 }
 
-/// Whether the agent on `local` is the first agent of the cluster: its node's name comes first
-/// among the Nodes that publish a valid key (its own included). Every agent works it out the same
-/// way from the same Nodes.
-fn first_agent(nodes: &[Arc<NodeView>], local: &str) -> bool {
-    let keyed = nodes.iter().filter(|n| n.published_key().is_some());
-    reports_first(keyed.map(|n| n.name.as_str()), local, "")
+/// What a pass needs of every Node ([`survey`]).
+#[derive(Debug, PartialEq, Eq)]
+struct Survey<'a> {
+    /// Every Node's InternalIPs, sorted: the snapshot saves them as a sorted list (so an order
+    /// change in the store is no change), and the endpoint check searches them.
+    node_ips: Vec<IpAddr>,
+    /// The local Node, if listed.
+    local: Option<&'a NodeView>,
+    /// The agent on the local node is the first agent of the cluster: its node's name comes
+    /// first among the Nodes that publish a valid key (its own included). Every agent works it out
+    /// the same way from the same Nodes.
+    first_agent: bool,
+}
+
+/// [`Survey`] of `nodes` for the agent on `local`, in one walk: at 5,000 Nodes each walk of the
+/// views is thousands of cache misses (the views lie scattered in the heap after churn), and
+/// there were three.
+fn survey<'a>(nodes: &'a [Arc<NodeView>], local: &str) -> Survey<'a> {
+    let mut survey = Survey { node_ips: Vec::with_capacity(nodes.len()), local: None, first_agent: true };
+    for node in nodes {
+        survey.node_ips.extend_from_slice(&node.internal_ips);
+        if node.name == local {
+            survey.local = Some(node);
+        } else if node.published_key().is_some() && node.name.as_str() < local {
+            survey.first_agent = false;
+        }
+    }
+    survey.node_ips.sort_unstable();
+    survey
 }
 
 /// Whether `local` comes first in name order among `others` and itself, leaving out `about` (the

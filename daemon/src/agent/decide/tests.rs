@@ -37,14 +37,14 @@ fn annotations(n: usize, epoch: u64, created: i64) -> NodeKeyAnnotations {
     NodeKeyAnnotations { public_key: key(n), epoch, created: jiff::Timestamp::from_second(created).unwrap() }
 }
 
-/// Node `name` with key `k` (none: no key published), pod CIDR 10.244.`i`.0/24, InternalIP
-/// 198.18.0.`i+1`.
 /// What the parser makes of a key annotation that is no key.
 fn malformed_key() -> Result<Option<NodeKeyAnnotations>, String> {
     let annotations = [(meshcrypt_keyexchange::annotations::PUBLIC_KEY.to_owned(), "not-a-key".to_owned())];
     NodeView::parse_key(&annotations.into_iter().collect())
 }
 
+/// Node `name` with key `k` (none: no key published), pod CIDR 10.244.`i`.0/24, InternalIP
+/// 198.18.0.`i+1`.
 fn node(name: &str, i: u8, k: Option<usize>) -> NodeView {
     NodeView {
         name: name.into(),
@@ -1017,4 +1017,44 @@ fn peer_names_table() {
         }
     }
     assert_eq!(peer_names(&BTreeMap::new(), &set(&[])), None, "none before, none now");
+}
+
+/// One walk of the Nodes finds the local one, the sorted InternalIPs and whether this agent is
+/// the cluster's first (`survey`): only keyed nodes with a name before the local one's take that.
+#[test]
+fn survey_table() {
+    let ip = |i: u8| IpAddr::from([198, 18, 0, i + 1]);
+    let cases: [(&str, Vec<NodeView>, Option<u8>, bool); 6] = [
+        ("alone", vec![node("node-b", 1, Some(0))], Some(1), true),
+        ("first by name", vec![node("node-c", 2, Some(2)), node("node-b", 1, Some(0))], Some(1), true),
+        (
+            "a keyed node before it",
+            vec![node("node-a", 3, Some(3)), node("node-b", 1, Some(0))],
+            Some(1),
+            false,
+        ),
+        (
+            "a keyless node before it",
+            vec![node("node-a", 3, None), node("node-b", 1, Some(0))],
+            Some(1),
+            true,
+        ),
+        (
+            "a malformed key before it",
+            vec![NodeView { key: malformed_key(), ..node("node-a", 3, None) }, node("node-b", 1, Some(0))],
+            Some(1),
+            true,
+        ),
+        ("not listed", vec![node("node-c", 2, Some(2))], None, true),
+    ];
+    for (what, nodes, local, first) in cases {
+        let nodes: Vec<Arc<NodeView>> = nodes.into_iter().map(Arc::new).collect();
+        let got = survey(&nodes, "node-b");
+        assert_eq!(got.local.map(|n| n.internal_ips[0]), local.map(ip), "{what}");
+        assert_eq!(got.first_agent, first, "{what}");
+        let mut want: Vec<IpAddr> = nodes.iter().flat_map(|n| n.internal_ips.clone()).collect();
+        want.sort_unstable();
+        assert_eq!(got.node_ips, want, "{what}");
+        assert!(got.node_ips.is_sorted(), "{what}");
+    }
 }
