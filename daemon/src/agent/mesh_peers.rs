@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::Notify;
 
@@ -49,7 +49,8 @@ pub fn joined_pod_ips(node: &SlimNode) -> Vec<std::net::IpAddr> {
 pub fn watch(client: kube::Client, wake: Arc<Notify>) -> Store<SlimNode> {
     let (reader, mut writer) = reflector::store();
     let peers = events(Api::<MeshPeer>::all(client.clone()), watcher::Config::default(), trim_peer);
-    let mut nodes = KnownNodes { api: Api::all(client), known: HashMap::new() };
+    let mut nodes =
+        KnownNodes { api: Api::all(client), joined: reader.clone(), listed: None, read_for: HashMap::new() };
     tokio::spawn(async move {
         let mut peers = std::pin::pin!(peers);
         let mut wakes = Wakes::new(wake);
@@ -119,27 +120,47 @@ fn facts(node: SlimNode) -> SlimNode {
     }
 }
 
-/// What is known of the Nodes, by name: each as last read ([`facts`]), with the claim it was read
-/// for (so a claim the Node contradicts is read once, not at every change of its MeshPeer). The
-/// facts sit behind an `Arc`: a `SlimNode` is some 700 bytes before anything it points to, and a
-/// map of 5,000 of them inline held 4.7 MB of table at the first sync (heaptrack).
+/// The joined Node as the Node it was made from ([`facts`] of it): the store's objects carry
+/// the Node's uid, creation time, pod CIDRs and addresses, and its resourceVersion after the `/`.
+fn facts_of_joined(joined: &SlimNode) -> SlimNode {
+    let version =
+        joined.metadata.resource_version.as_deref().and_then(|v| v.split_once('/')).map(|(_, node)| node);
+    SlimNode {
+        metadata: ObjectMeta {
+            name: joined.metadata.name.clone(),
+            uid: joined.metadata.uid.clone(),
+            creation_timestamp: joined.metadata.creation_timestamp.clone(),
+            resource_version: version.map(str::to_owned),
+            ..ObjectMeta::default()
+        },
+        spec: joined.spec.clone(),
+        status: joined.status.clone(),
+        ..SlimNode::default()
+    }
+}
+
+/// What is known of the Nodes: between relists, the joined Nodes in the store (each made from its
+/// Node as last read); during a relist of MeshPeers, every Node as the relist read it. A second
+/// copy of 5,000 Nodes kept beside the store was about 5 MB at the first sync (heaptrack).
 struct KnownNodes {
     api: Api<SlimNode>,
-    known: HashMap<String, Known>,
+    /// The store the joined Nodes go to.
+    joined: Store<SlimNode>,
+    /// Every Node as read at the start of a relist of MeshPeers ([`facts`]), until it is done
+    /// (`None` between relists, or when the list failed: the store answers).
+    listed: Option<HashMap<String, SlimNode>>,
+    /// The claim (addresses, pod CIDRs) each Node was last read for, where the Node contradicted
+    /// it: such a claim is read once, not at every change of its MeshPeer.
+    read_for: HashMap<String, (Vec<String>, Vec<String>)>,
 }
 
-struct Known {
-    node: Arc<SlimNode>,
-    /// The claim (addresses, pod CIDRs) it was read for.
-    read_for: Option<(Vec<String>, Vec<String>)>,
-}
-
-/// Whether `known` (a Node as last read) answers `claim`'s addresses and pod CIDRs without
-/// reading the Node again: it says the same, or it was read for this very claim.
-fn answers(known: &Known, claim: &MeshPeerSpec) -> bool {
+/// Whether `node` (a Node as last read, and the claim it was read for if it contradicted one)
+/// answers `claim`'s addresses and pod CIDRs without reading the Node again: it says the same, or
+/// it was read for this very claim.
+fn answers(node: &SlimNode, read_for: Option<&(Vec<String>, Vec<String>)>, claim: &MeshPeerSpec) -> bool {
     let (ips, cidrs) = claim.node_claim();
-    known.read_for.as_ref().is_some_and(|(i, c)| i == ips && c == cidrs)
-        || MeshPeerSpec::of(&known.node.view()).node_claim() == (ips, cidrs)
+    read_for.is_some_and(|(i, c)| i == ips && c == cidrs)
+        || MeshPeerSpec::of(&node.view()).node_claim() == (ips, cidrs)
 }
 
 impl KnownNodes {
@@ -147,44 +168,54 @@ impl KnownNodes {
     async fn join(&mut self, event: Event<MeshPeer>) -> Option<Event<SlimNode>> {
         match event {
             Event::Init => {
-                self.relist().await;
+                self.listed = self.relist().await;
                 Some(Event::Init)
             }
-            Event::InitApply(peer) => Some(Event::InitApply(joined(&peer, &*self.node_of(&peer).await?))),
+            Event::InitApply(peer) => Some(Event::InitApply(joined(&peer, &self.node_of(&peer).await?))),
             Event::Apply(peer) => Some(match self.node_of(&peer).await {
                 Some(node) => Event::Apply(joined(&peer, &node)),
                 None => Event::Delete(named(&peer)),
             }),
             Event::Delete(peer) => {
-                let name = peer.metadata.name.clone().unwrap_or_default();
-                self.known.remove(&name);
+                self.read_for.remove(peer.metadata.name.as_deref().unwrap_or_default());
                 Some(Event::Delete(named(&peer)))
             }
-            Event::InitDone => Some(Event::InitDone),
+            Event::InitDone => {
+                self.listed = None;
+                Some(Event::InitDone)
+            }
         }
     }
 
     /// The Node of `peer`, read again unless what is known answers its claim.
-    async fn node_of(&mut self, peer: &MeshPeer) -> Option<Arc<SlimNode>> {
+    async fn node_of(&mut self, peer: &MeshPeer) -> Option<SlimNode> {
         let name = peer.metadata.name.clone().unwrap_or_default();
-        if let Some(known) = self.known.get(&name)
-            && answers(known, &peer.spec)
+        let known = match &self.listed {
+            Some(listed) => listed.get(&name).cloned(),
+            None => self.joined.get(&ObjectRef::new(&name)).map(|j| facts_of_joined(&j)),
+        };
+        if let Some(node) = known
+            && answers(&node, self.read_for.get(&name), &peer.spec)
         {
-            return Some(Arc::clone(&known.node));
+            return Some(node);
         }
         let Some(node) = self.read(&name).await else {
-            self.known.remove(&name);
+            self.read_for.remove(&name);
             return None;
         };
-        let node = Arc::new(facts(node));
+        let node = facts(node);
         let says = MeshPeerSpec::of(&node.view());
-        if says.node_claim() != peer.spec.node_claim() {
+        if says.node_claim() == peer.spec.node_claim() {
+            self.read_for.remove(&name);
+        } else {
             tracing::warn!(node = %name, claims = ?peer.spec.node_claim(), node_says = ?says.node_claim(),
                 "a MeshPeer claims addresses or pod CIDRs its Node does not list; the Node's are used");
+            let (ips, cidrs) = peer.spec.node_claim();
+            self.read_for.insert(name.clone(), (ips.to_vec(), cidrs.to_vec()));
         }
-        let (ips, cidrs) = peer.spec.node_claim();
-        self.known
-            .insert(name, Known { node: Arc::clone(&node), read_for: Some((ips.to_vec(), cidrs.to_vec())) });
+        if let Some(listed) = &mut self.listed {
+            listed.insert(name, node.clone());
+        }
         Some(node)
     }
 
@@ -205,9 +236,9 @@ impl KnownNodes {
     }
 
     /// Reads every Node afresh, a page at a time (at a relist of MeshPeers: after a gap, Nodes
-    /// may have changed unseen). On a failure what is known stays, and each MeshPeer whose claim
-    /// it does not answer is read on its own.
-    async fn relist(&mut self) {
+    /// may have changed unseen). `None` on a failure: the store answers, and each MeshPeer whose
+    /// claim it does not answer is read on its own.
+    async fn relist(&self) -> Option<HashMap<String, SlimNode>> {
         let mut fresh = HashMap::new();
         let mut params = ListParams::default().limit(PAGE);
         loop {
@@ -216,7 +247,7 @@ impl KnownNodes {
                     for node in page.items {
                         let node = facts(node);
                         let name = node.metadata.name.clone().unwrap_or_default();
-                        fresh.insert(name, Known { node: Arc::new(node), read_for: None });
+                        fresh.insert(name, node);
                     }
                     match page.metadata.continue_ {
                         Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -225,11 +256,11 @@ impl KnownNodes {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list the Nodes; MeshPeers are checked one by one");
-                    return;
+                    return None;
                 }
             }
         }
-        self.known = fresh;
+        Some(fresh)
     }
 }
 
@@ -303,31 +334,46 @@ mod tests {
     }
 
     /// A Node as last read answers a claim it agrees with, or the claim it was read for; any
-    /// other claim reads it again.
+    /// other claim reads it again. Whether it was read by the relist or is the store's joined
+    /// Node makes no difference.
     #[test]
     fn which_claims_read_the_node_again() {
         let honest = peer("198.18.0.11", "10.244.1.0/24").spec;
         let lying = peer("198.18.0.11", "10.244.2.0/24").spec;
         let moved = peer("198.18.0.99", "10.244.1.0/24").spec;
-        let listed = Known { node: Arc::new(node("198.18.0.11", "10.244.1.0/24")), read_for: None };
+        let listed = facts(node("198.18.0.11", "10.244.1.0/24"));
+        let stored = facts_of_joined(&joined(&peer("198.18.0.11", "10.244.1.0/24"), &listed));
         let (ips, cidrs) = lying.node_claim();
-        let read_for_lie = Known {
-            node: Arc::new(node("198.18.0.11", "10.244.1.0/24")),
-            read_for: Some((ips.to_vec(), cidrs.to_vec())),
-        };
+        let lie = (ips.to_vec(), cidrs.to_vec());
         let mut honest_new_pods = honest.clone();
         honest_new_pods.pod_ips = vec!["10.244.1.99".into()];
-        let cases = [
-            ("listed, honest claim", &listed, &honest, true),
-            ("listed, honest claim, other pod IPs", &listed, &honest_new_pods, true),
-            ("listed, a claim it contradicts", &listed, &lying, false),
-            ("listed, the node moved", &listed, &moved, false),
-            ("read for this lie: not again", &read_for_lie, &lying, true),
-            ("read for a lie, another claim", &read_for_lie, &moved, false),
-            ("read for a lie, honest again", &read_for_lie, &honest, true),
-        ];
-        for (what, known, claim, answered) in cases {
-            assert_eq!(answers(known, claim), answered, "{what}");
+        for (source, node) in [("listed", &listed), ("stored", &stored)] {
+            let cases = [
+                ("honest claim", None, &honest, true),
+                ("honest claim, other pod IPs", None, &honest_new_pods, true),
+                ("a claim it contradicts", None, &lying, false),
+                ("the node moved", None, &moved, false),
+                ("read for this lie: not again", Some(&lie), &lying, true),
+                ("read for a lie, another claim", Some(&lie), &moved, false),
+                ("read for a lie, honest again", Some(&lie), &honest, true),
+            ];
+            for (what, read_for, claim, answered) in cases {
+                assert_eq!(answers(node, read_for, claim), answered, "{source}, {what}");
+            }
         }
+    }
+
+    /// The store's joined Node gives back the Node it was made from, so a join made from it is
+    /// the join made from the Node (its resourceVersion too).
+    #[test]
+    fn a_joined_node_gives_back_its_node() {
+        let n = facts(node("198.18.0.11", "10.244.1.0/24"));
+        let first = joined(&peer("198.18.0.11", "10.244.1.0/24"), &n);
+        assert_eq!(facts_of_joined(&first), n);
+        let mut rotated = peer("198.18.0.11", "10.244.1.0/24");
+        rotated.metadata.resource_version = Some("12".into());
+        let again = joined(&rotated, &facts_of_joined(&first));
+        assert_eq!(again, joined(&rotated, &n));
+        assert_eq!(again.metadata.resource_version.as_deref(), Some("12/7"));
     }
 }
