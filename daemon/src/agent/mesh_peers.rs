@@ -146,8 +146,10 @@ struct KnownNodes {
     api: Api<SlimNode>,
     /// The store the joined Nodes go to.
     joined: Store<SlimNode>,
-    /// Every Node as read at the start of a relist of MeshPeers ([`facts`]), until it is done
-    /// (`None` between relists, or when the list failed: the store answers).
+    /// Every Node as read at the start of a relist of MeshPeers ([`facts`]) and not yet handed
+    /// to its MeshPeer: each MeshPeer comes once per relist, so its Node is taken out, not
+    /// copied, and the map empties as the relist goes on (`None` between relists, or when the
+    /// list failed: the store answers).
     listed: Option<HashMap<String, SlimNode>>,
     /// The claim (addresses, pod CIDRs) each Node was last read for, where the Node contradicted
     /// it: such a claim is read once, not at every change of its MeshPeer.
@@ -190,8 +192,8 @@ impl KnownNodes {
     /// The Node of `peer`, read again unless what is known answers its claim.
     async fn node_of(&mut self, peer: &MeshPeer) -> Option<SlimNode> {
         let name = peer.metadata.name.clone().unwrap_or_default();
-        let known = match &self.listed {
-            Some(listed) => listed.get(&name).cloned(),
+        let known = match &mut self.listed {
+            Some(listed) => listed.remove(&name),
             None => self.joined.get(&ObjectRef::new(&name)).map(|j| facts_of_joined(&j)),
         };
         if let Some(node) = known
@@ -212,9 +214,6 @@ impl KnownNodes {
                 "a MeshPeer claims addresses or pod CIDRs its Node does not list; the Node's are used");
             let (ips, cidrs) = peer.spec.node_claim();
             self.read_for.insert(name.clone(), (ips.to_vec(), cidrs.to_vec()));
-        }
-        if let Some(listed) = &mut self.listed {
-            listed.insert(name, node.clone());
         }
         Some(node)
     }
