@@ -16,16 +16,9 @@ need_root
 # WireGuard implementation the tests interoperate with and the benches compare with), iperf3 (the
 # throughput bench), util-linux (`nsenter`, `mount`) and prometheus (`promtool`: the monitoring
 # component's alert rules are checked and unit-tested, integration/tests/deploy_monitoring.rs).
-packages=(iproute2 iputils-ping wireguard-tools wireguard-go iperf3 util-linux prometheus)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=scripts/debian-packages.sh
+. "$(dirname "$0")/debian-packages.sh"
+install_debian_packages iproute2 iputils-ping wireguard-tools wireguard-go iperf3 util-linux prometheus
 
 # kubectl 1.32 ships with this machine image; the kubectl tests need it.
 command -v kubectl >/dev/null || { echo "kubectl is required (it ships with the machine image)" >&2; exit 1; }

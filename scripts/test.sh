@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The kernel backend's tests run in a VM whose Debian kernel has WireGuard (.config/nextest.toml).
+bash scripts/vm/prepare.sh
 # The deploy tests find kubernetes-validate here (scripts/setup.sh installs it).
 export KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
 cargo fmt --all -- --check

@@ -1,7 +1,8 @@
 //! The seam between meshcrypt and a WireGuard implementation: [`WireGuardDevice`] (one running
 //! device, configured by deltas) and [`WireGuardBackend`] (what creates devices). The userspace
-//! device implements them ([`crate::Device`] is a `WireGuardDevice`, [`Userspace`] creates it); a
-//! kernel backend will too, and tests run the fake in `fake` (feature `test-support`).
+//! device implements them ([`crate::Device`] is a `WireGuardDevice`, [`Userspace`] creates it), so
+//! does the kernel backend ([`crate::Kernel`], [`crate::KernelDevice`]), and tests run the fake in
+//! `fake` (feature `test-support`).
 
 use std::sync::Arc;
 
@@ -12,8 +13,10 @@ use crate::error::Error;
 use crate::flows::FlowHarvest;
 use crate::state::DeviceState;
 
-/// A WireGuard device configured by deltas and read back as a whole. Dropping the last handle
-/// removes the device (and the kernel then removes every route through its interface).
+/// A WireGuard device configured by deltas and read back as a whole. Dropping the last handle of a
+/// userspace device removes it (and the kernel then removes every route through its interface);
+/// a kernel device outlives its handle, with its peers and sessions, until deleted
+/// ([`crate::KernelDevice::delete`]).
 pub trait WireGuardDevice: Send + Sync + std::fmt::Debug {
     /// Applies the changes in order under one lock, so packets see the state before or after the
     /// whole list. Stops at the first error; the changes before it stay applied.

@@ -53,6 +53,28 @@ pub enum Error {
     /// A key is malformed or a low-order point.
     #[error("key: {0}")]
     Key(#[from] meshcrypt_keyexchange::Error),
+    /// A netlink request to the kernel failed (the kernel backend; errno kept: `EOPNOTSUPP` or
+    /// `ENOENT` without the WireGuard module, `EPERM` without `CAP_NET_ADMIN`, `ENODEV` for a
+    /// link gone, `EADDRINUSE` for a taken port).
+    #[error("netlink: {what}: {source}")]
+    Netlink {
+        /// What was asked of the kernel.
+        what: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The interface exists and is not a `wireguard` link, so the kernel backend cannot adopt it.
+    #[error("{ifname} exists and is a {} link, not wireguard", kind.as_deref().unwrap_or("plain"))]
+    NotWireGuard {
+        /// The interface asked for.
+        ifname: String,
+        /// Its kind (`IFLA_INFO_KIND`), if it has one.
+        kind: Option<String>,
+    },
+    /// The kernel's answer lacks something it always carries, or holds what does not parse.
+    #[error("unexpected answer from the kernel: {0}")]
+    UnexpectedReply(&'static str),
     /// A UAPI request is malformed: unknown key, bad hex, bad number, key outside a peer section.
     #[error("invalid UAPI request: {0}")]
     InvalidUapi(String),
@@ -66,7 +88,8 @@ impl Error {
             Error::Tun { source, .. }
             | Error::Socket { source, .. }
             | Error::Uapi { source, .. }
-            | Error::Thread { source, .. } => Some(source),
+            | Error::Thread { source, .. }
+            | Error::Netlink { source, .. } => Some(source),
             _ => None,
         }
     }

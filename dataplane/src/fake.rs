@@ -216,7 +216,7 @@ impl Config {
             Change::SetFwmark(mark) => self.fwmark = *mark,
             Change::RemoveAllPeers => self.peers.clear(),
             Change::UpsertPeer(c) => {
-                let peer = self.peers.entry(c.public_key).or_insert_with(|| new_peer(c.public_key));
+                let peer = self.peers.entry(c.public_key).or_insert_with(|| PeerState::new(c.public_key));
                 peer.endpoint = c.endpoint.or(peer.endpoint);
                 peer.allowed_ips = c.allowed_ips.clone();
                 peer.persistent_keepalive = c.persistent_keepalive;
@@ -230,7 +230,7 @@ impl Config {
                 if u.update_only && !self.peers.contains_key(&u.public_key) {
                     return Ok(());
                 }
-                let peer = self.peers.entry(u.public_key).or_insert_with(|| new_peer(u.public_key));
+                let peer = self.peers.entry(u.public_key).or_insert_with(|| PeerState::new(u.public_key));
                 if let Some(endpoint) = u.endpoint {
                     peer.endpoint = Some(endpoint);
                 }
@@ -254,19 +254,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-}
-
-fn new_peer(public_key: PublicKey) -> PeerState {
-    PeerState {
-        public_key,
-        endpoint: None,
-        allowed_ips: Vec::new(),
-        persistent_keepalive: None,
-        preshared_key: None,
-        last_handshake: None,
-        rx_bytes: 0,
-        tx_bytes: 0,
     }
 }
 

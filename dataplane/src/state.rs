@@ -78,6 +78,23 @@ pub struct PeerState {
     pub tx_bytes: u64,
 }
 
+impl PeerState {
+    /// A peer with this key and nothing else yet: no endpoint, allowed IPs, keepalive,
+    /// pre-shared key or session, no bytes.
+    pub(crate) fn new(public_key: PublicKey) -> Self {
+        Self {
+            public_key,
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            persistent_keepalive: None,
+            preshared_key: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        }
+    }
+}
+
 /// A handshake initiation from a key that is no peer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownHandshake {
