@@ -31,7 +31,8 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 # scripts/test.sh points the tests at it with KUBERNETES_VALIDATE.
 kubernetes_validate_version=1.37.0
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
-if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qxF "$kubernetes_validate_version"; then
+# (grep reads to the end, not -q: under pipefail a writer cut off early would fail the check.)
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -xF "$kubernetes_validate_version" >/dev/null; then
   echo "installing: kubernetes-validate==$kubernetes_validate_version into $venv"
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     # Debian's own python3 needs python3-venv (ensurepip) for this.
@@ -47,7 +48,7 @@ fi
 # moto's server (PyPI `moto[server]`) plays AWS Secrets Manager on a loopback port for the
 # registry's tests (registry/tests/secrets_manager.rs starts it from .venv/bin/moto_server).
 moto_version=5.2.5
-if ! "$venv/bin/python3" -m pip show moto 2>/dev/null | grep -qxF "Version: $moto_version"; then
+if ! "$venv/bin/python3" -m pip show moto 2>/dev/null | grep -xF "Version: $moto_version" >/dev/null; then
   echo "installing: moto[server]==$moto_version into $venv"
   "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check "moto[server]==$moto_version"
 fi

@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, default_value_t = 900)]
     deadline: u64,
     /// Each agent's `--peer-source` in turn, comma-separated (`nodes`, `mesh-peers`): the default
-    /// runs both under the same churn (agents 1 and 3 watch Nodes, agent 2 MeshPeers).
+    /// runs both under the same churn (node-0 and node-2 watch Nodes, node-1 MeshPeers).
     #[arg(long, value_delimiter = ',', default_value = "nodes,mesh-peers")]
     peer_sources: Vec<String>,
 }
