@@ -37,6 +37,10 @@ use crate::tun::validate_ifname;
 use link::netlink as netlink_error;
 use netlink::{NetlinkSocket, Wipe};
 
+/// How many times a dump the kernel marks inconsistent is asked again before the error is
+/// returned (each try is one dump; a change between two takes a pass's worth of peers).
+const DUMP_ATTEMPTS: u32 = 10;
+
 /// The kernel backend: devices are the kernel's `wireguard` links.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Kernel;
@@ -128,17 +132,26 @@ impl WireGuardDevice for KernelDevice {
         result
     }
 
-    /// One `WG_CMD_GET_DEVICE` dump (module `get_device`).
+    /// One `WG_CMD_GET_DEVICE` dump (module `get_device`), asked again when the peers changed
+    /// while it was read (`NLM_F_DUMP_INTR`, as `wg` does), at most 10 times in all.
     fn observe(&self) -> Result<DeviceState, Error> {
-        let query = WireguardMessage {
-            cmd: WireguardCmd::GetDevice,
-            attributes: vec![WireguardAttribute::IfIndex(self.ifindex)],
-        };
-        let answers = self
-            .socket()
-            .request(self.message(query), NLM_F_DUMP)
-            .map_err(netlink_error("read the WireGuard device"))?;
-        get_device::device_state(answers.into_iter().map(|m| m.payload).collect())
+        let mut socket = self.socket();
+        let mut attempt = 1;
+        loop {
+            let query = WireguardMessage {
+                cmd: WireguardCmd::GetDevice,
+                attributes: vec![WireguardAttribute::IfIndex(self.ifindex)],
+            };
+            match socket.request(self.message(query), NLM_F_DUMP) {
+                Ok(answers) => {
+                    return get_device::device_state(answers.into_iter().map(|m| m.payload).collect());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && attempt < DUMP_ATTEMPTS => {
+                    attempt += 1
+                }
+                Err(e) => return Err(Error::Netlink { what: "read the WireGuard device", source: e }),
+            }
+        }
     }
 
     /// The kernel has no command for it: it starts a handshake when a packet waits for a peer.

@@ -5,8 +5,8 @@ use std::fmt::Debug;
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NetlinkSerializable,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, NetlinkSerializable,
 };
 use netlink_sys::{Socket, SocketAddr};
 use zeroize::Zeroizing;
@@ -38,7 +38,9 @@ impl NetlinkSocket {
     /// Sends `message` (with `NLM_F_REQUEST`, `NLM_F_ACK` and `flags`) and returns the messages
     /// of its answer: for a dump (`NLM_F_DUMP`) every part up to `NLMSG_DONE`, otherwise any
     /// reply up to the acknowledgement. An `NLMSG_ERROR` with a code is the kernel's errno; a
-    /// reply that does not parse is `InvalidData`. Every buffer is zeroed when dropped, and the
+    /// reply that does not parse is `InvalidData`; a dump the kernel marks inconsistent
+    /// (`NLM_F_DUMP_INTR`: the state changed while it was read) is `Interrupted`, to be asked
+    /// again. Every buffer is zeroed when dropped, and the
     /// request and the answers read before an error are wiped ([`Wipe`]); the answers returned
     /// are the caller's to wipe.
     pub(crate) fn request<T>(&mut self, message: T, flags: u16) -> io::Result<Vec<T>>
@@ -76,7 +78,7 @@ impl NetlinkSocket {
             let datagram = self.receive()?;
             let mut offset = 0;
             while offset < datagram.len() {
-                let reply = NetlinkMessage::<T>::deserialize(&datagram[offset..])
+                let mut reply = NetlinkMessage::<T>::deserialize(&datagram[offset..])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let length = reply.header.length as usize;
                 if length == 0 {
@@ -84,7 +86,20 @@ impl NetlinkSocket {
                 }
                 offset += length.next_multiple_of(4);
                 if reply.header.sequence_number != sequence {
+                    // A late answer to an earlier request: wiped, not used.
+                    if let NetlinkPayload::InnerMessage(inner) = &mut reply.payload {
+                        inner.wipe();
+                    }
                     continue;
+                }
+                if reply.header.flags & NLM_F_DUMP_INTR != 0 {
+                    if let NetlinkPayload::InnerMessage(inner) = &mut reply.payload {
+                        inner.wipe();
+                    }
+                    return Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "the dump was interrupted by a change",
+                    ));
                 }
                 match reply.payload {
                     NetlinkPayload::InnerMessage(inner) => answers.push(inner),
@@ -97,10 +112,11 @@ impl NetlinkSocket {
         }
     }
 
-    /// One whole datagram, however large (peeked for its size first).
+    /// One whole datagram, however large (peeked for its size first, into a buffer zeroed too:
+    /// its first bytes can hold part of a private key).
     fn receive(&self) -> io::Result<Zeroizing<Vec<u8>>> {
-        let mut peek: Vec<u8> = Vec::new();
-        let size = self.socket.recv(&mut peek, libc::MSG_PEEK | libc::MSG_TRUNC)?;
+        let mut peek = Zeroizing::new(Vec::with_capacity(64));
+        let size = self.socket.recv(&mut *peek, libc::MSG_PEEK | libc::MSG_TRUNC)?;
         let mut datagram = Zeroizing::new(Vec::with_capacity(size));
         let received = self.socket.recv(&mut *datagram, 0)?;
         datagram.truncate(received);
