@@ -64,7 +64,7 @@ impl WireGuardBackend for Kernel {
         let link = link::create_or_adopt(&config.ifname, config.mtu)?;
         tracing::info!(ifname = %config.ifname, ifindex = link.ifindex, adopted = link.adopted,
             "kernel WireGuard device");
-        let device = KernelDevice::open(config.ifname, link.ifindex)?;
+        let device = KernelDevice::open(link.ifindex)?;
         device.apply(&[
             Change::SetPrivateKey(config.private_key),
             Change::SetListenPort(config.listen_port),
@@ -77,24 +77,18 @@ impl WireGuardBackend for Kernel {
 /// A kernel `wireguard` link, configured by deltas over generic netlink.
 #[derive(Debug)]
 pub struct KernelDevice {
-    ifname: String,
     ifindex: u32,
     family: u16,
     socket: Mutex<NetlinkSocket>,
 }
 
 impl KernelDevice {
-    /// Opens the generic netlink socket for the link `ifname` with index `ifindex`.
-    fn open(ifname: String, ifindex: u32) -> Result<Self, Error> {
+    /// Opens the generic netlink socket for the link with index `ifindex`.
+    fn open(ifindex: u32) -> Result<Self, Error> {
         let mut socket =
             NetlinkSocket::open(NETLINK_GENERIC).map_err(netlink_error("open a NETLINK_GENERIC socket"))?;
         let family = family_id(&mut socket).map_err(netlink_error("resolve the wireguard netlink family"))?;
-        Ok(Self { ifname, ifindex, family, socket: Mutex::new(socket) })
-    }
-
-    /// The interface name.
-    pub fn ifname(&self) -> &str {
-        &self.ifname
+        Ok(Self { ifindex, family, socket: Mutex::new(socket) })
     }
 
     /// Removes the link, its peers and sessions, and (the kernel's doing) every route through it.

@@ -35,7 +35,7 @@ pub(crate) fn create_or_adopt(ifname: &str, mtu: Option<u16>) -> Result<Link, Er
     let adopted = match socket.request(RouteNetlinkMessage::NewLink(message), NLM_F_CREATE | NLM_F_EXCL) {
         Ok(_) => false,
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => true,
-        Err(e) => return Err(Error::Netlink { what: "create the wireguard link", source: e }),
+        Err(e) => return Err(netlink("create the wireguard link")(e)),
     };
     let (ifindex, kind) = find(&mut socket, ifname)?;
     if kind != Some(InfoKind::Wireguard) {
