@@ -24,6 +24,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "Tunnel MTU: auto (underlay MTU less 60 for IPv4, 80 for IPv6) or 576-9001; a value the node's underlay cannot carry, or under 1280 with an IPv6 pod network, is rejected.",
     ),
     (
+        "backend",
+        "auto",
+        "The WireGuard implementation: kernel (the kernel's module: the device, its peers and sessions outlive the agent, so restarts and upgrades lose nothing), userspace (meshcrypt's own device: flow records, drop counters and the unknown-key and spoofed-source signals, and no module needed), or auto (kernel where the module is there and flow records are off, else userspace). A change replaces the device: every tunnel of the node starts a new handshake.",
+    ),
+    (
         "addressing",
         "pod-cidr",
         "Where peers' allowed IPs come from: pod-cidr (spec.podCIDRs) or pod-ip (each node's Pods; AWS VPC CNI).",
@@ -86,6 +91,17 @@ impl Addressing {
     }
 }
 
+/// Which WireGuard implementation runs the node's device (the `backend` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The kernel's where its module is there and flow records are off, else meshcrypt's own.
+    Auto,
+    /// The kernel's WireGuard module.
+    Kernel,
+    /// meshcrypt's userspace device.
+    Userspace,
+}
+
 /// The tunnel MTU setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mtu {
@@ -106,6 +122,8 @@ pub struct Settings {
     pub port: u16,
     /// Tunnel MTU.
     pub mtu: Mtu,
+    /// The WireGuard implementation.
+    pub backend: Backend,
     /// Where allowed IPs come from.
     pub addressing: Addressing,
     /// The pod networks steered into the mesh.
@@ -153,6 +171,7 @@ impl Default for Settings {
             strict: true,
             port: 51820,
             mtu: Mtu::Auto,
+            backend: Backend::Auto,
             addressing: Addressing::PodCidr,
             pod_networks: Vec::new(),
             host_encryption: false,
@@ -191,6 +210,12 @@ impl Settings {
                 Mtu::Auto => "auto".to_owned(),
                 Mtu::Fixed(mtu) => mtu.to_string(),
             },
+            "backend" => match self.backend {
+                Backend::Auto => "auto",
+                Backend::Kernel => "kernel",
+                Backend::Userspace => "userspace",
+            }
+            .to_owned(),
             "addressing" => match self.addressing {
                 Addressing::PodCidr => "pod-cidr",
                 Addressing::PodIp => "pod-ip",
@@ -238,6 +263,7 @@ impl Settings {
                     }
                 },
                 "mtu" => parse_mtu(value).map(|v| out.mtu = v),
+                "backend" => parse_backend(value).map(|v| out.backend = v),
                 "addressing" => parse_addressing(value).map(|v| out.addressing = v),
                 "pod-networks" => parse_networks(value).map(|v| out.pod_networks = v),
                 "host-encryption" => parse_bool(value).map(|v| out.host_encryption = v),
@@ -313,6 +339,16 @@ fn parse_bool(value: &str) -> Result<bool, String> {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(format!("{value:?} is neither true nor false")),
+    }
+}
+
+/// Parses the `backend` key's value: `auto`, `kernel` or `userspace`.
+fn parse_backend(value: &str) -> Result<Backend, String> {
+    match value {
+        "auto" => Ok(Backend::Auto),
+        "kernel" => Ok(Backend::Kernel),
+        "userspace" => Ok(Backend::Userspace),
+        _ => Err(format!("{value:?} is none of auto, kernel and userspace")),
     }
 }
 
@@ -425,6 +461,7 @@ mod tests {
             (vec![], vec![]),
             (vec![("strict", "false")], vec!["strict: true → false"]),
             (vec![("port", "51821"), ("mtu", "1400")], vec!["port: 51820 → 51821", "mtu: auto → 1400"]),
+            (vec![("backend", "kernel")], vec!["backend: auto → kernel"]),
             (vec![("pod-networks", "10.244.0.0/16")], vec![]),
         ];
         for (pairs, want) in rows {
@@ -443,6 +480,9 @@ mod tests {
             (vec![("mtu", "8941")], Box::new(|s| s.mtu == Mtu::Fixed(8941))),
             (vec![("mtu", "auto")], Box::new(|s| s.mtu == Mtu::Auto)),
             (vec![("addressing", "pod-ip")], Box::new(|s| s.addressing == Addressing::PodIp)),
+            (vec![("backend", "kernel")], Box::new(|s| s.backend == Backend::Kernel)),
+            (vec![("backend", "userspace")], Box::new(|s| s.backend == Backend::Userspace)),
+            (vec![("backend", "auto")], Box::new(|s| s.backend == Backend::Auto)),
             (
                 vec![("pod-networks", "10.0.0.0/8, fd00:10:244::/56")],
                 Box::new(|s| {
@@ -484,6 +524,8 @@ mod tests {
             (vec![("strict", "TRUE")], vec!["strict"]),
             (vec![("surprise", "1")], vec!["surprise"]),
             (vec![("addressing", "eni")], vec!["addressing"]),
+            (vec![("backend", "Kernel")], vec!["backend"]),
+            (vec![("backend", "wireguard-go")], vec!["backend"]),
             (vec![("pod-networks", "10.244.0.1/16")], vec!["pod-networks"]),
             (vec![("pod-networks", "")], vec!["pod-networks"]),
             (vec![("key-rotation-interval", "soon")], vec!["key-rotation-interval"]),
