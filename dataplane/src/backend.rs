@@ -13,10 +13,29 @@ use crate::error::Error;
 use crate::flows::FlowHarvest;
 use crate::state::DeviceState;
 
+/// Which implementation a device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// meshcrypt's userspace device on a TUN interface ([`crate::Device`]).
+    Userspace,
+    /// The kernel's WireGuard module ([`crate::KernelDevice`]).
+    Kernel,
+}
+
+impl BackendKind {
+    /// The name status, metrics and the ConfigMap use: `userspace` or `kernel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Userspace => "userspace",
+            Self::Kernel => "kernel",
+        }
+    }
+}
+
 /// A WireGuard device configured by deltas and read back as a whole. Dropping the last handle of a
 /// userspace device removes it (and the kernel then removes every route through its interface);
 /// a kernel device outlives its handle, with its peers and sessions, until deleted
-/// ([`crate::KernelDevice::delete`]).
+/// ([`WireGuardDevice::delete`]).
 pub trait WireGuardDevice: Send + Sync + std::fmt::Debug {
     /// Applies the changes in order under one lock, so packets see the state before or after the
     /// whole list. Stops at the first error; the changes before it stay applied.
@@ -36,6 +55,15 @@ pub trait WireGuardDevice: Send + Sync + std::fmt::Debug {
 
     /// Every flow counted since the previous call, and what did not fit.
     fn take_flows(&self) -> FlowHarvest;
+
+    /// Which implementation this device is.
+    fn kind(&self) -> BackendKind;
+
+    /// Removes the device now, with its interface, peers and sessions (and, the kernel's doing,
+    /// every route through its interface). A kernel device outlives its handles, so this is how it
+    /// goes; a userspace device goes when its last handle drops, and this does nothing for it.
+    /// Errors keep the kernel's errno (`ENODEV`: gone already).
+    fn delete(&self) -> Result<(), Error>;
 }
 
 /// What creates WireGuard devices.

@@ -219,6 +219,15 @@ impl WireGuardDevice for Device {
     fn take_flows(&self) -> FlowHarvest {
         Device::take_flows(self)
     }
+
+    fn kind(&self) -> crate::BackendKind {
+        crate::BackendKind::Userspace
+    }
+
+    /// Nothing: the device stops when its last handle drops.
+    fn delete(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// What the UAPI server holds: the shared state, not the threads.

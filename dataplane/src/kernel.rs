@@ -2,7 +2,7 @@
 //! `NETLINK_ROUTE`, configured and read back over WireGuard's generic netlink family
 //! (`include/uapi/linux/wireguard.h`). The device, its peers and their sessions live in the
 //! kernel, so they outlive the agent: dropping a [`KernelDevice`] leaves the link running
-//! (an agent restarting adopts it); [`KernelDevice::delete`] removes it.
+//! (an agent restarting adopts it); [`WireGuardDevice::delete`] removes it.
 //!
 //! Modules: `link` (create, adopt, delete), `set_device` ([`Change`]s as messages), `get_device`
 //! (a dump as a [`DeviceState`]), `netlink` (the blocking request).
@@ -28,7 +28,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_wireguard::{WireguardAttribute, WireguardCmd, WireguardMessage};
 use netlink_sys::protocols::NETLINK_GENERIC;
 
-use crate::backend::{WireGuardBackend, WireGuardDevice};
+use crate::backend::{BackendKind, WireGuardBackend, WireGuardDevice};
 use crate::config::{Change, DeviceConfig};
 use crate::error::Error;
 use crate::flows::FlowHarvest;
@@ -89,12 +89,6 @@ impl KernelDevice {
             NetlinkSocket::open(NETLINK_GENERIC).map_err(netlink_error("open a NETLINK_GENERIC socket"))?;
         let family = family_id(&mut socket).map_err(netlink_error("resolve the wireguard netlink family"))?;
         Ok(Self { ifindex, family, socket: Mutex::new(socket) })
-    }
-
-    /// Removes the link, its peers and sessions, and (the kernel's doing) every route through it.
-    /// Errors: [`Error::Netlink`] (`ENODEV` if it is gone already).
-    pub fn delete(&self) -> Result<(), Error> {
-        link::delete(self.ifindex)
     }
 
     fn socket(&self) -> MutexGuard<'_, NetlinkSocket> {
@@ -159,6 +153,15 @@ impl WireGuardDevice for KernelDevice {
     /// Always empty ([`Self::set_flow_accounting`]).
     fn take_flows(&self) -> FlowHarvest {
         FlowHarvest::default()
+    }
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kernel
+    }
+
+    /// Deletes the link (`RTM_DELLINK`). Errors: [`Error::Netlink`] (`ENODEV` if it is gone).
+    fn delete(&self) -> Result<(), Error> {
+        link::delete(self.ifindex)
     }
 }
 
