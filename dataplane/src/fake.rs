@@ -206,6 +206,16 @@ impl WireGuardDevice for FakeDevice {
     fn take_flows(&self) -> FlowHarvest {
         std::mem::take(&mut lock(&self.flows).1)
     }
+
+    /// A userspace device for now (TODO issue 18: a fake that plays a kernel device too, outliving
+    /// its handle until deleted).
+    fn kind(&self) -> crate::BackendKind {
+        crate::BackendKind::Userspace
+    }
+
+    fn delete(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 impl Config {
