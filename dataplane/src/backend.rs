@@ -84,6 +84,19 @@ impl WireGuardBackend for Userspace {
     }
 }
 
+/// The backend the agent runs: the device [`DeviceConfig::backend`] names, userspace or kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Native;
+
+impl WireGuardBackend for Native {
+    fn create(&self, config: DeviceConfig) -> Result<Arc<dyn WireGuardDevice>, Error> {
+        match config.backend {
+            BackendKind::Userspace => Userspace.create(config),
+            BackendKind::Kernel => crate::Kernel.create(config),
+        }
+    }
+}
+
 /// A shared backend (a test keeps a handle on the fake it hands the agent).
 impl<T: WireGuardBackend + ?Sized> WireGuardBackend for Arc<T> {
     fn create(&self, config: DeviceConfig) -> Result<Arc<dyn WireGuardDevice>, Error> {

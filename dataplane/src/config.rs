@@ -12,6 +12,8 @@ pub const DEFAULT_UAPI_DIR: &str = "/var/run/wireguard";
 /// The parameters of [`crate::Device::create`].
 #[derive(Debug)]
 pub struct DeviceConfig {
+    /// The implementation [`crate::Native`] creates (the other backends make their own kind).
+    pub backend: crate::BackendKind,
     /// The TUN interface to create (or open if it exists and is free), e.g. `meshcrypt0`.
     pub ifname: String,
     /// The device's static private key.
@@ -37,10 +39,11 @@ pub struct DeviceConfig {
 pub const DEFAULT_MTU: u16 = 1420;
 
 impl DeviceConfig {
-    /// A configuration with the defaults: port 51820, no fwmark, the standard UAPI directory, one
+    /// A configuration with the defaults: the userspace device, port 51820, no fwmark, the standard UAPI directory, one
     /// data-path worker and MTU [`DEFAULT_MTU`].
     pub fn new(ifname: impl Into<String>, private_key: PrivateKey) -> Self {
         Self {
+            backend: crate::BackendKind::Userspace,
             ifname: ifname.into(),
             private_key,
             listen_port: 51820,

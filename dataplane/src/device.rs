@@ -323,6 +323,7 @@ fn observe(shared: &Shared) -> DeviceState {
     drop(peers);
     let net = shared.net.read().unwrap_or_else(|p| p.into_inner());
     DeviceState {
+        backend: crate::BackendKind::Userspace,
         ifname: shared.ifname.clone(),
         ifindex: shared.ifindex,
         public_key,

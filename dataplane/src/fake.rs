@@ -62,6 +62,8 @@ impl WireGuardBackend for FakeBackend {
         }
         let ifindex = (self.add_link)(&config.ifname).map_err(tun_error)?;
         let device = Arc::new(FakeDevice {
+            kind: config.backend,
+            deleted: std::sync::atomic::AtomicBool::new(false),
             ifname: config.ifname,
             ifindex,
             remove_link: self.remove_link.clone(),
@@ -83,6 +85,10 @@ impl WireGuardBackend for FakeBackend {
 /// One fake device: its configuration, the handshakes it was asked to start, and a failure to
 /// inject.
 pub struct FakeDevice {
+    /// As the config asked: a kernel fake outlives its handle (its link stays) until deleted.
+    kind: crate::BackendKind,
+    /// The link was removed ([`WireGuardDevice::delete`]).
+    deleted: std::sync::atomic::AtomicBool,
     ifname: String,
     ifindex: u32,
     remove_link: RemoveLink,
@@ -155,8 +161,20 @@ impl std::fmt::Debug for FakeDevice {
 }
 
 impl Drop for FakeDevice {
+    /// A userspace fake takes its link with it; a kernel fake leaves it, as the kernel does.
     fn drop(&mut self) {
-        (self.remove_link)(self.ifindex);
+        if self.kind == crate::BackendKind::Userspace {
+            self.remove_link();
+        }
+    }
+}
+
+impl FakeDevice {
+    /// Removes the link, once.
+    fn remove_link(&self) {
+        if !self.deleted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            (self.remove_link)(self.ifindex);
+        }
     }
 }
 
@@ -176,6 +194,7 @@ impl WireGuardDevice for FakeDevice {
     fn observe(&self) -> Result<DeviceState, Error> {
         let config = lock(&self.config);
         Ok(DeviceState {
+            backend: self.kind,
             ifname: self.ifname.clone(),
             ifindex: self.ifindex,
             public_key: config.public_key,
@@ -207,13 +226,15 @@ impl WireGuardDevice for FakeDevice {
         std::mem::take(&mut lock(&self.flows).1)
     }
 
-    /// A userspace device for now (TODO issue 18: a fake that plays a kernel device too, outliving
-    /// its handle until deleted).
     fn kind(&self) -> crate::BackendKind {
-        crate::BackendKind::Userspace
+        self.kind
     }
 
+    /// A kernel fake's link goes now; a userspace fake's goes on drop, as the real device's does.
     fn delete(&self) -> Result<(), Error> {
+        if self.kind == crate::BackendKind::Kernel {
+            self.remove_link();
+        }
         Ok(())
     }
 }

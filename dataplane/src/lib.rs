@@ -30,7 +30,7 @@ mod tun;
 mod uapi;
 mod wake;
 
-pub use backend::{BackendKind, Userspace, WireGuardBackend, WireGuardDevice};
+pub use backend::{BackendKind, Native, Userspace, WireGuardBackend, WireGuardDevice};
 pub use config::{Change, DEFAULT_MTU, DEFAULT_UAPI_DIR, DeviceConfig, PeerConfig, PeerUpdate};
 pub use device::{Device, uapi_socket_path};
 pub use error::Error;

@@ -561,6 +561,7 @@ mod tests {
             upsert(&mut peers, *k, &[]);
         }
         let state = crate::DeviceState {
+            backend: crate::BackendKind::Userspace,
             ifname: "meshcrypt0".into(),
             ifindex: 1,
             public_key: key(),

@@ -9,6 +9,8 @@ use meshcrypt_keyexchange::PublicKey;
 /// A snapshot of a device: configuration plus statistics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceState {
+    /// Which implementation the device is.
+    pub backend: crate::BackendKind,
     /// The interface name.
     pub ifname: String,
     /// The interface index.

@@ -102,6 +102,7 @@ mod tests {
 
     fn device(peers: &[(PublicKey, u64, u64)]) -> DeviceState {
         let mut state = DeviceState {
+            backend: meshcrypt_dataplane::BackendKind::Userspace,
             ifname: "meshcrypt0".into(),
             ifindex: 7,
             public_key: PrivateKey::generate().public_key(),

@@ -228,6 +228,7 @@ mod tests {
 
     fn device(peers: &[(u8, &str, &[&str])]) -> DeviceState {
         let mut state = DeviceState {
+            backend: meshcrypt_dataplane::BackendKind::Userspace,
             ifname: "meshcrypt0".into(),
             ifindex: 3,
             public_key: key(7),

@@ -53,6 +53,7 @@ fn read(messages: &[WireguardMessage]) -> Result<DeviceState, Error> {
         }
     }
     Ok(DeviceState {
+        backend: crate::BackendKind::Kernel,
         ifname: ifname.ok_or(Error::UnexpectedReply("a WireGuard device without a name"))?,
         ifindex: ifindex.ok_or(Error::UnexpectedReply("a WireGuard device without an index"))?,
         public_key: public_key.ok_or(Error::UnexpectedReply("a WireGuard device without a private key"))?,

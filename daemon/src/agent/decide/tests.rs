@@ -114,6 +114,7 @@ impl World {
             assert_eq!(plan.blocked, None);
             if let DeviceStep::Create(port) = plan.device {
                 self.inputs.device = Some(DeviceState {
+                    backend: meshcrypt_dataplane::BackendKind::Userspace,
                     ifname: "meshcrypt0".into(),
                     ifindex: LINK,
                     public_key: self.state.key.public_key,
