@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashSet};
-use meshcrypt_dataplane::{DeviceState, PresharedKey, PublicKey};
+use meshcrypt_dataplane::{BackendKind, DeviceState, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::{
     LocalNode, MeshConfig, NodeProblem, NodeView, PeerIndex, PeerSet, PodView, Problem, RemoteView,
     add_remote_peers, desired_peers,
@@ -26,7 +26,7 @@ use super::peer_ops::{PeerOp, handshake_targets, peer_ops};
 use super::preshared;
 use super::routing_input::{RoutingSettings, routing_input, wired_local_pods};
 use super::state::LoopState;
-use crate::config::settings::{Addressing, KeyError, Mtu, Settings};
+use crate::config::settings::{Addressing, Backend, KeyError, Mtu, Settings};
 
 /// What does not change while the agent runs: its node and the kernel objects it owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,8 @@ pub struct Inputs {
     pub key_files: KeyFiles,
     /// The device the agent holds, as it reports itself; `None` without one.
     pub device: Option<DeviceState>,
+    /// This node's kernel has WireGuard (`dataplane::Kernel::available`, read at start).
+    pub kernel_wireguard: bool,
     /// The kernel: the link with the device's name (whatever it is), meshcrypt's table and rules.
     pub kernel: ObservedState,
     /// The MTU of the interface holding this node's underlay address, if found.
@@ -138,9 +140,15 @@ pub enum Blocked {
 pub enum DeviceStep {
     /// Keep the one held (or stay without one).
     Keep,
-    /// Create one listening on this port; the pass then runs again to program it.
-    Create(u16),
-    /// Drop the one held (switched off, or its interface is gone).
+    /// Create one of this backend listening on this port (a kernel device left by a previous
+    /// run is adopted with its peers and sessions); the pass then runs again to program it.
+    Create {
+        /// The UDP port.
+        port: u16,
+        /// The implementation.
+        backend: BackendKind,
+    },
+    /// Remove the one held (switched off, its interface is gone, or the backend changed).
     Discard,
 }
 
@@ -501,19 +509,31 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
         KernelPlan { link: observed.link.as_ref().map(|l| l.index), ops: plan_kernel(&desired, &observed) };
     plan.peer_names = peer_names(&state.peer_names, &peers);
 
+    let backend = resolve_backend(settings.backend, inputs.kernel_wireguard, settings.flows.enabled);
     let Some(device) = held else {
-        if let Some(link) = link.filter(|l| l.kind.as_deref() != Some("tun")) {
+        // A TUN of this name is a userspace device's to open; a wireguard link, the kernel
+        // device a previous run left, to adopt. Anything else is not meshcrypt's.
+        let ours = match backend {
+            BackendKind::Userspace => "tun",
+            BackendKind::Kernel => "wireguard",
+        };
+        if let Some(link) = link.filter(|l| l.kind.as_deref() != Some(ours)) {
             return plan.blocked(Blocked::ForeignLink(link.kind.clone().unwrap_or_else(|| "unknown".into())));
         }
         if inputs.key_files.current.is_none() {
             return plan.blocked(Blocked::KeyFileMissing);
         }
-        plan.device = DeviceStep::Create(settings.port);
+        plan.device = DeviceStep::Create { port: settings.port, backend };
         return plan;
     };
     if observed.link.is_none() {
         plan.device = DeviceStep::Discard;
         return plan.blocked(Blocked::DeviceGone);
+    }
+    if device.backend != backend {
+        // The floor holds while the one goes and the other comes (next pass).
+        plan.device = DeviceStep::Discard;
+        return plan;
     }
     if device.listen_port != settings.port {
         plan.move_port = Some(settings.port);
@@ -931,6 +951,17 @@ fn raises_event(p: &NodeProblem, local: &str, reporter: bool, about_peer: bool) 
 
 fn problem_key(p: &NodeProblem) -> (String, &'static str, String) {
     (p.node.clone(), p.problem.reason(), p.problem.to_string())
+}
+
+/// The implementation `setting` picks on this node: `auto` takes the kernel's where this kernel
+/// has WireGuard, unless flow records are on (they are counted by the userspace data path).
+pub fn resolve_backend(setting: Backend, kernel_available: bool, flow_records: bool) -> BackendKind {
+    match setting {
+        Backend::Kernel => BackendKind::Kernel,
+        Backend::Userspace => BackendKind::Userspace,
+        Backend::Auto if kernel_available && !flow_records => BackendKind::Kernel,
+        Backend::Auto => BackendKind::Userspace,
+    }
 }
 
 /// Switched off: the device, every route and rule, the saved peer set and the published key go.

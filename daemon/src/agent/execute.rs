@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use meshcrypt_dataplane::{Change, DeviceConfig, WireGuardBackend, WireGuardDevice};
+use meshcrypt_dataplane::{BackendKind, Change, DeviceConfig, WireGuardBackend, WireGuardDevice};
 use meshcrypt_keyexchange::{NodeKeyAnnotations, write_atomic};
 use meshcrypt_routing::Kernel;
 
@@ -111,13 +111,19 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
     plan: &PassPlan,
     key_rotated: &mut Option<NodeKeyAnnotations>,
 ) -> Result<Outcome, AgentError> {
-    // 1. (Taking the device out of its slot drops it: its interface and routes go.)
+    // 1. (A kernel device is deleted; taking a device out of its slot drops it: a userspace
+    // device's interface and routes go with it.)
+    let mut discarded = None;
     if plan.device == DeviceStep::Discard
         && let Ok(mut slot) = io.device.write()
-        && slot.take().is_some()
-        && plan.blocked == Some(Blocked::DeviceGone)
+        && let Some(device) = slot.take()
     {
-        tracing::warn!(interface = %params.ifname, "the WireGuard interface was deleted; recreating the device");
+        if plan.blocked == Some(Blocked::DeviceGone) {
+            tracing::warn!(interface = %params.ifname, "the WireGuard interface was deleted; recreating the device");
+        } else if let Err(e) = device.delete() {
+            tracing::warn!(interface = %params.ifname, error = %e, "cannot delete the WireGuard device");
+        }
+        discarded = Some(device.kind());
     }
     // 2.
     if plan.kernel.link.is_none() {
@@ -127,14 +133,15 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
     if let Some(blocked) = &plan.blocked {
         return Err(blocked_error(params, io, blocked));
     }
-    if let DeviceStep::Create(port) = plan.device {
-        create_device(io, params, port)?;
+    if let DeviceStep::Create { port, backend } = plan.device {
+        create_device(io, params, port, backend)?;
         return Ok(Outcome::Again);
     }
     let Some(device) = io.device() else {
-        // Switched off: nothing to program.
+        // Switched off, or a device of the other backend goes: nothing to program.
         finish(io, params, state, plan).await?;
-        return Ok(Outcome::Done);
+        let switching = discarded.is_some() && plan.settings.as_ref().is_some_and(|s| s.enabled);
+        return Ok(if switching { Outcome::Again } else { Outcome::Done });
     };
     // 4.
     if let Some(port) = plan.move_port {
@@ -267,9 +274,11 @@ fn create_device<K: Kernel, B: WireGuardBackend>(
     io: &mut Io<K, B>,
     params: &Params,
     port: u16,
+    backend: BackendKind,
 ) -> Result<(), AgentError> {
     let record = io.keys.load()?.ok_or_else(|| AgentError::KeyFileMissing { path: io.keys.key_path() })?;
     let mut config = DeviceConfig::new(params.ifname.clone(), record.key);
+    config.backend = backend;
     config.listen_port = port;
     config.uapi_dir = io.uapi_dir.clone();
     config.fwmark = Some(params.fwmark);
@@ -283,7 +292,7 @@ fn create_device<K: Kernel, B: WireGuardBackend>(
             e.into()
         }
     })?;
-    tracing::info!(interface = %params.ifname, port, "wireguard device up");
+    tracing::info!(interface = %params.ifname, port, backend = backend.as_str(), "wireguard device up");
     if let Ok(mut slot) = io.device.write() {
         *slot = Some(device);
     }

@@ -92,6 +92,7 @@ pub async fn gather<K: Kernel, B: WireGuardBackend>(
         view,
         key_files,
         device,
+        kernel_wireguard: io.kernel_wireguard,
         kernel,
         underlay_mtu,
         underlay_index,

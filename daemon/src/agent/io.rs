@@ -50,6 +50,8 @@ pub struct Io<K: Kernel, B: WireGuardBackend> {
     pub kernel: K,
     /// What creates the WireGuard device.
     pub backend: B,
+    /// This node's kernel has WireGuard (read once, at start).
+    pub kernel_wireguard: bool,
     /// The device, while the mesh is on (shared with the metrics collector).
     pub device: DeviceSlot,
     /// Where a new device's UAPI socket goes.

@@ -45,7 +45,7 @@ pub use publish::FIELD_MANAGER;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshcrypt_dataplane::Userspace;
+use meshcrypt_dataplane::Native;
 use meshcrypt_keyexchange::KeyStore;
 use meshcrypt_routing::Netlink;
 use tokio::signal::unix::{SignalKind, signal};
@@ -191,7 +191,8 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
         wake: wake.clone(),
         config,
         kernel: netlink,
-        backend: Userspace,
+        backend: Native,
+        kernel_wireguard: meshcrypt_dataplane::Kernel::available(),
         device,
         uapi_dir: args.uapi_dir.clone(),
         psk_dir: args.psk_dir.clone(),

@@ -109,6 +109,7 @@ impl Harness {
             config,
             kernel: kernel.clone(),
             backend: backend.clone(),
+            kernel_wireguard: false,
             device: metrics::DeviceSlot::default(),
             uapi_dir: state_dir.path().join("uapi"),
             psk_dir: state_dir.path().join("psk"),

@@ -112,9 +112,9 @@ impl World {
         for _ in 0..2 {
             let plan = self.decide();
             assert_eq!(plan.blocked, None);
-            if let DeviceStep::Create(port) = plan.device {
+            if let DeviceStep::Create { port, backend } = plan.device {
                 self.inputs.device = Some(DeviceState {
-                    backend: meshcrypt_dataplane::BackendKind::Userspace,
+                    backend,
                     ifname: "meshcrypt0".into(),
                     ifindex: LINK,
                     public_key: self.state.key.public_key,
@@ -212,6 +212,7 @@ fn in_sync() -> World {
         },
         state: LoopState::new(own.clone()),
         inputs: Inputs {
+            kernel_wireguard: false,
             now: now(),
             reading: Reading::Valid(settings()),
             view: View::Complete {
@@ -350,6 +351,28 @@ fn rejected(world: &mut World, key: &str) {
 
 type Change = fn(&mut World);
 
+/// `auto` takes the kernel's WireGuard where it is, unless flow records need the userspace data
+/// path; an explicit choice stands.
+#[test]
+fn which_backend_table() {
+    use crate::config::settings::Backend;
+    let rows = [
+        (Backend::Auto, true, false, BackendKind::Kernel),
+        (Backend::Auto, false, false, BackendKind::Userspace),
+        (Backend::Auto, true, true, BackendKind::Userspace),
+        (Backend::Kernel, false, false, BackendKind::Kernel),
+        (Backend::Kernel, true, true, BackendKind::Kernel),
+        (Backend::Userspace, true, false, BackendKind::Userspace),
+    ];
+    for (setting, module, flows, want) in rows {
+        assert_eq!(
+            resolve_backend(setting, module, flows),
+            want,
+            "{setting:?}, module {module}, flows {flows}"
+        );
+    }
+}
+
 #[test]
 fn decide_table() {
     let rows: Vec<(&str, Change, Got)> = vec![
@@ -361,7 +384,7 @@ fn decide_table() {
                 w.inputs.kernel = ObservedState::default();
             },
             Got {
-                device: DeviceStep::Create(51820),
+                device: DeviceStep::Create { port: 51820, backend: BackendKind::Userspace },
                 kernel: Kernel::Floor,
                 ready: None,
                 untaint: false,
@@ -371,7 +394,12 @@ fn decide_table() {
         (
             "a TUN left by a crashed agent is taken over",
             |w| w.inputs.device = None,
-            Got { device: DeviceStep::Create(51820), ready: None, untaint: false, ..nothing() },
+            Got {
+                device: DeviceStep::Create { port: 51820, backend: BackendKind::Userspace },
+                ready: None,
+                untaint: false,
+                ..nothing()
+            },
         ),
         (
             "a foreign link with the device's name: the floor stays, nothing else",
@@ -381,6 +409,34 @@ fn decide_table() {
                 w.inputs.kernel.routes.retain(|r| r.kind != RouteKind::Blackhole);
             },
             Got { kernel: Kernel::Floor, ..blocked(Blocked::ForeignLink("veth".into())) },
+        ),
+        (
+            "the kernel backend adopts the wireguard link a previous run left",
+            |w| {
+                w.inputs.device = None;
+                w.inputs.kernel_wireguard = true;
+                w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+            },
+            Got {
+                device: DeviceStep::Create { port: 51820, backend: BackendKind::Kernel },
+                ready: None,
+                untaint: false,
+                ..nothing()
+            },
+        ),
+        (
+            "a wireguard link where the userspace device goes (no module): not meshcrypt's to take",
+            |w| {
+                w.inputs.device = None;
+                w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+                w.inputs.kernel.routes.retain(|r| r.kind != RouteKind::Blackhole);
+            },
+            Got { kernel: Kernel::Floor, ..blocked(Blocked::ForeignLink("wireguard".into())) },
+        ),
+        (
+            "the module is there (auto): the userspace device goes, the floor holds, the kernel's comes next",
+            |w| w.inputs.kernel_wireguard = true,
+            Got { device: DeviceStep::Discard, ready: None, untaint: false, ..nothing() },
         ),
         (
             "a new device (second round): every peer added; handshakes wait for traffic",
