@@ -90,9 +90,10 @@ fn next_pass_after(failures: u32, resync: Duration) -> Duration {
 /// It serves its node's status on a Unix socket in the state directory (`meshcrypt status`) and
 /// reports it on its MeshNode (`meshcrypt status --cluster`); stopping, it reports that.
 ///
-/// On exit the device goes away with the process, and with it the routes through it; the policy
-/// rules and the blackhole floor stay, so pod traffic is dropped, not sent in plaintext, until the
-/// agent is back.
+/// On exit a userspace device goes away with the process, and with it the routes through it; the
+/// policy rules and the blackhole floor stay, so pod traffic is dropped, not sent in plaintext,
+/// until the agent is back. A kernel device stays with its peers, sessions and routes, so traffic
+/// goes on; the next run adopts it.
 pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
     let keys = KeyStore::open(&args.state.state_dir)?;
     let (record, created) = keys.load_or_create()?;
@@ -294,9 +295,14 @@ pub async fn run(args: AgentArgs, log: LogControl) -> Result<(), AgentError> {
             _ = interrupt.recv() => break,
         }
     }
-    tracing::info!(
-        "stopping: routes through the device go with it; rules and the blackhole floor stay (fail closed)"
-    );
+    match reconciler.io.device().map(|d| d.kind()) {
+        Some(meshcrypt_dataplane::BackendKind::Kernel) => tracing::info!(
+            "stopping: the kernel device, its peers, sessions and routes stay; the data path runs on"
+        ),
+        _ => tracing::info!(
+            "stopping: routes through the device go with it; rules and the blackhole floor stay (fail closed)"
+        ),
+    }
     reconciler.report_stopped(jiff::Timestamp::now()).await;
     Ok(())
 }
