@@ -17,7 +17,7 @@ use meshcrypt_keyexchange::mesh::{
 use meshcrypt_keyexchange::{NodeKeyAnnotations, rotation};
 use meshcrypt_routing::mtu::tunnel_mtu;
 use meshcrypt_routing::plan::plan as plan_kernel;
-use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedState, Op};
+use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedLink, ObservedState, Op};
 
 use super::config_source::Reading;
 use super::device_view::unanswered;
@@ -357,11 +357,19 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
     device_signals(params, state, inputs, &node_ips, &mut plan);
     silent_peers(params, state, inputs, &mut plan);
     let settings = match &inputs.view {
-        View::LastKnown { last, .. } => restored_settings(last),
+        View::LastKnown { last, .. } => restored_settings(last, inputs.kernel.link.as_ref()),
         _ => {
             let underlay_ip = local.and_then(|l| l.internal_ips.first());
             let underlay = (underlay_ip, inputs.underlay_mtu);
-            decide_settings(params, state, &inputs.reading, underlay, reporter, &mut plan);
+            decide_settings(
+                params,
+                state,
+                &inputs.reading,
+                underlay,
+                inputs.kernel_wireguard,
+                reporter,
+                &mut plan,
+            );
             match plan.settings.clone() {
                 Some(settings) => settings,
                 None => return plan.blocked(Blocked::NoSettings),
@@ -597,9 +605,14 @@ fn peer_names(
     (!unchanged).then(|| Arc::new(peers.peers.values().map(|p| (p.public_key, p.node.clone())).collect()))
 }
 
-/// The settings a restored snapshot ran with.
-fn restored_settings(last: &LastKnown) -> Settings {
+/// The settings a restored snapshot ran with. Its backend is the one on the node: a `wireguard`
+/// link of meshcrypt's name is the kernel device a previous run left, kept (a switch would drop
+/// the path the restart is meant to keep); without one, the userspace device, which died with
+/// the previous run anyway.
+fn restored_settings(last: &LastKnown, link: Option<&ObservedLink>) -> Settings {
+    let kernel = link.is_some_and(|l| l.kind.as_deref() == Some("wireguard"));
     Settings {
+        backend: if kernel { Backend::Kernel } else { Backend::Userspace },
         port: last.port,
         mtu: Mtu::Fixed(last.mtu),
         strict: last.strict,
@@ -613,20 +626,25 @@ fn restored_settings(last: &LastKnown) -> Settings {
 /// reported), else the last good ones (a new rejection is reported once).
 ///
 /// A change or a rejection of the ConfigMap is raised as an Event by the `reporter` only (the
-/// first agent, see [`Survey::first_agent`]); a value that does not fit this node's underlay by this
-/// node's agent.
+/// first agent, see [`Survey::first_agent`]); a value that does not fit this node (its underlay's
+/// MTU, or `backend: kernel` where its kernel has no WireGuard) by this node's agent.
 fn decide_settings(
     params: &Params,
     state: &LoopState,
     reading: &Reading,
     (underlay_ip, underlay_mtu): (Option<&IpAddr>, Option<u32>),
+    kernel_wireguard: bool,
     reporter: bool,
     plan: &mut PassPlan,
 ) {
     let misfit = match (reading, underlay_ip, underlay_mtu) {
         (Reading::Valid(s), Some(ip), Some(mtu)) => s.check_underlay(mtu, ip.is_ipv6()).err(),
         _ => None,
-    };
+    }
+    .or_else(|| match reading {
+        Reading::Valid(s) => s.check_kernel(kernel_wireguard).err(),
+        _ => None,
+    });
     let raise = params.config_map.is_some() && (reporter || misfit.is_some());
     let config_event = |warning: bool, reason: &str, note: String| PlannedEvent {
         node: None,

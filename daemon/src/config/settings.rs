@@ -26,7 +26,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "backend",
         "auto",
-        "The WireGuard implementation: kernel (the kernel's module: the device, its peers and sessions outlive the agent, so restarts and upgrades lose nothing), userspace (meshcrypt's own device: flow records, drop counters and the unknown-key and spoofed-source signals, and no module needed), or auto (kernel where the module is there and flow records are off, else userspace). A change replaces the device: every tunnel of the node starts a new handshake.",
+        "The WireGuard implementation: kernel (the kernel's module: the device, its peers and sessions outlive the agent, so restarts and upgrades lose nothing), userspace (meshcrypt's own device: flow records, drop counters and the unknown-key and spoofed-source signals, and no module needed), or auto (kernel where the module is there and flow records are off, else userspace). A change replaces the device: every tunnel of the node starts a new handshake. kernel with flow-records true is rejected, and so is kernel on a node whose kernel has no WireGuard.",
     ),
     (
         "addressing",
@@ -300,6 +300,12 @@ impl Settings {
         if errors.is_empty() && out.enabled && out.pod_networks.is_empty() {
             errors.push(KeyError { key: "pod-networks".into(), reason: "required when enabled".into() });
         }
+        if errors.is_empty() && out.backend == Backend::Kernel && out.flows.enabled {
+            errors.push(KeyError {
+                key: "backend".into(),
+                reason: "kernel with flow-records true: the kernel's WireGuard counts no flows (use auto or userspace, or turn flow records off)".into(),
+            });
+        }
         if let Mtu::Fixed(mtu) = out.mtu
             && errors.is_empty()
             && mtu < IPV6_MIN_MTU
@@ -330,6 +336,19 @@ impl Settings {
             reason: format!(
                 "{mtu} does not fit this node's {underlay_mtu}-byte {family} underlay through WireGuard: at most {max}"
             ),
+        })
+    }
+
+    /// Whether these settings fit this node's kernel: `backend: kernel` where the kernel has no
+    /// WireGuard (`kernel_wireguard`: [`meshcrypt_dataplane::Kernel::available`]) is rejected for
+    /// this node, and the last good backend stays.
+    pub fn check_kernel(&self, kernel_wireguard: bool) -> Result<(), KeyError> {
+        if self.backend != Backend::Kernel || kernel_wireguard {
+            return Ok(());
+        }
+        Err(KeyError {
+            key: "backend".into(),
+            reason: "kernel, but this node's kernel has no WireGuard (Linux 5.6 or later, or the wireguard module): use auto or userspace".into(),
         })
     }
 }
@@ -526,6 +545,7 @@ mod tests {
             (vec![("addressing", "eni")], vec!["addressing"]),
             (vec![("backend", "Kernel")], vec!["backend"]),
             (vec![("backend", "wireguard-go")], vec!["backend"]),
+            (vec![("backend", "kernel"), ("flow-records", "true")], vec!["backend"]),
             (vec![("pod-networks", "10.244.0.1/16")], vec!["pod-networks"]),
             (vec![("pod-networks", "")], vec!["pod-networks"]),
             (vec![("key-rotation-interval", "soon")], vec!["key-rotation-interval"]),
@@ -555,6 +575,23 @@ mod tests {
             let got: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
             assert_eq!(got, keys, "{input:?}: {errors:?}");
             assert!(errors.iter().all(|e| !e.reason.is_empty()));
+        }
+    }
+
+    #[test]
+    fn backend_kernel_fits_only_a_kernel_with_wireguard() {
+        for (backend, module, fits) in [
+            (Backend::Kernel, true, true),
+            (Backend::Kernel, false, false),
+            (Backend::Auto, false, true),
+            (Backend::Userspace, false, true),
+        ] {
+            let settings = Settings { backend, ..Settings::default() };
+            let got = settings.check_kernel(module);
+            assert_eq!(got.is_ok(), fits, "{backend:?}, module {module}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.key, "backend");
+            }
         }
     }
 

@@ -824,6 +824,14 @@ fn decide_table() {
             Got { events: events(&["ConfigRejected"]), ..nothing() },
         ),
         (
+            "backend: kernel where this kernel has no WireGuard is rejected for this node; the last good stays",
+            |w| {
+                let kernel = Settings { backend: crate::config::settings::Backend::Kernel, ..settings() };
+                w.inputs.reading = Reading::Valid(kernel);
+            },
+            Got { events: events(&["ConfigRejected"]), ..nothing() },
+        ),
+        (
             "a new port: the device moves, the change is reported",
             |w| w.inputs.reading = Reading::Valid(Settings { port: 51821, ..settings() }),
             Got {
@@ -952,6 +960,39 @@ fn decide_table() {
                 w.inputs.device.as_mut().unwrap().peers.clear();
             },
             Got { peer_ops: vec!["add", "add"], ready: Some(false), untaint: false, ..nothing() },
+        ),
+        (
+            "restore where the module is and a TUN is left: the userspace device again (no switch while the API is away)",
+            |w| {
+                let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
+                let peers = last.peer_set();
+                w.inputs.view = View::LastKnown { last, peers };
+                w.inputs.device = None;
+                w.inputs.kernel_wireguard = true;
+            },
+            Got {
+                device: DeviceStep::Create { port: 51820, backend: BackendKind::Userspace },
+                ready: None,
+                untaint: false,
+                ..nothing()
+            },
+        ),
+        (
+            "restore with the kernel device a previous run left: adopted",
+            |w| {
+                let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
+                let peers = last.peer_set();
+                w.inputs.view = View::LastKnown { last, peers };
+                w.inputs.device = None;
+                w.inputs.kernel_wireguard = true;
+                w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+            },
+            Got {
+                device: DeviceStep::Create { port: 51820, backend: BackendKind::Kernel },
+                ready: None,
+                untaint: false,
+                ..nothing()
+            },
         ),
         (
             "pod-IP mode: a pod the CNI wired here before the API shows it stays local",
