@@ -138,6 +138,15 @@ impl Collector for DeviceCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        // An info metric (always 1): which WireGuard implementation runs the device, so a
+        // dashboard can tell the nodes on the kernel backend from those on the userspace one.
+        let info = [("backend", state.backend.as_str().to_owned()), ("interface", state.ifname.clone())];
+        ConstGauge::new(1i64).encode(encoder.encode_descriptor(
+            "meshcrypt_device_info",
+            "The WireGuard device: its backend (userspace or kernel) and interface, as labels; always 1",
+            None,
+            MetricType::Gauge,
+        )?.encode_family(&info)?)?;
         ConstGauge::new(latest.len() as i64).encode(encoder.encode_descriptor(
             "meshcrypt_peers_handshaked",
             "Peers a handshake completed with since they were configured",

@@ -53,7 +53,8 @@ pub struct NodeStatus {
 pub struct DeviceStatus {
     /// The interface, e.g. `meshcrypt0`.
     pub name: String,
-    /// The WireGuard implementation: `userspace` (boringtun on a TUN device).
+    /// The WireGuard implementation running the device: `userspace` (meshcrypt's, boringtun on a
+    /// TUN device) or `kernel` (the kernel's WireGuard module), as the device reports itself.
     pub backend: String,
     /// The UDP port the device listens on.
     pub listen_port: u16,
@@ -234,7 +235,7 @@ pub fn node_status(
         reason,
         device: device.map(|d| DeviceStatus {
             name: d.ifname.clone(),
-            backend: "userspace".to_owned(),
+            backend: d.backend.as_str().to_owned(),
             listen_port: d.listen_port,
             public_key: d.public_key.fingerprint(),
         }),
