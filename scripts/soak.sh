@@ -20,8 +20,9 @@ logs="$(mktemp -d /tmp/meshcrypt-soak.XXXXXX)"
 echo "soak: $n rounds; logs in $logs"
 
 demo_failed=0
+# The demo runs the release build, and lab_kernel upgrades an agent to it.
+cargo build --release --locked -p meshcrypt -p meshcrypt-integration --bin meshcrypt --bin meshcrypt-lab
 if [ "${SOAK_DEMO:-1}" != 0 ]; then
-  cargo build --release --locked -p meshcrypt -p meshcrypt-integration --bin meshcrypt --bin meshcrypt-lab
   for i in $(seq 1 "$n"); do
     started=$SECONDS
     if "$target/release/meshcrypt-lab" >"$logs/demo-$i.log" 2>&1; then

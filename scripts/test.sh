@@ -11,4 +11,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # nextest does not run doc examples: a broken one would go unnoticed.
 cargo test --workspace --doc --locked
+# lab_kernel upgrades an agent from the debug build the tests run to this release build (in CI
+# scripts/bench.sh and scripts/image.sh have built it already).
+cargo build --release --locked -p meshcrypt --bin meshcrypt
 cargo nextest run --workspace --locked --profile ci "$@"

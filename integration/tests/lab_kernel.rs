@@ -3,12 +3,15 @@
 //! (`scripts/vm/run.sh`, `.config/nextest.toml`), as root.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use meshcrypt_integration::cluster::{AgentOptions, Cluster};
 use meshcrypt_netlab::lab::Pod;
 use meshcrypt_netlab::traffic::Stream;
 use meshcrypt_netlab::wait::until;
+use serde_json::Value;
 
 const READY: Duration = Duration::from_secs(60);
 
@@ -20,6 +23,18 @@ fn kernel_cluster(nodes: usize, pods: usize) -> Cluster {
     // Not `wait_converged`: the kernel device starts its handshakes with the first packet
     // (`initiate_handshakes` has no kernel counterpart yet), so the pods' traffic converges it.
     cluster
+}
+
+/// `meshcrypt status -o json` on `node`, against its agent's status socket.
+fn status(cluster: &Cluster, node: &str) -> Value {
+    let binary = AgentOptions::new().expect("meshcrypt binary").binary;
+    let out = Command::new(binary)
+        .args(["status", "-o", "json", "--state-dir"])
+        .arg(cluster.state_dir(node))
+        .output()
+        .expect("run meshcrypt status");
+    assert!(out.status.success(), "meshcrypt status on {node}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
 fn pod_on(cluster: &Cluster, node: &str) -> Pod {
@@ -54,6 +69,17 @@ fn the_mesh_runs_on_kernel_wireguard_and_leaks_nothing() {
         let (_, metrics) = cluster.http(&node.name, "/metrics").expect("metrics");
         assert!(metrics.contains("meshcrypt_peers 2"), "{}: {metrics}", node.name);
         assert!(
+            metrics.contains(r#"meshcrypt_device_info{backend="kernel",interface="meshcrypt0"} 1"#),
+            "{}: {metrics}",
+            node.name
+        );
+        // Every pair talked above, so every peer has a handshake the kernel reports.
+        let doc = status(&cluster, &node.name);
+        assert_eq!(doc["device"]["backend"], "kernel", "{}: {doc}", node.name);
+        let peers = doc["peers"].as_array().expect("peers");
+        assert_eq!(peers.len(), 2, "{}: {doc}", node.name);
+        assert!(peers.iter().all(|p| p["lastHandshake"].is_string()), "{}: {doc}", node.name);
+        assert!(
             metrics.contains("meshcrypt_peer_handshake_age_seconds{peer_node="),
             "{}: {metrics}",
             node.name
@@ -61,29 +87,59 @@ fn the_mesh_runs_on_kernel_wireguard_and_leaks_nothing() {
     }
 }
 
+/// The other build of the agent, for an upgrade: `$MESHCRYPT_UPGRADE_BIN`, else the release build
+/// when the tests run the debug one (scripts/test.sh builds it), else the debug build. It must be
+/// another file with other contents than `current`: the same source optimised differently is a
+/// different binary, which is what an upgrade puts on a node.
+fn other_build(current: &Path) -> PathBuf {
+    let other = std::env::var_os("MESHCRYPT_UPGRADE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let profile_dir = current.parent().expect("a profile directory");
+        let other_profile = if profile_dir.ends_with("debug") { "release" } else { "debug" };
+        profile_dir.with_file_name(other_profile).join("meshcrypt")
+    });
+    let (a, b) = (std::fs::read(current), std::fs::read(&other));
+    let b = b.unwrap_or_else(|e| {
+        panic!("{}: {e} (build it: cargo build --release --locked -p meshcrypt)", other.display())
+    });
+    assert_ne!(
+        a.expect("the agent's binary"),
+        b,
+        "{} is the same build as {}",
+        other.display(),
+        current.display()
+    );
+    other
+}
+
 /// Under a TCP stream between two nodes, the sending node's agent is killed (SIGKILL) and
-/// restarted, then stopped (SIGTERM) and restarted: the kernel device carries the stream the whole
-/// time, so it is never reset and never stalls for long.
+/// restarted, then stopped (SIGTERM) and replaced by another build (an upgrade): the kernel device
+/// carries the stream the whole time, so no packet of it is lost (no retransmission), it is never
+/// reset and it never stalls for long. With `backend: userspace` the path goes with the agent.
 #[test]
-fn an_agent_restart_costs_the_stream_nothing() {
+fn an_agent_restart_and_an_upgrade_cost_the_stream_nothing() {
     let mut cluster = kernel_cluster(2, 1);
+    let upgrade = other_build(&AgentOptions::new().expect("meshcrypt binary").binary);
     let (a, b) = (pod_on(&cluster, "node-0"), pod_on(&cluster, "node-1"));
     until("node-0's pod reaches node-1's", Duration::from_secs(20), || {
         cluster.lab.ping(&a, b.address.into()).unwrap_or(false)
     });
     let stream = Stream::start(&cluster.lab, &a.namespace, &b.namespace, b.address.into()).expect("stream");
     let leak = cluster.leak_detector().expect("leak detector");
-    for kill in [true, false] {
-        if kill {
-            cluster.kill_agent("node-0").expect("kill");
-        } else {
+    for upgrading in [false, true] {
+        if upgrading {
             cluster.stop_agent("node-0").expect("stop");
+        } else {
+            cluster.kill_agent("node-0").expect("kill");
         }
         // No agent: the kernel device still carries the pods' traffic.
         for _ in 0..5 {
             assert!(cluster.lab.ping(&a, b.address.into()).unwrap(), "no agent: the path must stay up");
         }
-        cluster.start_agent("node-0").expect("restart");
+        if upgrading {
+            cluster.start_agent_from("node-0", &upgrade).expect("upgrade");
+        } else {
+            cluster.start_agent("node-0").expect("restart");
+        }
         cluster.wait_ready(READY).expect("ready again");
     }
     let report = leak.stop().expect("leak report");
@@ -91,5 +147,8 @@ fn an_agent_restart_costs_the_stream_nothing() {
     println!("stream {stream:?}\n{report}");
     assert!(report.is_clean(), "{report}");
     assert_eq!(stream.error, None, "the TCP stream was reset: {stream:?}");
+    assert_eq!(stream.retransmits, Some(0), "packets of the stream were lost: {stream:?}");
     assert!(stream.max_stall < Duration::from_secs(1), "the stream stalled: {stream:?}");
+    let doc = status(&cluster, "node-0");
+    assert_eq!(doc["device"]["backend"], "kernel", "node-0 after the upgrade: {doc}");
 }

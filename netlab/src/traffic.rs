@@ -1,9 +1,11 @@
 //! A continuous TCP stream between two pods, for measuring disruption: the client sends a small
 //! numbered message every few milliseconds and waits for its echo; the report says how long the
-//! longest stall was and whether the connection was ever reset.
+//! longest stall was, whether the connection was ever reset, and how many segments TCP had to
+//! send again (a packet lost on the path, in either direction, is one).
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -25,13 +27,16 @@ pub struct StreamReport {
     pub max_stall: Duration,
     /// The error that ended the stream early (a reset, a timeout), if any.
     pub error: Option<String>,
+    /// Segments retransmitted by both ends together (`tcpi_total_retrans` of `TCP_INFO`): 0 means
+    /// no packet of the stream was lost; `None` if either end could not be asked.
+    pub retransmits: Option<u32>,
 }
 
 /// A running stream; [`Stream::stop`] ends it and returns the report.
 pub struct Stream {
     stop: Arc<AtomicBool>,
     client: JoinHandle<StreamReport>,
-    server: JoinHandle<()>,
+    server: JoinHandle<Option<u32>>,
 }
 
 impl Stream {
@@ -57,31 +62,55 @@ impl Stream {
     /// Stops the stream and reports.
     pub fn stop(self) -> StreamReport {
         self.stop.store(true, Ordering::Relaxed);
-        let report = self.client.join().unwrap_or_else(|_| StreamReport {
+        let mut report = self.client.join().unwrap_or_else(|_| StreamReport {
             echoed: 0,
             max_stall: Duration::ZERO,
             error: Some("client thread panicked".into()),
+            retransmits: None,
         });
-        let _ = self.server.join();
+        let server = self.server.join().ok().flatten();
+        report.retransmits = report.retransmits.zip(server).map(|(c, s)| c + s);
         report
     }
 }
 
-fn serve(listener: TcpListener) {
-    let Ok((mut conn, _)) = listener.accept() else { return };
+/// Echoes until the client closes; returns the server end's retransmissions.
+fn serve(listener: TcpListener) -> Option<u32> {
+    let (mut conn, _) = listener.accept().ok()?;
     let _ = conn.set_read_timeout(Some(GIVE_UP));
     let mut buf = [0u8; 8];
     while conn.read_exact(&mut buf).is_ok() {
         if conn.write_all(&buf).is_err() {
-            return;
+            break;
         }
     }
+    total_retransmits(&conn)
+}
+
+/// Segments `socket` has retransmitted over its life (`TCP_INFO`'s `tcpi_total_retrans`, Linux
+/// `include/uapi/linux/tcp.h`); `None` if the kernel would not say.
+fn total_retransmits(socket: &TcpStream) -> Option<u32> {
+    // SAFETY: an all-zero tcp_info is a valid value (integers only).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes and `len` is the size of `info`, the
+    // structure the kernel fills (up to `len` bytes) for TCP_INFO.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(info.tcpi_total_retrans)
 }
 
 fn run_client(mut socket: TcpStream, target: SocketAddr, stop: &AtomicBool) -> StreamReport {
     let _ = socket.set_read_timeout(Some(GIVE_UP));
     let _ = socket.set_nodelay(true);
-    let mut report = StreamReport { echoed: 0, max_stall: Duration::ZERO, error: None };
+    let mut report = StreamReport { echoed: 0, max_stall: Duration::ZERO, error: None, retransmits: None };
     let mut last = Instant::now();
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -102,6 +131,7 @@ fn run_client(mut socket: TcpStream, target: SocketAddr, stop: &AtomicBool) -> S
         last = Instant::now();
         std::thread::sleep(INTERVAL);
     }
+    report.retransmits = total_retransmits(&socket);
     let _ = socket.shutdown(std::net::Shutdown::Both);
     report
 }

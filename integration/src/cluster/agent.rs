@@ -1,7 +1,7 @@
 //! Starting a real `meshcrypt agent` in a lab node: its own state directory and kubeconfig (with
 //! a token that may change only its own Node), and a private `/run/wireguard` for its UAPI socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{Cluster, ClusterError, METRICS_PORT};
@@ -59,7 +59,13 @@ pub fn meshcrypt_bin() -> Result<PathBuf, ClusterError> {
     Err(ClusterError::NoBinary(tried.join(", ")))
 }
 
-pub(super) fn spawn(cluster: &Cluster, node: &str, extra: &[&str]) -> Result<LabProcess, ClusterError> {
+/// Starts `binary` as `node`'s agent, with the cluster's options and then `extra` flags.
+pub(super) fn spawn(
+    cluster: &Cluster,
+    node: &str,
+    binary: &Path,
+    extra: &[&str],
+) -> Result<LabProcess, ClusterError> {
     let lab_node = cluster.lab.node(node).ok_or_else(|| ClusterError::NoSuchNode(node.to_owned()))?;
     let dir = cluster.node_dir(node);
     std::fs::create_dir_all(&dir)?;
@@ -74,7 +80,7 @@ pub(super) fn spawn(cluster: &Cluster, node: &str, extra: &[&str]) -> Result<Lab
         meshcrypt_test_apiserver::kubeconfig_yaml_via(&url, &token, Some("localhost")),
     )?;
     let opts = &cluster.options;
-    let mut cmd = Command::new(&opts.binary);
+    let mut cmd = Command::new(binary);
     cmd.args(["agent", "--node-name", node])
         .arg("--kubeconfig")
         .arg(&kubeconfig)

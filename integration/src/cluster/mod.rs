@@ -310,7 +310,15 @@ impl Cluster {
     /// Like [`Cluster::start_agent`], with `extra` flags for this agent alone after the common
     /// ones (e.g. `--strict=false` on one node).
     pub fn start_agent_with(&mut self, node: &str, extra: &[&str]) -> Result<&LabProcess, ClusterError> {
-        let process = agent::spawn(self, node, extra)?;
+        let process = agent::spawn(self, node, &self.options.binary, extra)?;
+        self.agents.insert(node.to_owned(), process);
+        Ok(&self.agents[node])
+    }
+
+    /// Like [`Cluster::start_agent`], running `binary` instead of [`AgentOptions::binary`]: one
+    /// node's agent upgraded (or downgraded) to another build, as a DaemonSet's rolling update does.
+    pub fn start_agent_from(&mut self, node: &str, binary: &Path) -> Result<&LabProcess, ClusterError> {
+        let process = agent::spawn(self, node, binary, &[])?;
         self.agents.insert(node.to_owned(), process);
         Ok(&self.agents[node])
     }
