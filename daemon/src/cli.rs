@@ -432,6 +432,10 @@ pub struct AgentArgs {
     /// plaintext.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub strict: bool,
+    /// The WireGuard implementation on this node: auto, kernel or userspace (the ConfigMap's
+    /// `backend` key, where it has one, replaces it): a node group's own choice.
+    #[arg(long, default_value = "auto", value_parser = crate::config::settings::parse_backend)]
+    pub backend: crate::config::settings::Backend,
     /// Directory of the WireGuard UAPI socket (`wg` looks in /var/run/wireguard).
     #[arg(long, default_value = meshcrypt_dataplane::DEFAULT_UAPI_DIR)]
     pub uapi_dir: PathBuf,

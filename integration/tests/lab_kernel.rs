@@ -1,6 +1,6 @@
-//! The mesh on the kernel backend (`backend: kernel`): real agents drive the kernel's WireGuard in
-//! lab nodes. These need a kernel with WireGuard: nextest runs this binary inside the kernel VM
-//! (`scripts/vm/run.sh`, `.config/nextest.toml`), as root.
+//! The mesh on the kernel backend (`--backend kernel`): real agents drive the kernel's WireGuard in
+//! lab nodes, beside a node on the userspace backend. These need a kernel with WireGuard: nextest
+//! runs this binary inside the kernel VM (`scripts/vm/run.sh`, `.config/nextest.toml`), as root.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,13 +15,21 @@ use serde_json::Value;
 
 const READY: Duration = Duration::from_secs(60);
 
-fn kernel_cluster(nodes: usize, pods: usize) -> Cluster {
+/// A cluster of `nodes` × `pods` on the kernel backend (`--backend kernel`), but for the nodes in
+/// `userspace` (`--backend userspace`): the ConfigMap has no `backend` key, so each agent's flag
+/// decides.
+fn kernel_cluster(nodes: usize, pods: usize, userspace: &[&str]) -> Cluster {
     let mut options = AgentOptions::new().expect("meshcrypt binary");
-    options.config_map = Some(BTreeMap::from([("backend".to_owned(), "kernel".to_owned())]));
+    options.config_map = Some(BTreeMap::new());
+    for n in 0..nodes {
+        let node = format!("node-{n}");
+        let backend = if userspace.contains(&node.as_str()) { "userspace" } else { "kernel" };
+        options.node_args.insert(node, vec!["--backend".into(), backend.into()]);
+    }
     let cluster = Cluster::start(nodes, pods, options).expect("cluster");
     cluster.wait_ready(READY).expect("agents ready");
-    // Not `wait_converged`: the kernel device starts its handshakes with the first packet
-    // (`initiate_handshakes` has no kernel counterpart yet), so the pods' traffic converges it.
+    // Not `wait_converged`: handshakes start with the first packet, so the pods' traffic
+    // converges the mesh.
     cluster
 }
 
@@ -41,11 +49,13 @@ fn pod_on(cluster: &Cluster, node: &str) -> Pod {
     cluster.lab.pods_on(node)[0].clone()
 }
 
-/// Every pod reaches every pod on another node through the kernel's WireGuard, and only
-/// encrypted; the devices are `wireguard` links; the metrics count the peers and handshakes.
+/// Two nodes on the kernel backend and one on the userspace backend: every pod reaches every pod
+/// on another node, and only encrypted; the kernel nodes' devices are `wireguard` links, the other
+/// a TUN; `meshcrypt status` and the metrics say which backend runs each and show its peers and
+/// their handshakes.
 #[test]
-fn the_mesh_runs_on_kernel_wireguard_and_leaks_nothing() {
-    let cluster = kernel_cluster(3, 2);
+fn the_mesh_runs_on_kernel_wireguard_beside_a_userspace_node_and_leaks_nothing() {
+    let cluster = kernel_cluster(3, 2, &["node-2"]);
     let leak = cluster.leak_detector().expect("leak detector");
     let pods = cluster.lab.pods().to_vec();
     for a in &pods {
@@ -63,19 +73,18 @@ fn the_mesh_runs_on_kernel_wireguard_and_leaks_nothing() {
     assert_eq!(report.pod_plaintext, 0, "plaintext pod packets on the underlay:\n{report}");
     assert!(report.is_clean(), "{report}");
     for node in cluster.lab.nodes() {
+        let (backend, kind) =
+            if node.name == "node-2" { ("userspace", "tun") } else { ("kernel", "wireguard") };
         let link =
             cluster.lab.exec(&node.namespace, &["ip", "-d", "link", "show", "meshcrypt0"]).expect("ip link");
-        assert!(link.contains("wireguard"), "{}: {link}", node.name);
+        assert!(link.contains(kind), "{}: {link}", node.name);
         let (_, metrics) = cluster.http(&node.name, "/metrics").expect("metrics");
         assert!(metrics.contains("meshcrypt_peers 2"), "{}: {metrics}", node.name);
-        assert!(
-            metrics.contains(r#"meshcrypt_device_info{backend="kernel",interface="meshcrypt0"} 1"#),
-            "{}: {metrics}",
-            node.name
-        );
-        // Every pair talked above, so every peer has a handshake the kernel reports.
+        let info = format!(r#"meshcrypt_device_info{{backend="{backend}",interface="meshcrypt0"}} 1"#);
+        assert!(metrics.contains(&info), "{}: {metrics}", node.name);
+        // Every pair talked above, so every peer has a handshake the device reports.
         let doc = status(&cluster, &node.name);
-        assert_eq!(doc["device"]["backend"], "kernel", "{}: {doc}", node.name);
+        assert_eq!(doc["device"]["backend"], backend, "{}: {doc}", node.name);
         let peers = doc["peers"].as_array().expect("peers");
         assert_eq!(peers.len(), 2, "{}: {doc}", node.name);
         assert!(peers.iter().all(|p| p["lastHandshake"].is_string()), "{}: {doc}", node.name);
@@ -117,7 +126,7 @@ fn other_build(current: &Path) -> PathBuf {
 /// reset and it never stalls for long. With `backend: userspace` the path goes with the agent.
 #[test]
 fn an_agent_restart_and_an_upgrade_cost_the_stream_nothing() {
-    let mut cluster = kernel_cluster(2, 1);
+    let mut cluster = kernel_cluster(2, 1, &[]);
     let upgrade = other_build(&AgentOptions::new().expect("meshcrypt binary").binary);
     let (a, b) = (pod_on(&cluster, "node-0"), pod_on(&cluster, "node-1"));
     until("node-0's pod reaches node-1's", Duration::from_secs(20), || {

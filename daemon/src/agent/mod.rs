@@ -61,6 +61,7 @@ use slim_node::SlimNode;
 fn flag_settings(args: &AgentArgs, log: &LogControl) -> Settings {
     Settings {
         strict: args.strict,
+        backend: args.backend,
         port: args.port,
         mtu: args.mtu.map(Mtu::Fixed).unwrap_or(Mtu::Auto),
         pod_networks: args.pod_networks.clone(),

@@ -361,8 +361,8 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses the `backend` key's value: `auto`, `kernel` or `userspace`.
-fn parse_backend(value: &str) -> Result<Backend, String> {
+/// Parses the `backend` key's value (and the agent's `--backend`): `auto`, `kernel` or `userspace`.
+pub fn parse_backend(value: &str) -> Result<Backend, String> {
     match value {
         "auto" => Ok(Backend::Auto),
         "kernel" => Ok(Backend::Kernel),
