@@ -102,6 +102,13 @@ impl World {
         self.nodes().push(Arc::new(node));
     }
 
+    /// The pass restores the saved peer set (the API server has not answered yet).
+    fn restore(&mut self) {
+        let last = LastKnown::clone(self.state.last_known.as_ref().unwrap());
+        let peers = last.peer_set();
+        self.inputs.view = View::LastKnown { last, peers };
+    }
+
     fn decide(&self) -> PassPlan {
         decide(&self.params, &self.state, &self.inputs, &mut self.index.borrow_mut())
     }
@@ -954,9 +961,7 @@ fn decide_table() {
         (
             "restore: the saved peers, nothing published, not ready yet",
             |w| {
-                let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
-                let peers = last.peer_set();
-                w.inputs.view = View::LastKnown { last, peers };
+                w.restore();
                 w.inputs.device.as_mut().unwrap().peers.clear();
             },
             Got { peer_ops: vec!["add", "add"], ready: Some(false), untaint: false, ..nothing() },
@@ -964,9 +969,7 @@ fn decide_table() {
         (
             "restore where the module is and a TUN is left: the userspace device again (no switch while the API is away)",
             |w| {
-                let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
-                let peers = last.peer_set();
-                w.inputs.view = View::LastKnown { last, peers };
+                w.restore();
                 w.inputs.device = None;
                 w.inputs.kernel_wireguard = true;
             },
@@ -980,9 +983,7 @@ fn decide_table() {
         (
             "restore with the kernel device a previous run left: adopted",
             |w| {
-                let last = LastKnown::clone(w.state.last_known.as_ref().unwrap());
-                let peers = last.peer_set();
-                w.inputs.view = View::LastKnown { last, peers };
+                w.restore();
                 w.inputs.device = None;
                 w.inputs.kernel_wireguard = true;
                 w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
