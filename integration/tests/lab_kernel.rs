@@ -28,8 +28,7 @@ fn kernel_cluster(nodes: usize, pods: usize, userspace: &[&str]) -> Cluster {
     }
     let cluster = Cluster::start(nodes, pods, options).expect("cluster");
     cluster.wait_ready(READY).expect("agents ready");
-    // The tests wait on the pods' traffic instead of `wait_converged`, which counts the peers
-    // with `wg show` and has not converged on kernel devices in the VM (not yet looked into).
+    cluster.wait_converged(READY).expect("complete mesh");
     cluster
 }
 

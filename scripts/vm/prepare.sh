@@ -3,8 +3,8 @@
 # module (and none can be loaded into a container's kernel), so they boot Debian's kernel, which
 # has it, under qemu (scripts/vm/run.sh). Installs qemu and busybox from Debian, downloads Debian's
 # current kernel package (extracted, not installed) and builds an initramfs of busybox, the
-# modules the tests need (in dependency order) and scripts/vm/init. Idempotent: a prepared
-# kernel version is not fetched again. As root, on Debian x86_64.
+# modules the tests need (in dependency order) and scripts/vm/init. Idempotent: a VM prepared
+# from the same kernel version, this script and init is not made again. As root, on Debian x86_64.
 #
 #   bash scripts/vm/prepare.sh      # into target/vm (or $MESHCRYPT_VM_DIR)
 set -euo pipefail
@@ -28,7 +28,10 @@ if [ -z "$package" ]; then
   package="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
 fi
 version="${package#linux-image-}"
-if [ -f "$vm/ready" ] && [ "$(cat "$vm/ready")" = "$version" ]; then
+# What a prepared VM was made from: the kernel version and this script and the init it packs, so
+# a change to either rebuilds the initramfs instead of booting a stale one.
+stamp="$version $(cat "$here/prepare.sh" "$here/init" | sha256sum | cut -c1-16)"
+if [ -f "$vm/ready" ] && [ "$(cat "$vm/ready")" = "$stamp" ]; then
   exit 0
 fi
 echo "preparing the kernel VM: $package into $vm"
@@ -62,5 +65,5 @@ modprobe -d "$vm/kernel" -S "$version" -a --show-depends \
   done
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$vm/initramfs.cpio.gz"
 rm -rf "$vm/download" "$vm/kernel"
-echo "$version" >"$vm/ready"
+echo "$stamp" >"$vm/ready"
 echo "kernel VM ready: Linux $version"
