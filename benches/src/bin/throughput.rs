@@ -11,14 +11,17 @@
 //!
 //! ```text
 //! throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…]
-//!            [--compare NAME=PATH-TO-MESHCRYPT]… [--flows]
+//!            [--compare NAME=PATH-TO-MESHCRYPT]… [--peer NAME=PATH-TO-WIREGUARD-GO]… [--flows]
 //! ```
+//! `--compare` runs another build of meshcrypt (`PATH device IFNAME`); `--peer` runs any
+//! wireguard-go-compatible binary (`PATH -f IFNAME`, configured over its UAPI socket in
+//! `/var/run/wireguard` like Debian's), e.g. the upstream wireguard-go a user runs.
 //! `--flows` adds `meshcrypt+flows`: the same device with flow accounting on (the agent's
 //! `flow-records`), so the two rows of one run give its cost.
 //! Needs root, iproute2, iperf3, ping, wg (wireguard-tools), nsenter, and optionally wireguard-go
 //! and boringtun-cli (looked up in PATH and in `target/tools/bin`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -94,6 +97,8 @@ struct Args {
     baseline: bool,
     /// Other builds of `meshcrypt` to run side by side (name, path), e.g. the previous commit's.
     compare: Vec<(String, PathBuf)>,
+    /// wireguard-go-compatible binaries to run side by side (name, path).
+    peers: Vec<(String, PathBuf)>,
     flows: bool,
 }
 
@@ -105,6 +110,7 @@ fn parse_args() -> anyhow::Result<Args> {
         only: None,
         baseline: false,
         compare: Vec::new(),
+        peers: Vec::new(),
         flows: false,
     };
     let mut it = std::env::args().skip(1);
@@ -121,14 +127,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--baseline" => a.baseline = true,
             "--only" => a.only = Some(value("--only")?.split(',').map(str::to_owned).collect()),
             "--flows" => a.flows = true,
-            "--compare" => {
-                let v = value("--compare")?;
-                let (name, path) = v.split_once('=').context("--compare wants NAME=PATH")?;
-                a.compare.push((name.to_owned(), PathBuf::from(path)));
-            }
+            "--compare" => a.compare.push(named_path("--compare", &value("--compare")?)?),
+            "--peer" => a.peers.push(named_path("--peer", &value("--peer")?)?),
             "-h" | "--help" => {
                 println!(
-                    "usage: throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…] [--compare NAME=PATH-TO-MESHCRYPT]… [--flows]"
+                    "usage: throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…] [--compare NAME=PATH-TO-MESHCRYPT]… [--peer NAME=PATH-TO-WIREGUARD-GO]… [--flows]"
                 );
                 std::process::exit(0);
             }
@@ -141,6 +144,16 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
+/// `NAME=PATH` of `--compare` and `--peer`: the row's name and the binary.
+fn named_path(flag: &str, value: &str) -> anyhow::Result<(String, PathBuf)> {
+    match value.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_owned(), PathBuf::from(path)))
+        }
+        _ => bail!("{flag} wants NAME=PATH, got {value:?}"),
+    }
+}
+
 fn find_program(name: &str) -> Option<PathBuf> {
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/bin").join(name);
     if tools.is_file() {
@@ -150,11 +163,10 @@ fn find_program(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn implementations(
-    only: Option<&[String]>,
-    compare: &[(String, PathBuf)],
-    flows: bool,
-) -> anyhow::Result<Vec<Impl>> {
+/// The contestants: meshcrypt (and with `--flows` its flow-accounting twin), the `--compare` and
+/// `--peer` binaries, then wireguard-go and boringtun-cli where installed, narrowed by `--only`.
+/// Errors on a missing binary or a name used twice.
+fn implementations(args: &Args) -> anyhow::Result<Vec<Impl>> {
     let exe = std::env::current_exe().context("current_exe")?;
     let meshcrypt = exe.with_file_name("meshcrypt");
     if !meshcrypt.is_file() {
@@ -166,7 +178,7 @@ fn implementations(
         ifname_first: false,
         ours: true,
     }];
-    if flows {
+    if args.flows {
         list.push(Impl {
             name: "meshcrypt+flows".into(),
             argv: vec![
@@ -179,16 +191,19 @@ fn implementations(
             ours: true,
         });
     }
-    for (name, path) in compare {
-        if !path.is_file() {
-            bail!("--compare {name}: {} not found", path.display());
+    let extra = [("--compare", &args.compare, "device"), ("--peer", &args.peers, "-f")];
+    for (flag, named, first_arg) in extra {
+        for (name, path) in named {
+            if !path.is_file() {
+                bail!("{flag} {name}: {} not found", path.display());
+            }
+            list.push(Impl {
+                name: name.clone(),
+                argv: vec![path.display().to_string(), first_arg.into()],
+                ifname_first: false,
+                ours: false,
+            });
         }
-        list.push(Impl {
-            name: name.clone(),
-            argv: vec![path.display().to_string(), "device".into()],
-            ifname_first: false,
-            ours: false,
-        });
     }
     match find_program("wireguard-go") {
         Some(p) => list.push(Impl {
@@ -215,8 +230,12 @@ fn implementations(
             "SKIP boringtun-cli: not installed (`cargo install boringtun-cli --version 0.7.1 --locked --root target/tools`)"
         ),
     }
-    if let Some(only) = only {
+    if let Some(only) = &args.only {
         list.retain(|i| only.iter().any(|o| o == &i.name));
+    }
+    let mut names = BTreeSet::new();
+    if let Some(twice) = list.iter().find(|i| !names.insert(i.name.as_str())) {
+        bail!("two contestants are named {:?}: give --compare and --peer other names", twice.name);
     }
     Ok(list)
 }
@@ -558,7 +577,7 @@ fn table(impls: &[Impl], samples: &Samples) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let impls = implementations(args.only.as_deref(), &args.compare, args.flows)?;
+    let impls = implementations(&args)?;
     if impls.is_empty() {
         bail!("nothing to run");
     }
