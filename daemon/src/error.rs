@@ -47,9 +47,10 @@ pub enum AgentError {
         /// Its InternalIP.
         ip: std::net::IpAddr,
     },
-    /// A link with the device's name exists and is not a TUN meshcrypt can take over.
+    /// A link with the device's name exists and is not one meshcrypt can take over (a TUN for
+    /// the userspace backend, or a kernel `wireguard` link, which it adopts).
     #[error(
-        "a {kind} link named {ifname} already exists (left by an earlier install or another tool); meshcrypt takes over only a TUN of its own: delete it (`ip link del {ifname}`) or run the agent with another --interface"
+        "a {kind} link named {ifname} already exists (left by an earlier install or another tool); meshcrypt takes over only a TUN or a wireguard link of that name: delete it (`ip link del {ifname}`) or run the agent with another --interface"
     )]
     ForeignLink {
         /// The interface name.

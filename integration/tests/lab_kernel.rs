@@ -160,3 +160,46 @@ fn an_agent_restart_and_an_upgrade_cost_the_stream_nothing() {
     let doc = status(&cluster, "node-0");
     assert_eq!(doc["device"]["backend"], "kernel", "node-0 after the upgrade: {doc}");
 }
+
+/// The kind of `node`'s `meshcrypt0` (`wireguard`, `tun`), or `None` when it has none.
+fn link_kind(cluster: &Cluster, node: &str) -> Option<&'static str> {
+    let ns = &cluster.lab.node(node).expect("node").namespace;
+    let out = cluster.lab.exec_output(ns, &["ip", "-d", "link", "show", "meshcrypt0"]).expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout);
+    ["wireguard", "tun"].into_iter().find(|kind| out.status.success() && text.contains(kind))
+}
+
+/// Kernel devices left by stopped agents (SIGTERM leaves them) meet agents restarted with
+/// `--backend userspace` (a node group's DaemonSet changed) and without their saved peer set (a
+/// restore would adopt the device anyway): the restarted agent adopts the kernel device, deletes
+/// it and runs a TUN in its place (its pod talks again, through the other node's kernel device,
+/// which still has its peer); switched off in the ConfigMap meanwhile, the restarted agent
+/// deletes it.
+#[test]
+fn a_kernel_device_left_behind_is_replaced_or_removed_as_the_settings_say() {
+    let mut cluster = kernel_cluster(2, 1, &[]);
+    let (a, b) = (pod_on(&cluster, "node-0"), pod_on(&cluster, "node-1"));
+    until("node-0's pod reaches node-1's", Duration::from_secs(20), || {
+        cluster.lab.ping(&a, b.address.into()).unwrap_or(false)
+    });
+    cluster.stop_agent("node-0").expect("stop node-0");
+    cluster.stop_agent("node-1").expect("stop node-1");
+    assert_eq!(link_kind(&cluster, "node-0"), Some("wireguard"), "SIGTERM leaves the kernel device");
+
+    for node in ["node-0", "node-1"] {
+        std::fs::remove_file(cluster.state_dir(node).join("last-known.json")).expect("saved peer set");
+    }
+    cluster.set_agent_args("node-0", &["--backend", "userspace"]);
+    cluster.start_agent("node-0").expect("restart node-0");
+    cluster.wait_ready(READY).unwrap_or_else(|e| panic!("node-0 on userspace: {e}"));
+    assert_eq!(link_kind(&cluster, "node-0"), Some("tun"), "node-0's kernel device replaced");
+    until("node-0's pod reaches node-1's again", Duration::from_secs(20), || {
+        cluster.lab.ping(&a, b.address.into()).unwrap_or(false)
+    });
+    assert_eq!(status(&cluster, "node-0")["device"]["backend"], "userspace");
+
+    cluster.set_config(&[("enabled", "false")]).expect("ConfigMap");
+    cluster.set_agent_args("node-1", &["--backend", "userspace"]);
+    cluster.start_agent("node-1").expect("restart node-1");
+    until("node-1's kernel device deleted", READY, || link_kind(&cluster, "node-1").is_none());
+}

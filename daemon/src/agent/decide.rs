@@ -378,7 +378,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
     };
     let published = local.and_then(|l| l.published_key().cloned());
     if !settings.enabled {
-        return switched_off(params, inputs, published, plan);
+        return switched_off(params, inputs, settings.port, published, plan);
     }
 
     // The peer clusters' pre-shared keys (the files are local: a restored snapshot gets them
@@ -519,8 +519,11 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
 
     let backend = resolve_backend(settings.backend, inputs.kernel_wireguard, settings.flows.enabled);
     let Some(device) = held else {
-        // A TUN of this name is a userspace device's to open; a wireguard link, the kernel
-        // device a previous run left, to adopt. Anything else is not meshcrypt's.
+        // A TUN of this name is a userspace device's to open. A wireguard link is the kernel
+        // device a previous run left: it is adopted whatever backend is wanted, and then held
+        // like any device (replaced next pass if the userspace backend is wanted). Anything
+        // else is not meshcrypt's.
+        let backend = if left_kernel_device(link) { BackendKind::Kernel } else { backend };
         let ours = match backend {
             BackendKind::Userspace => "tun",
             BackendKind::Kernel => "wireguard",
@@ -982,10 +985,19 @@ pub fn resolve_backend(setting: Backend, kernel_available: bool, flow_records: b
     }
 }
 
+/// Whether `link` (the interface of the device's name) is a kernel WireGuard device, which only a
+/// previous run of the agent leaves when no device is held.
+fn left_kernel_device(link: Option<&ObservedLink>) -> bool {
+    link.is_some_and(|l| l.kind.as_deref() == Some("wireguard"))
+}
+
 /// Switched off: the device, every route and rule, the saved peer set and the published key go.
+/// A kernel device a previous run left (the agent started switched off) is adopted on `port`
+/// first, then deleted next pass like a held one.
 fn switched_off(
     params: &Params,
     inputs: &Inputs,
+    port: u16,
     published: Option<NodeKeyAnnotations>,
     mut plan: PassPlan,
 ) -> PassPlan {
@@ -999,6 +1011,8 @@ fn switched_off(
     plan.kernel = KernelPlan { link: None, ops: plan_kernel(&empty, &observed) };
     if inputs.device.is_some() {
         plan.device = DeviceStep::Discard;
+    } else if left_kernel_device(inputs.kernel.link.as_ref()) && inputs.key_files.current.is_some() {
+        plan.device = DeviceStep::Create { port, backend: BackendKind::Kernel };
     }
     plan.withdraw = published.is_some();
     plan.published = published;

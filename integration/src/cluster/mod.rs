@@ -315,6 +315,12 @@ impl Cluster {
         Ok(&self.agents[node])
     }
 
+    /// Replaces the flags `node`'s agent alone gets ([`AgentOptions::node_args`]) from its next
+    /// start on, as a node group's own DaemonSet changed would.
+    pub fn set_agent_args(&mut self, node: &str, args: &[&str]) {
+        self.options.node_args.insert(node.to_owned(), args.iter().map(|a| (*a).to_owned()).collect());
+    }
+
     /// Like [`Cluster::start_agent`], running `binary` instead of [`AgentOptions::binary`]: one
     /// node's agent upgraded (or downgraded) to another build, as a DaemonSet's rolling update does.
     pub fn start_agent_from(&mut self, node: &str, binary: &Path) -> Result<&LabProcess, ClusterError> {

@@ -432,13 +432,34 @@ fn decide_table() {
             },
         ),
         (
-            "a wireguard link where the userspace device goes (no module): not meshcrypt's to take",
+            "backend: userspace where a previous run left a kernel device: adopted, to be replaced next pass",
             |w| {
+                let userspace =
+                    Settings { backend: crate::config::settings::Backend::Userspace, ..settings() };
+                w.inputs.reading = Reading::Valid(userspace.clone());
+                w.state.settings = Some(userspace);
                 w.inputs.device = None;
+                w.inputs.kernel_wireguard = true;
                 w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
-                w.inputs.kernel.routes.retain(|r| r.kind != RouteKind::Blackhole);
             },
-            Got { kernel: Kernel::Floor, ..blocked(Blocked::ForeignLink("wireguard".into())) },
+            Got {
+                device: DeviceStep::Create { port: 51820, backend: BackendKind::Kernel },
+                ready: None,
+                untaint: false,
+                ..nothing()
+            },
+        ),
+        (
+            "backend: userspace and the kernel device held: it goes, the floor holds, the TUN comes next",
+            |w| {
+                let userspace =
+                    Settings { backend: crate::config::settings::Backend::Userspace, ..settings() };
+                w.inputs.reading = Reading::Valid(userspace.clone());
+                w.state.settings = Some(userspace);
+                w.inputs.kernel_wireguard = true;
+                w.inputs.device.as_mut().unwrap().backend = BackendKind::Kernel;
+            },
+            Got { device: DeviceStep::Discard, ready: None, untaint: false, ..nothing() },
         ),
         (
             "the module is there (auto): the userspace device goes, the floor holds, the kernel's comes next",
@@ -857,6 +878,24 @@ fn decide_table() {
                 withdraw: true,
                 kernel: Kernel::Floor,
                 events: events(&["ConfigApplied", "MeshDisabled"]),
+                ..nothing()
+            },
+        ),
+        (
+            "switched off at start with the kernel device a previous run left: adopted, to be deleted next pass",
+            |w| {
+                let off = Settings { enabled: false, ..settings() };
+                w.inputs.reading = Reading::Valid(off.clone());
+                w.state.settings = Some(off);
+                w.inputs.device = None;
+                w.inputs.kernel_wireguard = true;
+                w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+            },
+            Got {
+                device: DeviceStep::Create { port: 51820, backend: BackendKind::Kernel },
+                withdraw: true,
+                kernel: Kernel::Floor,
+                events: events(&["MeshDisabled"]),
                 ..nothing()
             },
         ),
