@@ -23,8 +23,14 @@ install_debian_packages iproute2 iputils-ping wireguard-tools wireguard-go iperf
 # kubectl 1.32 ships with this machine image; the kubectl tests need it.
 command -v kubectl >/dev/null || { echo "kubectl is required (it ships with the machine image)" >&2; exit 1; }
 
-# cargo-nextest runs the tests (lab tests one at a time, see .config/nextest.toml).
-command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# cargo-nextest runs the tests (lab tests one at a time, see .config/nextest.toml); 0.9.98 or
+# later, for the wrapper scripts that run the kernel backend's tests in the VM.
+nextest_at_least=0.9.98
+nextest_version="$(cargo-nextest nextest --version 2>/dev/null | awk '{ print $2; exit }' || true)"
+if [ -z "$nextest_version" ] ||
+  [ "$(printf '%s\n%s\n' "$nextest_at_least" "$nextest_version" | sort -V | head -n 1)" != "$nextest_at_least" ]; then
+  cargo install --locked cargo-nextest
+fi
 
 # kubernetes-validate (PyPI) checks the deploy manifests offline against Kubernetes' OpenAPI
 # schemas (integration/tests/deploy_manifests.rs). It lives in a virtualenv at .venv/ (git-ignored);

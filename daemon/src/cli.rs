@@ -380,7 +380,8 @@ pub enum KeysCommand {
 /// Where the node's state (its private key) lives.
 #[derive(Debug, Args)]
 pub struct StateDir {
-    /// State directory holding the 0600 key file.
+    /// The agent's state directory: the 0600 key file, the saved peer set and the status
+    /// socket (`status.sock`).
     #[arg(long, env = "MESHCRYPT_STATE_DIR", default_value = "/var/lib/meshcrypt")]
     pub state_dir: PathBuf,
 }
@@ -433,10 +434,13 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub strict: bool,
     /// The WireGuard implementation on this node: auto, kernel or userspace (the ConfigMap's
-    /// `backend` key, where it has one, replaces it): a node group's own choice.
+    /// `backend` key, where it has one, replaces it): a node group's own choice. `auto` takes
+    /// the kernel's where its module is and flow records are off, else userspace; `kernel` with
+    /// flow records on is rejected (the kernel counts no flows).
     #[arg(long, default_value = "auto", value_parser = crate::config::settings::parse_backend)]
     pub backend: crate::config::settings::Backend,
-    /// Directory of the WireGuard UAPI socket (`wg` looks in /var/run/wireguard).
+    /// Directory of the userspace device's UAPI socket (`wg` looks in /var/run/wireguard; the
+    /// kernel backend has none: `wg` talks to the kernel).
     #[arg(long, default_value = meshcrypt_dataplane::DEFAULT_UAPI_DIR)]
     pub uapi_dir: PathBuf,
     /// Where flow records go when the ConfigMap's `flow-records` is true: a file (a hostPath the
