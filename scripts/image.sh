@@ -37,14 +37,9 @@ started=$SECONDS
 say() { printf '== image: %s\n' "$*"; }
 
 # --- tools ------------------------------------------------------------------------------------
-missing=()
-command -v buildah >/dev/null || missing+=(buildah)
-command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]} (Debian packages)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/debian-packages.sh
+. scripts/debian-packages.sh
+install_debian_packages buildah mmdebstrap >/dev/null
 say "$(buildah --version), mmdebstrap $(mmdebstrap --version 2>&1 | awk '{print $2}')"
 
 . /etc/os-release

@@ -42,9 +42,7 @@ if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -xF "$kubernet
   echo "installing: kubernetes-validate==$kubernetes_validate_version into $venv"
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     # Debian's own python3 needs python3-venv (ensurepip) for this.
-    echo "installing: python3 python3-venv"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv
+    install_debian_packages python3 python3-venv
     python3 -m venv "$venv"
   fi
   "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \

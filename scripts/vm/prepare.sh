@@ -19,6 +19,12 @@ fi
 # qemu and a static busybox for the VM; kmod's modprobe and depmod and xz for the modules.
 # shellcheck source=scripts/debian-packages.sh
 . "$here/../debian-packages.sh"
+# A machine whose qemu-utils comes from backports (as some machine images ship it) cannot take
+# the release's own qemu-system-x86 beside it (apt would remove qemu-utils): qemu-system-x86 then
+# comes from backports too.
+if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '~bpo'; then
+  install_debian_backports qemu-system-x86
+fi
 install_debian_packages qemu-system-x86 busybox-static kmod xz-utils
 
 # The versioned package behind Debian's metapackage, e.g. linux-image-6.1.0-57-amd64.
