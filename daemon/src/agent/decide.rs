@@ -613,7 +613,7 @@ fn peer_names(
 /// the path the restart is meant to keep); without one, the userspace device, which died with
 /// the previous run anyway.
 fn restored_settings(last: &LastKnown, link: Option<&ObservedLink>) -> Settings {
-    let kernel = link.is_some_and(|l| l.kind.as_deref() == Some("wireguard"));
+    let kernel = left_kernel_device(link);
     Settings {
         backend: if kernel { Backend::Kernel } else { Backend::Userspace },
         port: last.port,
