@@ -22,7 +22,8 @@ fi
 # A machine whose qemu-utils comes from backports (as some machine images ship it) cannot take
 # the release's own qemu-system-x86 beside it (apt would remove qemu-utils): qemu-system-x86 then
 # comes from backports too.
-if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '~bpo'; then
+qemu_utils="$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)"
+if [[ "$qemu_utils" == *~bpo* ]]; then
   install_debian_backports qemu-system-x86
 fi
 install_debian_packages qemu-system-x86 busybox-static kmod xz-utils
