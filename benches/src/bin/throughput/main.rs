@@ -12,7 +12,10 @@
 //! ```text
 //! throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…]
 //!            [--compare NAME=PATH-TO-MESHCRYPT]… [--peer NAME=PATH-TO-WIREGUARD-GO]… [--flows]
+//!            [--profile]
 //! ```
+//! `--profile` records both tunnel processes with `perf` during the single-stream test and adds
+//! where their CPU per Gbit/s went: the AEAD, the kernel, the rest ([`profile`]).
 //! `--compare` runs another build of meshcrypt (`PATH device IFNAME`); `--peer` runs any
 //! wireguard-go-compatible binary (`PATH -f IFNAME`, configured over its UAPI socket in
 //! `/var/run/wireguard` like Debian's), e.g. the upstream wireguard-go a user runs.
@@ -31,6 +34,8 @@ use anyhow::{Context, bail};
 use meshcrypt_keyexchange::PrivateKey;
 use meshcrypt_netlab::lab::{Lab, LabProcess, Node, SpawnOptions};
 use meshcrypt_netlab::wait::poll;
+
+mod profile;
 
 const IFNAME: &str = "wgbench0";
 const ADDR_A: &str = "10.244.10.1";
@@ -61,10 +66,13 @@ enum Metric {
     Retrans1,
     Retrans4,
     Memory,
+    CryptoPerGbit,
+    KernelPerGbit,
+    OursPerGbit,
 }
 
 impl Metric {
-    const ALL: [Metric; 8] = [
+    const ALL: [Metric; 11] = [
         Metric::Tcp1,
         Metric::Tcp4,
         Metric::Ping,
@@ -73,6 +81,9 @@ impl Metric {
         Metric::Retrans1,
         Metric::Retrans4,
         Metric::Memory,
+        Metric::CryptoPerGbit,
+        Metric::KernelPerGbit,
+        Metric::OursPerGbit,
     ];
 
     fn label(self) -> &'static str {
@@ -85,6 +96,9 @@ impl Metric {
             Metric::Retrans1 => "TCP retransmits, 1 stream (% of segments)",
             Metric::Retrans4 => "TCP retransmits, 4 streams (% of segments)",
             Metric::Memory => "tunnel peak resident memory (MiB, larger end)",
+            Metric::CryptoPerGbit => "of which ChaCha20-Poly1305 (% of a core per Gbit/s, perf)",
+            Metric::KernelPerGbit => "of which the kernel (% of a core per Gbit/s, perf)",
+            Metric::OursPerGbit => "of which the rest of the process (% of a core per Gbit/s, perf)",
         }
     }
 }
@@ -100,6 +114,8 @@ struct Args {
     /// wireguard-go-compatible binaries to run side by side (name, path).
     peers: Vec<(String, PathBuf)>,
     flows: bool,
+    /// Profile the single-stream test with perf.
+    profile: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -112,6 +128,7 @@ fn parse_args() -> anyhow::Result<Args> {
         compare: Vec::new(),
         peers: Vec::new(),
         flows: false,
+        profile: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -127,11 +144,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--baseline" => a.baseline = true,
             "--only" => a.only = Some(value("--only")?.split(',').map(str::to_owned).collect()),
             "--flows" => a.flows = true,
+            "--profile" => a.profile = true,
             "--compare" => a.compare.push(named_path("--compare", &value("--compare")?)?),
             "--peer" => a.peers.push(named_path("--peer", &value("--peer")?)?),
             "-h" | "--help" => {
                 println!(
-                    "usage: throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…] [--compare NAME=PATH-TO-MESHCRYPT]… [--peer NAME=PATH-TO-WIREGUARD-GO]… [--flows]"
+                    "usage: throughput [--rounds N] [--seconds S] [--quick] [--baseline] [--only NAME,NAME…] [--compare NAME=PATH-TO-MESHCRYPT]… [--peer NAME=PATH-TO-WIREGUARD-GO]… [--flows] [--profile]"
                 );
                 std::process::exit(0);
             }
@@ -371,6 +389,8 @@ struct TcpResult {
     gbps: f64,
     retrans_pct: f64,
     cpu_pct: f64,
+    /// Where the tunnels' CPU went, when profiled.
+    budget: Option<profile::Budget>,
 }
 
 fn iperf_to(
@@ -380,7 +400,10 @@ fn iperf_to(
     tunnels: [&Tunnel; 2],
     streams: u32,
     seconds: u32,
+    perf_data: Option<&Path>,
 ) -> anyhow::Result<TcpResult> {
+    let recording =
+        perf_data.map(|data| profile::start(&[tunnels[0].pid, tunnels[1].pid], data)).transpose()?;
     let (seg0, re0) = tcp_segments(lab, &a.namespace)?;
     let cpu0 = cpu_seconds(tunnels[0].pid) + cpu_seconds(tunnels[1].pid);
     let start = Instant::now();
@@ -392,6 +415,7 @@ fn iperf_to(
     let wall = start.elapsed().as_secs_f64();
     let cpu1 = cpu_seconds(tunnels[0].pid) + cpu_seconds(tunnels[1].pid);
     let (seg1, re1) = tcp_segments(lab, &a.namespace)?;
+    let budget = recording.map(profile::Recording::finish).transpose()?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("iperf3 output: {}", String::from_utf8_lossy(&out.stderr)))?;
     if let Some(err) = json.get("error") {
@@ -403,6 +427,7 @@ fn iperf_to(
         gbps: bps / 1e9,
         retrans_pct: 100.0 * re1.saturating_sub(re0) as f64 / segs as f64,
         cpu_pct: 100.0 * (cpu1 - cpu0) / wall,
+        budget,
     })
 }
 
@@ -440,7 +465,7 @@ fn run_baseline(lab: &Lab, args: &Args, samples: &mut Samples) -> anyhow::Result
     let to = b.underlay_addr.to_string();
     let server = iperf_server(lab, &b.namespace, &to)?;
     let none = Tunnel { pid: 0 };
-    let result = iperf_to(lab, a, &to, [&none, &none], 1, args.seconds);
+    let result = iperf_to(lab, a, &to, [&none, &none], 1, args.seconds, None);
     let _ = lab.stop_process(server.pid);
     let one = result?;
     samples.entry(BASELINE.into()).or_default().entry(Metric::Tcp1).or_default().push(one.gbps);
@@ -470,8 +495,9 @@ fn run_one(lab: &Lab, args: &Args, imp: &Impl, samples: &mut Samples) -> anyhow:
         let server = iperf_server(lab, &b.namespace, ADDR_B)?;
         let run = (|| {
             let ping = ping_avg_ms(lab, &a.namespace, args.ping_count)?;
-            let one = iperf_to(lab, a, ADDR_B, [&ta, &tb], 1, args.seconds)?;
-            let four = iperf_to(lab, a, ADDR_B, [&ta, &tb], 4, args.seconds)?;
+            let perf_data = args.profile.then(|| dir.path().join("perf.data"));
+            let one = iperf_to(lab, a, ADDR_B, [&ta, &tb], 1, args.seconds, perf_data.as_deref())?;
+            let four = iperf_to(lab, a, ADDR_B, [&ta, &tb], 4, args.seconds, None)?;
             // Peak since start: the round's ping and both TCP tests.
             let memory = peak_rss_mib(ta.pid).max(peak_rss_mib(tb.pid));
             anyhow::Ok((ping, one, four, memory))
@@ -479,12 +505,22 @@ fn run_one(lab: &Lab, args: &Args, imp: &Impl, samples: &mut Samples) -> anyhow:
         let _ = lab.stop_process(server.pid);
         let (ping, one, four, memory) = run?;
         let s = samples.entry(imp.name.clone()).or_default();
+        let per_gbit = one.cpu_pct / one.gbps.max(1e-9);
+        if let Some(b) = one.budget {
+            for (m, share) in [
+                (Metric::CryptoPerGbit, b.crypto),
+                (Metric::KernelPerGbit, b.kernel),
+                (Metric::OursPerGbit, b.ours),
+            ] {
+                s.entry(m).or_default().push(per_gbit * share);
+            }
+        }
         for (m, v) in [
             (Metric::Tcp1, one.gbps),
             (Metric::Tcp4, four.gbps),
             (Metric::Ping, ping),
             (Metric::Cpu1, one.cpu_pct),
-            (Metric::CpuPerGbit, one.cpu_pct / one.gbps.max(1e-9)),
+            (Metric::CpuPerGbit, per_gbit),
             (Metric::Retrans1, one.retrans_pct),
             (Metric::Retrans4, four.retrans_pct),
             (Metric::Memory, memory),
@@ -545,6 +581,9 @@ fn table(impls: &[Impl], samples: &Samples) -> String {
     }
     out.push('\n');
     for m in Metric::ALL {
+        if impls.iter().all(|i| get(&i.name, m).is_nan()) {
+            continue;
+        }
         let _ = write!(out, "| {} |", m.label());
         for i in impls {
             let _ = write!(out, " {:.3} |", get(&i.name, m));
