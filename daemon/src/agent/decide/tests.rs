@@ -102,6 +102,19 @@ impl World {
         self.nodes().push(Arc::new(node));
     }
 
+    /// `settings` are in force already and the ConfigMap still says them (no change to report).
+    fn settled(&mut self, settings: Settings) {
+        self.inputs.reading = Reading::Valid(settings.clone());
+        self.state.settings = Some(settings);
+    }
+
+    /// No device held, and the kernel device a previous run left has the device's name.
+    fn kernel_device_left(&mut self) {
+        self.inputs.device = None;
+        self.inputs.kernel_wireguard = true;
+        self.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+    }
+
     /// The pass restores the saved peer set (the API server has not answered yet).
     fn restore(&mut self) {
         let last = LastKnown::clone(self.state.last_known.as_ref().unwrap());
@@ -420,9 +433,7 @@ fn decide_table() {
         (
             "the kernel backend adopts the wireguard link a previous run left",
             |w| {
-                w.inputs.device = None;
-                w.inputs.kernel_wireguard = true;
-                w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+                w.kernel_device_left();
             },
             Got {
                 device: DeviceStep::Create { port: 51820, backend: BackendKind::Kernel },
@@ -434,13 +445,8 @@ fn decide_table() {
         (
             "backend: userspace where a previous run left a kernel device: adopted, to be replaced next pass",
             |w| {
-                let userspace =
-                    Settings { backend: crate::config::settings::Backend::Userspace, ..settings() };
-                w.inputs.reading = Reading::Valid(userspace.clone());
-                w.state.settings = Some(userspace);
-                w.inputs.device = None;
-                w.inputs.kernel_wireguard = true;
-                w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+                w.settled(Settings { backend: crate::config::settings::Backend::Userspace, ..settings() });
+                w.kernel_device_left();
             },
             Got {
                 device: DeviceStep::Create { port: 51820, backend: BackendKind::Kernel },
@@ -452,10 +458,7 @@ fn decide_table() {
         (
             "backend: userspace and the kernel device held: it goes, the floor holds, the TUN comes next",
             |w| {
-                let userspace =
-                    Settings { backend: crate::config::settings::Backend::Userspace, ..settings() };
-                w.inputs.reading = Reading::Valid(userspace.clone());
-                w.state.settings = Some(userspace);
+                w.settled(Settings { backend: crate::config::settings::Backend::Userspace, ..settings() });
                 w.inputs.kernel_wireguard = true;
                 w.inputs.device.as_mut().unwrap().backend = BackendKind::Kernel;
             },
@@ -884,12 +887,8 @@ fn decide_table() {
         (
             "switched off at start with the kernel device a previous run left: adopted, to be deleted next pass",
             |w| {
-                let off = Settings { enabled: false, ..settings() };
-                w.inputs.reading = Reading::Valid(off.clone());
-                w.state.settings = Some(off);
-                w.inputs.device = None;
-                w.inputs.kernel_wireguard = true;
-                w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+                w.settled(Settings { enabled: false, ..settings() });
+                w.kernel_device_left();
             },
             Got {
                 device: DeviceStep::Create { port: 51820, backend: BackendKind::Kernel },
@@ -902,9 +901,7 @@ fn decide_table() {
         (
             "switched off and nothing left: nothing to do, no Event",
             |w| {
-                let off = Settings { enabled: false, ..settings() };
-                w.inputs.reading = Reading::Valid(off.clone());
-                w.state.settings = Some(off);
+                w.settled(Settings { enabled: false, ..settings() });
                 w.inputs.device = None;
                 w.inputs.kernel = ObservedState::default();
                 w.node(0).key = Ok(None);
@@ -1023,9 +1020,7 @@ fn decide_table() {
             "restore with the kernel device a previous run left: adopted",
             |w| {
                 w.restore();
-                w.inputs.device = None;
-                w.inputs.kernel_wireguard = true;
-                w.inputs.kernel.link.as_mut().unwrap().kind = Some("wireguard".into());
+                w.kernel_device_left();
             },
             Got {
                 device: DeviceStep::Create { port: 51820, backend: BackendKind::Kernel },
@@ -1037,9 +1032,7 @@ fn decide_table() {
         (
             "pod-IP mode: a pod the CNI wired here before the API shows it stays local",
             |w| {
-                let pod_ip = Settings { addressing: Addressing::PodIp, ..settings() };
-                w.inputs.reading = Reading::Valid(pod_ip.clone());
-                w.state.settings = Some(pod_ip);
+                w.settled(Settings { addressing: Addressing::PodIp, ..settings() });
                 let pods = vec![
                     PodView {
                         name: "default/b".into(),
