@@ -2,10 +2,8 @@
 # packages not installed yet (`apt-get`, as root), and nothing when all are. Nothing installed is
 # ever removed to make room (`--no-remove`): a conflict stops the set-up with apt's message.
 install_debian_packages() {
-  local missing=() p
-  for p in "$@"; do
-    debian_package_installed "$p" || missing+=("$p")
-  done
+  local missing=()
+  mapfile -t missing < <(debian_packages_missing "$@")
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
     apt-get update -qq
@@ -13,19 +11,20 @@ install_debian_packages() {
   fi
 }
 
-# `debian_package_installed PKG`: true when PKG is installed.
-debian_package_installed() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+# `debian_packages_missing PKG...`: prints those of PKG not installed, one a line.
+debian_packages_missing() {
+  local p
+  for p in "$@"; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || echo "$p"
+  done
 }
 
 # `install_debian_backports PKG...`: installs PKG (if missing) from this release's backports suite
 # (e.g. bookworm-backports), its dependencies from wherever apt finds them, through a source list
 # and package lists used for this command only: the machine's apt sources stay as they are.
 install_debian_backports() {
-  local missing=() p tmp suite
-  for p in "$@"; do
-    debian_package_installed "$p" || missing+=("$p")
-  done
+  local missing=() tmp suite status
+  mapfile -t missing < <(debian_packages_missing "$@")
   [ "${#missing[@]}" -gt 0 ] || return 0
   suite="$(. /etc/os-release && echo "$VERSION_CODENAME")-backports"
   tmp="$(mktemp -d)"
@@ -36,7 +35,7 @@ install_debian_backports() {
   apt-get "${opts[@]}" update -qq &&
     DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" install -y -qq --no-install-recommends \
       --no-remove -t "$suite" "${missing[@]}"
-  local status=$?
+  status=$?
   rm -rf "$tmp"
   return "$status"
 }
