@@ -63,6 +63,28 @@ struct TunnParams {
     in_use: Arc<InUse>,
 }
 
+/// Longest-prefix lookups over one batch: the table cannot change while the batch holds its read
+/// guard, and a flow's packets come in runs, so the last address's answer is kept and a run costs
+/// one lookup.
+pub(crate) struct CachedRoutes<'a> {
+    peers: &'a Peers,
+    last: Option<(IpAddr, Option<&'a Arc<Peer>>)>,
+}
+
+impl<'a> CachedRoutes<'a> {
+    /// The peer whose allowed IPs cover `ip` most specifically ([`Peers::route`]).
+    pub(crate) fn route(&mut self, ip: IpAddr) -> Option<&'a Arc<Peer>> {
+        if let Some((last, peer)) = self.last
+            && last == ip
+        {
+            return peer;
+        }
+        let peer = self.peers.route(ip);
+        self.last = Some((ip, peer));
+        peer
+    }
+}
+
 /// The peers whose timers run, by index: those with a tunnel or a persistent keepalive. A peer
 /// joins as its tunnel is made (or its keepalive set), and the timer thread lets it go once it
 /// has neither, both under the peer's tunnel lock, so neither can miss the other. The timers
@@ -312,6 +334,11 @@ impl Peers {
     /// The peer whose allowed IPs cover `ip` most specifically.
     pub(crate) fn route(&self, ip: IpAddr) -> Option<&Arc<Peer>> {
         self.routes.longest_match(ip).map(|(_, p)| p)
+    }
+
+    /// [`Peers::route`] for one batch, remembering the last answer.
+    pub(crate) fn cached_routes(&self) -> CachedRoutes<'_> {
+        CachedRoutes { peers: self, last: None }
     }
 
     pub(crate) fn by_index(&self, index: u32) -> Option<&Arc<Peer>> {

@@ -17,7 +17,7 @@ use super::tx::tx_once;
 use super::{Counters, MAX_PACKET, OVERHEAD, Sender, Shared, bump};
 use crate::PublicKey;
 use crate::flows::{BatchFlows, DropReason, FlowDirection, FlowOutcome};
-use crate::peers::Peers;
+use crate::peers::{CachedRoutes, Peers};
 use crate::socket;
 
 /// Messages per `recvmmsg` (each up to 64 KiB with GRO).
@@ -124,6 +124,7 @@ pub(crate) fn rx_once(shared: &Shared, st: &mut RxState) -> io::Result<usize> {
     };
     {
         let peers = shared.peers();
+        let mut routes = peers.cached_routes();
         for (meta, msg) in metas.iter().zip(storage.chunks(MSG_LEN)).take(msgs) {
             let from = socket::canonical(meta.addr);
             let stride = if meta.stride == 0 { meta.len } else { meta.stride };
@@ -131,7 +132,12 @@ pub(crate) fn rx_once(shared: &Shared, st: &mut RxState) -> io::Result<usize> {
                 if batch.full() {
                     let _ = batch.flush(shared);
                 }
-                let out = Out { batch: &mut *batch, scratch: &mut scratch[..], flows: flows.as_deref_mut() };
+                let out = Out {
+                    batch: &mut *batch,
+                    scratch: &mut scratch[..],
+                    flows: flows.as_deref_mut(),
+                    routes: &mut routes,
+                };
                 handle_datagram(shared, &peers, &sender, datagram, from, out);
             }
         }
@@ -151,11 +157,12 @@ pub(crate) fn rx_once(shared: &Shared, st: &mut RxState) -> io::Result<usize> {
 }
 
 /// Where a datagram's results go: the TUN batch (data), scratch space (handshakes, cookies) and
-/// the batch's flows (when accounting is on).
-struct Out<'a> {
+/// the batch's flows (when accounting is on); and the batch's allowed-IPs lookups.
+struct Out<'a, 'p> {
     batch: &'a mut TunBatch,
     scratch: &'a mut [u8],
     flows: Option<&'a mut BatchFlows>,
+    routes: &'a mut CachedRoutes<'p>,
 }
 
 fn handle_datagram(
@@ -164,9 +171,9 @@ fn handle_datagram(
     sender: &Sender,
     datagram: &[u8],
     from: SocketAddr,
-    out: Out<'_>,
+    out: Out<'_, '_>,
 ) {
-    let Out { batch, scratch, flows } = out;
+    let Out { batch, scratch, flows, routes } = out;
     let counters = &shared.counters;
     let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
         bump(&counters.decrypt_errors);
@@ -262,7 +269,7 @@ fn handle_datagram(
     }
     if let Some((len, src)) = delivered {
         // A peer may only send from its allowed IPs.
-        let allowed = peers.route(src).is_some_and(|p| Arc::ptr_eq(p, peer));
+        let allowed = routes.route(src).is_some_and(|p| Arc::ptr_eq(p, peer));
         if let Some(flows) = flows {
             let inner = if is_data { &batch.filled()[..len] } else { &scratch[..len] };
             let outcome =

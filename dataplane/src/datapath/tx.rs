@@ -213,13 +213,14 @@ pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
     };
     {
         let peers = shared.peers();
+        let mut routes = peers.cached_routes();
         for (buf, size) in bufs.iter_mut().zip(sizes.iter_mut()).take(n) {
             // WireGuard pads the plaintext with zeros to a multiple of 16 (which boringtun
             // leaves out): it hides exact lengths, and receivers trim by the inner IP header.
             let padded = padded_len(*size, mtu);
             buf[*size..padded].fill(0);
             *size = padded;
-            let peer = Tunn::dst_address(&buf[..padded]).and_then(|dst| peers.route(dst));
+            let peer = Tunn::dst_address(&buf[..padded]).and_then(|dst| routes.route(dst));
             if peer.is_none() {
                 shared.counters.no_peer(&buf[..padded]);
                 account(&buf[..padded], FlowOutcome::Dropped(DropReason::NoPeer), None);
