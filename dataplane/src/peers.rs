@@ -725,6 +725,31 @@ mod tests {
         assert_eq!(routed(&peers, "fd00::1"), None);
     }
 
+    /// A batch's cached lookups answer as the table does, in runs and across changes of
+    /// address (unrouted ones too), whatever came before.
+    #[test]
+    fn cached_routes_answer_as_the_table_does() {
+        let (a, b) = (key(), key());
+        let mut peers = table();
+        upsert(&mut peers, a, &["10.244.0.0/16"]);
+        upsert(&mut peers, b, &["10.244.2.0/24", "fd00::/64"]);
+        let mut routes = peers.cached_routes();
+        for ip in [
+            "10.244.1.9",
+            "10.244.1.9",
+            "10.244.2.9",
+            "10.244.2.9",
+            "10.245.0.1",
+            "10.245.0.1",
+            "10.244.1.9",
+            "fd00::1",
+            "10.244.2.9",
+        ] {
+            let cached = routes.route(ip.parse().unwrap()).map(|p| p.public_key);
+            assert_eq!(cached, routed(&peers, ip), "{ip}");
+        }
+    }
+
     #[test]
     fn replacing_allowed_ips_keeps_the_peer_object() {
         let a = key();
