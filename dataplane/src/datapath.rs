@@ -12,6 +12,7 @@
 //! Buffers are allocated once per device and reused; no per-packet locking beyond one peer-table
 //! read and one session lock per run of packets.
 
+pub(crate) mod gro;
 pub(crate) mod rx;
 pub(crate) mod tx;
 pub(crate) mod worker;

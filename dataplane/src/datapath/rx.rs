@@ -1,8 +1,8 @@
 //! UDP→TUN: receive a batch of datagrams (GRO trains through `recvmmsg`), dispatch each to its
 //! peer's session, open data straight into the TUN batch, check the inner source against the
-//! peer's allowed IPs, and write the batch with TCP GRO coalescing.
+//! peer's allowed IPs, and write the batch coalesced into super-packets ([`super::gro`]).
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,9 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use quinn_udp::RecvMeta;
-use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::{IDEAL_BATCH_SIZE, SyncDevice};
 
+use super::gro::{self, Gro, MAX_SEGMENTS};
 use super::tx::tx_once;
 use super::{Counters, MAX_PACKET, OVERHEAD, Sender, Shared, bump};
 use crate::PublicKey;
@@ -25,39 +26,40 @@ pub(crate) const RX_MESSAGES: usize = 8;
 /// Each message buffer holds a whole GRO train (one skb: at most 64 KiB).
 const MSG_LEN: usize = MAX_PACKET + 1;
 
-/// Decrypted packets waiting to be written to the TUN in one coalescing batch.
+/// Decrypted packets waiting to be written to the TUN, coalesced where they can be.
 struct TunBatch {
+    /// One slot per packet, each large enough for any datagram (zeroed once; pages are only
+    /// touched as used).
     bufs: Vec<Vec<u8>>,
+    /// The length of the packet in each filled slot.
+    lens: [usize; IDEAL_BATCH_SIZE],
     count: usize,
-    offset: usize,
-    gro: GROTable,
+    /// Whether every TUN write starts with a virtio-net header (the TUN has offloads).
+    vnet: bool,
+    /// Whether UDP datagrams may be coalesced (the TUN takes USO).
+    udp: bool,
+    gro: Gro,
 }
 
 impl TunBatch {
-    fn new(offset: usize) -> Self {
-        // Coalescing appends later segments of a flow to its first packet's buffer, and tun-rs
-        // only does so when the buffer already has room for the result (2 × offset + length):
-        // each slot can grow to a whole 64 KiB super-packet. Pages are only touched as used.
-        let bufs = (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(2 * offset + MAX_PACKET)).collect();
-        Self { bufs, count: 0, offset, gro: GROTable::new() }
+    fn new(vnet: bool, udp: bool) -> Self {
+        let bufs = (0..IDEAL_BATCH_SIZE).map(|_| vec![0u8; MAX_PACKET]).collect();
+        Self { bufs, lens: [0; IDEAL_BATCH_SIZE], count: 0, vnet, udp, gro: Gro::default() }
     }
 
-    /// The next free slot, sized for a datagram of `len` bytes after the offset.
+    /// The next free slot, for a datagram of `len` bytes.
     fn slot(&mut self, len: usize) -> &mut [u8] {
-        let buf = &mut self.bufs[self.count];
-        buf.clear();
-        buf.resize(self.offset + len, 0);
-        &mut buf[self.offset..]
+        &mut self.bufs[self.count][..len.min(MAX_PACKET)]
     }
 
-    /// The slot being filled (after the offset).
+    /// The slot being filled.
     fn filled(&self) -> &[u8] {
-        &self.bufs[self.count][self.offset..]
+        &self.bufs[self.count]
     }
 
     /// Keeps the slot just filled with an inner packet of `len` bytes.
     fn commit(&mut self, len: usize) {
-        self.bufs[self.count].truncate(self.offset + len);
+        self.lens[self.count] = len;
         self.count += 1;
     }
 
@@ -65,15 +67,39 @@ impl TunBatch {
         self.count == self.bufs.len()
     }
 
-    /// Writes the batch; true if there was anything to write.
+    /// Writes the batch; true if there was anything to write. With offloads every write is a
+    /// virtio-net header and a packet or a super-packet gathered from its slots (one `writev`
+    /// each); without, each packet is written as it is.
     fn flush(&mut self, shared: &Shared) -> bool {
         if self.count == 0 {
             return false;
         }
-        if let Err(e) = shared.tun.send_multiple(&mut self.gro, &mut self.bufs[..self.count], self.offset) {
-            tracing::debug!(error = %e, "TUN write failed");
+        let Self { bufs, lens, count, vnet, udp, gro } = self;
+        let report = |e: io::Error| tracing::debug!(ifname = %shared.ifname, error = %e, "TUN write failed");
+        if !*vnet {
+            for (buf, &len) in bufs.iter().zip(lens.iter()).take(*count) {
+                shared.tun.send(&buf[..len]).map(drop).unwrap_or_else(report);
+            }
+            *count = 0;
+            return true;
         }
-        self.count = 0;
+        let packets: [&[u8]; IDEAL_BATCH_SIZE] = std::array::from_fn(|i| &bufs[i][..lens[i]]);
+        gro.plan(&packets[..*count], *udp);
+        let writes = gro.writes();
+        for write in writes {
+            gro::finish(write, &mut bufs[write.head][..lens[write.head]]);
+        }
+        for write in writes {
+            let header = write.vnet_header();
+            let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
+            iov[0] = IoSlice::new(&header);
+            iov[1] = IoSlice::new(&bufs[write.head][..lens[write.head]]);
+            for (slot, &m) in iov[2..].iter_mut().zip(gro.members(write)) {
+                *slot = IoSlice::new(write.payload(&bufs[m][..lens[m]]));
+            }
+            shared.tun.send_vectored(&iov[..1 + write.segments()]).map(drop).unwrap_or_else(report);
+        }
+        *count = 0;
         true
     }
 }
@@ -91,11 +117,10 @@ pub(crate) struct RxState {
 
 impl RxState {
     pub(crate) fn new(tun: &SyncDevice) -> Self {
-        let offset = if tun.tcp_gso() { VIRTIO_NET_HDR_LEN } else { 0 };
         Self {
             storage: vec![0u8; MSG_LEN * RX_MESSAGES],
             metas: [RecvMeta::default(); RX_MESSAGES],
-            batch: TunBatch::new(offset),
+            batch: TunBatch::new(tun.tcp_gso(), tun.udp_gso()),
             scratch: vec![0u8; MAX_PACKET + OVERHEAD],
             flows: BatchFlows::default(),
         }
