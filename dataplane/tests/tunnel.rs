@@ -1,11 +1,13 @@
 //! Two meshcrypt devices on two lab nodes: ping and TCP through the tunnel, statistics, receive
-//! coalescing, fail-closed drops, live allowed-IP changes that keep the session, endpoint
+//! coalescing (TCP and UDP), fail-closed drops, live allowed-IP changes that keep the session, endpoint
 //! learning, handshakes from unknown keys, a session lost on one side answered at once, and
 //! shutdown.
 //! Needs root, `ip` (iproute2) and `ping` (iputils-ping).
 
 mod common;
 
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime};
 
 use common::{IFNAME, Pair, device_in, lab, nets, ping_eventually};
@@ -92,26 +94,81 @@ fn several_workers_carry_tcp_both_ways_at_once() {
 /// The receiving device hands bulk TCP to the kernel coalesced (GRO): the transfer arrives as
 /// super-packets many times the tunnel MTU, not one TUN write per 1,420-byte segment (which costs
 /// a trip through the kernel's stack each and made the tunnel 2.5× slower).
+/// Packets and bytes B's tunnel interface has handed to B's kernel so far (a super-packet counts
+/// once).
+fn received_by_b(p: &Pair) -> (u64, u64) {
+    let stat = |name: &str| {
+        let path = format!("/sys/class/net/{IFNAME}/statistics/{name}");
+        p.lab.exec(&p.node_b.namespace, &["cat", &path]).unwrap().trim().parse::<u64>().unwrap()
+    };
+    (stat("rx_packets"), stat("rx_bytes"))
+}
+
 #[test]
 fn bulk_tcp_reaches_the_kernel_coalesced() {
     let p = Pair::new();
     let (na, nb) = (&p.node_a.namespace, &p.node_b.namespace);
     ping_eventually(&p.lab, na, "10.244.20.1").expect("a → b ping");
-    let received = || -> (u64, u64) {
-        let stat = |name: &str| {
-            let path = format!("/sys/class/net/{IFNAME}/statistics/{name}");
-            p.lab.exec(nb, &["cat", &path]).unwrap().trim().parse::<u64>().unwrap()
-        };
-        (stat("rx_packets"), stat("rx_bytes"))
-    };
-    let (packets_before, bytes_before) = received();
+    let (packets_before, bytes_before) = received_by_b(&p);
     let to_b = "10.244.20.1".parse().unwrap();
     p.lab.tcp_exchange_ns(na, nb, to_b, &payload(16 << 20), TCP_TIMEOUT).expect("a → b TCP");
-    let (packets, bytes) = received();
+    let (packets, bytes) = received_by_b(&p);
     let (packets, bytes) = (packets - packets_before, bytes - bytes_before);
     assert!(bytes >= 16 << 20, "{bytes} bytes received");
     let average = bytes / packets;
     assert!(average >= 4 * 1420, "{packets} packets of {average} bytes on average: not coalesced");
+}
+
+/// UDP datagrams sent with UDP GSO cross as one train and reach B's kernel as a few USO
+/// super-packets, which it splits back into the very datagrams that were sent.
+#[test]
+fn bulk_udp_reaches_the_kernel_coalesced_and_intact() {
+    const SEGMENT: usize = 1200;
+    const PER_SEND: usize = 40;
+    const SENDS: usize = 4;
+    let p = Pair::new();
+    let (na, nb) = (&p.node_a.namespace, &p.node_b.namespace);
+    ping_eventually(&p.lab, na, "10.244.20.1").expect("a → b ping");
+    let receiver = p.lab.run_in(nb, || UdpSocket::bind("10.244.20.1:0")).unwrap().expect("bind in B");
+    receiver.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let to = receiver.local_addr().unwrap();
+    let sender = p.lab.run_in(na, || UdpSocket::bind("10.244.10.1:0")).unwrap().expect("bind in A");
+    let segment = SEGMENT as libc::c_int;
+    // SAFETY: a valid socket and a c_int option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sender.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&raw const segment).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    let datagram = |j: usize| -> Vec<u8> { (0..SEGMENT).map(|i| (j * 31 + i) as u8).collect() };
+    let (packets_before, _) = received_by_b(&p);
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    // One train at a time: a train's datagrams fit the receiving socket's buffer.
+    for k in 0..SENDS {
+        let train: Vec<u8> = (k * PER_SEND..(k + 1) * PER_SEND).flat_map(datagram).collect();
+        sender.send_to(&train, to).expect("send a GSO train");
+        while got.len() < (k + 1) * PER_SEND {
+            let n = receiver.recv(&mut buf).unwrap_or_else(|e| panic!("after {} datagrams: {e}", got.len()));
+            got.push(buf[..n].to_vec());
+        }
+    }
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..SENDS * PER_SEND).map(datagram).collect();
+    want.sort();
+    assert!(got == want, "the datagrams arrived as they were sent");
+    let (packets, _) = received_by_b(&p);
+    let written = packets - packets_before;
+    assert!(
+        written <= (SENDS * PER_SEND / 4) as u64,
+        "{written} TUN writes for {} datagrams: not coalesced",
+        SENDS * PER_SEND
+    );
 }
 
 #[test]
