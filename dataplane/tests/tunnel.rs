@@ -7,13 +7,13 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime};
 
 use common::{IFNAME, Pair, device_in, lab, nets, ping_eventually};
 use meshcrypt_dataplane::{Change, Device, DeviceConfig, PeerConfig, PrivateKey};
 use meshcrypt_netlab::lab::worker_threads;
 use meshcrypt_netlab::wait::poll;
+use nix::sys::socket::{setsockopt, sockopt};
 use tempfile::TempDir;
 
 const TCP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -133,18 +133,7 @@ fn bulk_udp_reaches_the_kernel_coalesced_and_intact() {
     receiver.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let to = receiver.local_addr().unwrap();
     let sender = p.lab.run_in(na, || UdpSocket::bind("10.244.10.1:0")).unwrap().expect("bind in A");
-    let segment = SEGMENT as libc::c_int;
-    // SAFETY: a valid socket and a c_int option value of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            sender.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            (&raw const segment).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    setsockopt(&sender, sockopt::UdpGsoSegment, &(SEGMENT as i32)).expect("UDP_SEGMENT");
     let datagram = |j: usize| -> Vec<u8> { (0..SEGMENT).map(|i| (j * 31 + i) as u8).collect() };
     let (packets_before, _) = received_by_b(&p);
     let mut got = Vec::new();
