@@ -8,16 +8,16 @@
 //! segments for one peer are sealed back to back into one buffer and leave in one `sendmsg` with
 //! UDP GSO. UDP→TUN takes up to [`rx::RX_MESSAGES`] messages per `recvmmsg`, each possibly a GRO
 //! train of datagrams; every datagram is opened straight into its slot of the TUN batch, and the
-//! batch is written with TCP GRO coalescing (`tun-rs`), so the kernel sees a few large packets.
+//! batch is coalesced ([`gro`]) into a few super-packets, so the kernel sees a few large packets.
 //! Buffers are allocated once per device and reused; no per-packet locking beyond one peer-table
 //! read and one session lock per run of packets.
 
 pub(crate) mod gro;
+pub(crate) mod knocks;
 pub(crate) mod rx;
 pub(crate) mod tx;
 pub(crate) mod worker;
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -67,8 +67,8 @@ pub(crate) struct Counters {
     pub(crate) decrypt_errors: AtomicU64,
     pub(crate) unknown_key: AtomicU64,
     last_unknown: Mutex<Option<crate::state::UnknownHandshake>>,
-    /// [`crate::DeviceState::refused_keys`], latest first.
-    refused: Mutex<VecDeque<crate::state::RefusedKey>>,
+    /// The keys whose initiations were refused, for the device to answer once they are peers.
+    pub(crate) knocks: knocks::Knocks,
     pub(crate) send_errors: AtomicU64,
     pub(crate) too_big: AtomicU64,
     /// Send errors since the last WARN about them, and when that was (ms since [`clock`]'s start).
@@ -114,22 +114,14 @@ impl Counters {
     }
 
     /// Counts a handshake initiation from `public_key`, which is no peer's, and remembers it as
-    /// the latest (rare: a lock here costs nothing on the data path).
+    /// the latest and as a knock (rare: a lock here costs nothing on the data path). Called with the
+    /// peer table's read lock held (see [`knocks`]).
     pub(crate) fn unknown_handshake(&self, from: SocketAddr, public_key: meshcrypt_keyexchange::PublicKey) {
         bump(&self.unknown_key);
         *self.last_unknown.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(crate::state::UnknownHandshake { from, public_key });
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        refused.retain(|r| r.public_key != public_key);
-        refused.push_front(crate::state::RefusedKey { public_key, at: SystemTime::now() });
-        refused.truncate(crate::state::REFUSED_KEYS_KEPT);
-        drop(refused);
+        self.knocks.record(public_key, SystemTime::now());
         tracing::debug!(%from, key = %public_key, "handshake initiation from a key that is no peer's: dropped");
-    }
-
-    /// The keys refused most recently, latest first ([`crate::DeviceState::refused_keys`]).
-    pub(crate) fn refused_keys(&self) -> Vec<crate::state::RefusedKey> {
-        self.refused.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
     }
 
     /// Counts `datagrams` lost to a send error and logs a WARN, at most one per

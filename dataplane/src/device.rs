@@ -259,8 +259,41 @@ fn write_peers(shared: &Shared) -> RwLockWriteGuard<'_, Peers> {
     shared.peers.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Applies `changes` under the peer table's write lock, then starts a handshake with each peer
+/// added or updated that knocked while it was no peer ([`datapath::knocks`]).
 fn apply(shared: &Shared, changes: &[Change]) -> Result<(), Error> {
     let mut peers = write_peers(shared);
+    let applied = apply_locked(shared, &mut peers, changes);
+    // Even after a failed change: the ones before it are in force.
+    let now = std::time::SystemTime::now();
+    let changed: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::UpsertPeer(config) => Some(config.public_key),
+            Change::UpdatePeer(update) => Some(update.public_key),
+            _ => None,
+        })
+        .filter_map(|key| peers.by_key(key.as_bytes()).map(|p| (key, p.lock_tunnel().stats(now).0)))
+        .collect();
+    let knocked = datapath::knocks::to_answer(&shared.counters.knocks.latest(), &changed, now);
+    drop(peers);
+    if !knocked.is_empty() {
+        let sent = datapath::initiate_handshakes(shared, &knocked);
+        tracing::info!(
+            peers = knocked.len(),
+            sent,
+            "handshakes initiated with peers refused before they were added"
+        );
+    }
+    applied?;
+    // A new endpoint's path is probed by a tick now rather than at the next one, so that the
+    // first packets to it already know what it carries (the timer thread is in the device's
+    // network namespace; the caller may not be).
+    let _ = shared.tick_now.send(());
+    Ok(())
+}
+
+fn apply_locked(shared: &Shared, peers: &mut Peers, changes: &[Change]) -> Result<(), Error> {
     for change in changes {
         match change {
             Change::SetPrivateKey(key) => {
@@ -280,11 +313,6 @@ fn apply(shared: &Shared, changes: &[Change]) -> Result<(), Error> {
             }
         }
     }
-    drop(peers);
-    // A new endpoint's path is probed by a tick now rather than at the next one, so that the
-    // first packets to it already know what it carries (the timer thread is in the device's
-    // network namespace; the caller may not be).
-    let _ = shared.tick_now.send(());
     Ok(())
 }
 
@@ -331,7 +359,6 @@ fn observe(shared: &Shared) -> DeviceState {
         fwmark: net.fwmark,
         peers: peer_states,
         counters: shared.counters.snapshot(),
-        refused_keys: shared.counters.refused_keys(),
     }
 }
 

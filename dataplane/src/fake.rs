@@ -202,7 +202,6 @@ impl WireGuardDevice for FakeDevice {
             fwmark: config.fwmark,
             peers: config.peers.values().cloned().collect(),
             counters: DeviceCounters::default(),
-            refused_keys: Vec::new(),
         })
     }
 

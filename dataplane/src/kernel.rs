@@ -8,9 +8,9 @@
 //! (a dump as a [`DeviceState`]), `netlink` (the blocking request).
 //!
 //! What the userspace device does and the kernel's does not report here: per-device drop
-//! counters and refused keys ([`DeviceState::counters`] and `refused_keys` stay empty), flow
-//! accounting, and a handshake started on request (the kernel starts one when a packet waits
-//! for a peer).
+//! counters ([`DeviceState::counters`] stay empty), flow accounting, a handshake started on
+//! request (the kernel starts one when a packet waits for a peer), and one started for a peer
+//! added after its initiation was refused (the kernel's peer retries within REKEY_TIMEOUT, 5 s).
 
 mod get_device;
 mod link;

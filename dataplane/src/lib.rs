@@ -38,7 +38,4 @@ pub use flows::{DEFAULT_MAX_FLOWS, DropReason, Flow, FlowDirection, FlowHarvest,
 pub use kernel::{Kernel, KernelDevice};
 pub use meshcrypt_keyexchange::PresharedKey;
 pub use meshcrypt_keyexchange::{PrivateKey, PublicKey};
-pub use state::{
-    BadSource, DeviceCounters, DeviceState, NoPeerDrop, PeerState, REFUSED_KEYS_KEPT, RefusedKey,
-    UnknownHandshake,
-};
+pub use state::{BadSource, DeviceCounters, DeviceState, NoPeerDrop, PeerState, UnknownHandshake};

@@ -596,7 +596,6 @@ mod tests {
             fwmark: None,
             peers: peers.snapshot(SystemTime::now()).into_iter().map(|(s, _)| s).collect(),
             counters: Default::default(),
-            refused_keys: Vec::new(),
         };
         assert!(state.peers.windows(2).all(|w| w[0].public_key < w[1].public_key));
         for k in &keys {

@@ -25,23 +25,6 @@ pub struct DeviceState {
     pub peers: Vec<PeerState>,
     /// Device-wide counters.
     pub counters: DeviceCounters,
-    /// The keys whose handshake initiations this device refused because no peer had them, each
-    /// once with its latest refusal, latest first; at most [`REFUSED_KEYS_KEPT`]. A node the mesh
-    /// has not learned of yet retries its initiation for 90 s (REKEY_ATTEMPT_TIME, WireGuard
-    /// paper §6.4): the agent starts the handshake itself with the ones it then adds.
-    pub refused_keys: Vec<RefusedKey>,
-}
-
-/// How many refused keys a device remembers ([`DeviceState::refused_keys`]).
-pub const REFUSED_KEYS_KEPT: usize = 64;
-
-/// A key whose handshake initiation was refused, and when it last was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefusedKey {
-    /// The initiator's static public key.
-    pub public_key: PublicKey,
-    /// Its latest refused initiation.
-    pub at: SystemTime,
 }
 
 impl DeviceState {

@@ -22,7 +22,7 @@ use meshcrypt_routing::{DesiredState, HostRoute, LinkSpec, ObservedLink, Observe
 use super::config_source::Reading;
 use super::device_view::unanswered;
 use super::last_known::{self, LastKnown, Snapshot, journal};
-use super::peer_ops::{PeerOp, handshake_targets, peer_ops};
+use super::peer_ops::{PeerOp, handshake_targets_after_key_change, peer_ops};
 use super::preshared;
 use super::routing_input::{RoutingSettings, routing_input, wired_local_pods};
 use super::state::LoopState;
@@ -240,10 +240,8 @@ pub struct PassPlan {
     pub withdraw: bool,
     /// The device's peer changes, removals first.
     pub peer_ops: Vec<PeerOp>,
-    /// Peers to start a handshake with now ([`handshake_targets`]: those that wait for one).
-    pub handshakes: Vec<PublicKey>,
-    /// The handshake targets instead if this node's key switches in this pass (also the peers
-    /// that may hold a session under the old key).
+    /// Peers to start a handshake with if this node's key switches in this pass
+    /// ([`handshake_targets_after_key_change`]: those that may hold a session under the old key).
     pub handshakes_after_switch: Vec<PublicKey>,
     /// The kernel.
     pub kernel: KernelPlan,
@@ -300,7 +298,6 @@ impl PassPlan {
             publish: false,
             withdraw: false,
             peer_ops: Vec::new(),
-            handshakes: Vec::new(),
             handshakes_after_switch: Vec::new(),
             kernel: KernelPlan::default(),
             save: None,
@@ -569,9 +566,7 @@ pub fn decide(params: &Params, state: &LoopState, inputs: &Inputs, index: &mut P
     plan.peer_ops = peer_ops(&peers, &preshared::by_peer(&peers, &chosen.keys), device);
     plan.preshared_keys = Some(chosen.keys);
     let now = std::time::SystemTime::from(inputs.now);
-    let targets = |switch| handshake_targets(&peers, switch, &device.refused_keys, &inputs.handshakes, now);
-    plan.handshakes = targets(false);
-    plan.handshakes_after_switch = targets(true);
+    plan.handshakes_after_switch = handshake_targets_after_key_change(&peers, &inputs.handshakes, now);
     plan.peers = peers.peers.len();
     match &inputs.view {
         View::Complete { .. } => {

@@ -122,7 +122,6 @@ mod tests {
                 })
                 .collect(),
             counters: DeviceCounters::default(),
-            refused_keys: Vec::new(),
         };
         // Sorted by key, as every backend reports them.
         state.peers.sort_by_key(|p| p.public_key);

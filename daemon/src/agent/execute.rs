@@ -164,10 +164,13 @@ async fn apply<K: Kernel, B: WireGuardBackend>(
         tracing::info!(count = plan.peer_ops.len(), ops = ?Abridged(&plan.peer_ops), "updating wireguard peers");
         device.apply(&to_changes(&plan.peer_ops))?;
     }
-    let targets = if switched { &plan.handshakes_after_switch } else { &plan.handshakes };
-    if !targets.is_empty() {
-        let sent = device.initiate_handshakes(targets);
-        tracing::info!(peers = targets.len(), sent, "handshakes initiated");
+    if switched && !plan.handshakes_after_switch.is_empty() {
+        let sent = device.initiate_handshakes(&plan.handshakes_after_switch);
+        tracing::info!(
+            peers = plan.handshakes_after_switch.len(),
+            sent,
+            "handshakes initiated under the new key"
+        );
     }
     // 8.
     if plan.kernel.link.is_some() {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
-use meshcrypt_dataplane::{Change, DeviceState, PeerConfig, PeerUpdate, PresharedKey, PublicKey, RefusedKey};
+use meshcrypt_dataplane::{Change, DeviceState, PeerConfig, PeerUpdate, PresharedKey, PublicKey};
 use meshcrypt_keyexchange::mesh::PeerSet;
 
 /// One change to the device's peers, comparable in tests.
@@ -101,58 +101,33 @@ fn sorted_set(ips: &[IpNet]) -> Cow<'_, [IpNet]> {
     }
 }
 
-/// How long an initiator whose handshake gets no answer keeps retrying (REKEY_ATTEMPT_TIME,
-/// WireGuard paper §6.4: 90 s).
-const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
-
 /// How long a session may carry data after its handshake (REJECT_AFTER_TIME, WireGuard paper
 /// §6.1: 180 s).
 const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 
-/// The peers to start a handshake with now, once the pass's device changes are applied.
-/// Otherwise a handshake starts with the first packet for a peer, as kernel WireGuard's do, so
-/// tunnel state and timers cost only the peers in use (at 5,000 nodes, a handshake with every
-/// peer cost 55 MB and a third of an agent's CPU). Started here are the peers that wait for one:
-/// - a desired peer whose initiation the device refused in the last REKEY_ATTEMPT_TIME
-///   (`refused`), with no handshake since (`handshakes`): it joined before this node learned of
-///   it and retries only every REKEY_TIMEOUT (5 s); answered now, its path is up at once. The
-///   pass that adds it may have read the device before the refusal was recorded (the refused
-///   initiation waited in the socket while this agent was busy), so the peers added earlier
-///   count too, until a handshake completes;
-/// - when this node's own key has just changed (`own_key_changed`: every session was reset),
-///   the desired peers with a handshake in the last REJECT_AFTER_TIME: they may hold a session
-///   under the old key and keep sending on it until their timers give up (15 s).
+/// The peers to start a handshake with when this node's own key has just changed (every session
+/// was reset): the desired peers with a handshake in the REJECT_AFTER_TIME before `now`
+/// (`handshakes`), which may hold a session under the old key and keep sending on it until
+/// their timers give up (15 s). Every other handshake starts with the first packet for a peer,
+/// as kernel WireGuard's do, so tunnel state and timers cost only the peers in use (at 5,000
+/// nodes, a handshake with every peer cost 55 MB and a third of an agent's CPU).
 ///
-/// A peer that keeps sending on a session the device lost otherwise (an agent restart) is
-/// answered by the device itself (`dataplane` `answer_lost_session`).
-pub fn handshake_targets(
+/// Two waits are cut short by the userspace device itself, which sees what this view of it
+/// cannot: a peer that knocked before it was added (its initiation refused) gets an initiation
+/// when it is added (`dataplane` `knocks`), and a peer that keeps sending on a session the
+/// device lost (an agent restart) is answered (`dataplane` `answer_lost_session`).
+pub fn handshake_targets_after_key_change(
     desired: &PeerSet,
-    own_key_changed: bool,
-    refused: &[RefusedKey],
     handshakes: &BTreeMap<PublicKey, SystemTime>,
     now: SystemTime,
 ) -> Vec<PublicKey> {
-    let within = |at: &SystemTime, window: Duration| now.duration_since(*at).is_ok_and(|age| age <= window);
-    let mut knocked: BTreeMap<PublicKey, SystemTime> = BTreeMap::new();
-    for r in refused.iter().filter(|r| within(&r.at, REKEY_ATTEMPT_TIME)) {
-        let at = knocked.entry(r.public_key).or_insert(r.at);
-        *at = (*at).max(r.at);
-    }
-    let mut targets: BTreeSet<PublicKey> = desired
+    let live = |at: &SystemTime| now.duration_since(*at).is_ok_and(|age| age <= REJECT_AFTER_TIME);
+    let targets: BTreeSet<PublicKey> = desired
         .peers
         .values()
         .map(|p| p.public_key)
-        .filter(|key| knocked.get(key).is_some_and(|at| handshakes.get(key).is_none_or(|shook| shook < at)))
+        .filter(|key| handshakes.get(key).is_some_and(live))
         .collect();
-    if own_key_changed {
-        targets.extend(
-            desired
-                .peers
-                .values()
-                .map(|p| p.public_key)
-                .filter(|key| handshakes.get(key).is_some_and(|at| within(at, REJECT_AFTER_TIME))),
-        );
-    }
     targets.into_iter().collect()
 }
 
@@ -248,7 +223,6 @@ mod tests {
                 })
                 .collect(),
             counters: DeviceCounters::default(),
-            refused_keys: Vec::new(),
         };
         // Sorted by key, as every backend reports them.
         state.peers.sort_by_key(|p| p.public_key);
@@ -401,98 +375,30 @@ mod tests {
     }
 
     #[test]
-    fn handshake_targets_table() {
+    fn handshake_targets_after_key_change_table() {
         let a = "198.18.0.11:51820";
         let b = "198.18.0.12:51820";
         let both = desired(&[(1, a, &["10.244.1.0/24"]), (2, b, &["10.244.2.0/24"])]);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let ago = |s: u64| now - Duration::from_secs(s);
-        let refused = |k: u8, s: u64| RefusedKey { public_key: key(k), at: ago(s) };
         let shook = |entries: &[(u8, u64)]| -> BTreeMap<PublicKey, SystemTime> {
             entries.iter().map(|(k, s)| (key(*k), ago(*s))).collect()
         };
-        #[allow(clippy::type_complexity)]
-        let cases: Vec<(
-            &str,
-            bool,
-            Vec<RefusedKey>,
-            BTreeMap<PublicKey, SystemTime>,
-            Vec<PublicKey>,
-        )> = vec![
-            ("nothing changed", false, vec![], shook(&[]), vec![]),
-            (
-                "a peer that never knocked: its first packet starts the handshake",
-                false,
-                vec![],
-                shook(&[]),
-                vec![],
-            ),
-            (
-                "a peer that knocked 5 s ago, no handshake since (added in this pass or, read before its knock, an earlier one): answered now",
-                false,
-                vec![refused(2, 5)],
-                shook(&[]),
-                vec![key(2)],
-            ),
-            (
-                "a peer that knocked at the edge of its retries",
-                false,
-                vec![refused(2, 90)],
-                shook(&[]),
-                vec![key(2)],
-            ),
-            ("a peer that gave up knocking", false, vec![refused(2, 91)], shook(&[]), vec![]),
-            ("a knock from a key no peer's", false, vec![refused(3, 5)], shook(&[]), vec![]),
-            (
-                "a peer that knocked and has had a handshake since",
-                false,
-                vec![refused(2, 5)],
-                shook(&[(2, 4)]),
-                vec![],
-            ),
-            (
-                "a peer that knocked again after its last handshake",
-                false,
-                vec![refused(2, 5), refused(2, 50)],
-                shook(&[(2, 20)]),
-                vec![key(2)],
-            ),
-            ("key changed: the new key knocked", false, vec![refused(2, 1)], shook(&[]), vec![key(2)]),
-            (
-                "endpoint or allowed IPs changed: the session stays",
-                false,
-                vec![refused(1, 1)],
-                shook(&[(1, 1)]),
-                vec![],
-            ),
-            (
-                "own key changed: the peers with a live session",
-                true,
-                vec![],
-                shook(&[(1, 10), (2, 181)]),
-                vec![key(1)],
-            ),
-            ("own key changed: none in use", true, vec![], shook(&[]), vec![]),
-            (
-                "own key changed and a knock",
-                true,
-                vec![refused(2, 3)],
-                shook(&[(1, 180)]),
-                vec![key(1), key(2)],
-            ),
+        let cases: Vec<(&str, BTreeMap<PublicKey, SystemTime>, Vec<PublicKey>)> = vec![
+            ("no peer in use: none", shook(&[]), vec![]),
+            ("the peers with a live session", shook(&[(1, 10), (2, 181)]), vec![key(1)]),
+            ("a session at the edge of REJECT_AFTER_TIME", shook(&[(1, 180), (2, 1)]), vec![key(1), key(2)]),
+            ("a handshake with a key no desired peer has", shook(&[(3, 1)]), vec![]),
             (
                 "a handshake in the future (a clock step) counts as none",
-                true,
-                vec![],
                 [(key(1), now + Duration::from_secs(5))].into(),
                 vec![],
             ),
         ];
-        for (name, own_key_changed, refused, handshakes, want) in cases {
-            let got = handshake_targets(&both, own_key_changed, &refused, &handshakes, now);
+        for (name, handshakes, want) in cases {
             let mut want = want;
             want.sort();
-            assert_eq!(got, want, "{name}");
+            assert_eq!(handshake_targets_after_key_change(&both, &handshakes, now), want, "{name}");
         }
     }
 }

@@ -61,7 +61,6 @@ fn read(messages: &[WireguardMessage]) -> Result<DeviceState, Error> {
         fwmark,
         peers: peers.into_values().collect(),
         counters: DeviceCounters::default(),
-        refused_keys: Vec::new(),
     })
 }
 

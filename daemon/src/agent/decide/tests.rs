@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
-use meshcrypt_dataplane::{DeviceCounters, DeviceState, PrivateKey, RefusedKey};
+use meshcrypt_dataplane::{DeviceCounters, DeviceState, PrivateKey};
 use meshcrypt_routing::fake::step;
 use meshcrypt_routing::{HostRoute, ObservedLink, RouteKind};
 
@@ -142,7 +142,6 @@ impl World {
                     fwmark: Some(self.params.fwmark),
                     peers: Vec::new(),
                     counters: DeviceCounters::default(),
-                    refused_keys: Vec::new(),
                 });
             }
             for op in &plan.kernel.ops {
@@ -274,7 +273,7 @@ struct Got {
     publish: bool,
     withdraw: bool,
     peer_ops: Vec<&'static str>,
-    handshakes: usize,
+    handshakes_after_switch: usize,
     kernel: Kernel,
     save: bool,
     events: Vec<String>,
@@ -313,7 +312,7 @@ fn got(plan: &PassPlan) -> Got {
                 PeerOp::SetPresharedKey(..) => "psk",
             })
             .collect(),
-        handshakes: plan.handshakes.len(),
+        handshakes_after_switch: plan.handshakes_after_switch.len(),
         kernel: match (&plan.kernel.link, plan.kernel.ops.is_empty()) {
             (_, true) => Kernel::Nothing,
             (None, false) => Kernel::Floor,
@@ -340,7 +339,7 @@ fn nothing() -> Got {
         publish: false,
         withdraw: false,
         peer_ops: vec![],
-        handshakes: 0,
+        handshakes_after_switch: 0,
         kernel: Kernel::Nothing,
         save: false,
         events: vec![],
@@ -478,16 +477,6 @@ fn decide_table() {
             "a node joins",
             |w| w.push_node(node("node-d", 3, Some(3))),
             Got { peer_ops: vec!["add"], kernel: Kernel::Device, save: true, ..nothing() },
-        ),
-        (
-            "a node joins whose initiation the device refused 10 s ago: a handshake at once",
-            |w| {
-                w.push_node(node("node-d", 3, Some(3)));
-                let refused =
-                    RefusedKey { public_key: key(3), at: std::time::SystemTime::from(at(NOW - 10)) };
-                w.inputs.device.as_mut().expect("a device").refused_keys = vec![refused];
-            },
-            Got { peer_ops: vec!["add"], handshakes: 1, kernel: Kernel::Device, save: true, ..nothing() },
         ),
         (
             "a peer cluster's node joins (its RemoteCluster)",
@@ -960,6 +949,18 @@ fn decide_table() {
             "a rotation staged by `meshcrypt keys rotate`: published, then switched",
             |w| w.inputs.key_files.pending = Some(annotations(5, 1, NOW)),
             Got { key: KeyStep::Rotate { stage: false, publish_first: true }, ..nothing() },
+        ),
+        (
+            "... with a peer in session 10 s ago: a handshake with it after the switch",
+            |w| {
+                w.inputs.key_files.pending = Some(annotations(5, 1, NOW));
+                w.inputs.handshakes = [(key(2), std::time::SystemTime::from(at(NOW - 10)))].into();
+            },
+            Got {
+                key: KeyStep::Rotate { stage: false, publish_first: true },
+                handshakes_after_switch: 1,
+                ..nothing()
+            },
         ),
         (
             "a staged key already published (a pass failed after the publish): switched",
