@@ -64,8 +64,9 @@ fn mesh_socket_backlog(cluster: &Cluster, node: &str) -> u64 {
 /// Behaviour 1. A node joins while an existing node's agent is too busy to have seen it yet (it
 /// is frozen): the newcomer's first handshake initiation reaches a node that does not know its key
 /// and is dropped, as in the demo's failed runs. Once the busy agent catches up, the path must be
-/// up at once: its device initiates the handshake the moment the peer is added, instead of leaving the newcomer to retry after
-/// REKEY_TIMEOUT (5 s). The pings sent while the path was down are delivered, not lost.
+/// up at once: its device initiates the handshake the moment the peer is added, instead of
+/// leaving the newcomer to retry after REKEY_TIMEOUT (5 s). The pings sent while the path was
+/// down are delivered, not lost.
 #[test]
 fn convergence_a_peer_that_learns_of_a_new_node_late_brings_the_path_up_at_once() {
     let mut cluster = cluster(2);
