@@ -21,7 +21,7 @@ need_root
 install_debian_packages iproute2 iputils-ping wireguard-tools wireguard-go iperf3 util-linux prometheus
 
 # kubectl 1.32 ships with this machine image; the kubectl tests need it.
-command -v kubectl >/dev/null || { echo "kubectl is required (it ships with the machine image)" >&2; exit 1; }
+command -v kubectl >/dev/null || { echo "kubectl is required: install it from the Kubernetes project's packages (pkgs.k8s.io)" >&2; exit 1; }
 
 # cargo-nextest runs the tests (lab tests one at a time, see .config/nextest.toml); 0.9.98 or
 # later, for the wrapper scripts that run the kernel backend's tests in the VM.
