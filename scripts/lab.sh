@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --locked -p meshcrypt -p meshcrypt-integration --bin meshcrypt --bin meshcrypt-lab
+# shellcheck source=scripts/release-build.sh
+. scripts/release-build.sh
+build_release_with meshcrypt-lab
 exec "${CARGO_TARGET_DIR:-target}/release/meshcrypt-lab" "$@"

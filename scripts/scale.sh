@@ -18,5 +18,7 @@ fi
 . scripts/debian-packages.sh
 install_debian_packages iproute2 wireguard-tools >&2
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --locked -p meshcrypt -p meshcrypt-integration --bin meshcrypt --bin meshcrypt-scale
+# shellcheck source=scripts/release-build.sh
+. scripts/release-build.sh
+build_release_with meshcrypt-scale
 MESHCRYPT_BIN="$target/release/meshcrypt" "$target/release/meshcrypt-scale" "$@"

@@ -21,7 +21,9 @@ echo "soak: $n rounds; logs in $logs"
 
 demo_failed=0
 # The demo runs the release build, and lab_kernel upgrades an agent to it.
-cargo build --release --locked -p meshcrypt -p meshcrypt-integration --bin meshcrypt --bin meshcrypt-lab
+# shellcheck source=scripts/release-build.sh
+. scripts/release-build.sh
+build_release_with meshcrypt-lab
 if [ "${SOAK_DEMO:-1}" != 0 ]; then
   for i in $(seq 1 "$n"); do
     started=$SECONDS
