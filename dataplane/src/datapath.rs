@@ -3,17 +3,19 @@
 //! (UDP→TUN: dispatch, decrypt, check the source, deliver); [`worker`] is the event loop that
 //! runs them.
 //!
-//! Both directions work in batches. TUN→UDP reads one TUN frame, which with offloads is a TCP
-//! super-packet of up to 64 KiB that `tun-rs` splits into MTU-sized segments; consecutive
-//! segments for one peer are sealed back to back into one buffer and leave in one `sendmsg` with
-//! UDP GSO. UDP→TUN takes up to [`rx::RX_MESSAGES`] messages per `recvmmsg`, each possibly a GRO
+//! Both directions work in batches. TUN→UDP reads TUN frames, which with offloads are TCP or UDP
+//! super-packets of up to 64 KiB, split in place into MTU-sized packets ([`gso`], the virtio-net
+//! header in [`offload`]); consecutive packets for one peer are sealed back to back into one
+//! buffer and leave in one `sendmsg` with UDP GSO. UDP→TUN takes up to [`rx::RX_MESSAGES`] messages per `recvmmsg`, each possibly a GRO
 //! train of datagrams; every datagram is opened straight into its slot of the TUN batch, and the
 //! batch is coalesced ([`gro`]) into a few super-packets, so the kernel sees a few large packets.
 //! Buffers are allocated once per device and reused; no per-packet locking beyond one peer-table
 //! read and one session lock per run of packets.
 
 pub(crate) mod gro;
+pub(crate) mod gso;
 pub(crate) mod knocks;
+pub(crate) mod offload;
 pub(crate) mod rx;
 pub(crate) mod tx;
 pub(crate) mod worker;

@@ -59,7 +59,7 @@ impl Device {
         let waker = Waker::new().map_err(|source| Error::Tun { ifname: config.ifname.clone(), source })?;
         let private = StaticSecret::from(*config.private_key.to_bytes());
         let (tick_now, ticks) = mpsc::channel();
-        let tx = Mutex::new(TxState::new(&tun_dev, usize::from(tun_mtu)));
+        let tx = Mutex::new(TxState::new(&tun_dev));
         let rx = Mutex::new(RxState::new(&tun_dev));
         let shared = Arc::new(Shared {
             ifname: config.ifname.clone(),

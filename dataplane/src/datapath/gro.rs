@@ -29,21 +29,16 @@ use std::ops::Range;
 use etherparse::checksum::Sum16BitWords;
 use tun_rs::VIRTIO_NET_HDR_LEN;
 
+use super::offload::{
+    TCP, TCP_ACK, TCP_PSH, UDP, UDP_HEADER, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VnetHeader,
+};
+
 /// Most packets in one super-packet: Linux's UDP GSO limit (`UDP_MAX_SEGMENTS`, 64 before
 /// 6.10), used for TCP too; a write gathers at most this many payloads after its header.
 pub(crate) const MAX_SEGMENTS: usize = 64;
 /// Largest IP packet (the IPv4 total length, the IPv6 payload length are 16 bits).
 const MAX_LEN: usize = 65_535;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
-const UDP_HEADER: usize = 8;
-// From include/uapi/linux/virtio_net.h.
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
-const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
 
 /// The transport a super-packet carries, as the virtio-net header names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,24 +188,23 @@ impl Write {
     /// `NEEDS_CSUM`, the GSO type, the header length, the segment size (payload bytes) and where
     /// the transport checksum starts and lies.
     pub(crate) fn vnet_header(&self) -> [u8; VIRTIO_NET_HDR_LEN] {
-        let mut out = [0u8; VIRTIO_NET_HDR_LEN];
-        if let (Some(flow), true) = (self.flow, self.segments() > 1) {
-            let ip_len: u16 = if flow.v6 { 40 } else { 20 };
-            out[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-            out[1] = match (flow.transport, flow.v6) {
+        let Some(flow) = self.flow.filter(|_| self.segments() > 1) else {
+            return VnetHeader::default().encode();
+        };
+        VnetHeader {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: match (flow.transport, flow.v6) {
                 (Transport::Tcp, false) => VIRTIO_NET_HDR_GSO_TCPV4,
                 (Transport::Tcp, true) => VIRTIO_NET_HDR_GSO_TCPV6,
                 (Transport::Udp, _) => VIRTIO_NET_HDR_GSO_UDP_L4,
-            };
-            let csum_offset: u16 = if flow.transport == Transport::Tcp { 16 } else { 6 };
+            },
             // Both fit: headers are at most 100 bytes, a segment at most 64 KiB.
-            for (at, value) in
-                [(2, self.header_len as u16), (4, self.segment as u16), (6, ip_len), (8, csum_offset)]
-            {
-                out[at..at + 2].copy_from_slice(&value.to_ne_bytes());
-            }
+            hdr_len: self.header_len as u16,
+            gso_size: self.segment as u16,
+            csum_start: if flow.v6 { 40 } else { 20 },
+            csum_offset: if flow.transport == Transport::Tcp { 16 } else { 6 },
         }
-        out
+        .encode()
     }
 
     /// The part of packet `p` (a member) that goes after the head: its payload.
@@ -352,4 +346,4 @@ pub(crate) fn finish(write: &Write, head: &mut [u8]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -1,6 +1,6 @@
-//! TUN→UDP: read a TUN frame (with offloads, a TCP super-packet split into segments), route
-//! every packet to a peer by longest prefix, pad and seal it, and send each peer's run of
-//! datagrams with one UDP GSO `sendmsg`.
+//! TUN→UDP: read TUN frames (with offloads, TCP and UDP super-packets, split in place by
+//! [`super::gso`]), route each frame to a peer by longest prefix, pad and seal its packets, and
+//! send each peer's run of datagrams with one UDP GSO `sendmsg`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use boringtun::noise::{Tunn, TunnResult};
-use tun_rs::{IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
+use super::gso::{self, Frame};
+use super::offload::VnetHeader;
 use super::{Counters, MAX_PACKET, OVERHEAD, Sender, Shared, bump};
 use crate::flows::{BatchFlows, DropReason, FlowDirection, FlowOutcome};
 use crate::peers::Peer;
@@ -17,12 +19,9 @@ use crate::pmtu;
 
 /// Most bytes in one GSO send (a UDP datagram's payload limit, less some slack).
 const MAX_GSO_BYTES: usize = 65_000;
-/// TUN frames (each up to 64 KiB, split into up to IDEAL_BATCH_SIZE segments) per send batch.
+/// TUN frames (each up to 64 KiB) per send batch.
 const TX_FRAMES: usize = 4;
-/// The MTU segment slots are sized for at least: jumbo frames as in an AWS VPC, so raising the
-/// tunnel MTU up to it never outruns the slots. A larger MTU grows them (see [`TxState::fit`]).
-const SLOT_MTU: usize = 9001;
-/// Room after a packet for padding it to a multiple of 16.
+/// Room after a frame for padding its last packet to a multiple of 16.
 const PAD_ROOM: usize = 16;
 
 /// Datagrams sealed back to back for one peer, waiting for one GSO send.
@@ -110,11 +109,15 @@ fn answered_too_big(shared: &Shared, packet: &[u8], limit: u32) -> bool {
 /// The TUN→UDP path's buffers. Whoever holds them (behind [`Shared::tx`]) is the only reader of
 /// the TUN, so packets leave in the order the kernel queued them.
 pub(crate) struct TxState {
+    /// Whether every frame starts with a virtio-net header (the TUN has offloads).
     offload: bool,
-    frame: Vec<u8>,
-    bufs: Vec<Vec<u8>>,
-    sizes: Vec<usize>,
-    targets: Vec<Option<Arc<Peer>>>,
+    /// Frames as read: with offloads a virtio-net header, then a packet or a super-packet; room
+    /// to pad the last packet after it.
+    frames: Vec<Vec<u8>>,
+    /// Each read frame's length (header included).
+    lens: Vec<usize>,
+    /// Each read frame that [`gso::plan`] took: its index, its plan and its peer.
+    planned: Vec<(usize, Frame, Option<Arc<Peer>>)>,
     batch: SendBatch,
     /// The batch's flows, when flow accounting is on.
     flows: BatchFlows,
@@ -124,176 +127,224 @@ pub(crate) struct TxState {
 }
 
 impl TxState {
-    pub(crate) fn new(tun: &SyncDevice, mtu: usize) -> Self {
-        Self::with_offload(tun.tcp_gso(), mtu)
+    pub(crate) fn new(tun: &SyncDevice) -> Self {
+        Self::with_offload(tun.tcp_gso())
     }
 
-    fn with_offload(offload: bool, mtu: usize) -> Self {
-        // One slot per segment; without offloads a single slot takes the whole packet. With
-        // offloads the batch takes whatever frames are already queued, up to TX_FRAMES of them,
-        // and a slot takes one segment (at most an MTU).
-        let (slots, slot_len) =
-            if offload { (TX_FRAMES * IDEAL_BATCH_SIZE, slot_len(mtu)) } else { (1, MAX_PACKET + PAD_ROOM) };
+    fn with_offload(offload: bool) -> Self {
+        // With offloads the batch takes whatever frames are already queued, up to TX_FRAMES.
+        let (count, len) = if offload {
+            (TX_FRAMES, VIRTIO_NET_HDR_LEN + MAX_PACKET + PAD_ROOM)
+        } else {
+            (1, MAX_PACKET + PAD_ROOM)
+        };
         Self {
             offload,
-            frame: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-            bufs: (0..slots).map(|_| vec![0u8; slot_len]).collect(),
-            sizes: vec![0usize; slots],
-            targets: Vec::with_capacity(slots),
+            frames: vec![vec![0u8; len]; count],
+            lens: vec![0; count],
+            planned: Vec::with_capacity(count),
             batch: SendBatch::new(),
             flows: BatchFlows::default(),
             streak: false,
         }
     }
 
-    /// Grows the segment slots when the MTU has grown past them (never shrinks them).
-    fn fit(&mut self, mtu: usize) {
-        let len = slot_len(mtu);
-        if self.offload && self.bufs.first().is_some_and(|b| b.len() < len) {
-            self.bufs.iter_mut().for_each(|b| b.resize(len, 0));
+    /// Where a frame's packet bytes start.
+    fn packet_offset(&self) -> usize {
+        if self.offload { VIRTIO_NET_HDR_LEN } else { 0 }
+    }
+}
+
+/// Reads up to [`TX_FRAMES`] frames from the TUN (never waiting); `Ok(0)` when it had none.
+///
+/// In a burst, more frames already queued join the batch (never waiting for them): fewer,
+/// fuller GSO sends. A frame that follows an empty queue leaves at once instead: a lone packet
+/// (a ping, a request) does not wait for a read that finds nothing, and a burst's second read
+/// turns batching on.
+fn read_frames(shared: &Shared, st: &mut TxState) -> io::Result<usize> {
+    let mut n = 0;
+    loop {
+        let frame = &mut st.frames[n];
+        let room = frame.len() - PAD_ROOM;
+        match shared.tun.recv(&mut frame[..room]) {
+            Ok(len) => {
+                st.lens[n] = len;
+                n += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                st.streak = false;
+                return Ok(n);
+            }
+            Err(e) if n == 0 => return Err(e),
+            // The error shows again on the next read: send what we have.
+            Err(_) => return Ok(n),
+        }
+        if n == 1 {
+            let speculate = st.streak;
+            st.streak = true;
+            if !speculate {
+                return Ok(n);
+            }
+        }
+        if n == st.frames.len() {
+            return Ok(n);
         }
     }
 }
 
-/// A segment slot's size for a TUN MTU: a whole segment and its padding.
-fn slot_len(mtu: usize) -> usize {
-    mtu.clamp(SLOT_MTU, MAX_PACKET) + PAD_ROOM
+/// Checks frame `f` ([`gso::plan`]); `None` for a frame its virtio-net header does not fit.
+fn plan_frame(st: &mut TxState, f: usize) -> Option<Frame> {
+    let len = st.lens[f];
+    if !st.offload {
+        return Some(Frame::Packet(len));
+    }
+    let frame = &mut st.frames[f][..len];
+    let vnet = VnetHeader::decode(frame)?;
+    gso::plan(&vnet, &mut frame[VIRTIO_NET_HDR_LEN..])
 }
 
-/// Reads one batch from the TUN (never waiting), routes each packet to a peer by longest prefix,
-/// encrypts and sends it: `Ok(false)` when the TUN had nothing, an error only when reading cannot
-/// go on. A packet no peer covers is dropped and counted: nothing leaves unencrypted.
+/// Reads a batch from the TUN (never waiting), routes each frame to a peer by longest prefix,
+/// splits it, pads, encrypts and sends its packets: `Ok(false)` when the TUN had nothing, an
+/// error only when reading cannot go on. A packet no peer covers is dropped and counted: nothing
+/// leaves unencrypted.
 ///
 /// The receive side calls this too, right after writing to the TUN: replies and ACKs the kernel
 /// generated in that write then leave at once, without another wake-up.
 pub(crate) fn tx_once(shared: &Shared, st: &mut TxState) -> io::Result<bool> {
-    let mtu = shared.mtu.load(Ordering::Relaxed) as usize;
-    st.fit(mtu);
-    let TxState { offload, frame, bufs, sizes, targets, batch, flows, streak } = st;
-    let offload = *offload;
-    let slots = bufs.len();
-    let mut n = match shared.tun.recv_multiple(frame, bufs, sizes, 0) {
+    let n = match read_frames(shared, st) {
+        Ok(0) => return Ok(false),
         Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            *streak = false;
-            return Ok(false);
-        }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::Other => {
-            // A malformed offload frame: drop it, keep going.
-            tracing::debug!(ifname = %shared.ifname, error = %e, "TUN frame dropped");
-            return Ok(true);
-        }
         Err(e) => return Err(e),
     };
-    // In a burst, more frames already queued join the batch (never waiting for them): fewer,
-    // fuller GSO sends. A frame that follows an empty queue leaves at once instead: a lone
-    // packet (a ping, a request) does not wait for a read that finds nothing, and a burst's
-    // second read turns batching on. Each read needs room for a whole 64 KiB frame's segments.
-    let speculate = *streak;
-    *streak = true;
-    while speculate && offload && slots - n >= IDEAL_BATCH_SIZE {
-        match shared.tun.recv_multiple(frame, &mut bufs[n..], &mut sizes[n..], 0) {
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *streak = false;
-                break;
-            }
-            // A bad frame (dropped): send what we have.
-            Err(_) => break,
+    let offset = st.packet_offset();
+    // Check the frames and route them under one read of the peer table: every packet of a
+    // super-packet has its first packet's destination.
+    st.planned.clear();
+    {
+        let peers = shared.peers();
+        let mut routes = peers.cached_routes();
+        for f in 0..n {
+            let Some(frame) = plan_frame(st, f) else {
+                tracing::debug!(ifname = %shared.ifname, len = st.lens[f], "TUN frame dropped: its offload header does not fit it");
+                continue;
+            };
+            let buf = &mut st.frames[f][offset..];
+            let first = frame.packet(buf, 0);
+            let peer = Tunn::dst_address(&buf[first]).and_then(|dst| routes.route(dst)).cloned();
+            st.planned.push((f, frame, peer));
         }
     }
-    // Route the whole batch under one read of the peer table.
-    targets.clear();
+    let mtu = shared.mtu.load(Ordering::Relaxed) as usize;
+    let TxState { frames, planned, batch, flows, .. } = st;
     let accounting = shared.flows.enabled();
     let mut account = |packet: &[u8], outcome, peer: Option<&Peer>| {
         if accounting {
             flows.add(packet, FlowDirection::Outbound, outcome, peer.map(|p| p.public_key));
         }
     };
-    {
-        let peers = shared.peers();
-        let mut routes = peers.cached_routes();
-        for (buf, size) in bufs.iter_mut().zip(sizes.iter_mut()).take(n) {
-            // WireGuard pads the plaintext with zeros to a multiple of 16 (which boringtun
-            // leaves out): it hides exact lengths, and receivers trim by the inner IP header.
-            let padded = padded_len(*size, mtu);
-            buf[*size..padded].fill(0);
-            *size = padded;
-            let peer = Tunn::dst_address(&buf[..padded]).and_then(|dst| routes.route(dst));
-            if peer.is_none() {
-                shared.counters.no_peer(&buf[..padded]);
-                account(&buf[..padded], FlowOutcome::Dropped(DropReason::NoPeer), None);
-            }
-            targets.push(peer.cloned());
-        }
-    }
     let sender = shared.sender();
     let max_segments = sender.max_segments();
     let mut i = 0;
-    while i < n {
-        let Some(peer) = targets[i].clone() else {
-            i += 1;
+    while i < planned.len() {
+        let run_end = (i..planned.len())
+            .find(|&j| !same_peer(planned[j].2.as_ref(), planned[i].2.as_ref()))
+            .unwrap_or(planned.len());
+        let run = &planned[i..run_end];
+        i = run_end;
+        let packets = || run.iter().map(|(_, frame, _)| frame.count()).sum::<usize>();
+        let Some(peer) = run[0].2.clone() else {
+            for (f, frame, _) in run {
+                let buf = &mut frames[*f][offset..];
+                for k in 0..frame.count() {
+                    let at = frame.packet(buf, k);
+                    shared.counters.no_peer(&buf[at.clone()]);
+                    account(&buf[at], FlowOutcome::Dropped(DropReason::NoPeer), None);
+                }
+            }
             continue;
         };
-        let run_end =
-            (i..n).find(|&j| !targets[j].as_ref().is_some_and(|p| Arc::ptr_eq(p, &peer))).unwrap_or(n);
         let Some(endpoint) = peer.endpoint() else {
-            shared.counters.no_endpoint.fetch_add((run_end - i) as u64, Ordering::Relaxed);
-            for j in i..run_end {
-                account(&bufs[j][..sizes[j]], FlowOutcome::Dropped(DropReason::NoEndpoint), Some(&peer));
+            shared.counters.no_endpoint.fetch_add(packets() as u64, Ordering::Relaxed);
+            for (f, frame, _) in run {
+                let buf = &mut frames[*f][offset..];
+                for k in 0..frame.count() {
+                    let at = frame.packet(buf, k);
+                    account(&buf[at], FlowOutcome::Dropped(DropReason::NoEndpoint), Some(&peer));
+                }
             }
-            i = run_end;
             continue;
         };
         let limit = peer.inner_mtu();
         let mut tunnel = peer.lock_tunnel();
-        for j in i..run_end {
-            let packet = &bufs[j][..sizes[j]];
-            let oversized =
-                limit.is_some_and(|limit| pmtu::ip_len(packet).is_some_and(|len| len > limit as usize));
-            if oversized && answered_too_big(shared, packet, limit.unwrap_or_default()) {
-                account(packet, FlowOutcome::Dropped(DropReason::TooBig), Some(&peer));
-                continue;
-            }
-            let size = packet.len() + OVERHEAD;
-            // An oversized packet that may be fragmented leaves alone: GSO cannot fragment.
-            if oversized || !batch.fits(size, max_segments) {
-                drop(tunnel);
-                batch.flush(&sender, &shared.counters, &peer, endpoint);
-                tunnel = peer.lock_tunnel();
-            }
-            match tunnel.get().encapsulate(packet, &mut batch.buf[batch.len..]) {
-                TunnResult::WriteToNetwork(datagram)
-                    if datagram.len() == size && datagram.first() == Some(&4) =>
-                {
-                    batch.push(size);
-                    // Nothing joins it: a datagram the kernel must fragment goes alone.
-                    batch.closed |= oversized;
-                    account(packet, FlowOutcome::Encrypted, Some(&peer));
+        for (f, frame, _) in run {
+            let buf = &mut frames[*f][offset..];
+            for k in 0..frame.count() {
+                let at = frame.packet(buf, k);
+                // WireGuard pads the plaintext with zeros to a multiple of 16 (which boringtun
+                // leaves out): it hides exact lengths, and receivers trim by the inner IP
+                // header. The padding lies over the start of the next packet's payload (or in
+                // the frame's spare room): keep those bytes and put them back after sealing.
+                let pad = padded_len(at.len(), mtu) - at.len();
+                let mut kept = [0u8; PAD_ROOM];
+                kept[..pad].copy_from_slice(&buf[at.end..at.end + pad]);
+                buf[at.end..at.end + pad].fill(0);
+                let packet = &buf[at.start..at.end + pad];
+                let oversized =
+                    limit.is_some_and(|limit| pmtu::ip_len(packet).is_some_and(|len| len > limit as usize));
+                if oversized && answered_too_big(shared, packet, limit.unwrap_or_default()) {
+                    account(packet, FlowOutcome::Dropped(DropReason::TooBig), Some(&peer));
+                } else {
+                    let size = packet.len() + OVERHEAD;
+                    // An oversized packet that may be fragmented leaves alone: GSO cannot
+                    // fragment.
+                    if oversized || !batch.fits(size, max_segments) {
+                        drop(tunnel);
+                        batch.flush(&sender, &shared.counters, &peer, endpoint);
+                        tunnel = peer.lock_tunnel();
+                    }
+                    match tunnel.get().encapsulate(packet, &mut batch.buf[batch.len..]) {
+                        TunnResult::WriteToNetwork(datagram)
+                            if datagram.len() == size && datagram.first() == Some(&4) =>
+                        {
+                            batch.push(size);
+                            // Nothing joins it: a datagram the kernel must fragment goes alone.
+                            batch.closed |= oversized;
+                            account(packet, FlowOutcome::Encrypted, Some(&peer));
+                        }
+                        TunnResult::WriteToNetwork(other) => {
+                            // No session yet: the packet is queued and a handshake initiation
+                            // goes out instead.
+                            let other = other.to_vec();
+                            sender.send(&peer, &other, endpoint, &shared.counters);
+                            account(packet, FlowOutcome::Encrypted, Some(&peer));
+                        }
+                        TunnResult::Err(e) => {
+                            tracing::debug!(peer = %peer.public_key, error = ?e, "encapsulate failed");
+                        }
+                        // Queued behind a handshake already under way.
+                        TunnResult::Done => account(packet, FlowOutcome::Encrypted, Some(&peer)),
+                        _ => {}
+                    }
                 }
-                TunnResult::WriteToNetwork(other) => {
-                    // No session yet: the packet is queued and a handshake initiation
-                    // goes out instead.
-                    let other = other.to_vec();
-                    sender.send(&peer, &other, endpoint, &shared.counters);
-                    account(packet, FlowOutcome::Encrypted, Some(&peer));
-                }
-                TunnResult::Err(e) => {
-                    tracing::debug!(peer = %peer.public_key, error = ?e, "encapsulate failed");
-                }
-                // Queued behind a handshake already under way.
-                TunnResult::Done => account(packet, FlowOutcome::Encrypted, Some(&peer)),
-                _ => {}
+                buf[at.end..at.end + pad].copy_from_slice(&kept[..pad]);
             }
         }
         drop(tunnel);
         batch.flush(&sender, &shared.counters, &peer, endpoint);
-        i = run_end;
     }
-    targets.clear();
+    planned.clear();
     flows.flush(&shared.flows);
     Ok(true)
+}
+
+/// Whether two frames go to the same peer (or both to none).
+fn same_peer(a: Option<&Arc<Peer>>, b: Option<&Arc<Peer>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// The padded length of an `n`-byte packet: the next multiple of 16, but never past the MTU
@@ -304,7 +355,7 @@ fn padded_len(n: usize, mtu: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_GSO_BYTES, MAX_PACKET, SendBatch, TxState, padded_len};
+    use super::{MAX_GSO_BYTES, SendBatch, padded_len};
 
     #[test]
     fn gso_batches_take_equal_datagrams_and_one_shorter_last() {
@@ -333,24 +384,6 @@ mod tests {
         }
         assert!(b.len <= MAX_GSO_BYTES);
         assert_eq!(b.count, MAX_GSO_BYTES / 1452);
-    }
-
-    #[test]
-    fn segment_slots_fit_the_mtu_and_grow_with_it() {
-        let slots = |st: &TxState| (st.bufs.len(), st.bufs.iter().map(Vec::len).min(), st.bufs[0].len());
-        // (offload, MTU at creation, MTU later) → (slots, smallest slot, first slot) after `fit`.
-        for (offload, first, later, want) in [
-            (true, 1420, 1420, (512, Some(9017), 9017)),
-            (true, 1420, 8941, (512, Some(9017), 9017)),
-            (true, 1420, 12_000, (512, Some(12_016), 12_016)),
-            (true, 12_000, 1420, (512, Some(12_016), 12_016)),
-            (true, 1420, 70_000, (512, Some(MAX_PACKET + 16), MAX_PACKET + 16)),
-            (false, 1420, 12_000, (1, Some(MAX_PACKET + 16), MAX_PACKET + 16)),
-        ] {
-            let mut st = TxState::with_offload(offload, first);
-            st.fit(later);
-            assert_eq!(slots(&st), want, "offload {offload}, MTU {first} then {later}");
-        }
     }
 
     #[test]

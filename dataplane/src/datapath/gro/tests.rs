@@ -4,34 +4,32 @@ use etherparse::checksum::Sum16BitWords;
 use tun_rs::{VIRTIO_NET_HDR_LEN, VirtioNetHdr, gso_split};
 
 use super::{Gro, MAX_SEGMENTS, finish};
+use crate::datapath::offload::{TCP_ACK as ACK, TCP_FIN as FIN, TCP_PSH as PSH};
 
-const ACK: u8 = 0x10;
-const PSH: u8 = 0x08;
 const SYN: u8 = 0x02;
-const FIN: u8 = 0x01;
 
 /// A packet of the table: which flow, what it carries.
 #[derive(Clone, Copy)]
-struct P {
-    v6: bool,
+pub(in crate::datapath) struct P {
+    pub(in crate::datapath) v6: bool,
     /// 0, 1, …: the flow's source port is 40000 + flow.
-    flow: u16,
+    pub(in crate::datapath) flow: u16,
     /// 6 (TCP), 17 (UDP) or 1 (ICMP).
-    proto: u8,
-    seq: u32,
-    len: usize,
-    flags: u8,
-    ack: u32,
-    tos: u8,
-    ttl: u8,
+    pub(in crate::datapath) proto: u8,
+    pub(in crate::datapath) seq: u32,
+    pub(in crate::datapath) len: usize,
+    pub(in crate::datapath) flags: u8,
+    pub(in crate::datapath) ack: u32,
+    pub(in crate::datapath) tos: u8,
+    pub(in crate::datapath) ttl: u8,
     /// TCP options (a multiple of 4 bytes).
-    options: &'static [u8],
+    pub(in crate::datapath) options: &'static [u8],
     /// IPv4 flags and fragment offset (bytes 6..8).
-    frag: u16,
-    id: u16,
+    pub(in crate::datapath) frag: u16,
+    pub(in crate::datapath) id: u16,
 }
 
-const fn seg(seq: u32, len: usize) -> P {
+pub(in crate::datapath) const fn seg(seq: u32, len: usize) -> P {
     P {
         v6: false,
         flow: 0,
@@ -49,7 +47,7 @@ const fn seg(seq: u32, len: usize) -> P {
 }
 
 /// Builds `p` with valid checksums; the payload's bytes follow from the flow and sequence.
-fn build(p: P) -> Vec<u8> {
+pub(in crate::datapath) fn build(p: P) -> Vec<u8> {
     let l4_header = match p.proto {
         6 => 20 + p.options.len(),
         _ => 8,
@@ -179,7 +177,7 @@ fn plan_table() {
 
 /// The super-packet of a write as the kernel reads it: the head, rewritten, then every
 /// member's payload.
-fn coalesce(bufs: &mut [Vec<u8>]) -> Vec<(VirtioNetHdr, Vec<u8>)> {
+pub(in crate::datapath) fn coalesce(bufs: &mut [Vec<u8>]) -> Vec<(VirtioNetHdr, Vec<u8>)> {
     let mut gro = Gro::default();
     gro.plan(bufs, true);
     let writes = gro.writes().to_vec();
