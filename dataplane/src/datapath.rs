@@ -9,8 +9,8 @@
 //! buffer and leave in one `sendmsg` with UDP GSO. UDP→TUN takes up to [`rx::RX_MESSAGES`] messages per `recvmmsg`, each possibly a GRO
 //! train of datagrams; every datagram is opened straight into its slot of the TUN batch, and the
 //! batch is coalesced ([`gro`]) into a few super-packets, so the kernel sees a few large packets.
-//! Buffers are allocated once per device and reused; no per-packet locking beyond one peer-table
-//! read and one session lock per run of packets.
+//! Buffers are allocated once per device and reused. Locks: one peer-table read per batch; a
+//! session lock per run of packets to one peer when sending, per datagram when receiving.
 
 pub(crate) mod gro;
 pub(crate) mod gso;
