@@ -6,9 +6,10 @@
 //! Both directions work in batches. TUN→UDP reads TUN frames, which with offloads are TCP or UDP
 //! super-packets of up to 64 KiB, split in place into MTU-sized packets ([`gso`], the virtio-net
 //! header in [`offload`]); consecutive packets for one peer are sealed back to back into one
-//! buffer and leave in one `sendmsg` with UDP GSO. UDP→TUN takes up to [`rx::RX_MESSAGES`] messages per `recvmmsg`, each possibly a GRO
-//! train of datagrams; every datagram is opened straight into its slot of the TUN batch, and the
-//! batch is coalesced ([`gro`]) into a few super-packets, so the kernel sees a few large packets.
+//! buffer and leave in one `sendmsg` with UDP GSO. UDP→TUN takes up to [`rx::RX_MESSAGES`]
+//! messages per `recvmmsg`, each possibly a GRO train of datagrams; every datagram is opened
+//! straight into its slot of the TUN batch, and the batch is coalesced ([`gro`]) into a few
+//! super-packets, so the kernel sees a few large packets.
 //! Buffers are allocated once per device and reused. Locks: one peer-table read per batch; a
 //! session lock per run of packets to one peer when sending, per datagram when receiving.
 
